@@ -1,0 +1,7 @@
+"""Shared pytest set-up. Fixtures live in fixtures_<area>.py modules, imported here."""
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from fixtures_data import *  # noqa: E402,F401,F403

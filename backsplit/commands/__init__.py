@@ -1,0 +1,1 @@
+"""Subcommands of the ``backsplit`` command line, one module each (see ``backsplit.cli``)."""

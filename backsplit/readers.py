@@ -1,0 +1,334 @@
+"""Read cases from files: image channels (any format SimpleITK reads) plus either a Slicer ``.seg.nrrd``
+(segment names, colours, layers) or a labelmap with a name map (JSON, CSV or Slicer colour table).
+
+Case lists come from a CSV file (one row per case) or a folder (``<case>.seg.nrrd`` next to ``<case>.nii.gz``
+or ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz`` ...). Nothing is read until a case is loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .cases import Case
+from .errors import InputError
+from .geometry import Geometry, _fmt
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+LABEL_NAME_MAP_SUFFIXES = (".json", ".csv", ".tsv", ".txt", ".ctbl")
+
+
+def _read_sitk(path: Path, what: str, case_id: str):
+    import SimpleITK as sitk
+
+    if not path.is_file():
+        raise InputError(f"the {what} file does not exist; check the path", case=case_id, path=str(path))
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
+        raise InputError(f"the {what} file cannot be read (truncated or not an image: {first}); "
+                         "re-export or replace it", case=case_id, path=str(path)) from None
+    if _gzip_truncated(path, image):
+        raise InputError(f"the {what} file cannot be read (truncated: the compressed data ends early); "
+                         "re-export or replace it", case=case_id, path=str(path))
+    return image
+
+
+def _gzip_truncated(path: Path, image) -> bool:
+    """ITK reads a truncated .nii.gz without complaint (the missing voxels come back as garbage). A gzip stream
+    ends with the uncompressed size (mod 2**32): compare it with the voxel data size, and only when it does not
+    fit (a truncated file, or a multi-member gzip) decompress the whole stream to be sure."""
+    import gzip
+    import zlib
+
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"\x1f\x8b":
+            return False
+        handle.seek(-4, 2)
+        stored = int.from_bytes(handle.read(4), "little")
+    data_bytes = image.GetNumberOfPixels() * image.GetSizeOfPixelComponent() * image.GetNumberOfComponentsPerPixel()
+    if (stored - data_bytes) % 2**32 < 2**20:  # voxel data plus a header of less than 1 MiB
+        return False
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 24):
+                pass
+    except (EOFError, OSError, zlib.error):
+        return True
+    return False
+
+
+def read_image(path: Path, case_id: str, what: str = "image") -> tuple[np.ndarray, Geometry]:
+    """Read a 3D scalar image as a (z, y, x) array and its geometry."""
+    image = _read_sitk(path, what, case_id)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"the {what} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                         "BackSplit needs one scalar image per channel (split colour or vector images)",
+                         case=case_id, path=str(path))
+    if image.GetDimension() != 3:
+        raise InputError(f"the {what} is {image.GetDimension()}D; BackSplit needs 3D images "
+                         "(split 4D series into one file per channel, stack 2D slices into a volume)",
+                         case=case_id, path=str(path))
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(image), Geometry.from_sitk(image)
+
+
+@dataclass
+class SegmentationContent:
+    """What a segmentation file holds: named masks on its own grid."""
+    geometry: Geometry
+    masks: dict[str, np.ndarray]
+    colors: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+
+
+def read_seg_nrrd(path: Path, case_id: str) -> SegmentationContent:
+    """Read a Slicer ``.seg.nrrd`` (one or several layers) into named boolean masks."""
+    import SimpleITK as sitk
+
+    image = _read_sitk(path, "segmentation", case_id)
+    keys = set(image.GetMetaDataKeys())
+    if "Segment0_Name" not in keys:
+        raise InputError("the file has no segment names (Segment0_Name is missing), so it is not a Slicer "
+                         "segmentation; save it from Slicer as .seg.nrrd, or give a labelmap with a name map",
+                         case=case_id, path=str(path))
+    array = sitk.GetArrayFromImage(image)
+    n_layers = image.GetNumberOfComponentsPerPixel()
+    if image.GetDimension() == 4:  # layers as a 4D axis (rare reader behaviour)
+        array = np.moveaxis(array, 0, -1)
+        n_layers = array.shape[-1]
+        geometry = Geometry.create(image.GetSpacing()[:3], image.GetOrigin()[:3],
+                                   np.asarray(image.GetDirection()).reshape(4, 4)[:3, :3].ravel(), array.shape[:3])
+    else:
+        geometry = Geometry.from_sitk(image)
+    masks: dict[str, np.ndarray] = {}
+    colors: dict[str, tuple[float, float, float]] = {}
+    index = 0
+    while f"Segment{index}_Name" in keys:
+        name = image.GetMetaData(f"Segment{index}_Name")
+        value = int(image.GetMetaData(f"Segment{index}_LabelValue")) if f"Segment{index}_LabelValue" in keys \
+            else index + 1
+        layer = int(image.GetMetaData(f"Segment{index}_Layer")) if f"Segment{index}_Layer" in keys else 0
+        if layer >= max(n_layers, 1):
+            raise InputError(f"segment '{name}' is on layer {layer} but the file has {n_layers} layer(s); "
+                             "the file is damaged, save it again from Slicer", case=case_id, path=str(path))
+        layer_array = array[..., layer] if n_layers > 1 else array
+        if name in masks:
+            raise InputError("two segments in the file have the same name; rename one in Slicer",
+                             case=case_id, segment=name, path=str(path))
+        masks[name] = layer_array == value
+        if f"Segment{index}_Color" in keys:
+            try:
+                colors[name] = tuple(float(c) for c in image.GetMetaData(f"Segment{index}_Color").split()[:3])
+            except ValueError:
+                pass
+        index += 1
+    return SegmentationContent(geometry, masks, colors)
+
+
+def read_name_map(path: Path, case_id: str = "") -> dict[int, str]:
+    """Read a label value -> segment name map from JSON ({"1": "kidney"} or {"kidney": 1}), CSV/TSV
+    ("value,name" rows) or a Slicer colour table ("value name r g b a" rows)."""
+    if not path.is_file():
+        raise InputError("the name map file does not exist; check the path", case=case_id or None, path=str(path))
+    text = path.read_text(encoding="utf-8-sig")
+    result: dict[int, str] = {}
+    try:
+        if path.suffix.lower() == ".json":
+            raw = json.loads(text)
+            if isinstance(raw, dict) and "labels" in raw and isinstance(raw["labels"], dict):
+                raw = raw["labels"]  # a dataset.json
+            for key, value in raw.items():
+                if str(key).strip().lstrip("-").isdigit():
+                    result[int(key)] = str(value)
+                else:
+                    result[int(value)] = str(key)
+        elif path.suffix.lower() in (".csv", ".tsv"):
+            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+            for row in csv.reader(text.splitlines(), delimiter=delimiter):
+                if not row or not row[0].strip() or row[0].strip().startswith("#"):
+                    continue
+                if not row[0].strip().isdigit():
+                    continue  # header
+                result[int(row[0])] = row[1].strip()
+        else:  # Slicer colour table
+            for line in text.splitlines():
+                parts = line.split()
+                if not parts or parts[0].startswith("#") or not parts[0].isdigit():
+                    continue
+                result[int(parts[0])] = parts[1]
+    except (ValueError, IndexError, json.JSONDecodeError) as exc:
+        raise InputError(f"the name map cannot be parsed ({exc}); write it as JSON {{\"1\": \"kidney\"}} or as "
+                         "'value,name' lines", case=case_id or None, path=str(path)) from None
+    result.pop(0, None)  # background
+    if not result:
+        raise InputError("the name map names no label value above 0", case=case_id or None, path=str(path))
+    return result
+
+
+def read_labelmap(path: Path, names: dict[int, str], case_id: str) -> SegmentationContent:
+    array, geometry = read_image(path, case_id, "labelmap")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise InputError("the labelmap holds non-integer values; save it as an integer label image",
+                             case=case_id, path=str(path))
+        array = array.astype(np.int64)
+    present = set(np.unique(array).tolist()) - {0}
+    unknown = sorted(present - set(names))
+    if unknown:
+        raise InputError(f"the labelmap holds values {unknown} that the name map does not name; add them to the "
+                         "name map (or set them to 0)", case=case_id, path=str(path))
+    return SegmentationContent(geometry, {name: array == value for value, name in names.items()})
+
+
+def align_to_image(content: SegmentationContent, image_geometry: Geometry, case_id: str,
+                   path: Path) -> dict[str, np.ndarray]:
+    """Put the segmentation's masks on the image grid.
+
+    Slicer crops ``.seg.nrrd`` files to the segments' extent, so a segmentation whose grid is a shifted sub-block
+    (or super-block) of the image grid with the same spacing and direction is pasted in place. Any other mismatch
+    (spacing, direction, an origin between voxels) is an error naming what differs.
+    """
+    problems = image_geometry.differences(content.geometry, compare_shape=False)
+    offset = image_geometry.origin_offset_in_voxels(content.geometry)
+    rounded = np.round(offset)
+    on_lattice = np.all(np.abs(offset - rounded) <= 0.01)
+    problems = [p for p in problems if not (p.startswith("origin") and on_lattice)]
+    if problems:
+        raise InputError(f"the segmentation does not lie on the image grid: {'; '.join(problems)}. Resample the "
+                         "segmentation to the image (in Slicer: export it with the image as reference geometry)",
+                         case=case_id, path=str(path))
+    shift = rounded.astype(int)[::-1]  # (k, j, i)
+    if np.all(shift == 0) and tuple(content.geometry.shape) == tuple(image_geometry.shape):
+        return content.masks
+    aligned: dict[str, np.ndarray] = {}
+    for name, mask in content.masks.items():
+        out = np.zeros(image_geometry.shape, dtype=bool)
+        src = tuple(slice(max(0, -s), min(m, n - s)) for s, m, n in zip(shift, mask.shape, image_geometry.shape))
+        dst = tuple(slice(max(0, s), max(0, s) + (sl.stop - sl.start)) for s, sl in zip(shift, src))
+        if any(sl.stop <= sl.start for sl in src):
+            inside = 0
+        else:
+            out[dst] = mask[src]
+            inside = int(out.sum())
+        if inside != int(mask.sum()):
+            raise InputError("part of the segment lies outside the image; crop the segment to the image or "
+                             f"check that the right image is paired with this segmentation "
+                             f"(offset {_fmt(shift[::-1])} voxels)", case=case_id, segment=name, path=str(path))
+        aligned[name] = out
+    return aligned
+
+
+@dataclass
+class FileCaseSource:
+    """A case on disk: one file per channel, plus a segmentation (.seg.nrrd) or a labelmap with a name map."""
+    case_id: str
+    images: Sequence[Path]
+    segmentation: Path
+    name_map: Optional[dict[int, str]] = None  # required for a labelmap, ignored for .seg.nrrd
+
+    @property
+    def description(self) -> str:
+        return f"case '{self.case_id}' ({self.segmentation})"
+
+    def load(self) -> Case:
+        if not self.images:
+            raise InputError("the case has no image file; give at least one channel", case=self.case_id)
+        channels, geometries = [], []
+        for index, path in enumerate(self.images):
+            array, geometry = read_image(Path(path), self.case_id, f"image (channel {index})")
+            channels.append(array)
+            geometries.append(geometry)
+        seg_path = Path(self.segmentation)
+        if is_seg_nrrd(seg_path):
+            content = read_seg_nrrd(seg_path, self.case_id)
+        else:
+            if not self.name_map:
+                raise InputError("a labelmap needs a name map (label value -> segment name); give --names or a "
+                                 "'names' column, or save a .seg.nrrd from Slicer", case=self.case_id,
+                                 path=str(seg_path))
+            content = read_labelmap(seg_path, self.name_map, self.case_id)
+        # Channel geometry is checked by validation (it names both channels); align against channel 0.
+        masks = align_to_image(content, geometries[0], self.case_id, seg_path)
+        return Case(self.case_id, channels, geometries[0], masks, content.colors,
+                    channel_geometries=geometries, description=self.description)
+
+
+def is_seg_nrrd(path: Path) -> bool:
+    return path.name.lower().endswith(".seg.nrrd")
+
+
+def _strip_suffix(name: str) -> str:
+    lower = name.lower()
+    for suffix in (".seg.nrrd",) + IMAGE_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def cases_from_csv(path: Path, default_name_map: Optional[dict[int, str]] = None) -> list[FileCaseSource]:
+    """Read a case list CSV with columns ``case_id``, ``image`` (channels separated by ';' or columns
+    ``image_0000``, ``image_0001`` ...), ``segmentation`` and optional ``names`` (a name map file per case).
+    Relative paths are relative to the CSV file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("the case list does not exist; check the path", path=str(path))
+    base = path.parent
+    sources: list[FileCaseSource] = []
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+        image_columns = sorted(f for f in fields if re.fullmatch(r"image(_\d+)?", f))
+        if "segmentation" not in fields or not image_columns:
+            raise InputError("the case list needs the columns 'case_id', 'image' and 'segmentation' "
+                             f"(found: {', '.join(fields) or 'none'})", path=str(path))
+        for line, raw in enumerate(reader, start=2):
+            row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
+            case_id = row.get("case_id") or _strip_suffix(Path(row["segmentation"]).name)
+            images: list[Path] = []
+            for column in image_columns:
+                images += [base / p.strip() for p in row.get(column, "").split(";") if p.strip()]
+            if not row.get("segmentation"):
+                raise InputError(f"line {line} has no segmentation", case=case_id, path=str(path))
+            name_map = read_name_map(base / row["names"], case_id) if row.get("names") else default_name_map
+            sources.append(FileCaseSource(case_id, images, base / row["segmentation"], name_map))
+    if not sources:
+        raise InputError("the case list has no cases; add one row per case", path=str(path))
+    return sources
+
+
+def cases_from_folder(folder: Path, default_name_map: Optional[dict[int, str]] = None) -> list[FileCaseSource]:
+    """Find cases in a folder: every ``<case>.seg.nrrd`` (or, with a name map, ``<case>.label.nii.gz`` /
+    ``<case>_seg.nii.gz``) with its image ``<case>.nii.gz`` (or .nrrd, .mha) or channels ``<case>_0000.nii.gz`` ..."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("the case folder does not exist; check the path", path=str(folder))
+    sources = []
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    for seg in files:
+        lower = seg.name.lower()
+        if is_seg_nrrd(seg):
+            case_id = seg.name[: -len(".seg.nrrd")]
+        elif default_name_map and re.search(r"(\.label|_seg|_label)\.(nii\.gz|nii|nrrd|mha)$", lower):
+            case_id = re.sub(r"(\.label|_seg|_label)\.(nii\.gz|nii|nrrd|mha)$", "", seg.name, flags=re.I)
+        else:
+            continue
+        images = [p for p in files if p != seg and _strip_suffix(p.name) == case_id
+                  and not is_seg_nrrd(p)]
+        if not images:
+            images = sorted(p for p in files if re.fullmatch(re.escape(case_id) + r"_\d{4}", _strip_suffix(p.name)))
+        if not images:
+            raise InputError(f"no image found for the segmentation; name it '{case_id}.nii.gz' or "
+                             f"'{case_id}_0000.nii.gz'", case=case_id, path=str(seg))
+        sources.append(FileCaseSource(case_id, images, seg, default_name_map))
+    if not sources:
+        raise InputError("no cases found: the folder holds no '<case>.seg.nrrd' files (or labelmaps named "
+                         "'<case>.label.nii.gz' with a name map)", path=str(folder))
+    return sources
