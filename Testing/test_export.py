@@ -178,10 +178,10 @@ def test_output_not_writable(tmp_path, cases):
 
 def test_disk_full_leaves_nothing(tmp_path, cases, monkeypatch):
     # A full disk cannot be produced portably without root; simulate the OSError the writer would raise.
-    import backsplit.export as export_module
+    import backsplit.niftiio as niftiio
 
     calls = {"n": 0}
-    real = export_module._write_array
+    real = niftiio.compress_file
 
     def failing(*args, **kwargs):
         calls["n"] += 1
@@ -189,7 +189,7 @@ def test_disk_full_leaves_nothing(tmp_path, cases, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(export_module, "_write_array", failing)
+    monkeypatch.setattr(niftiio, "compress_file", failing)
     with pytest.raises(OutputError, match="disk.*full"):
         export_dataset(cases, request(tmp_path))
     assert_nothing_written(tmp_path)

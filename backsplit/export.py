@@ -27,6 +27,7 @@ import numpy as np
 from . import __version__
 from .cases import CaseSource, check_unique_ids
 from .errors import BackSplitError, CancelledError, InputError, OutputError
+from .niftiio import NiftiGzWriter
 from .progress import ProgressCallback, ProgressEvent, ignore_progress
 from .schema import LabelSchema
 from .validation import MISSING_ABSENT, MISSING_ERROR, case_labels, check_case_ids
@@ -142,6 +143,7 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
     check_output(request)
     out_root = Path(request.out_root)
     staging = Path(tempfile.mkdtemp(prefix=".backsplit-export-", dir=out_root))
+    writer = NiftiGzWriter(level=request.compression_level)
     try:
         main_dir = staging / request.folder_name
         twin_dir = staging / request.binary_folder_name if request.binary_twin else None
@@ -172,10 +174,12 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
                 for name in names:
                     if name in case.colors and cls not in source_colors:
                         source_colors[cls] = [round(float(c), 4) for c in case.colors[name]]
-            _write_case(case, checked.labels, schema, main_dir, twin_dir, request.compression_level)
+            _write_case(writer, case, checked.labels, schema, main_dir, twin_dir)
             del case, checked
             yield ProgressEvent("export", f"wrote case '{source.case_id}'", index + 1, total,
                                 {"case": source.case_id})
+        writer.wait()
+        _link_twin_images(main_dir, twin_dir)
         case_ids = [s.case_id for s in sources]
         common = {"case_ids": case_ids, "negative_cases": negative, "absent_segments": absent,
                   "sources": {k: sorted(v) for k, v in used_sources.items()}, "source_colors": source_colors}
@@ -194,6 +198,7 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
                               "(nothing was written)") from None
         raise OutputError(f"writing the dataset into '{out_root}' failed ({exc}); nothing was written") from exc
     finally:
+        writer.close()
         shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -221,29 +226,22 @@ def _image_to_write(channel: np.ndarray) -> np.ndarray:
     return channel
 
 
-def _write_array(array: np.ndarray, geometry, path: Path, compression_level: int) -> None:
-    import SimpleITK as sitk
-
-    sitk.WriteImage(geometry.to_sitk(array), str(path), True, compression_level)
-
-
-def _write_case(case, labels: np.ndarray, schema: LabelSchema, main_dir: Path, twin_dir: Optional[Path],
-                compression_level: int) -> None:
+def _write_case(writer: NiftiGzWriter, case, labels: np.ndarray, schema: LabelSchema, main_dir: Path,
+                twin_dir: Optional[Path]) -> None:
     for index, channel in enumerate(case.channels):
         name = f"{case.case_id}_{index:04d}{FILE_ENDING}"
-        _write_array(_image_to_write(channel), case.geometry, main_dir / "imagesTr" / name, compression_level)
-        if twin_dir:
-            _link_or_copy(main_dir / "imagesTr" / name, twin_dir / "imagesTr" / name)
-    _write_array(labels, case.geometry, main_dir / "labelsTr" / f"{case.case_id}{FILE_ENDING}", compression_level)
+        writer.write(_image_to_write(channel), case.geometry, main_dir / "imagesTr" / name)
+    writer.write(labels, case.geometry, main_dir / "labelsTr" / f"{case.case_id}{FILE_ENDING}")
     if twin_dir:
-        if schema.supports:
-            binary = labels.copy()
-            binary[binary > len(schema.targets)] = 0
-            _write_array(binary, case.geometry, twin_dir / "labelsTr" / f"{case.case_id}{FILE_ENDING}",
-                         compression_level)
-        else:
-            _link_or_copy(main_dir / "labelsTr" / f"{case.case_id}{FILE_ENDING}",
-                          twin_dir / "labelsTr" / f"{case.case_id}{FILE_ENDING}")
+        writer.write(schema.fold_to_binary(labels) if schema.supports else labels, case.geometry,
+                     twin_dir / "labelsTr" / f"{case.case_id}{FILE_ENDING}")
+
+
+def _link_twin_images(main_dir: Path, twin_dir: Optional[Path]) -> None:
+    """The twin's images are the same files: hard links where the file system allows, else copies."""
+    if twin_dir:
+        for image in sorted((main_dir / "imagesTr").iterdir()):
+            _link_or_copy(image, twin_dir / "imagesTr" / image.name)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
