@@ -43,9 +43,19 @@ def _json_default(value: Any) -> Any:
 ProgressCallback = Callable[[ProgressEvent], None]
 
 
+EVENT_PREFIX = "@backsplit-event "
+
+
+def format_event_line(event: ProgressEvent) -> str:
+    """One line for a child process's stdout; the prefix keeps it apart from nnU-Net's own prints."""
+    return EVENT_PREFIX + event.to_json()
+
+
 def parse_event_line(line: str) -> Optional[ProgressEvent]:
-    """Parse one JSON line written by ``ProgressEvent.to_json``; other lines give None."""
+    """Parse a line written by ``format_event_line`` (or a bare ``ProgressEvent.to_json``); other lines give None."""
     line = line.strip()
+    if line.startswith(EVENT_PREFIX.strip()):
+        line = line[len(EVENT_PREFIX.strip()):].strip()
     if not line.startswith("{"):
         return None
     try:

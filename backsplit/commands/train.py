@@ -1,0 +1,102 @@
+"""``backsplit train``: train nnU-Net on an exported BackSplit dataset (and its binary twin) in a child process."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train nnU-Net v2 on an exported BackSplit dataset",
+                              description=__doc__)
+    p.add_argument("dataset", type=Path, help="the exported dataset folder (DatasetNNN_Name)")
+    p.add_argument("--work-dir", type=Path, required=True, help="folder for nnUNet_preprocessed and nnUNet_results")
+    p.add_argument("--model-dir", type=Path, help="copy the finished model here (twin: <model-dir>_binary)")
+    p.add_argument("--configuration", "-c", default="2d", choices=["2d", "3d_fullres"])
+    p.add_argument("--fold", default="auto", help="auto (all when < 5 cases, else 0), all, or 0-4")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--iterations-per-epoch", type=int, default=250)
+    p.add_argument("--val-iterations", type=int, default=50)
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    p.add_argument("--sampling", default="target", choices=["target", "stock"],
+                   help="target: forced-foreground patches centred on target classes (default); stock: nnU-Net's")
+    p.add_argument("--pretrained", type=Path, help="fine-tune from this model folder (learning rate 1e-3 by default)")
+    p.add_argument("--lr", type=float, help="initial learning rate (default 1e-2, fine-tuning 1e-3)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint (or train more epochs)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier model in the same work folder")
+    p.add_argument("--with-binary", action="store_true", help="also train the binary twin with identical settings")
+    p.add_argument("--save-every", type=int, default=5, help="epochs between resume checkpoints")
+    p.add_argument("--workers", type=int, default=0, help="augmentation worker processes (0 is fastest on few cores)")
+    p.add_argument("--validate", action="store_true", help="run nnU-Net's validation of the fold at the end")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--jsonl", action="store_true", help="print progress events as JSON lines instead of a bar")
+    p.add_argument("--log", action="store_true", help="also print nnU-Net's own output")
+    p.set_defaults(func=run)
+
+
+def options_from_args(args: argparse.Namespace):
+    from ..training.options import TrainOptions
+
+    return TrainOptions(
+        dataset_dir=args.dataset, work_dir=args.work_dir, model_dir=args.model_dir, configuration=args.configuration,
+        fold=args.fold, epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
+        val_iterations_per_epoch=args.val_iterations, device=args.device, sampling=args.sampling,
+        pretrained_model=args.pretrained, initial_lr=args.lr, resume=args.resume, with_binary=args.with_binary,
+        save_every=args.save_every, num_workers=args.workers, final_validation=args.validate, seed=args.seed,
+        extra={"overwrite": True} if args.overwrite else {})
+
+
+def follow(process, *, jsonl: bool = False, show_log: bool = False, stream=None) -> int:
+    """Print a process's progress until it ends; Ctrl-C cancels the whole process tree."""
+    from ..progress import TextProgressBar
+    from ..training.status import TrainingStatus
+
+    stream = stream or sys.stderr
+    status = TrainingStatus(models_total=2 if getattr(process, "options", None) and process.options.with_binary else 1)
+    bar = TextProgressBar(stream)
+    try:
+        while True:
+            for event in process.poll_events():
+                if event.stage == "log":
+                    if show_log:
+                        print(event.message, file=stream)
+                    continue
+                status.update(event)
+                if jsonl:
+                    print(event.to_json(), flush=True)
+                else:
+                    from ..progress import ProgressEvent
+
+                    bar(ProgressEvent(event.stage, status.summary() if event.stage in ("epoch", "train")
+                                      else event.message, event.current, event.total))
+            if not process.is_running():
+                process.wait()
+                for event in process.poll_events():
+                    status.update(event)
+                    if event.stage in ("done", "error") and not jsonl:
+                        print(event.message, file=stream)
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        print("cancelling: ending the training process tree ...", file=stream)
+        process.cancel()
+        return 130
+    if status.error:
+        if not jsonl:
+            tail = "\n".join(getattr(process, "log_lines", [])[-15:])
+            if tail and process.returncode not in (0, 1):
+                print(tail, file=stream)
+        return 1 if process.returncode in (0, 1, None) else int(process.returncode)
+    return int(process.returncode or 0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.process import TrainingProcess
+
+    process = TrainingProcess(options_from_args(args)).start()
+    code = follow(process, jsonl=args.jsonl, show_log=args.log)
+    if code == 0 and process.result_models:
+        print("models:\n" + "\n".join(f"  {m}" for m in process.result_models))
+    return code

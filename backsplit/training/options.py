@@ -1,0 +1,101 @@
+"""What to train: a dataclass with a JSON round trip (it travels to the child process as a file)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Optional
+
+from ..errors import InputError
+
+CONFIGURATIONS = ("2d", "3d_fullres")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+SAMPLINGS = ("target", "stock")
+DEFAULT_LR = 1e-2
+FINE_TUNE_LR = 1e-3   # the BackSplit paper fine-tunes binary models with support labels at 1e-3
+TRAINER_NAME = "BackSplitTrainer"
+PLANS_NAME = "nnUNetPlans"
+
+
+@dataclass
+class TrainOptions:
+    dataset_dir: Path                         # exported BackSplit (or binary) dataset: .../DatasetNNN_Name
+    work_dir: Path                            # holds nnUNet_preprocessed/ and nnUNet_results/
+    configuration: str = "2d"
+    fold: str = "auto"                        # "auto" (all when < 5 cases, else 0), "all", "0".."4"
+    epochs: int = 50
+    iterations_per_epoch: int = 250
+    val_iterations_per_epoch: int = 50
+    device: str = "auto"
+    sampling: str = "target"                  # "target": forced-foreground patches centred on targets; "stock"
+    pretrained_model: Optional[Path] = None   # fine-tune from this model folder (its output layer is replaced)
+    initial_lr: Optional[float] = None        # default 1e-2, or 1e-3 when fine-tuning
+    resume: bool = False                      # continue from the last checkpoint
+    with_binary: bool = False                 # also train the binary twin with identical settings
+    model_dir: Optional[Path] = None          # copy the finished model here (default: it stays in nnUNet_results)
+    save_every: int = 5                       # epochs between checkpoint_latest.pth writes (resume points)
+    num_workers: int = 0                      # augmentation worker processes (0: in the training process)
+    final_validation: bool = False            # run nnU-Net's validation of the fold at the end
+    seed: Optional[int] = None
+    preprocess_processes: int = 2
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.dataset_dir = Path(self.dataset_dir)
+        self.work_dir = Path(self.work_dir)
+        if self.pretrained_model is not None:
+            self.pretrained_model = Path(self.pretrained_model)
+        if self.model_dir is not None:
+            self.model_dir = Path(self.model_dir)
+        self.fold = str(self.fold)
+
+    def validate(self) -> None:
+        if self.configuration not in CONFIGURATIONS:
+            raise InputError(f"configuration '{self.configuration}' is not supported; choose one of "
+                             f"{', '.join(CONFIGURATIONS)}")
+        if self.device not in DEVICES:
+            raise InputError(f"device '{self.device}' is unknown; choose one of {', '.join(DEVICES)}")
+        if self.sampling not in SAMPLINGS:
+            raise InputError(f"sampling '{self.sampling}' is unknown; choose 'target' or 'stock'")
+        if self.fold not in ("auto", "all", "0", "1", "2", "3", "4"):
+            raise InputError(f"fold '{self.fold}' is not valid; choose auto, all or 0-4")
+        for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch", "save_every"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"{name.replace('_', ' ')} must be at least 1")
+        if self.resume and self.pretrained_model is not None:
+            raise InputError("resume and fine-tune cannot be combined: resume continues an earlier run of this model, "
+                             "fine-tuning starts a new one from another model's weights")
+
+    @property
+    def learning_rate(self) -> float:
+        if self.initial_lr is not None:
+            return float(self.initial_lr)
+        return FINE_TUNE_LR if self.pretrained_model is not None else DEFAULT_LR
+
+    def to_json(self) -> str:
+        raw = asdict(self)
+        for key, value in raw.items():
+            if isinstance(value, Path):
+                raw[key] = str(value)
+        return json.dumps(raw, indent=2)
+
+    @staticmethod
+    def from_json(text: str) -> "TrainOptions":
+        raw = json.loads(text)
+        known = {f.name for f in fields(TrainOptions)}
+        return TrainOptions(**{k: v for k, v in raw.items() if k in known})
+
+
+def resolve_fold(fold: str, n_cases: int) -> str:
+    """'auto' -> 'all' for fewer than 5 cases (5-fold splits need 5), else '0'. Explicit folds need >= 5 cases."""
+    if fold == "auto":
+        return "all" if n_cases < 5 else "0"
+    if fold != "all" and n_cases < 5:
+        raise InputError(f"fold {fold} needs a 5-fold split, which needs at least 5 cases, but the dataset has "
+                         f"{n_cases}; choose fold 'all' (or 'auto') or export more cases")
+    return fold
+
+
+def trainer_folder_name(configuration: str, trainer: str = TRAINER_NAME, plans: str = PLANS_NAME) -> str:
+    return f"{trainer}__{plans}__{configuration}"

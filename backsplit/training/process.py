@@ -1,0 +1,57 @@
+"""Start, follow and cancel a training run in a child process (command line and Slicer panel alike)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+from ..process import ChildProcess, PopenFactory, python_executable
+from ..progress import ProgressEvent
+from .environment import nnunet_environment
+from .options import TrainOptions
+
+import subprocess
+
+
+def package_root() -> Path:
+    """The folder that holds the ``backsplit`` package (put on the child's PYTHONPATH)."""
+    return Path(__file__).resolve().parent.parent.parent
+
+
+def training_command(options_file: Path, python: str) -> list[str]:
+    return [python, "-m", "backsplit.training.worker", str(options_file)]
+
+
+def training_environment(options: TrainOptions, base_env=None) -> dict[str, str]:
+    env = nnunet_environment(Path(options.dataset_dir).resolve().parent, Path(options.work_dir).resolve(), base_env,
+                             augmentation_workers=options.num_workers, processes=options.preprocess_processes)
+    env["PYTHONPATH"] = os.pathsep.join([str(package_root())] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return env
+
+
+class TrainingProcess(ChildProcess):
+    """``TrainingProcess(options).start()``; then ``poll_events()`` from a timer; ``cancel()`` ends the tree."""
+
+    def __init__(self, options: TrainOptions, python: Optional[str] = None, popen: PopenFactory = subprocess.Popen,
+                 base_env=None):
+        options.validate()
+        self.options = options
+        jobs = Path(options.work_dir) / "jobs"
+        jobs.mkdir(parents=True, exist_ok=True)
+        self.options_file = jobs / f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(self)}.json"
+        self.options_file.write_text(options.to_json(), encoding="utf-8")
+        super().__init__(training_command(self.options_file, python or python_executable()),
+                         training_environment(options, base_env), popen=popen)
+        self.result_models: list[str] = []
+        self.error: Optional[str] = None
+
+    def poll_events(self) -> list[ProgressEvent]:
+        events = super().poll_events()
+        for event in events:
+            if event.stage == "done":
+                self.result_models = list(event.data.get("models", []))
+            elif event.stage == "error":
+                self.error = event.message
+        return events

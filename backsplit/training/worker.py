@@ -1,0 +1,321 @@
+"""The training child process: ``python -m backsplit.training.worker OPTIONS.json``.
+
+Runs with nnU-Net's variables already in its environment (see ``environment.py``). Prints progress events (one
+prefixed JSON line each) among nnU-Net's own output. Steps: check the dataset(s); plan and preprocess with nnU-Net's
+integrity check (plans shared with the binary twin, or taken from the model being fine-tuned); train with
+``BackSplitTrainer``; write the model folder's manifest. Exit code 0 on success, 1 on a user error (message in the
+final 'error' event), 2 on an unexpected error.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+from ..errors import BackSplitError, InputError, OutputError
+from ..progress import ProgressEvent, format_event_line
+from .datasets import TrainingDataset, load_training_dataset
+from .lock import TrainingLock
+from .manifest import build_manifest, read_manifest, write_manifest
+from .options import PLANS_NAME, TRAINER_NAME, TrainOptions, resolve_fold, trainer_folder_name
+
+
+def emit(event: ProgressEvent) -> None:
+    sys.stdout.write(format_event_line(event) + "\n")
+    sys.stdout.flush()
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but no CUDA GPU is available to PyTorch here; choose 'auto' or "
+                         "'cpu' (or install a CUDA build of PyTorch)")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise InputError("device 'mps' was asked for but Apple's Metal backend is not available; choose 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def preprocessed_dir(dataset: TrainingDataset) -> Path:
+    return Path(os.environ["nnUNet_preprocessed"]) / dataset.folder_name
+
+
+def results_dir(dataset: TrainingDataset, configuration: str) -> Path:
+    return Path(os.environ["nnUNet_results"]) / dataset.folder_name / trainer_folder_name(configuration)
+
+
+def _marker(dataset: TrainingDataset, configuration: str) -> Path:
+    return preprocessed_dir(dataset) / f"backsplit_prepared_{configuration}.json"
+
+
+def prepare(dataset: TrainingDataset, options: TrainOptions, plans_from: Optional[dict]) -> dict:
+    """Plan and preprocess ``dataset`` once (again when the export changed or a run was interrupted).
+
+    ``plans_from``: plans to use instead of planning (the BackSplit dataset's plans for its binary twin, or the
+    pretrained model's plans when fine-tuning), so that both models see identical inputs and networks.
+    """
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
+                                                                      preprocess)
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    config = options.configuration
+    folder = preprocessed_dir(dataset)
+    plans_file = folder / f"{PLANS_NAME}.json"
+    content = dataset.content_hash()
+    wanted_plans = _plans_for(dataset, plans_from) if plans_from is not None else None
+    marker = _marker(dataset, config)
+    required = [plans_file, folder / "dataset.json", folder / "dataset_fingerprint.json"]
+    if marker.is_file() and all(p.is_file() for p in required):
+        recorded = json.loads(marker.read_text())
+        current = json.loads(plans_file.read_text())
+        if recorded.get("content") == content and (wanted_plans is None or _same_plans(current, wanted_plans)):
+            emit(ProgressEvent("preprocess", f"{dataset.folder_name}: already preprocessed ({config})", 1, 1))
+            return current
+    marker.unlink(missing_ok=True)  # an interrupted or outdated preparation is redone from scratch
+    n = max(1, options.preprocess_processes)
+    emit(ProgressEvent("plan", f"{dataset.folder_name}: checking the dataset with nnU-Net", 0, 3))
+    verify_dataset_integrity(str(dataset.folder), n)
+    folder.mkdir(parents=True, exist_ok=True)
+    emit(ProgressEvent("plan", f"{dataset.folder_name}: extracting the dataset fingerprint", 1, 3))
+    extract_fingerprints([dataset.dataset_id], num_processes=n, check_dataset_integrity=False, clean=True,
+                         verbose=False, show_progress_bar=False)
+    if wanted_plans is None:
+        plan_experiments([dataset.dataset_id])
+    else:
+        emit(ProgressEvent("plan", f"{dataset.folder_name}: using shared plans", 1, 3))
+        plans_file.write_text(json.dumps(wanted_plans, indent=2))
+        shutil.copy2(dataset.folder / "dataset.json", folder / "dataset.json")  # nnU-Net's preprocessor reads it here
+    plans = json.loads(plans_file.read_text())
+    if config not in plans["configurations"]:
+        raise InputError(f"nnU-Net planned no '{config}' configuration for this dataset (it planned "
+                         f"{', '.join(plans['configurations'])}); choose one of those", path=str(dataset.folder))
+    data_identifier = plans["configurations"][config]["data_identifier"]
+    shutil.rmtree(folder / data_identifier, ignore_errors=True)
+    emit(ProgressEvent("preprocess", f"{dataset.folder_name}: preprocessing ({config})", 2, 3))
+    preprocess([dataset.dataset_id], PLANS_NAME, (config,), (n,), verbose=False, show_progress_bar=False)
+    marker.write_text(json.dumps({"content": content, "configuration": config}))
+    emit(ProgressEvent("preprocess", f"{dataset.folder_name}: preprocessed", 3, 3))
+    return plans
+
+
+def _plans_for(dataset: TrainingDataset, source: dict) -> dict:
+    plans = json.loads(json.dumps(source))
+    plans["dataset_name"] = dataset.folder_name
+    plans["plans_name"] = PLANS_NAME
+    return plans
+
+
+def _same_plans(a: dict, b: dict) -> bool:
+    keys = ("configurations", "foreground_intensity_properties_per_channel", "transpose_forward", "original_median_spacing_after_transp")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def check_pretrained(model_dir: Path, dataset: TrainingDataset, configuration: str) -> tuple[dict, Path]:
+    """The plans and checkpoint of the model to fine-tune from; refuse a model that cannot fit this dataset."""
+    model_dir = Path(model_dir)
+    plans_path = model_dir / "plans.json"
+    if not plans_path.is_file():
+        raise InputError("the model to fine-tune has no plans.json; choose a model folder written by BackSplit "
+                         "training or nnU-Net", path=str(model_dir))
+    plans = json.loads(plans_path.read_text())
+    try:
+        manifest = read_manifest(model_dir)
+        folds = manifest.get("folds", ["all"])
+        if manifest.get("configuration") != configuration:
+            raise InputError(f"the model to fine-tune was trained with configuration '{manifest.get('configuration')}'"
+                             f", not '{configuration}'; choose the same configuration", path=str(model_dir))
+    except InputError as exc:
+        if "configuration" in str(exc):
+            raise
+        folds = [p.name[len("fold_"):] for p in sorted(model_dir.glob("fold_*"))]
+    model_channels = json.loads((model_dir / "dataset.json").read_text())["channel_names"] \
+        if (model_dir / "dataset.json").is_file() else None
+    if model_channels is not None and len(model_channels) != len(dataset.meta["channel_names"]):
+        raise InputError(f"the model to fine-tune takes {len(model_channels)} input channel(s) "
+                         f"({', '.join(model_channels.values())}) but the dataset has "
+                         f"{len(dataset.meta['channel_names'])}; fine-tune from a model with the same channels",
+                         path=str(model_dir))
+    if configuration not in plans.get("configurations", {}):
+        raise InputError(f"the model to fine-tune has no '{configuration}' configuration in its plans",
+                         path=str(model_dir))
+    for fold in folds:
+        for name in ("checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth"):
+            checkpoint = model_dir / f"fold_{fold}" / name
+            if checkpoint.is_file():
+                return plans, checkpoint
+    raise InputError("the model to fine-tune has no checkpoint (fold_*/checkpoint_final.pth)", path=str(model_dir))
+
+
+def train_one(dataset: TrainingDataset, options: TrainOptions, fold: str, device, plans: dict,
+              pretrained_checkpoint: Optional[Path], label: str) -> Path:
+    import numpy as np
+    import torch
+    from nnunetv2.run.run_training import maybe_load_checkpoint
+
+    from .trainer import BackSplitTrainer
+
+    base = results_dir(dataset, options.configuration)
+    fold_dir = base / f"fold_{fold}"
+    with TrainingLock(base.parent / f".backsplit-train-{base.name}-fold_{fold}.lock"):
+        has_final = (fold_dir / "checkpoint_final.pth").is_file()
+        has_latest = (fold_dir / "checkpoint_latest.pth").is_file()
+        if not options.resume and (has_final or has_latest) and not options.extra.get("overwrite"):
+            state = "a finished model" if has_final else "an unfinished training"
+            raise OutputError(f"{state} already exists in '{fold_dir}'; resume it (continue training), or allow "
+                              "overwriting it, or use another work folder")
+        if options.seed is not None:
+            np.random.seed(options.seed)
+            torch.manual_seed(options.seed)
+        BackSplitTrainer.settings = {
+            "epochs": options.epochs, "iterations_per_epoch": options.iterations_per_epoch,
+            "val_iterations_per_epoch": options.val_iterations_per_epoch, "initial_lr": options.learning_rate,
+            "save_every": options.save_every, "sampling": options.sampling, "target_labels": dataset.target_labels}
+        BackSplitTrainer.event_sink = emit
+        run_plans = json.loads(json.dumps(plans))
+        run_plans["continue_training"] = bool(options.resume)
+        trainer = BackSplitTrainer(run_plans, options.configuration, fold if fold == "all" else int(fold),
+                                   dataset.meta, device)
+        started = time.time()
+        emit(ProgressEvent("train", f"{label}: starting ({options.configuration}, fold {fold}, {device})", 0,
+                           options.epochs, {"model": label, "output_folder": str(base)}))
+        if pretrained_checkpoint is not None:
+            try:
+                maybe_load_checkpoint(trainer, False, False, str(pretrained_checkpoint))
+            except (AssertionError, RuntimeError, KeyError) as exc:
+                raise InputError(f"the model to fine-tune does not fit this dataset's network ({exc or 'shape mismatch'})"
+                                 "; fine-tune from a model trained with the same plans (e.g. the binary twin trained "
+                                 "by BackSplit)", path=str(pretrained_checkpoint)) from None
+        elif options.resume:
+            maybe_load_checkpoint(trainer, True, False, None)
+            emit(ProgressEvent("train", f"{label}: resuming at epoch {trainer.current_epoch}", trainer.current_epoch,
+                               options.epochs, {"start_epoch": trainer.current_epoch}))
+        trainer.run_training()
+        if options.final_validation:
+            emit(ProgressEvent("validate", f"{label}: nnU-Net validation of fold {fold}"))
+            trainer.perform_actual_validation(False)
+        elapsed = time.time() - started
+        manifest = build_manifest(
+            dataset_meta=dataset.meta, plans=plans, configuration=options.configuration, folds=[fold],
+            trainer=TRAINER_NAME, plans_name=PLANS_NAME, epochs=options.epochs,
+            iterations_per_epoch=options.iterations_per_epoch, initial_lr=options.learning_rate,
+            sampling=options.sampling if dataset.variant != "binary" else "stock (binary: targets are all classes)",
+            pretrained_from=str(options.pretrained_model) if pretrained_checkpoint else None,
+            source_dataset=dataset.folder_name, training_time_s=elapsed, device=str(device),
+            completed_epochs=int(trainer.current_epoch))
+        write_manifest(base, manifest)
+    return base
+
+
+def copy_model(source: Path, target: Path, fold: str) -> Path:
+    """Copy a finished model (manifest, dataset.json, plans.json, the fold's final checkpoint and logs) aside."""
+    if target.exists():
+        raise OutputError(f"the model folder '{target}' already exists; choose another one")
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / f"fold_{fold}").mkdir(parents=True)
+    for name in ("backsplit_model.json", "dataset.json", "plans.json", "dataset_fingerprint.json"):
+        if (source / name).is_file():
+            shutil.copy2(source / name, staging / name)
+    for item in (source / f"fold_{fold}").iterdir():
+        if item.is_file() and item.name != "checkpoint_latest.pth":
+            shutil.copy2(item, staging / f"fold_{fold}" / item.name)
+    staging.replace(target)
+    return target
+
+
+def run(options: TrainOptions) -> list[Path]:
+    import torch
+
+    options.validate()
+    dataset = load_training_dataset(options.dataset_dir)
+    if Path(os.environ.get("nnUNet_raw", "")).resolve() != dataset.folder.parent:
+        raise BackSplitError("the training process was started without nnU-Net's variables for this dataset; start "
+                             "it through backsplit.training.process.TrainingProcess")
+    datasets = [dataset]
+    if options.with_binary:
+        if options.pretrained_model is not None:
+            raise InputError("fine-tuning and training the binary twin side by side cannot be combined; train the "
+                             "twin first, then fine-tune from it")
+        twin_folder = dataset.twin_folder
+        if twin_folder is None or not twin_folder.is_dir():
+            raise InputError("the dataset has no binary twin next to it (dataset.json 'backsplit.twin'); export it with "
+                             "the binary twin", path=str(dataset.folder))
+        twin = load_training_dataset(twin_folder)
+        if twin.case_ids != dataset.case_ids:
+            raise InputError("the binary twin does not hold the same cases; export both again", path=str(twin.folder))
+        datasets.append(twin)
+    fold = resolve_fold(options.fold, len(dataset.case_ids))
+    device = resolve_device(options.device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    pretrained_plans, checkpoint = (check_pretrained(options.pretrained_model, dataset, options.configuration)
+                                    if options.pretrained_model is not None else (None, None))
+    plans = prepare(dataset, options, pretrained_plans)
+    all_plans = [plans] + [prepare(twin, options, plans) for twin in datasets[1:]]
+    os.environ["nnUNet_n_proc_DA"] = os.environ.get("BACKSPLIT_N_PROC_DA", "0")  # this process only, for training
+    outputs = []
+    for index, (ds, ds_plans) in enumerate(zip(datasets, all_plans)):
+        label = "BackSplit model" if ds.variant == "backsplit" else f"{ds.variant} model"
+        outputs.append(train_one(ds, options, fold, device, ds_plans, checkpoint if index == 0 else None, label))
+    if len(outputs) == 2:  # record the pairing in both manifests
+        for this, other in ((outputs[0], outputs[1]), (outputs[1], outputs[0])):
+            manifest = read_manifest(this)
+            manifest["twin_model"] = str(other)
+            write_manifest(this, manifest)
+    if options.model_dir is not None:
+        copies = [copy_model(outputs[0], options.model_dir, fold)]
+        if len(outputs) == 2:
+            copies.append(copy_model(outputs[1], options.model_dir.with_name(options.model_dir.name + "_binary"), fold))
+        outputs = copies
+    return outputs
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m backsplit.training.worker OPTIONS.json", file=sys.stderr)
+        return 2
+    started = time.time()
+    try:
+        options = TrainOptions.from_json(Path(argv[0]).read_text(encoding="utf-8"))
+        outputs = run(options)
+    except BackSplitError as exc:
+        emit(ProgressEvent("error", str(exc)))
+        return 1
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            emit(ProgressEvent("error", "the disk is full; free space or choose another work folder (finished "
+                                        "models and checkpoints already written are kept)"))
+            return 1
+        traceback.print_exc()
+        emit(ProgressEvent("error", f"training failed: {exc}"))
+        return 2
+    except Exception as exc:  # noqa: BLE001 - reported to the user, traceback in the log
+        message = str(exc)
+        if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in message.lower():
+            emit(ProgressEvent("error", "the GPU ran out of memory; choose the 2d configuration, a smaller patch or "
+                                        "batch size, or close other programs that use the GPU"))
+            return 1
+        traceback.print_exc()
+        emit(ProgressEvent("error", f"training failed: {type(exc).__name__}: {message}"))
+        return 2
+    emit(ProgressEvent("done", "training finished: " + ", ".join(str(p) for p in outputs), None, None,
+                       {"models": [str(p) for p in outputs], "seconds": time.time() - started}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
