@@ -1,0 +1,137 @@
+"""The scene adapter on real MRML scenes (slicer-core): volumes + segmentation nodes -> engine cases -> files."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from backsplit.errors import InputError
+from backsplit.export import ExportRequest, export_dataset
+
+from fixtures_slicer import add_segmentation, add_volume
+
+
+def oblique_ijk_to_ras(spacing=(0.8, 1.2, 2.0), origin=(12.0, -30.5, 4.25), degrees=25.0):
+    a = np.deg2rad(degrees)
+    rotation = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]) @ \
+        np.array([[1, 0, 0], [0, np.cos(a / 2), -np.sin(a / 2)], [0, np.sin(a / 2), np.cos(a / 2)]])
+    m = np.eye(4)
+    m[:3, :3] = rotation @ np.diag(spacing)
+    m[:3, 3] = origin
+    return m
+
+
+def masks_for(shape):
+    organ = np.zeros(shape, bool)
+    organ[2:9, 3:12, 4:14] = True
+    lesion = np.zeros(shape, bool)
+    lesion[4:6, 5:8, 6:9] = True                     # inside the organ: overlapping segments
+    return {"Organ": organ, "Lesion": lesion}
+
+
+def test_oblique_case_round_trips_through_export(slicer_scene, tmp_path):
+    from BackSplitSegmentLib.scene_cases import SceneCase
+
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    shape = (11, 14, 17)
+    image = np.random.default_rng(0).normal(40, 10, shape).astype(np.int16)
+    ijk_to_ras = oblique_ijk_to_ras()
+    volume = add_volume(slicer, image, ijk_to_ras)
+    masks = masks_for(shape)
+    segmentation = add_segmentation(slicer, scene, masks, volume)
+    case = SceneCase("oblique case", volume, segmentation).load()
+    assert np.array_equal(case.channels[0], image)
+    assert np.array_equal(case.segments["Lesion"], masks["Lesion"])
+    assert np.array_equal(case.segments["Organ"], masks["Organ"])   # overlap kept: the lesion voxels too
+    result = export_dataset([SceneCase("oblique case", volume, segmentation).source()],
+                            ExportRequest(tmp_path, 501, "Scene", ["lesion"], ["organ"]))
+    written = sitk.ReadImage(str(result.dataset_dir / "imagesTr" / "oblique case_0000.nii.gz"))
+    labels = sitk.ReadImage(str(result.dataset_dir / "labelsTr" / "oblique case.nii.gz"))
+    assert np.array_equal(sitk.GetArrayFromImage(written), image)
+    label_array = sitk.GetArrayFromImage(labels)
+    assert (label_array[masks["Lesion"]] == 1).all() and (label_array[masks["Organ"] & ~masks["Lesion"]] == 2).all()
+    # Geometry as SimpleITK sees it equals Slicer's (RAS -> LPS).
+    lps = np.diag([-1, -1, 1, 1]) @ ijk_to_ras
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    for image_ in (written, labels):
+        assert np.allclose(image_.GetSpacing(), spacing, atol=1e-5)
+        assert np.allclose(image_.GetOrigin(), lps[:3, 3], atol=1e-4)
+        assert np.allclose(np.reshape(image_.GetDirection(), (3, 3)), lps[:3, :3] / spacing, atol=1e-5)
+    # Physical position of a lesion voxel agrees between Slicer and SimpleITK.
+    k, j, i = np.argwhere(masks["Lesion"])[0]
+    ras = ijk_to_ras @ [i, j, k, 1]
+    assert np.allclose(labels.TransformIndexToPhysicalPoint((int(i), int(j), int(k))), [-ras[0], -ras[1], ras[2]],
+                       atol=1e-4)
+
+
+def test_segmentation_on_another_grid_is_resampled_by_slicer(slicer_scene):
+    from BackSplitSegmentLib.scene_cases import case_from_scene
+
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    fine = np.zeros((20, 20, 20), np.int16)
+    volume = add_volume(slicer, fine, np.diag([1.0, 1.0, 1.0, 1.0]), "fine")
+    coarse = add_volume(slicer, np.zeros((10, 10, 10), np.int16), np.diag([2.0, 2.0, 2.0, 1.0]), "coarse")
+    block = np.zeros((10, 10, 10), bool)
+    block[2:5, 3:6, 4:7] = True                        # 3x3x3 coarse voxels = 6x6x6 fine voxels
+    segmentation = add_segmentation(slicer, scene, {"Lesion": block}, coarse)
+    case = case_from_scene("c", volume, segmentation)
+    mask = case.segments["Lesion"]
+    assert mask.shape == (20, 20, 20)
+    assert mask.sum() == 6 * 6 * 6
+    zs, ys, xs = np.nonzero(mask)
+    # coarse voxel k covers fine voxels around 2k (centres at 2k and 2k+1 map back by nearest neighbour)
+    assert zs.min() in (3, 4) and zs.max() - zs.min() == 5
+    assert xs.min() in (7, 8) and xs.max() - xs.min() == 5
+
+
+def test_extra_channels_and_bad_inputs(slicer_scene):
+    from BackSplitSegmentLib.scene_cases import case_from_scene
+
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    shape = (6, 7, 8)
+    ct = add_volume(slicer, np.ones(shape, np.int16), np.eye(4), "CT")
+    pet = add_volume(slicer, np.full(shape, 5.0, np.float32), np.eye(4), "PET")
+    shifted = add_volume(slicer, np.ones(shape, np.float32), np.array([[1, 0, 0, 3.0], [0, 1, 0, 0], [0, 0, 1, 0],
+                                                                      [0, 0, 0, 1]]), "PET moved")
+    masks = {"Lesion": np.pad(np.ones((2, 2, 2), bool), ((2, 2), (2, 3), (3, 3)))}
+    segmentation = add_segmentation(slicer, scene, masks, ct)
+    case = case_from_scene("two channels", ct, segmentation, [pet])
+    assert len(case.channels) == 2 and float(case.channels[1].mean()) == 5.0
+    with pytest.raises(InputError, match=r"case 'x'.*channel 1 \('PET moved'\).*origin differs"):
+        case_from_scene("x", ct, segmentation, [shifted])
+    with pytest.raises(InputError, match=r"case 'x', segment 'Kidney'.*no such segment.*Lesion"):
+        case_from_scene("x", ct, segmentation, names=["Kidney"])
+
+
+def test_vtk_errors_become_exceptions(slicer_scene):
+    import vtk
+
+    from BackSplitSegmentLib.vtk_errors import vtk_errors_raise
+
+    scene = slicer_scene.scene
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue("no-such-id")
+    logic = slicer_scene.logics["segmentations"]
+    with pytest.raises(InputError, match=r"case 'c'.*exporting failed in Slicer.*labelmap"):
+        with vtk_errors_raise("exporting", case="c"):
+            assert logic.ExportSegmentsToLabelmapNode(segmentation, ids, labelmap, None)  # returns True regardless
+
+
+def test_cases_in_scene_pairs_segmentations_with_their_volumes(slicer_scene):
+    from BackSplitSegmentLib.scene_cases import cases_in_scene, segment_names_in_cases
+
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    shape = (5, 6, 7)
+    a = add_volume(slicer, np.zeros(shape, np.int16), np.eye(4), "patient 1")
+    b = add_volume(slicer, np.zeros(shape, np.int16), np.eye(4), "patient 1")
+    mask = np.zeros(shape, bool)
+    mask[1:3, 1:3, 1:3] = True
+    add_segmentation(slicer, scene, {"Lesion": mask, "Kidney": mask}, a)
+    add_segmentation(slicer, scene, {"lesion": mask, "Liver": mask}, b)
+    cases = cases_in_scene(scene)
+    assert [c.case_id for c in cases] == ["patient 1", "patient 1_2"]
+    assert [c.volume for c in cases] == [a, b]
+    assert segment_names_in_cases(cases) == ["Lesion", "Kidney", "Liver"]
