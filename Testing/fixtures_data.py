@@ -38,7 +38,7 @@ def write_case_files(folder: Path, case: Case, *, seg_name: str | None = None, a
     """Write a case as <id>.nii.gz (+ channels) and either <id>.seg.nrrd or a labelmap + name map."""
     import SimpleITK as sitk
 
-    from backsplit.demo import write_seg_nrrd
+    from backsplit.segfile import write_seg_nrrd
 
     folder.mkdir(parents=True, exist_ok=True)
     images = []

@@ -233,7 +233,7 @@ def test_file_cases_seg_nrrd_and_labelmap(tmp_path):
 
 
 def test_cropped_seg_nrrd_is_pasted_into_image_grid(tmp_path):
-    from backsplit.demo import write_seg_nrrd
+    from backsplit.segfile import write_seg_nrrd
     from backsplit.geometry import Geometry
 
     case = make_case("crop")
@@ -256,7 +256,7 @@ def test_cropped_seg_nrrd_is_pasted_into_image_grid(tmp_path):
     (dict(origin=(0.3, 0.0, 0.0)), "origin"),
 ])
 def test_image_segmentation_geometry_mismatch_names_what_differs(tmp_path, change, what):
-    from backsplit.demo import write_seg_nrrd
+    from backsplit.segfile import write_seg_nrrd
     from backsplit.geometry import Geometry
 
     case = make_case("geo")

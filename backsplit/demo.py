@@ -21,6 +21,7 @@ import numpy as np
 
 from .cases import Case, LazyCaseSource
 from .geometry import Geometry
+from .segfile import write_seg_nrrd
 
 DATA_DIR = Path(__file__).parent / "data" / "kits23"
 KITS_LABELS = {1: "kidney", 2: "tumor", 3: "cyst"}
@@ -114,23 +115,6 @@ def demo_case_sources(n_cases: Optional[int] = None, seed: int = 0) -> list[Lazy
     files = demo_label_files()[: n_cases or None]
     return [LazyCaseSource(p.name[: -len(".nii.gz")], (lambda p=p: demo_case(p, seed)), f"demo case {p.name}")
             for p in files]
-
-
-def write_seg_nrrd(path: Path, geometry: Geometry, masks: dict[str, np.ndarray],
-                   colors: Optional[dict[str, Sequence[float]]] = None) -> None:
-    """Write named (possibly overlapping) masks as a Slicer ``.seg.nrrd`` (layers where segments overlap)."""
-    import slicerio
-
-    segmentation = slicerio.create_segmentation(geometry.shape[::-1], geometry.ijk_to_lps())
-    for name, mask in masks.items():
-        segment = {"id": name, "name": name}
-        if colors and name in colors:
-            segment["color"] = [float(c) for c in colors[name]]
-        slicerio.add_segment(segmentation, np.transpose(mask, (2, 1, 0)), segment)
-    voxels = segmentation["voxels"]
-    if voxels.ndim == 4:
-        segmentation["voxels"] = voxels  # (layer, i, j, k): slicerio writes a 'list' axis first
-    slicerio.write_segmentation(str(path), segmentation, compression_level=1)
 
 
 def write_demo_case_files(out_dir: Path, n_cases: Optional[int] = None, seed: int = 0) -> list[tuple[Path, Path]]:

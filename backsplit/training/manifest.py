@@ -22,7 +22,8 @@ FORMAT_VERSION = 1
 def build_manifest(*, dataset_meta: dict, plans: dict, configuration: str, folds: list[str], trainer: str,
                    plans_name: str, epochs: int, iterations_per_epoch: int, initial_lr: float, sampling: str,
                    pretrained_from: Optional[str], source_dataset: str, training_time_s: float, device: str,
-                   completed_epochs: int, twin_model: Optional[str] = None) -> dict:
+                   completed_epochs: int, twin_model: Optional[str] = None,
+                   training_orientation: Optional[str] = None) -> dict:
     import nnunetv2
     import torch
 
@@ -48,6 +49,7 @@ def build_manifest(*, dataset_meta: dict, plans: dict, configuration: str, folds
         "pretrained_from": pretrained_from,
         "source_dataset": source_dataset,
         "twin_model": twin_model,
+        "training_orientation": training_orientation,
         "intensity_properties": plans.get("foreground_intensity_properties_per_channel", {}),
         "patch_size": plans["configurations"][configuration].get("patch_size"),
         "spacing": plans["configurations"][configuration].get("spacing"),

@@ -214,9 +214,24 @@ def train_one(dataset: TrainingDataset, options: TrainOptions, fold: str, device
             sampling=options.sampling if dataset.variant != "binary" else "stock (binary: targets are all classes)",
             pretrained_from=str(options.pretrained_model) if pretrained_checkpoint else None,
             source_dataset=dataset.folder_name, training_time_s=elapsed, device=str(device),
-            completed_epochs=int(trainer.current_epoch))
+            completed_epochs=int(trainer.current_epoch), training_orientation=training_orientation(dataset))
         write_manifest(base, manifest)
     return base
+
+
+def training_orientation(dataset: TrainingDataset) -> Optional[str]:
+    """The most common orientation code (e.g. 'LPS') of the training images; inference reorients inputs to it."""
+    import collections
+
+    import SimpleITK as sitk
+
+    codes = collections.Counter()
+    for case in dataset.case_ids:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(dataset.folder / "imagesTr" / f"{case}_0000{dataset.meta['file_ending']}"))
+        reader.ReadImageInformation()
+        codes[sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(reader.GetDirection())] += 1
+    return codes.most_common(1)[0][0] if codes else None
 
 
 def copy_model(source: Path, target: Path, fold: str) -> Path:

@@ -1,0 +1,46 @@
+"""``backsplit predict``: run a trained BackSplit model on image files; writes labelmaps and a case summary."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="predict lesions (and support structures) with a trained model",
+                              description=__doc__)
+    p.add_argument("model", type=Path, help="model folder (with backsplit_model.json)")
+    p.add_argument("input", type=Path, help="an image file, or a folder of them (<case>_0000.nii.gz for channels)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--lesion-only", action="store_true", help="fold support classes into background")
+    p.add_argument("--probabilities", action="store_true", help="also write the lesion probability map")
+    p.add_argument("--format", default="nii.gz", choices=["nii.gz", "seg.nrrd"], dest="output_format")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    p.add_argument("--threshold", type=float, default=0.5, help="lesion probability threshold of the case decision")
+    p.add_argument("--min-volume", type=float, default=0.0, help="minimum lesion volume (ml) for 'lesion present'")
+    p.add_argument("--no-mirroring", action="store_true", help="faster, slightly less accurate")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..inference.files import discover_inputs, predict_files
+    from ..inference.model import read_model_info
+    from ..progress import TextProgressBar, ignore_progress
+    from ..summary import DecisionRule
+
+    info = read_model_info(args.model)
+    inputs = discover_inputs(args.input, len(info.channel_names))
+    summaries = predict_files(args.model, inputs, args.out, device=args.device, lesion_only=args.lesion_only,
+                              probabilities=args.probabilities, output_format=args.output_format,
+                              rule=DecisionRule(args.threshold, args.min_volume), overwrite=args.overwrite,
+                              use_mirroring=not args.no_mirroring,
+                              progress=ignore_progress if args.quiet else TextProgressBar())
+    print(f"{'case':24s} {'lesions':>7s} {'volume ml':>10s} {'largest ml':>10s} {'max p':>6s}  present")
+    for s in summaries:
+        p = "-" if s.max_lesion_probability is None else f"{s.max_lesion_probability:.2f}"
+        print(f"{s.case_id:24s} {s.lesion_count:7d} {s.lesion_volume_ml:10.2f} {s.largest_lesion_ml:10.2f} {p:>6s}  "
+              f"{'yes' if s.lesion_present else 'no'}")
+    print(f"written to {args.out} (labelmaps, labels.json, summary.csv, summary.json)")
+    return 0

@@ -1,0 +1,176 @@
+"""Predict image files or folders with a model folder: labelmaps with names and colours, probability maps and a
+case summary (CSV + JSON). Existing outputs are never replaced unless asked; each file is written aside, then moved."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from ..errors import CancelledError, InputError, OutputError
+from ..progress import ProgressCallback, ProgressEvent, ignore_progress
+from ..readers import IMAGE_SUFFIXES, read_image
+from ..summary import CaseSummary, DecisionRule, summarise, write_summaries
+from .model import load_predictor, read_model_info
+from .predict import Prediction, predict_arrays
+
+CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass
+class InputCase:
+    case_id: str
+    images: list[Path]
+
+
+def _stem(path: Path) -> Optional[str]:
+    lower = path.name.lower()
+    if lower.endswith(".seg.nrrd"):
+        return None
+    for suffix in IMAGE_SUFFIXES:
+        if lower.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return None
+
+
+def discover_inputs(path: Path, n_channels: int) -> list[InputCase]:
+    """One file (``case.nii.gz`` or ``case_0000.nii.gz`` with its other channels beside it), or a folder of them."""
+    path = Path(path)
+    if path.is_file():
+        stem = _stem(path)
+        if stem is None:
+            raise InputError("not an image file (.nii.gz, .nii, .nrrd, .mha)", path=str(path))
+        match = CHANNEL_SUFFIX.match(stem)
+        if match and n_channels > 1:
+            folder_cases = [c for c in discover_inputs(path.parent, n_channels) if c.case_id == match["case"]]
+            return folder_cases
+        return [InputCase(match["case"] if match else stem, [path])] if n_channels == 1 else \
+            _refuse_single(path, n_channels)
+    if not path.is_dir():
+        raise InputError("the input does not exist", path=str(path))
+    grouped: dict[str, dict[int, Path]] = {}
+    plain: list[Path] = []
+    for item in sorted(path.iterdir()):
+        stem = _stem(item) if item.is_file() else None
+        if stem is None:
+            continue
+        match = CHANNEL_SUFFIX.match(stem)
+        if match:
+            grouped.setdefault(match["case"], {})[int(match["channel"])] = item
+        else:
+            plain.append(item)
+    cases = []
+    for case_id, channels in sorted(grouped.items()):
+        if sorted(channels) != list(range(n_channels)):
+            raise InputError(f"the case has channels {sorted(channels)} but the model needs {list(range(n_channels))}"
+                             " (files <case>_0000, <case>_0001, ...)", case=case_id, path=str(path))
+        cases.append(InputCase(case_id, [channels[i] for i in range(n_channels)]))
+    if n_channels == 1:
+        cases += [InputCase(_stem(p), [p]) for p in plain]
+    if not cases:
+        raise InputError("no input images found (.nii.gz, .nii, .nrrd, .mha)", path=str(path))
+    return cases
+
+
+def _refuse_single(path: Path, n_channels: int):
+    raise InputError(f"the model takes {n_channels} channels: name the files <case>_0000, <case>_0001, ... and give "
+                     "the folder or the _0000 file", path=str(path))
+
+
+def _write_image(array: np.ndarray, geometry, path: Path, compress: bool = True) -> None:
+    import SimpleITK as sitk
+
+    tmp = path.with_name(f".{path.name}.partial{''.join(path.suffixes)}")
+    sitk.WriteImage(geometry.to_sitk(array), str(tmp), compress)
+    os.replace(tmp, path)
+
+
+def output_paths(out_dir: Path, case_id: str, output_format: str, probabilities: bool) -> dict[str, Path]:
+    paths = {"labels": out_dir / f"{case_id}.{output_format}"}
+    if probabilities:
+        paths["probability"] = out_dir / f"{case_id}_lesion_probability.nii.gz"
+    return paths
+
+
+def write_prediction(prediction: Prediction, info, case_id: str, out_dir: Path, output_format: str,
+                     lesion_only: bool, probabilities: bool) -> dict[str, Path]:
+    paths = output_paths(out_dir, case_id, output_format, probabilities)
+    labels = prediction.lesion_only() if lesion_only else prediction.labels
+    classes = info.schema.targets if lesion_only else info.schema.classes
+    if output_format == "seg.nrrd":
+        from ..segfile import write_seg_nrrd
+
+        masks = {spec.name: labels == value for value, spec in enumerate(classes, start=1)}
+        tmp = paths["labels"].with_name(f".{paths['labels'].name}.partial.seg.nrrd")
+        write_seg_nrrd(tmp, prediction.geometry, masks, {c.name: c.color for c in classes})
+        os.replace(tmp, paths["labels"])
+    else:
+        _write_image(labels, prediction.geometry, paths["labels"])
+    if probabilities and prediction.target_probability is not None:
+        _write_image(prediction.target_probability, prediction.geometry, paths["probability"])
+    return paths
+
+
+def write_label_table(info, out_dir: Path, lesion_only: bool) -> Path:
+    """labels.json next to the labelmaps: value -> name, role, colour (what a viewer needs to show them)."""
+    classes = info.schema.targets if lesion_only else info.schema.classes
+    table = {"0": {"name": "background", "role": "background", "color": [0, 0, 0]}}
+    for value, spec in enumerate(classes, start=1):
+        table[str(value)] = {"name": spec.name, "role": spec.role, "color": list(spec.color)}
+    path = out_dir / "labels.json"
+    path.write_text(json.dumps(table, indent=2, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *, device: str = "auto",
+                  lesion_only: bool = False, probabilities: bool = False, output_format: str = "nii.gz",
+                  rule: DecisionRule = DecisionRule(), overwrite: bool = False, use_mirroring: bool = True,
+                  progress: ProgressCallback = ignore_progress,
+                  cancel: Callable[[], bool] = lambda: False) -> list[CaseSummary]:
+    if output_format not in ("nii.gz", "seg.nrrd"):
+        raise InputError(f"output format '{output_format}' is not supported; choose nii.gz or seg.nrrd")
+    info = read_model_info(model_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not overwrite:
+        for case in inputs:
+            for path in output_paths(out_dir, case.case_id, output_format, probabilities).values():
+                if path.exists():
+                    raise OutputError(f"'{path}' already exists; choose another output folder or allow overwriting")
+    progress(ProgressEvent("predict", f"loading the model ({info.variant}, {info.configuration})", 0, len(inputs)))
+    predictor = load_predictor(info, device, use_mirroring=use_mirroring)
+    summaries = []
+    write_label_table(info, out_dir, lesion_only)
+    for index, case in enumerate(inputs):
+        if cancel():
+            raise CancelledError("prediction cancelled")
+        channels, geometries = [], []
+        for path in case.images:
+            array, geometry = read_image(path, case.case_id)
+            channels.append(array)
+            geometries.append(geometry)
+        for channel_index, geometry in enumerate(geometries[1:], start=1):
+            problems = geometries[0].differences(geometry)
+            if problems:
+                raise InputError(f"channel {channel_index} is not on the grid of channel 0: {'; '.join(problems)}",
+                                 case=case.case_id)
+        prediction = predict_arrays(predictor, info, channels, geometries[0], probabilities=probabilities,
+                                    case=case.case_id)
+        for warning in prediction.warnings:
+            progress(ProgressEvent("warning", f"case '{case.case_id}': {warning}"))
+        paths = write_prediction(prediction, info, case.case_id, out_dir, output_format, lesion_only, probabilities)
+        summary = summarise(case.case_id, prediction.labels, prediction.geometry, info.schema.target_values,
+                            prediction.target_probability, rule)
+        summaries.append(summary)
+        progress(ProgressEvent("predict", f"case '{case.case_id}': {summary.lesion_count} lesion(s), "
+                                          f"{summary.lesion_volume_ml:.2f} ml ({prediction.seconds:.1f} s)",
+                               index + 1, len(inputs), {"case": case.case_id, "seconds": prediction.seconds,
+                                                        "files": {k: str(v) for k, v in paths.items()},
+                                                        "summary": summary.to_json()}))
+    write_summaries(summaries, out_dir)
+    return summaries

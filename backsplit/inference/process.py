@@ -1,0 +1,42 @@
+"""Prediction in a child process: ``PredictionProcess(request).start()``, ``poll_events()``, ``cancel()``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from ..process import ChildProcess, PopenFactory, python_executable
+from ..progress import ProgressEvent
+from ..training.process import package_root
+from .worker import PredictionRequest
+
+
+class PredictionProcess(ChildProcess):
+    def __init__(self, request: PredictionRequest, python: Optional[str] = None,
+                 popen: PopenFactory = subprocess.Popen, base_env=None):
+        self.request = request
+        handle, name = tempfile.mkstemp(prefix="backsplit-predict-", suffix=".json")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(request.to_json())
+        self.request_file = Path(name)
+        env = dict(os.environ if base_env is None else base_env)
+        env["PYTHONPATH"] = os.pathsep.join([str(package_root())] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH")
+                                                                       else []))
+        env["PYTHONUNBUFFERED"] = "1"
+        env["nnUNet_compile"] = "f"
+        super().__init__([python or python_executable(), "-m", "backsplit.inference.worker", str(self.request_file)],
+                         env, popen=popen)
+        self.summaries: list[dict] = []
+        self.error: Optional[str] = None
+
+    def poll_events(self) -> list[ProgressEvent]:
+        events = super().poll_events()
+        for event in events:
+            if event.stage == "done":
+                self.summaries = list(event.data.get("summaries", []))
+            elif event.stage == "error":
+                self.error = event.message
+        return events
