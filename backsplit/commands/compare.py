@@ -1,0 +1,43 @@
+"""``backsplit compare``: two evaluations (e.g. binary vs BackSplit) side by side, as a table and a PNG."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("compare", help="compare two evaluations side by side (table + picture)",
+                              description=__doc__)
+    p.add_argument("evaluation_a", type=Path, help="CSV from backsplit evaluate (first model)")
+    p.add_argument("evaluation_b", type=Path, help="CSV from backsplit evaluate (second model)")
+    p.add_argument("--names", nargs=2, default=["binary", "BackSplit"], metavar=("A", "B"))
+    p.add_argument("--out", type=Path, required=True, help="PNG picture (the table is printed and saved as .txt)")
+    p.add_argument("--case", help="case for the slice view (needs --images, --references, --predictions-a/-b)")
+    p.add_argument("--images", type=Path, help="folder with <case>_0000.nii.gz or <case>.nii.gz")
+    p.add_argument("--references", type=Path)
+    p.add_argument("--predictions-a", type=Path)
+    p.add_argument("--predictions-b", type=Path)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation import read_evaluation
+    from ..report import comparison_picture, comparison_table, slice_view_for_case
+
+    rows_a, rows_b = read_evaluation(args.evaluation_a), read_evaluation(args.evaluation_b)
+    table = comparison_table(rows_a, rows_b, args.names)
+    view = None
+    if args.case and args.images and args.references and args.predictions_a and args.predictions_b:
+        image = args.images / f"{args.case}_0000.nii.gz"
+        if not image.is_file():
+            image = args.images / f"{args.case}.nii.gz"
+        value = next(r.value for r in rows_a if r.case_id == args.case)
+        view = slice_view_for_case(args.case, image, args.references / f"{args.case}.nii.gz",
+                                   args.predictions_a / f"{args.case}.nii.gz",
+                                   args.predictions_b / f"{args.case}.nii.gz", value)
+    comparison_picture(rows_a, rows_b, args.names, args.out, view)
+    Path(args.out).with_suffix(".txt").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    print(f"picture: {args.out}")
+    return 0

@@ -1,0 +1,135 @@
+"""Evaluate predicted labelmaps against reference labelmaps, per case and target class."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import InputError
+from .metrics import METRIC_FIELDS, class_metrics, finite_mean
+from .readers import read_image
+from .schema import LabelSchema
+
+
+@dataclass
+class EvaluationRow:
+    case_id: str
+    target: str
+    value: int
+    metrics: dict
+
+    def flat(self) -> dict:
+        return {"case_id": self.case_id, "target": self.target, "value": self.value, **self.metrics}
+
+
+def evaluate_case(case_id: str, prediction_path: Path, reference_path: Path, schema: LabelSchema,
+                  nsd_tolerance_mm: float = 2.0, reference_schema: Optional[LabelSchema] = None) -> list[EvaluationRow]:
+    """Metrics for every target class. The reference may use another label numbering (``reference_schema``)."""
+    prediction, pred_geometry = read_image(Path(prediction_path), case_id, "prediction")
+    reference, ref_geometry = read_image(Path(reference_path), case_id, "reference")
+    problems = pred_geometry.differences(ref_geometry)
+    if problems:
+        raise InputError(f"the reference is on another grid than the prediction: {'; '.join(problems)}; resample the "
+                         "reference to the image that was predicted", case=case_id, path=str(reference_path))
+    reference_schema = reference_schema or schema
+    rows = []
+    for spec in schema.targets:
+        value = schema.value_of(spec.name)
+        ref_value = reference_schema.value_of(spec.name)
+        metrics = class_metrics(reference == ref_value, prediction == value, pred_geometry.spacing, nsd_tolerance_mm)
+        rows.append(EvaluationRow(case_id, spec.name, value, metrics.to_json()))
+    return rows
+
+
+def find_pairs(prediction_dir: Path, reference_dir: Path, file_ending: str = ".nii.gz") -> list[tuple[str, Path, Path]]:
+    prediction_dir, reference_dir = Path(prediction_dir), Path(reference_dir)
+    for folder, what in ((prediction_dir, "prediction"), (reference_dir, "reference")):
+        if not folder.is_dir():
+            raise InputError(f"the {what} folder does not exist", path=str(folder))
+    pairs = []
+    for pred in sorted(prediction_dir.glob(f"*{file_ending}")):
+        case_id = pred.name[: -len(file_ending)]
+        if case_id.endswith("_lesion_probability"):
+            continue
+        ref = reference_dir / pred.name
+        if not ref.is_file():
+            raise InputError("no reference for this prediction (same file name expected in the reference folder)",
+                             case=case_id, path=str(ref))
+        pairs.append((case_id, pred, ref))
+    if not pairs:
+        raise InputError(f"no predictions (*{file_ending}) found", path=str(prediction_dir))
+    return pairs
+
+
+def evaluate_folders(prediction_dir: Path, reference_dir: Path, schema: LabelSchema, nsd_tolerance_mm: float = 2.0,
+                     reference_schema: Optional[LabelSchema] = None) -> list[EvaluationRow]:
+    rows = []
+    for case_id, pred, ref in find_pairs(prediction_dir, reference_dir):
+        rows += evaluate_case(case_id, pred, ref, schema, nsd_tolerance_mm, reference_schema)
+    return rows
+
+
+def aggregate(rows: Sequence[EvaluationRow]) -> dict:
+    """Per target class: mean and sd of each metric over cases (NaN/inf left out and counted), lesion totals."""
+    result = {}
+    for target in dict.fromkeys(r.target for r in rows):
+        selected = [r.metrics for r in rows if r.target == target]
+        entry = {"cases": len(selected)}
+        for name in ("dice", "hd95", "nsd", "precision", "recall"):
+            mean, sd, left_out = finite_mean([m[name] for m in selected])
+            entry[name] = {"mean": mean, "sd": sd, "left_out": left_out}
+        for name in ("reference_lesions", "detected_lesions", "missed_lesions", "false_positive_lesions"):
+            entry[name] = int(sum(m[name] for m in selected))
+        result[target] = entry
+    return result
+
+
+def write_evaluation(rows: Sequence[EvaluationRow], csv_path: Path) -> tuple[Path, Path]:
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with csv_path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["case_id", "target", "value"] + METRIC_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row.flat())
+    json_path = csv_path.with_suffix(".json")
+    json_path.write_text(json.dumps({"cases": [r.flat() for r in rows], "summary": aggregate(rows)}, indent=2,
+                                    default=lambda v: None), encoding="utf-8")
+    return csv_path, json_path
+
+
+def read_evaluation(csv_path: Path) -> list[EvaluationRow]:
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise InputError("the evaluation file does not exist", path=str(csv_path))
+    rows = []
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        for raw in csv.DictReader(handle):
+            metrics = {k: (float(raw[k]) if k not in ("reference_lesions", "detected_lesions", "missed_lesions",
+                                                     "false_positive_lesions") else int(raw[k]))
+                       for k in METRIC_FIELDS}
+            rows.append(EvaluationRow(raw["case_id"], raw["target"], int(raw["value"]), metrics))
+    return rows
+
+
+def schema_from_model_or_dataset(path: Path) -> LabelSchema:
+    """The label schema of a model folder (backsplit_model.json) or a dataset (dataset.json)."""
+    path = Path(path)
+    for name in ("backsplit_model.json", "dataset.json"):
+        candidate = path / name if path.is_dir() else path
+        if candidate.is_file() and (path.is_dir() or candidate.name == name):
+            content = json.loads(candidate.read_text(encoding="utf-8"))
+            section = content.get("schema") or content.get("backsplit", {}).get("schema")
+            if section:
+                return LabelSchema.from_json(section)
+            labels = content.get("labels", {})
+            return LabelSchema.create([k for k, v in sorted(labels.items(), key=lambda kv: kv[1]) if int(v) > 0])
+    raise InputError("no backsplit_model.json or dataset.json found to tell the label values", path=str(path))
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
