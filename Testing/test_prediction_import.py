@@ -1,0 +1,84 @@
+"""Predictions into a real MRML scene (slicer-core): exact grid, manifest names/colours/roles, auxiliary toggle,
+probability overlay; and demo cases loaded into the scene and exported through the scene adapter."""
+
+import numpy as np
+import pytest
+
+from backsplit.geometry import Geometry
+from backsplit.schema import LabelSchema
+
+from fixtures_slicer import add_volume
+
+
+def test_prediction_becomes_segments_on_the_volume_grid(slicer_scene):
+    from BackSplitSegmentLib.prediction_import import (import_labels, import_probability, segment_roles,
+                                                       set_auxiliary_visible)
+    from BackSplitSegmentLib.scene_cases import segment_mask, volume_geometry
+
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    a = np.deg2rad(35)
+    ijk_to_ras = np.array([[0.7 * np.cos(a), -1.1 * np.sin(a), 0, 5.0], [0.7 * np.sin(a), 1.1 * np.cos(a), 0, -7.0],
+                           [0, 0, 2.5, 11.0], [0, 0, 0, 1]])
+    shape = (9, 12, 15)
+    volume = add_volume(slicer, np.zeros(shape, np.int16), ijk_to_ras)
+    geometry = volume_geometry(volume)
+    labels = np.zeros(shape, np.uint8)
+    labels[2:5, 3:7, 4:9] = 3          # organ
+    labels[3:4, 4:6, 5:7] = 1          # lesion inside
+    labels[6:8, 1:3, 1:3] = 2          # vessel
+    schema = LabelSchema.create(["Lesion"], ["Vessel", "Organ"])
+    node = import_labels(labels, geometry, schema.classes, "prediction", volume)
+    segments = node.GetSegmentation()
+    assert [segments.GetNthSegment(i).GetName() for i in range(segments.GetNumberOfSegments())] == \
+        ["Lesion", "Vessel", "Organ"]
+    for value, spec in enumerate(schema.classes, start=1):
+        mask = segment_mask(node, spec.name, volume, "prediction")
+        assert np.array_equal(mask, labels == value), spec.name                    # exact voxels, oblique grid
+        color = segments.GetSegment(segments.GetSegmentIdBySegmentName(spec.name)).GetColor()
+        assert np.allclose(color, spec.color, atol=1e-3)
+    assert segment_roles(node) == {"Lesion": "target", "Vessel": "support", "Organ": "support"}
+    display = node.GetDisplayNode()
+    set_auxiliary_visible(node, False)
+    visible = {segments.GetNthSegment(i).GetName(): display.GetSegmentVisibility(segments.GetNthSegmentID(i))
+               for i in range(3)}
+    assert visible == {"Lesion": True, "Vessel": False, "Organ": False}
+    set_auxiliary_visible(node, True)
+    assert all(display.GetSegmentVisibility(segments.GetNthSegmentID(i)) for i in range(3))
+    # No helper nodes are left behind (labelmap, colour table).
+    assert scene.GetNodesByClass("vtkMRMLLabelMapVolumeNode").GetNumberOfItems() == 0
+    probability = np.linspace(0, 1, labels.size, dtype=np.float32).reshape(shape)
+    overlay = import_probability(probability, geometry, "lesion probability", volume)
+    assert np.allclose(slicer.util.arrayFromVolume(overlay), probability)
+    assert volume_geometry(overlay).differences(geometry) == []
+
+
+def test_class_absent_from_prediction_still_gets_its_segment(slicer_scene):
+    from BackSplitSegmentLib.prediction_import import import_labels
+    from BackSplitSegmentLib.scene_cases import volume_geometry
+
+    slicer = slicer_scene.slicer
+    volume = add_volume(slicer, np.zeros((4, 5, 6), np.int16), np.eye(4))
+    labels = np.zeros((4, 5, 6), np.uint8)
+    labels[1, 1, 1] = 2
+    node = import_labels(labels, volume_geometry(volume), LabelSchema.create(["Lesion"], ["Organ"]).classes, "p",
+                         volume)
+    segments = node.GetSegmentation()
+    assert sorted(segments.GetNthSegment(i).GetName() for i in range(segments.GetNumberOfSegments())) == \
+        ["Lesion", "Organ"]
+
+
+def test_demo_cases_in_scene_export(slicer_scene, tmp_path):
+    import json
+
+    from BackSplitSegmentLib.demo_scene import load_demo_cases
+    from BackSplitSegmentLib.scene_cases import cases_in_scene
+
+    from backsplit.export import ExportRequest, export_dataset
+
+    loaded = load_demo_cases(2)
+    cases = cases_in_scene(slicer_scene.scene)
+    assert [c.volume for c in cases] == [volume for volume, _ in loaded]
+    result = export_dataset([c.source() for c in cases],
+                            ExportRequest(tmp_path, 501, "Demo", ["cyst"], ["tumor", "kidney"]))
+    meta = json.loads((result.dataset_dir / "dataset.json").read_text())
+    assert meta["numTraining"] == 2 and meta["backsplit"]["schema"]["targets"][0]["source_color"]
