@@ -1,0 +1,1 @@
+"""Panel logic of BackSplitTrain that needs no Qt (tested with slicer-core)."""
