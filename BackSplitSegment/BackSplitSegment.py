@@ -5,7 +5,6 @@ The widget only binds parameters and drives the logic from timers; everything el
 (``backsplit``) and in ``BackSplitSegmentLib`` (scene adapters, tested with slicer-core).
 """
 
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Annotated, Optional
 
 import qt
 import slicer
-import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate

@@ -7,9 +7,6 @@ exported as a BackSplit dataset (Lesion; supports Vessel, Organ) with its binary
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -4,7 +4,6 @@ import errno
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -2,9 +2,7 @@
 probability overlay; and demo cases loaded into the scene and exported through the scene adapter."""
 
 import numpy as np
-import pytest
 
-from backsplit.geometry import Geometry
 from backsplit.schema import LabelSchema
 
 from fixtures_slicer import add_volume

@@ -1,6 +1,5 @@
 """The scene adapter on real MRML scenes (slicer-core): volumes + segmentation nodes -> engine cases -> files."""
 
-import json
 
 import numpy as np
 import pytest

@@ -168,6 +168,21 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
+def package_root() -> str:
+    """The folder that holds the ``backsplit`` package (put on a child's PYTHONPATH)."""
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parent.parent)
+
+
+def child_environment(base_env: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """An environment in which a child Python finds this ``backsplit`` package and prints without buffering."""
+    env = dict(os.environ if base_env is None else base_env)
+    env["PYTHONPATH"] = os.pathsep.join([package_root()] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 def python_executable() -> str:
     """The Python to start children with: PythonSlicer inside Slicer, else this interpreter."""
     import shutil

@@ -4,7 +4,7 @@ deterministic), each segment tagged with its role; and the lesion probability as
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import slicer

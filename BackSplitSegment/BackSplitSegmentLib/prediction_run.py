@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 
 from backsplit.errors import InputError
 from backsplit.inference.model import read_model_info

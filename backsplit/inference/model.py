@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..devices import resolve_device
 from ..errors import InputError
 from ..schema import LabelSchema
 from ..training.manifest import read_manifest
@@ -79,20 +80,6 @@ def read_model_info(folder: Path, checkpoint: Optional[str] = None) -> ModelInfo
                              "the folder is incomplete", path=str(path))
         checkpoints.append(path)
     return ModelInfo(folder, manifest, schema, dataset_json, checkpoints)
-
-
-def resolve_device(name: str = "auto"):
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was asked for but no CUDA GPU is available; choose 'auto' or 'cpu'")
-    return torch.device(name)
 
 
 def load_predictor(info: ModelInfo, device: str = "auto", use_mirroring: bool = True, tile_step_size: float = 0.5):

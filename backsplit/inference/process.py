@@ -8,9 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from ..process import ChildProcess, PopenFactory, python_executable
+from ..process import ChildProcess, PopenFactory, child_environment, python_executable
 from ..progress import ProgressEvent
-from ..training.process import package_root
 from .worker import PredictionRequest
 
 
@@ -22,10 +21,7 @@ class PredictionProcess(ChildProcess):
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(request.to_json())
         self.request_file = Path(name)
-        env = dict(os.environ if base_env is None else base_env)
-        env["PYTHONPATH"] = os.pathsep.join([str(package_root())] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH")
-                                                                       else []))
-        env["PYTHONUNBUFFERED"] = "1"
+        env = child_environment(base_env)
         env["nnUNet_compile"] = "f"
         super().__init__([python or python_executable(), "-m", "backsplit.inference.worker", str(self.request_file)],
                          env, popen=popen)

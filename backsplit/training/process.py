@@ -7,17 +7,12 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..process import ChildProcess, PopenFactory, python_executable
+from ..process import ChildProcess, PopenFactory, child_environment, python_executable
 from ..progress import ProgressEvent
 from .environment import nnunet_environment
 from .options import TrainOptions
 
 import subprocess
-
-
-def package_root() -> Path:
-    """The folder that holds the ``backsplit`` package (put on the child's PYTHONPATH)."""
-    return Path(__file__).resolve().parent.parent.parent
 
 
 def training_command(options_file: Path, python: str) -> list[str]:
@@ -27,8 +22,7 @@ def training_command(options_file: Path, python: str) -> list[str]:
 def training_environment(options: TrainOptions, base_env=None) -> dict[str, str]:
     env = nnunet_environment(Path(options.dataset_dir).resolve().parent, Path(options.work_dir).resolve(), base_env,
                              augmentation_workers=options.num_workers, processes=options.preprocess_processes)
-    env["PYTHONPATH"] = os.pathsep.join([str(package_root())] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return env
+    return child_environment(env)
 
 
 class TrainingProcess(ChildProcess):

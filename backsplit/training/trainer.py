@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.nnUNetTrainer import nnUNetTrainer as trainer_module

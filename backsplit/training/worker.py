@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
+from ..devices import resolve_device
 from ..errors import BackSplitError, InputError, OutputError
 from ..progress import ProgressEvent, format_event_line
 from .datasets import TrainingDataset, load_training_dataset
@@ -30,23 +31,6 @@ from .options import PLANS_NAME, TRAINER_NAME, TrainOptions, resolve_fold, train
 def emit(event: ProgressEvent) -> None:
     sys.stdout.write(format_event_line(event) + "\n")
     sys.stdout.flush()
-
-
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was asked for but no CUDA GPU is available to PyTorch here; choose 'auto' or "
-                         "'cpu' (or install a CUDA build of PyTorch)")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise InputError("device 'mps' was asked for but Apple's Metal backend is not available; choose 'auto' or 'cpu'")
-    return torch.device(name)
 
 
 def preprocessed_dir(dataset: TrainingDataset) -> Path:
