@@ -5,6 +5,7 @@ The widget only binds parameters and drives the logic from timers; everything el
 (``backsplit``) and in ``BackSplitSegmentLib`` (scene adapters, tested with slicer-core).
 """
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -42,20 +43,26 @@ class BackSplitSegment(ScriptedLoadableModule):
 
 
 def registerSampleData():
-    """The demo cases as sample data: synthetic CT from KiTS23 label maps, generated on first use (no download)."""
+    """The demo cases as sample data: synthetic CT from KiTS23 label maps (shipped), written once into Slicer's cache
+    folder on first start (no download), with their segmentations (kidney parenchyma, tumor, cyst)."""
     try:
         import SampleData
     except ImportError:
         return
-    icons = os.path.join(os.path.dirname(__file__), "Resources", "Icons")
+    from BackSplitSegmentLib.demo_scene import demo_sample_files
 
-    def load_demo_case(index: int = 0):
-        return BackSplitSegmentLogic().loadDemoCase(index)
-
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category="BackSplit", sampleName="BackSplitDemoKidney",
-        thumbnailFileName=os.path.join(icons, "BackSplitSegment.png"),
-        loadFunction=lambda: load_demo_case(0), uris=None, fileNames=None, nodeNames=None, customDownloader=None)
+    icon = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "BackSplitSegment.png")
+    try:
+        files = demo_sample_files(Path(slicer.mrmlScene.GetCacheManager().GetRemoteCacheDirectory()) / "BackSplit")
+    except Exception as exc:  # sample data is optional: never break start-up
+        logging.warning(f"BackSplit demo sample data not available: {exc}")
+        return
+    for image, segmentation in files:
+        case_id = image.name[: -len(".nii.gz")]
+        SampleData.SampleDataLogic.registerCustomSampleDataSource(
+            category="BackSplit", sampleName=f"BackSplit demo {case_id}", thumbnailFileName=icon,
+            uris=[image.as_uri(), segmentation.as_uri()], fileNames=[image.name, segmentation.name],
+            nodeNames=[case_id, f"{case_id} segmentation"], loadFileType=["VolumeFile", "SegmentationFile"])
 
 
 @parameterNodeWrapper

@@ -80,3 +80,36 @@ def test_demo_cases_in_scene_export(slicer_scene, tmp_path):
                             ExportRequest(tmp_path, 501, "Demo", ["cyst"], ["tumor", "kidney"]))
     meta = json.loads((result.dataset_dir / "dataset.json").read_text())
     assert meta["numTraining"] == 2 and meta["backsplit"]["schema"]["targets"][0]["source_color"]
+
+
+def test_sample_data_files_load_in_slicer(slicer_scene, tmp_path, monkeypatch):
+    """Sample data is written without slicerio (as inside Slicer) and read by Slicer's own segmentation reader."""
+    import builtins
+
+    from BackSplitSegmentLib.demo_scene import demo_sample_files
+
+    real_import = builtins.__import__
+
+    def no_slicerio(name, *args, **kwargs):
+        if name == "slicerio":
+            raise ImportError("not in Slicer")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_slicerio)   # Slicer does not bundle slicerio
+    files = demo_sample_files(tmp_path, count=1)
+    monkeypatch.undo()
+    image, segmentation_file = files[0]
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(segmentation_file))
+    assert storage.ReadData(node)
+    segments = node.GetSegmentation()
+    assert [segments.GetNthSegment(i).GetName() for i in range(segments.GetNumberOfSegments())] == \
+        ["kidney", "tumor", "cyst"]
+    volume = slicer_scene.logics["volumes"].AddArchetypeVolume(str(image), "ct", 0)
+    from BackSplitSegmentLib.scene_cases import case_from_scene
+
+    case = case_from_scene("demo", volume, node)
+    assert case.segments["cyst"].any() and not (case.segments["cyst"] & case.segments["kidney"]).any()
+    assert demo_sample_files(tmp_path, count=1) == files                   # written once

@@ -47,10 +47,16 @@ def read_label_map(path: Path) -> tuple[np.ndarray, Geometry]:
     return sitk.GetArrayFromImage(image).astype(np.uint8), Geometry.from_sitk(image)
 
 
-def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], sigma: float) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
+def _gaussian(array: np.ndarray, sigma_voxels: float) -> np.ndarray:
+    """Gaussian smoothing with SimpleITK (bundled with Slicer, unlike SciPy)."""
+    import SimpleITK as sitk
 
-    field = gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, float(sigma_voxels)))
+
+
+def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], sigma: float) -> np.ndarray:
+    field = _gaussian(rng.standard_normal(shape).astype(np.float32), sigma)
     return field / (field.std() + 1e-6)
 
 
@@ -60,11 +66,23 @@ def _ball(shape: Sequence[int], centre: Sequence[float], radius_vox: Sequence[fl
     return dist <= 1.0
 
 
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    return sitk.GetArrayFromImage(sitk.BinaryDilate(image, [radius] * 3)).astype(bool)
+
+
+def _count_blobs(mask: np.ndarray) -> int:
+    import SimpleITK as sitk
+
+    components = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)))
+    return int(sitk.GetArrayViewFromImage(components).max())
+
+
 def synthesize_image(labels: np.ndarray, geometry: Geometry, seed: int,
                      n_lookalikes: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """CT-like int16 image from a KiTS label map; also returns the mask of the look-alike blobs."""
-    from scipy.ndimage import binary_dilation, gaussian_filter
-
     rng = np.random.default_rng(seed)
     shape = labels.shape
     spacing_zyx = np.asarray(geometry.spacing[::-1])
@@ -72,10 +90,10 @@ def synthesize_image(labels: np.ndarray, geometry: Geometry, seed: int,
     fat = _smooth_noise(rng, shape, 4.0) > 1.1
     image[fat] = HU_FAT + 10.0 * rng.standard_normal(int(fat.sum()))
     organ = labels > 0
-    near_organ = binary_dilation(organ, iterations=3)
+    near_organ = _dilate(organ, 3)
     lookalikes = np.zeros(shape, dtype=bool)
     for _ in range(n_lookalikes * 10):
-        if int(lookalikes.any()) and _count_blobs(lookalikes) >= n_lookalikes:
+        if lookalikes.any() and _count_blobs(lookalikes) >= n_lookalikes:
             break
         radius_mm = rng.uniform(4.0, 9.0)
         centre = [rng.uniform(0, n) for n in shape]
@@ -87,23 +105,18 @@ def synthesize_image(labels: np.ndarray, geometry: Geometry, seed: int,
     image[labels == 1] = HU_KIDNEY + 8.0 * _smooth_noise(rng, shape, 2.0)[labels == 1]
     image[labels == 2] = HU_TUMOR + 12.0 * _smooth_noise(rng, shape, 1.5)[labels == 2]
     image[labels == 3] = HU_CYST
-    image = gaussian_filter(image, 0.7)
+    image = _gaussian(image, 0.7)
     image += 10.0 * rng.standard_normal(shape)
     return np.clip(np.round(image), -1024, 3071).astype(np.int16), lookalikes
 
 
-def _count_blobs(mask: np.ndarray) -> int:
-    from scipy.ndimage import label
-
-    return int(label(mask)[1])
-
-
-def demo_case(path: Path, seed: int = 0) -> Case:
-    """One demo case: synthetic CT plus the segments kidney (whole organ), tumor and cyst."""
+def demo_case(path: Path, seed: int = 0, whole_organ: bool = True) -> Case:
+    """One demo case: synthetic CT plus the segments kidney, tumor and cyst. ``whole_organ``: the kidney segment
+    covers its lesions, as a user would draw it (overlapping segments); else kidney parenchyma only (KiTS's labels)."""
     labels, geometry = read_label_map(path)
     case_id = path.name[: -len(".nii.gz")]
     image, _ = synthesize_image(labels, geometry, seed + _stable_hash(case_id))
-    segments = {"kidney": labels > 0, "tumor": labels == 2, "cyst": labels == 3}
+    segments = {"kidney": labels > 0 if whole_organ else labels == 1, "tumor": labels == 2, "cyst": labels == 3}
     return Case(case_id, [image], geometry, segments, dict(DEMO_COLORS), description=f"demo case {case_id}")
 
 
@@ -111,20 +124,22 @@ def _stable_hash(text: str) -> int:
     return sum((i + 1) * ord(ch) for i, ch in enumerate(text)) % 100_000
 
 
-def demo_case_sources(n_cases: Optional[int] = None, seed: int = 0) -> list[LazyCaseSource]:
+def demo_case_sources(n_cases: Optional[int] = None, seed: int = 0, whole_organ: bool = True) -> list[LazyCaseSource]:
     files = demo_label_files()[: n_cases or None]
-    return [LazyCaseSource(p.name[: -len(".nii.gz")], (lambda p=p: demo_case(p, seed)), f"demo case {p.name}")
-            for p in files]
+    return [LazyCaseSource(p.name[: -len(".nii.gz")], (lambda p=p: demo_case(p, seed, whole_organ)),
+                           f"demo case {p.name}") for p in files]
 
 
-def write_demo_case_files(out_dir: Path, n_cases: Optional[int] = None, seed: int = 0) -> list[tuple[Path, Path]]:
-    """Write demo cases as ``<case>.nii.gz`` (synthetic CT) + ``<case>.seg.nrrd``; returns (image, segmentation)."""
+def write_demo_case_files(out_dir: Path, n_cases: Optional[int] = None, seed: int = 0,
+                          whole_organ: bool = True) -> list[tuple[Path, Path]]:
+    """Write demo cases as ``<case>.nii.gz`` (synthetic CT) + ``<case>.seg.nrrd``; returns (image, segmentation).
+    With ``whole_organ=False`` the segments do not overlap and SimpleITK alone writes them (inside Slicer)."""
     import SimpleITK as sitk
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for source in demo_case_sources(n_cases, seed):
+    for source in demo_case_sources(n_cases, seed, whole_organ):
         case = source.load()
         image_path = out_dir / f"{case.case_id}.nii.gz"
         seg_path = out_dir / f"{case.case_id}.seg.nrrd"
