@@ -99,7 +99,7 @@ def test_sample_data_files_load_in_slicer(slicer_scene, tmp_path, monkeypatch):
     files = demo_sample_files(tmp_path, count=1)
     monkeypatch.undo()
     image, segmentation_file = files[0]
-    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    scene = slicer_scene.scene
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
     storage.SetFileName(str(segmentation_file))
