@@ -62,6 +62,8 @@ def run_wrapper(dataset: Path, work: Path, args, with_binary=False, sampling="st
     times: dict[str, list[float]] = {}
     model = "model"
     for line in out.stdout.splitlines():
+        if not line.startswith("{"):
+            continue
         event = json.loads(line)
         if event["stage"] == "train" and "model" in event["data"]:
             model = event["data"]["model"]
