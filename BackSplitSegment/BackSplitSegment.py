@@ -21,6 +21,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
+from BackSplitSegmentLib.export_run import ExportRun
 from BackSplitSegmentLib.scene_cases import SceneCase, cases_in_scene, segment_names_in_cases, unique_case_id
 
 
@@ -43,26 +44,24 @@ class BackSplitSegment(ScriptedLoadableModule):
 
 
 def registerSampleData():
-    """The demo cases as sample data: synthetic CT from KiTS23 label maps (shipped), written once into Slicer's cache
-    folder on first start (no download), with their segmentations (kidney parenchyma, tumor, cyst)."""
+    """The demo cases as sample data: synthetic CT from the shipped KiTS23 label maps with their segmentations
+    (kidney parenchyma, tumor, cyst). Registering writes nothing; the files are made in Slicer's cache folder the
+    first time a sample is chosen (no download)."""
     try:
         import SampleData
     except ImportError:
         return
-    from BackSplitSegmentLib.demo_scene import demo_sample_files
+    from BackSplitSegmentLib.demo_scene import sample_data_sources
 
     icon = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "BackSplitSegment.png")
+    folder = Path(slicer.mrmlScene.GetCacheManager().GetRemoteCacheDirectory()) / "BackSplit"
     try:
-        files = demo_sample_files(Path(slicer.mrmlScene.GetCacheManager().GetRemoteCacheDirectory()) / "BackSplit")
+        sources = sample_data_sources(folder, lambda source: SampleData.SampleDataLogic().downloadFromSource(source),
+                                      icon)
+        for source in sources:
+            SampleData.SampleDataLogic.registerCustomSampleDataSource(**source)
     except Exception as exc:  # sample data is optional: never break start-up
         logging.warning(f"BackSplit demo sample data not available: {exc}")
-        return
-    for image, segmentation in files:
-        case_id = image.name[: -len(".nii.gz")]
-        SampleData.SampleDataLogic.registerCustomSampleDataSource(
-            category="BackSplit", sampleName=f"BackSplit demo {case_id}", thumbnailFileName=icon,
-            uris=[image.as_uri(), segmentation.as_uri()], fileNames=[image.name, segmentation.name],
-            nodeNames=[case_id, f"{case_id} segmentation"], loadFileType=["VolumeFile", "SegmentationFile"])
 
 
 @parameterNodeWrapper
@@ -94,8 +93,7 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._cases: list[SceneCase] = []
-        self._exportSteps = None
-        self._exportCancelled = False
+        self._export = None
         self._timer = qt.QTimer()
         self._timer.setInterval(10)
         self._timer.timeout.connect(self._stepExport)
@@ -134,6 +132,8 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         self.removeObservers()
         self._timer.stop()
+        if self._export is not None:
+            self._export.close()
         self._predictionTimer.stop()
         if self._prediction is not None:
             self._prediction.cancel()
@@ -191,7 +191,7 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._refreshCaseTable()
 
     def onRemoveCase(self) -> None:
-        rows = sorted({index.row() for index in self.ui.caseTable.selectedIndexes()}, reverse=True)
+        rows = sorted({item.row() for item in self.ui.caseTable.selectedItems()}, reverse=True)
         for row in rows:
             del self._cases[row]
         self._refreshCaseTable()
@@ -239,11 +239,9 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ---- export ---------------------------------------------------------------------------------------------------
     def onExport(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
-            request = self.logic.exportRequest(self._parameterNode, self._names(self.ui.targetList),
-                                               self._names(self.ui.supportList))
-            self._exportCancelled = False
-            self._exportSteps = self.logic.exportSteps([c.source() for c in self._cases], request,
-                                                       cancel=lambda: self._exportCancelled)
+            self._export = self.logic.exportRun([c.source() for c in self._cases],
+                                                self._names(self.ui.targetList), self._names(self.ui.supportList),
+                                                self._parameterNode)
             self.ui.exportProgressBar.value = 0
             self.ui.exportButton.enabled = False
             self.ui.cancelExportButton.enabled = True
@@ -252,33 +250,28 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _stepExport(self) -> None:
         """One case per timer tick: the application stays responsive between cases."""
-        try:
-            event = next(self._exportSteps)
-        except StopIteration:
-            self._finishExport(None)
+        step = self._export.step()
+        self.ui.exportProgressBar.value = step.percent
+        self.ui.statusLabel.text = step.message
+        if not step.done:
             return
-        except Exception as exc:  # shown to the user, the staging folder is already removed
-            self._finishExport(exc)
-            return
-        if event.fraction is not None:
-            self.ui.exportProgressBar.value = int(100 * event.fraction)
-        self.ui.statusLabel.text = event.message
-        if event.stage == "done":
-            result = event.data.get("result")
-            if result is not None:
-                self.ui.statusLabel.text = "\n".join(result.summary_lines())
-
-    def _finishExport(self, error) -> None:
         self._timer.stop()
-        self._exportSteps = None
+        self._export = None
         self.ui.exportButton.enabled = True
         self.ui.cancelExportButton.enabled = False
-        if error is not None:
-            self.ui.statusLabel.text = str(error)
-            slicer.util.errorDisplay(_("Export failed: {error}").format(error=error))
+        if step.state == "cancelled":
+            self.ui.statusLabel.text = _("Export cancelled; nothing was written.")
+        elif step.state == "failed":
+            if step.expected:
+                slicer.util.errorDisplay(_("Export failed: {error}").format(error=step.message))
+            else:
+                slicer.util.errorDisplay(_("Export failed: {error}").format(error=step.message),
+                                         detailedText=self.logic.tracebackText(step.error))
 
     def onCancelExport(self) -> None:
-        self._exportCancelled = True
+        if self._export is not None:
+            self._export.cancel()
+            self.ui.statusLabel.text = _("Cancelling...")
 
     def onLoadDemo(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not load the demo cases."), waitCursor=True):
@@ -350,10 +343,20 @@ class BackSplitSegmentLogic(ScriptedLoadableModuleLogic):
             binary_twin=bool(parameters.binaryTwin), allow_negative_cases=bool(parameters.allowNegative),
             missing_segments="absent" if parameters.missingAsAbsent else "error", overwrite=bool(parameters.overwrite))
 
+    def exportRun(self, sources, targets, supports, parameters) -> ExportRun:
+        """An export stepped one case at a time (``step()`` from a timer); checks the request before any case."""
+        return ExportRun(list(sources), self.exportRequest(parameters, targets, supports))
+
     def exportSteps(self, sources, request, cancel):
         from backsplit.export import iter_export
 
         return iter_export(sources, request, cancel)
+
+    @staticmethod
+    def tracebackText(error) -> str:
+        import traceback
+
+        return "".join(traceback.format_exception(type(error), error, error.__traceback__)) if error else ""
 
     def loadDemoCases(self, count: int = 3):
         """Demo cases (synthetic CT from KiTS23 label maps, shipped with the extension) into the scene."""

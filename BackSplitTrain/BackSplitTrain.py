@@ -60,6 +60,10 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(500)
         self._timer.timeout.connect(self._poll)
+        self._probe = None
+        self._probeTimer = qt.QTimer()
+        self._probeTimer.setInterval(300)
+        self._probeTimer.timeout.connect(self._pollProbe)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -75,8 +79,15 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._parameterNode.workFolder or str(self._parameterNode.workFolder) in ("", "."):
             self._parameterNode.workFolder = Path.home() / "BackSplit" / "work"
 
+    def enter(self) -> None:
+        if self._probe is None:  # first visit: say which GPU "auto" will use (asked in a child process)
+            self.onProbeDevices()
+
     def cleanup(self) -> None:
         self._timer.stop()
+        self._probeTimer.stop()
+        if self._probe is not None and self._probe.job is not None and self._probe.job.is_running():
+            self._probe.job.cancel(grace_seconds=1.0)
         if self._job is not None and self._job.is_running():
             self._job.cancel()
 
@@ -88,8 +99,21 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
 
     def onProbeDevices(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Could not query the devices."), waitCursor=True):
-            self.ui.deviceInfoLabel.text = self.logic.describeDevices()
+        if self._probeTimer.isActive():
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not query the devices.")):
+            self._probe = self.logic.startDeviceProbe()
+            self.ui.deviceInfoLabel.text = _("Checking the devices...")
+            self.ui.probeDevicesButton.enabled = False
+            self._probeTimer.start()
+
+    def _pollProbe(self) -> None:
+        text = self._probe.poll()
+        if text is None:
+            return
+        self._probeTimer.stop()
+        self.ui.probeDevicesButton.enabled = True
+        self.ui.deviceInfoLabel.text = text
 
     def onStart(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not start the training."), waitCursor=True):
@@ -112,16 +136,16 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job.is_running():
             return
         self._timer.stop()
+        for line in self.logic.pollTraining(self._job, self._status, self._plot):  # the last lines
+            self.ui.logTextEdit.appendPlainText(line)
         self.ui.startButton.enabled = True
         self.ui.cancelButton.enabled = False
-        if self._status.error:
-            self.ui.statusLabel.text = self._status.error
-            slicer.util.errorDisplay(_("Training failed: {error}").format(error=self._status.error))
-        elif self._job.cancelled:
-            self.ui.statusLabel.text = _("Training cancelled. Tick Resume and press Start to continue it.")
-        else:
+        message, isError = self.logic.finalMessage(self._job, self._status)
+        self.ui.statusLabel.text = message
+        if isError:
+            slicer.util.errorDisplay(_("Training failed: {error}").format(error=message))
+        elif not self._job.cancelled:
             self.ui.progressBar.value = 100
-            self.ui.statusLabel.text = _("Finished. Models:\n{models}").format(models="\n".join(self._status.models))
 
     def onCancel(self) -> None:
         if self._job is not None:
@@ -140,10 +164,17 @@ class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
         return ensure_nnunet()
 
     def describeDevices(self) -> str:
+        """Blocking variant (scripts, self-test): GPU name and free memory, or why training runs on the CPU."""
         from backsplit.process import python_executable
         from BackSplitTrainLib.devices import describe_devices, probe_devices
 
         return describe_devices(probe_devices(python_executable()))
+
+    def startDeviceProbe(self):
+        """The same question without waiting: poll the returned probe until it answers."""
+        from BackSplitTrainLib.devices import DeviceProbe
+
+        return DeviceProbe().start()
 
     def trainOptions(self, p):
         from backsplit.training.options import TrainOptions
@@ -178,28 +209,15 @@ class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
 
     def pollTraining(self, job, status, plot) -> list:
         """Apply new events to the status and the plot; return new log lines for the log box."""
-        lines = []
-        changed = False
-        for event in job.poll_events():
-            if event.stage == "log":
-                lines.append(event.message)
-                continue
-            status.update(event)
-            lines.append(f"[{event.stage}] {event.message}")
-            changed = changed or event.stage == "epoch"
-        if changed and plot is not None:
-            plot.update(status, target_count=self.targetCount(job))
-        return lines
+        from BackSplitTrainLib.training_run import apply_events, dataset_target_count
+
+        return apply_events(job.poll_events(), status, plot, dataset_target_count(job.options.dataset_dir))
 
     @staticmethod
-    def targetCount(job):
-        import json
+    def finalMessage(job, status):
+        from BackSplitTrainLib.training_run import final_message
 
-        try:
-            meta = json.loads((Path(job.options.dataset_dir) / "dataset.json").read_text())
-            return len(meta["backsplit"]["schema"]["targets"])
-        except (OSError, KeyError, ValueError):
-            return None
+        return final_message(status, bool(job.cancelled), job.returncode)
 
 
 class BackSplitTrainTest(ScriptedLoadableModuleTest):

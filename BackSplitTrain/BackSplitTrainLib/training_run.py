@@ -1,0 +1,52 @@
+"""Follow a running training from the panel's timer: events -> status (progress, time left), plot, log lines.
+
+No Qt here: the widget calls ``apply_events`` with what ``TrainingProcess.poll_events()`` returned and shows the
+returned log lines, ``status.fraction`` and ``status.summary()`` (epoch, elapsed, time left).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Optional
+
+from backsplit.progress import ProgressEvent
+from backsplit.training.status import TrainingStatus
+
+
+def dataset_target_count(dataset_dir: Path) -> Optional[int]:
+    """How many target classes the dataset has (their pseudo-Dice is plotted); None when it cannot be read."""
+    try:
+        meta = json.loads((Path(dataset_dir) / "dataset.json").read_text(encoding="utf-8"))
+        return len(meta["backsplit"]["schema"]["targets"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def apply_events(events: Iterable[ProgressEvent], status: TrainingStatus, plot=None,
+                 target_count: Optional[int] = None) -> list[str]:
+    """Update ``status`` (and ``plot`` once per call when an epoch ended); return the lines for the log box."""
+    lines = []
+    epoch_ended = False
+    for event in events:
+        if event.stage == "log":
+            lines.append(event.message)
+            continue
+        status.update(event)
+        lines.append(f"[{event.stage}] {event.message}" if event.message else f"[{event.stage}]")
+        epoch_ended = epoch_ended or event.stage == "epoch"
+    if epoch_ended and plot is not None:
+        plot.update(status, target_count=target_count)
+    return lines
+
+
+def final_message(status: TrainingStatus, cancelled: bool, returncode: Optional[int]) -> tuple[str, bool]:
+    """What the panel says when the child has ended, and whether it is an error to show in a dialog."""
+    if cancelled:
+        return "Training cancelled. Tick Resume and press Start to continue it.", False
+    if status.error:
+        return status.error, True
+    if returncode not in (0, None):
+        return f"The training process ended with code {returncode}; see the log for the reason.", True
+    models = "\n".join(status.models) if status.models else "(no model reported)"
+    return f"Finished. Models:\n{models}", False
