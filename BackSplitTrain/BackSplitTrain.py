@@ -36,7 +36,7 @@ class BackSplitTrainParameterNode:
     workFolder: Path
     withBinary: bool = True
     configuration: Annotated[str, Choice(["2d", "3d_fullres"])] = "2d"
-    fold: Annotated[str, Choice(["auto", "all", "0", "1", "2", "3", "4"])] = "auto"
+    fold: Annotated[str, Choice(["auto", "all", "0", "1", "2", "3", "4", "5fold"])] = "auto"
     epochs: Annotated[int, WithinRange(1, 5000)] = 100
     iterationsPerEpoch: Annotated[int, WithinRange(1, 10000)] = 250
     device: Annotated[str, Choice(["auto", "cuda", "mps", "cpu"])] = "auto"
@@ -194,7 +194,7 @@ class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
 
         options = self.trainOptions(parameters)
         job = TrainingProcess(options).start()
-        return job, TrainingStatus(models_total=2 if options.with_binary else 1)
+        return job, TrainingStatus(models_total=options.runs_total)
 
     def createPlot(self):
         from BackSplitTrainLib.plots import TrainingPlot

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from backsplit.errors import InputError
-from backsplit.training.options import TrainOptions, resolve_fold
+from backsplit.training.options import TrainOptions, resolve_fold, resolve_folds
 from backsplit.training.process import TrainingProcess, training_command, training_environment
 from backsplit.training.sampling import choose_forced_class
 from backsplit.training.status import TrainingStatus
@@ -29,6 +29,14 @@ def test_fold_choice():
     assert resolve_fold("3", 10) == "3"
     with pytest.raises(InputError, match="at least 5 cases.*has 4"):
         resolve_fold("0", 4)
+    assert resolve_folds("5fold", 5) == ["0", "1", "2", "3", "4"]
+    assert resolve_folds("auto", 3) == ["all"] and resolve_folds("2", 9) == ["2"]
+    with pytest.raises(InputError, match="5-fold cross-validation needs .* at least 5 cases"):
+        resolve_folds("5fold", 4)
+    with pytest.raises(InputError, match="5fold"):
+        TrainOptions(Path("d"), Path("w"), fold="6").validate()
+    assert TrainOptions(Path("d"), Path("w"), fold="5fold", with_binary=True).runs_total == 10
+    assert TrainOptions(Path("d"), Path("w"), fold="all").runs_total == 1
 
 
 def test_options_round_trip_and_defaults(tmp_path):
@@ -284,3 +292,33 @@ def test_interrupted_preprocessing_is_redone(tiny_dataset, tmp_path):
                                               extra={"overwrite": True}))
     assert again.returncode == 0, "\n".join(again.log_lines[-30:])
     assert any(e.stage == "preprocess" and "preprocessing" in e.message for e in events)
+
+
+def test_five_fold_cross_validation_gives_an_ensemble_model(tiny_dataset, tmp_path):
+    """'5fold' trains folds 0-4 one after the other (real tiny CPU trainings); the manifest lists the five folds, the
+    copied model folder holds their final checkpoints, and prediction ensembles them."""
+    from backsplit.inference.files import InputCase, predict_files
+    from backsplit.inference.model import read_model_info
+    from backsplit.training.status import TrainingStatus
+
+    options = tiny_options(tiny_dataset.dataset_dir, tmp_path / "work", fold="5fold", epochs=1,
+                           iterations_per_epoch=2, val_iterations_per_epoch=1, model_dir=tmp_path / "cv model")
+    process, events = run_training(options)
+    assert process.returncode == 0, "\n".join(process.log_lines[-40:])
+    status = TrainingStatus(models_total=options.runs_total)
+    for event in events:
+        status.update(event)
+        if event.stage == "train" and "model" in event.data and event.data["model"].endswith("fold 2"):
+            assert 0.35 < status.fraction < 0.45  # two of five folds done
+    assert status.finished and status.error is None and status.fraction == 1.0
+    started = [e.data["model"] for e in events if e.stage == "train" and "model" in e.data]
+    assert started == [f"BackSplit model fold {k}" for k in range(5)]
+    model = tmp_path / "cv model"
+    manifest = json.loads((model / "backsplit_model.json").read_text())
+    assert manifest["folds"] == ["0", "1", "2", "3", "4"]
+    info = read_model_info(model)
+    assert [p.parent.name for p in info.checkpoints] == [f"fold_{k}" for k in range(5)]
+    assert not list(model.rglob("checkpoint_latest.pth"))
+    image = tiny_dataset.dataset_dir / "imagesTr" / "tiny0_0000.nii.gz"
+    summaries = predict_files(model, [InputCase("tiny0", [image])], tmp_path / "pred", device="cpu")
+    assert (tmp_path / "pred" / "tiny0.nii.gz").is_file() and summaries[0].case_id == "tiny0"

@@ -24,6 +24,7 @@ class Case:
     colors: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     channel_geometries: Optional[list[Geometry]] = None  # as read, when they may differ (checked by validation)
     description: str = ""                      # where the case came from, for messages
+    terminology: dict[str, str] = field(default_factory=dict)  # segment name -> Slicer terminology entry, if known
 
 
 class CaseSource(Protocol):

@@ -22,6 +22,7 @@ import numpy as np
 from .cases import Case, LazyCaseSource
 from .geometry import Geometry
 from .segfile import write_seg_nrrd
+from .terminology import terminology_for_name
 
 DATA_DIR = Path(__file__).parent / "data" / "kits23"
 KITS_LABELS = {1: "kidney", 2: "tumor", 3: "cyst"}
@@ -144,6 +145,7 @@ def write_demo_case_files(out_dir: Path, n_cases: Optional[int] = None, seed: in
         image_path = out_dir / f"{case.case_id}.nii.gz"
         seg_path = out_dir / f"{case.case_id}.seg.nrrd"
         sitk.WriteImage(case.geometry.to_sitk(case.channels[0]), str(image_path), True)
-        write_seg_nrrd(seg_path, case.geometry, case.segments, case.colors)
+        write_seg_nrrd(seg_path, case.geometry, case.segments, case.colors,
+                       {name: terminology_for_name(name) or "" for name in case.segments})
         written.append((image_path, seg_path))
     return written

@@ -30,6 +30,7 @@ from .errors import BackSplitError, CancelledError, InputError, OutputError
 from .niftiio import NiftiGzWriter
 from .progress import ProgressCallback, ProgressEvent, ignore_progress
 from .schema import LabelSchema
+from .terminology import class_terminology
 from .validation import MISSING_ABSENT, MISSING_ERROR, case_labels, check_case_ids
 
 FILE_ENDING = ".nii.gz"
@@ -154,6 +155,7 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
         absent: dict[str, list[str]] = {}
         used_sources: dict[str, set[str]] = {c.name: set() for c in schema.classes}
         source_colors: dict[str, list[float]] = {}
+        source_terminology: dict[str, str] = {}
         total = len(sources)
         yield ProgressEvent("export", f"checking and writing {total} case(s)", 0, total)
         for index, source in enumerate(sources):
@@ -174,6 +176,8 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
                 for name in names:
                     if name in case.colors and cls not in source_colors:
                         source_colors[cls] = [round(float(c), 4) for c in case.colors[name]]
+                    if name in case.terminology and cls not in source_terminology:
+                        source_terminology[cls] = case.terminology[name]
             _write_case(writer, case, checked.labels, schema, main_dir, twin_dir)
             del case, checked
             yield ProgressEvent("export", f"wrote case '{source.case_id}'", index + 1, total,
@@ -182,7 +186,8 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
         _link_twin_images(main_dir, twin_dir)
         case_ids = [s.case_id for s in sources]
         common = {"case_ids": case_ids, "negative_cases": negative, "absent_segments": absent,
-                  "sources": {k: sorted(v) for k, v in used_sources.items()}, "source_colors": source_colors}
+                  "sources": {k: sorted(v) for k, v in used_sources.items()}, "source_colors": source_colors,
+                  "source_terminology": source_terminology}
         _write_dataset_json(main_dir, request, schema, "backsplit", common,
                             twin_dir.name if twin_dir else None)
         if twin_dir:
@@ -259,6 +264,9 @@ def dataset_json(request: ExportRequest, schema: LabelSchema, variant: str, comm
         item["sources"] = common["sources"].get(item["name"], []) or item["sources"]
         if item["name"] in common.get("source_colors", {}):
             item["source_color"] = common["source_colors"][item["name"]]
+        entry = class_terminology(item["name"], common.get("source_terminology", {}))
+        if entry:  # what Slicer shows for the predicted segment (from the source segment, or a well-known name)
+            item["terminology"] = entry
     return {
         "channel_names": {str(i): name for i, name in enumerate(request.channel_names)},
         "labels": schema.labels_json(),

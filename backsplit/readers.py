@@ -19,6 +19,7 @@ import numpy as np
 from .cases import Case
 from .errors import InputError
 from .geometry import Geometry, _fmt
+from .terminology import terminology_from_tags
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 LABEL_NAME_MAP_SUFFIXES = (".json", ".csv", ".tsv", ".txt", ".ctbl")
@@ -87,6 +88,7 @@ class SegmentationContent:
     geometry: Geometry
     masks: dict[str, np.ndarray]
     colors: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    terminology: dict[str, str] = field(default_factory=dict)
 
 
 def read_seg_nrrd(path: Path, case_id: str) -> SegmentationContent:
@@ -110,6 +112,7 @@ def read_seg_nrrd(path: Path, case_id: str) -> SegmentationContent:
         geometry = Geometry.from_sitk(image)
     masks: dict[str, np.ndarray] = {}
     colors: dict[str, tuple[float, float, float]] = {}
+    terminology: dict[str, str] = {}
     index = 0
     while f"Segment{index}_Name" in keys:
         name = image.GetMetaData(f"Segment{index}_Name")
@@ -129,8 +132,12 @@ def read_seg_nrrd(path: Path, case_id: str) -> SegmentationContent:
                 colors[name] = tuple(float(c) for c in image.GetMetaData(f"Segment{index}_Color").split()[:3])
             except ValueError:
                 pass
+        if f"Segment{index}_Tags" in keys:
+            entry = terminology_from_tags(image.GetMetaData(f"Segment{index}_Tags"))
+            if entry:
+                terminology[name] = entry
         index += 1
-    return SegmentationContent(geometry, masks, colors)
+    return SegmentationContent(geometry, masks, colors, terminology)
 
 
 def read_name_map(path: Path, case_id: str = "") -> dict[int, str]:
@@ -258,7 +265,8 @@ class FileCaseSource:
         # Channel geometry is checked by validation (it names both channels); align against channel 0.
         masks = align_to_image(content, geometries[0], self.case_id, seg_path)
         return Case(self.case_id, channels, geometries[0], masks, content.colors,
-                    channel_geometries=geometries, description=self.description)
+                    channel_geometries=geometries, description=self.description,
+                    terminology=dict(content.terminology))
 
 
 def is_seg_nrrd(path: Path) -> bool:

@@ -30,10 +30,14 @@ class ClassSpec:
     role: str
     color: tuple[float, float, float]
     sources: tuple[str, ...] = ()
+    terminology: str = field(default="", compare=False)  # Slicer terminology entry ('' when unknown)
 
     def to_json(self, value: int) -> dict:
-        return {"name": self.name, "value": value, "role": self.role,
+        item = {"name": self.name, "value": value, "role": self.role,
                 "color": [round(c, 4) for c in self.color], "sources": list(self.sources or (self.name,))}
+        if self.terminology:
+            item["terminology"] = self.terminology
+        return item
 
 
 @dataclass(frozen=True)
@@ -134,5 +138,6 @@ class LabelSchema:
     def from_json(raw: Mapping) -> "LabelSchema":
         def specs(items, role):
             return tuple(ClassSpec(str(i["name"]), role, tuple(float(c) for c in i.get("color", (1, 1, 1))),
-                                   tuple(i.get("sources", [i["name"]]))) for i in items)
+                                   tuple(i.get("sources", [i["name"]])), str(i.get("terminology") or ""))
+                         for i in items)
         return LabelSchema(specs(raw.get("targets", []), TARGET), specs(raw.get("supports", []), SUPPORT))

@@ -83,6 +83,22 @@ def segment_mask(segmentation_node, segment_name: str, reference_volume, case_id
         scene.RemoveNode(labelmap)
 
 
+def segment_terminology(segmentation_node) -> dict[str, str]:
+    """Segment name -> the segment's Slicer terminology entry, for the segments that have a specific one."""
+    import vtk
+
+    from backsplit.terminology import specific_entry
+
+    segmentation = segmentation_node.GetSegmentation()
+    entries = {}
+    for i in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(i)
+        value = vtk.mutable("")
+        if segment.GetTag(segment.GetTerminologyEntryTagName(), value) and specific_entry(str(value)):
+            entries[segment.GetName()] = str(value)
+    return entries
+
+
 def segment_colors(segmentation_node) -> dict[str, tuple[float, float, float]]:
     segmentation = segmentation_node.GetSegmentation()
     colors = {}
@@ -127,8 +143,10 @@ def case_from_scene(case_id: str, volume, segmentation_node, extra_channels: Seq
     wanted = list(names) if names is not None else segment_names(segmentation_node)
     masks = {name: segment_mask(segmentation_node, name, volume, case_id) for name in wanted}
     colors = segment_colors(segmentation_node)
+    entries = segment_terminology(segmentation_node)
     return Case(case_id, channels, geometry, masks, {n: colors[n] for n in wanted if n in colors},
-                description=f"case '{case_id}' (volume '{volume.GetName()}')")
+                description=f"case '{case_id}' (volume '{volume.GetName()}')",
+                terminology={n: entries[n] for n in wanted if n in entries})
 
 
 def reference_volume_of(segmentation_node):

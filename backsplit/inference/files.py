@@ -16,6 +16,7 @@ from ..errors import CancelledError, InputError, OutputError
 from ..progress import ProgressCallback, ProgressEvent, ignore_progress
 from ..readers import IMAGE_SUFFIXES, read_image
 from ..summary import CaseSummary, DecisionRule, summarise, write_summaries
+from ..terminology import terminology_for_name
 from .model import load_predictor, read_model_info
 from .predict import Prediction, predict_arrays
 
@@ -107,7 +108,8 @@ def write_prediction(prediction: Prediction, info, case_id: str, out_dir: Path, 
 
         masks = {spec.name: labels == value for value, spec in enumerate(classes, start=1)}
         tmp = paths["labels"].with_name(f".{paths['labels'].name}.partial.seg.nrrd")
-        write_seg_nrrd(tmp, prediction.geometry, masks, {c.name: c.color for c in classes})
+        write_seg_nrrd(tmp, prediction.geometry, masks, {c.name: c.color for c in classes},
+                       {c.name: c.terminology or terminology_for_name(c.name) or "" for c in classes})
         os.replace(tmp, paths["labels"])
     else:
         _write_image(labels, prediction.geometry, paths["labels"])

@@ -23,7 +23,7 @@ class TrainOptions:
     dataset_dir: Path                         # exported BackSplit (or binary) dataset: .../DatasetNNN_Name
     work_dir: Path                            # holds nnUNet_preprocessed/ and nnUNet_results/
     configuration: str = "2d"
-    fold: str = "auto"                        # "auto" (all when < 5 cases, else 0), "all", "0".."4"
+    fold: str = "auto"                        # "auto" (all when < 5 cases, else 0), "all", "0".."4", "5fold"
     epochs: int = 50
     iterations_per_epoch: int = 250
     val_iterations_per_epoch: int = 50
@@ -58,14 +58,19 @@ class TrainOptions:
             raise InputError(f"device '{self.device}' is unknown; choose one of {', '.join(DEVICES)}")
         if self.sampling not in SAMPLINGS:
             raise InputError(f"sampling '{self.sampling}' is unknown; choose 'target' or 'stock'")
-        if self.fold not in ("auto", "all", "0", "1", "2", "3", "4"):
-            raise InputError(f"fold '{self.fold}' is not valid; choose auto, all or 0-4")
+        if self.fold not in FOLD_CHOICES:
+            raise InputError(f"fold '{self.fold}' is not valid; choose auto, all, 0-4 or 5fold (all five folds)")
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch", "save_every"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name.replace('_', ' ')} must be at least 1")
         if self.resume and self.pretrained_model is not None:
             raise InputError("resume and fine-tune cannot be combined: resume continues an earlier run of this model, "
                              "fine-tuning starts a new one from another model's weights")
+
+    @property
+    def runs_total(self) -> int:
+        """How many trainings this request starts: per dataset (BackSplit, and the twin) one per fold."""
+        return (2 if self.with_binary else 1) * (5 if self.fold == CROSS_VALIDATION else 1)
 
     @property
     def learning_rate(self) -> float:
@@ -87,14 +92,25 @@ class TrainOptions:
         return TrainOptions(**{k: v for k, v in raw.items() if k in known})
 
 
+FOLD_CHOICES = ("auto", "all", "0", "1", "2", "3", "4", "5fold")
+CROSS_VALIDATION = "5fold"
+
+
 def resolve_fold(fold: str, n_cases: int) -> str:
     """'auto' -> 'all' for fewer than 5 cases (5-fold splits need 5), else '0'. Explicit folds need >= 5 cases."""
     if fold == "auto":
         return "all" if n_cases < 5 else "0"
     if fold != "all" and n_cases < 5:
-        raise InputError(f"fold {fold} needs a 5-fold split, which needs at least 5 cases, but the dataset has "
+        what = "5-fold cross-validation" if fold == CROSS_VALIDATION else f"fold {fold}"
+        raise InputError(f"{what} needs a 5-fold split, which needs at least 5 cases, but the dataset has "
                          f"{n_cases}; choose fold 'all' (or 'auto') or export more cases")
     return fold
+
+
+def resolve_folds(fold: str, n_cases: int) -> list[str]:
+    """The folds to train, in order: one fold, or '0'..'4' for 5-fold cross-validation ('5fold')."""
+    resolved = resolve_fold(fold, n_cases)
+    return [str(i) for i in range(5)] if resolved == CROSS_VALIDATION else [resolved]
 
 
 def trainer_folder_name(configuration: str, trainer: str = TRAINER_NAME, plans: str = PLANS_NAME) -> str:

@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from ..devices import resolve_device
 from ..errors import BackSplitError, InputError, OutputError
@@ -25,7 +25,7 @@ from ..progress import ProgressEvent, format_event_line
 from .datasets import TrainingDataset, load_training_dataset
 from .lock import TrainingLock
 from .manifest import build_manifest, read_manifest, write_manifest
-from .options import PLANS_NAME, TRAINER_NAME, TrainOptions, resolve_fold, trainer_folder_name
+from .options import PLANS_NAME, TRAINER_NAME, TrainOptions, CROSS_VALIDATION, resolve_folds, trainer_folder_name
 
 
 def emit(event: ProgressEvent) -> None:
@@ -144,7 +144,9 @@ def check_pretrained(model_dir: Path, dataset: TrainingDataset, configuration: s
 
 
 def train_one(dataset: TrainingDataset, options: TrainOptions, fold: str, device, plans: dict,
-              pretrained_checkpoint: Optional[Path], label: str) -> Path:
+              pretrained_checkpoint: Optional[Path], label: str, run_folds: Sequence[str] = ()) -> Path:
+    """Train one fold of one dataset; the manifest lists ``fold`` or, for cross-validation (``run_folds``), every
+    fold of ``run_folds`` that has finished (prediction ensembles them)."""
     import numpy as np
     import torch
     from nnunetv2.run.run_training import maybe_load_checkpoint
@@ -191,8 +193,13 @@ def train_one(dataset: TrainingDataset, options: TrainOptions, fold: str, device
             emit(ProgressEvent("validate", f"{label}: nnU-Net validation of fold {fold}"))
             trainer.perform_actual_validation(False)
         elapsed = time.time() - started
+        folds = [f for f in run_folds if f == fold or (base / f"fold_{f}" / "checkpoint_final.pth").is_file()] \
+            if run_folds else [fold]
+        earlier = read_manifest_or_none(base) if run_folds and fold != run_folds[0] else None
+        if earlier:  # cross-validation: the manifest's time covers all folds so far
+            elapsed += float(earlier.get("training_time_s", 0.0))
         manifest = build_manifest(
-            dataset_meta=dataset.meta, plans=plans, configuration=options.configuration, folds=[fold],
+            dataset_meta=dataset.meta, plans=plans, configuration=options.configuration, folds=folds,
             trainer=TRAINER_NAME, plans_name=PLANS_NAME, epochs=options.epochs,
             iterations_per_epoch=options.iterations_per_epoch, initial_lr=options.learning_rate,
             sampling=options.sampling if dataset.variant != "binary" else "stock (binary: targets are all classes)",
@@ -218,19 +225,28 @@ def training_orientation(dataset: TrainingDataset) -> Optional[str]:
     return codes.most_common(1)[0][0] if codes else None
 
 
-def copy_model(source: Path, target: Path, fold: str) -> Path:
-    """Copy a finished model (manifest, dataset.json, plans.json, the fold's final checkpoint and logs) aside."""
+def read_manifest_or_none(folder: Path) -> Optional[dict]:
+    try:
+        return read_manifest(folder)
+    except BackSplitError:
+        return None
+
+
+def copy_model(source: Path, target: Path, folds: Sequence[str]) -> Path:
+    """Copy a finished model (manifest, dataset.json, plans.json, the folds' final checkpoints and logs) aside."""
     if target.exists():
         raise OutputError(f"the model folder '{target}' already exists; choose another one")
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    (staging / f"fold_{fold}").mkdir(parents=True)
+    staging.mkdir(parents=True)
     for name in ("backsplit_model.json", "dataset.json", "plans.json", "dataset_fingerprint.json"):
         if (source / name).is_file():
             shutil.copy2(source / name, staging / name)
-    for item in (source / f"fold_{fold}").iterdir():
-        if item.is_file() and item.name != "checkpoint_latest.pth":
-            shutil.copy2(item, staging / f"fold_{fold}" / item.name)
+    for fold in folds:
+        (staging / f"fold_{fold}").mkdir()
+        for item in (source / f"fold_{fold}").iterdir():
+            if item.is_file() and item.name != "checkpoint_latest.pth":
+                shutil.copy2(item, staging / f"fold_{fold}" / item.name)
     staging.replace(target)
     return target
 
@@ -256,7 +272,8 @@ def run(options: TrainOptions) -> list[Path]:
         if twin.case_ids != dataset.case_ids:
             raise InputError("the binary twin does not hold the same cases; export both again", path=str(twin.folder))
         datasets.append(twin)
-    fold = resolve_fold(options.fold, len(dataset.case_ids))
+    folds = resolve_folds(options.fold, len(dataset.case_ids))
+    cross_validation = options.fold == CROSS_VALIDATION
     device = resolve_device(options.device)
     if device.type == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -268,16 +285,25 @@ def run(options: TrainOptions) -> list[Path]:
     outputs = []
     for index, (ds, ds_plans) in enumerate(zip(datasets, all_plans)):
         label = "BackSplit model" if ds.variant == "backsplit" else f"{ds.variant} model"
-        outputs.append(train_one(ds, options, fold, device, ds_plans, checkpoint if index == 0 else None, label))
+        for fold in folds:
+            fold_checkpoint = None
+            if index == 0 and checkpoint is not None:  # fine-tune fold k from the pretrained model's fold k if any
+                same_fold = checkpoint.parent.parent / f"fold_{fold}" / checkpoint.name
+                fold_checkpoint = same_fold if same_fold.is_file() else checkpoint
+            output = train_one(ds, options, fold, device, ds_plans, fold_checkpoint,
+                               f"{label} fold {fold}" if cross_validation else label,
+                               folds if cross_validation else ())
+        outputs.append(output)
     if len(outputs) == 2:  # record the pairing in both manifests
         for this, other in ((outputs[0], outputs[1]), (outputs[1], outputs[0])):
             manifest = read_manifest(this)
             manifest["twin_model"] = str(other)
             write_manifest(this, manifest)
     if options.model_dir is not None:
-        copies = [copy_model(outputs[0], options.model_dir, fold)]
+        copies = [copy_model(outputs[0], options.model_dir, folds)]
         if len(outputs) == 2:
-            copies.append(copy_model(outputs[1], options.model_dir.with_name(options.model_dir.name + "_binary"), fold))
+            copies.append(copy_model(outputs[1], options.model_dir.with_name(options.model_dir.name + "_binary"),
+                                     folds))
         outputs = copies
     return outputs
 
