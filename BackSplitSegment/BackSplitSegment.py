@@ -16,7 +16,7 @@ import slicer
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
@@ -41,6 +41,12 @@ class BackSplitSegment(ScriptedLoadableModule):
             "BackSplit: The Importance of Sub-dividing the Background in Biomedical Lesion Segmentation. "
             "Demo cases: KiTS23 label maps (MIT licence) with synthetic images.")
         slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def contextChoice(method: str, detail: str) -> str:
+    """The panel's context choice as the command line writes it ('rings:5,15', 'kmeans:3', 'none')."""
+    method, detail = (method or "none").strip(), (detail or "").strip()
+    return f"{method}:{detail}" if detail and method != "none" else method
 
 
 def registerSampleData():
@@ -73,6 +79,8 @@ class BackSplitSegmentParameterNode:
     datasetId: Annotated[int, WithinRange(1, 999)] = 501
     datasetName: str = "BackSplit"
     channelNames: str = "CT"
+    contextLabels: Annotated[str, Choice(["none", "rings", "kmeans"])] = "none"
+    contextDetail: str = ""
     nameMapping: str = ""
     binaryTwin: bool = True
     allowNegative: bool = False
@@ -332,6 +340,7 @@ class BackSplitSegmentLogic(ScriptedLoadableModuleLogic):
 
     def exportRequest(self, parameters, targets, supports):
         from backsplit.commands.export import parse_mapping, split_names
+        from backsplit.context import ContextSpec
         from backsplit.export import ExportRequest
 
         mapping = parse_mapping([line for line in parameters.nameMapping.replace(";", "\n").splitlines()
@@ -341,7 +350,8 @@ class BackSplitSegmentLogic(ScriptedLoadableModuleLogic):
             dataset_name=parameters.datasetName.strip(), targets=list(targets), supports=list(supports),
             name_mapping=mapping, channel_names=split_names(parameters.channelNames) or ["CT"],
             binary_twin=bool(parameters.binaryTwin), allow_negative_cases=bool(parameters.allowNegative),
-            missing_segments="absent" if parameters.missingAsAbsent else "error", overwrite=bool(parameters.overwrite))
+            missing_segments="absent" if parameters.missingAsAbsent else "error", overwrite=bool(parameters.overwrite),
+            context=ContextSpec.parse(contextChoice(parameters.contextLabels, parameters.contextDetail)))
 
     def exportRun(self, sources, targets, supports, parameters) -> ExportRun:
         """An export stepped one case at a time (``step()`` from a timer); checks the request before any case."""

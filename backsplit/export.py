@@ -26,6 +26,7 @@ import numpy as np
 
 from . import __version__
 from .cases import CaseSource, check_unique_ids
+from .context import ContextSpec, add_context
 from .errors import BackSplitError, CancelledError, InputError, OutputError
 from .niftiio import NiftiGzWriter
 from .progress import ProgressCallback, ProgressEvent, ignore_progress
@@ -53,10 +54,19 @@ class ExportRequest:
     missing_segments: str = MISSING_ERROR       # or "absent": a missing support segment is reported, not an error
     overwrite: bool = False
     compression_level: int = 1                 # zlib level for .nii.gz (1 is fast and nearly as small)
+    context: ContextSpec = field(default_factory=ContextSpec)  # generated context classes (rings, k-means)
 
     @property
     def schema(self) -> LabelSchema:
+        """The classes read from the cases' segments."""
         return LabelSchema.create(list(self.targets), list(self.supports), self.colors)
+
+    @property
+    def output_schema(self) -> LabelSchema:
+        """The classes written: the schema plus generated context classes after the support structures."""
+        if not self.context.enabled:
+            return self.schema
+        return LabelSchema.create(list(self.targets), list(self.supports) + self.context.class_names(), self.colors)
 
     @property
     def folder_name(self) -> str:
@@ -137,6 +147,7 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
     if not sources:
         raise InputError("the case list is empty; add at least one case")
     schema = request.schema
+    output_schema = request.output_schema  # checks generated class names against the user's
     if request.missing_segments not in (MISSING_ERROR, MISSING_ABSENT):
         raise ValueError(f"missing_segments must be '{MISSING_ERROR}' or '{MISSING_ABSENT}'")
     check_unique_ids(sources)
@@ -153,7 +164,7 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
             (folder / "labelsTr").mkdir()
         negative: list[str] = []
         absent: dict[str, list[str]] = {}
-        used_sources: dict[str, set[str]] = {c.name: set() for c in schema.classes}
+        used_sources: dict[str, set[str]] = {c.name: set() for c in output_schema.classes}
         source_colors: dict[str, list[float]] = {}
         source_terminology: dict[str, str] = {}
         total = len(sources)
@@ -178,20 +189,24 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
                         source_colors[cls] = [round(float(c), 4) for c in case.colors[name]]
                     if name in case.terminology and cls not in source_terminology:
                         source_terminology[cls] = case.terminology[name]
-            _write_case(writer, case, checked.labels, schema, main_dir, twin_dir)
-            del case, checked
+            labels = add_context(checked.labels, case.channels[0], case.geometry.spacing[::-1], len(schema.targets),
+                                 len(schema.classes) + 1, request.context)
+            _write_case(writer, case, labels, output_schema, main_dir, twin_dir)
+            del case, checked, labels
             yield ProgressEvent("export", f"wrote case '{source.case_id}'", index + 1, total,
                                 {"case": source.case_id})
         writer.wait()
         _link_twin_images(main_dir, twin_dir)
+        for name in request.context.class_names():
+            used_sources[name] = {f"generated ({request.context.method})"}
         case_ids = [s.case_id for s in sources]
         common = {"case_ids": case_ids, "negative_cases": negative, "absent_segments": absent,
                   "sources": {k: sorted(v) for k, v in used_sources.items()}, "source_colors": source_colors,
                   "source_terminology": source_terminology}
-        _write_dataset_json(main_dir, request, schema, "backsplit", common,
+        _write_dataset_json(main_dir, request, output_schema, "backsplit", common,
                             twin_dir.name if twin_dir else None)
         if twin_dir:
-            _write_dataset_json(twin_dir, request, schema.binary(), "binary", common, main_dir.name)
+            _write_dataset_json(twin_dir, request, output_schema.binary(), "binary", common, main_dir.name)
         final_main = _move_into_place(main_dir, out_root, request.dataset_id, request.overwrite)
         final_twin = _move_into_place(twin_dir, out_root, request.binary_id, request.overwrite) if twin_dir else None
         result = ExportResult(final_main, final_twin, case_ids, negative, absent, time.time() - started)
@@ -285,6 +300,7 @@ def dataset_json(request: ExportRequest, schema: LabelSchema, variant: str, comm
             "negative_cases": common["negative_cases"],
             "absent_segments": common["absent_segments"],
             "name_mapping": dict(request.name_mapping),
+            "context": request.context.to_json(),
             "created_by": f"backsplit {__version__}",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },

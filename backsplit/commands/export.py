@@ -31,6 +31,10 @@ def register(subparsers) -> None:
     p.add_argument("--allow-negative", action="store_true", help="keep cases without target voxels (recorded)")
     p.add_argument("--missing-as-absent", action="store_true",
                    help="a support segment missing from a case is treated as absent (reported) instead of an error")
+    p.add_argument("--context", default="none", metavar="METHOD",
+                   help="generated context classes added as support structures (CoLab): rings[:W1,W2,...] = shells "
+                        "around the targets up to W mm (default 5,15), kmeans[:T] = T intensity clusters of the body "
+                        "(default 2); painted on background only (default none)")
     p.add_argument("--overwrite", action="store_true", help="replace existing datasets with the same ids")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -51,6 +55,7 @@ def parse_mapping(items: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..context import ContextSpec
     from ..export import ExportRequest, export_dataset
     from ..progress import TextProgressBar, ignore_progress
     from ..readers import cases_from_csv, cases_from_folder, read_name_map
@@ -63,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         name_mapping=parse_mapping(args.map), channel_names=split_names(args.channels) or ["CT"],
         binary_twin=not args.no_binary, binary_dataset_id=args.binary_id,
         allow_negative_cases=args.allow_negative,
-        missing_segments="absent" if args.missing_as_absent else "error", overwrite=args.overwrite)
+        missing_segments="absent" if args.missing_as_absent else "error", overwrite=args.overwrite,
+        context=ContextSpec.parse(args.context))
     result = export_dataset(sources, request, progress=ignore_progress if args.quiet else TextProgressBar())
     print("\n".join(result.summary_lines()))
     return 0
