@@ -91,6 +91,8 @@ class BackSplitSegmentParameterNode:
     predictVolume: vtkMRMLScalarVolumeNode
     lesionOnly: bool = False
     showProbability: bool = True
+    decisionThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    minLesionVolume: Annotated[float, WithinRange(0.0, 10000.0)] = 0.0
 
 
 class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -391,7 +393,9 @@ class BackSplitSegmentLogic(ScriptedLoadableModuleLogic):
 
         return start_prediction(Path(parameters.modelFolder), parameters.predictVolume, extra_channels,
                                 lesion_only=bool(parameters.lesionOnly),
-                                probabilities=bool(parameters.showProbability))
+                                probabilities=bool(parameters.showProbability),
+                                threshold=float(parameters.decisionThreshold),
+                                min_volume_ml=float(parameters.minLesionVolume))
 
     def finishPrediction(self, job, parameters) -> Optional[str]:
         from BackSplitSegmentLib.prediction_run import finish_prediction

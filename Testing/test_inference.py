@@ -174,6 +174,18 @@ def test_predict_evaluate_compare_command_line(tiny_model_dir, tiny_binary_model
     assert "tiny0" in out and (tmp_path / "bs" / "summary.csv").is_file()
     cli("predict", tiny_binary_model_dir, images, "--out", tmp_path / "bin", "--no-mirroring", "--device", "cpu",
         "--quiet")
+    # the case rule calibrated on these (labelled) cases, then used by predict
+    summaries = json.loads((tmp_path / "bs" / "summary.json").read_text())
+    out = cli("calibrate", tmp_path / "bs", refs, "--labels", tiny_model_dir, "--sensitivity", "1",
+              "--out", tmp_path / "rule.json")
+    rule = json.loads((tmp_path / "rule.json").read_text())
+    lesion_scores = [s["lesion_score_ml"] for s in summaries]
+    assert rule["min_volume_ml"] == pytest.approx(min(lesion_scores)) and rule["threshold"] == 0.5
+    assert "sensitivity 1.000" in out or min(lesion_scores) == 0
+    cli("predict", tiny_model_dir, images, "--out", tmp_path / "ruled", "--no-mirroring", "--device", "cpu",
+        "--quiet", "--rule", tmp_path / "rule.json")
+    ruled = json.loads((tmp_path / "ruled" / "summary.json").read_text())
+    assert all(s["min_volume_ml"] == pytest.approx(rule["min_volume_ml"]) for s in ruled)
     out = cli("evaluate", tmp_path / "bs", refs, "--model", tiny_model_dir, "--out", tmp_path / "bs.csv")
     assert "Lesion: Dice" in out
     cli("evaluate", tmp_path / "bin", refs, "--model", tiny_binary_model_dir, "--reference-labels",

@@ -7,7 +7,8 @@ import pytest
 
 from backsplit.geometry import Geometry
 from backsplit.metrics import class_metrics, dice, finite_mean, hd95, lesion_counts, nsd
-from backsplit.summary import DecisionRule, calibrate_min_volume, summarise
+from backsplit.errors import InputError
+from backsplit.summary import DecisionRule, calibrate_min_volume, decision_counts, read_rule, summarise
 
 
 def cube(shape, start, size):
@@ -88,3 +89,18 @@ def test_calibration_reaches_requested_sensitivity():
     assert sum(s >= cut for s, p in zip(scores, positive) if p) / 3 >= 0.66
     with pytest.raises(ValueError):
         calibrate_min_volume([1.0], [False])
+
+
+def test_decision_counts_and_rule_file(tmp_path):
+    scores = [0.0, 0.2, 1.5, 3.0, 0.0, 0.4]
+    positive = [True, True, True, True, False, False]
+    counts = decision_counts(scores, positive, 0.3)
+    assert (counts["true_positive"], counts["false_negative"], counts["true_negative"], counts["false_positive"]) == \
+        (2, 2, 1, 1)
+    assert counts["sensitivity"] == 0.5 and counts["specificity"] == 0.5
+    assert decision_counts(scores, positive, 0.0)["sensitivity"] == 0.75   # a score of 0 is never 'present'
+    (tmp_path / "rule.json").write_text('{"threshold": 0.3, "min_volume_ml": 1.25}')
+    assert read_rule(tmp_path / "rule.json") == DecisionRule(0.3, 1.25)
+    (tmp_path / "bad.json").write_text('{"threshold": 0.3}')
+    with pytest.raises(InputError, match="not a decision rule"):
+        read_rule(tmp_path / "bad.json")

@@ -113,3 +113,35 @@ def test_sample_data_files_load_in_slicer(slicer_scene, tmp_path, monkeypatch):
     case = case_from_scene("demo", volume, node)
     assert case.segments["cyst"].any() and not (case.segments["cyst"] & case.segments["kidney"]).any()
     assert demo_sample_files(tmp_path, count=1) == files                   # written once
+
+
+def test_apply_path_child_process_to_scene(slicer_scene, tiny_model_dir, tiny_dataset):
+    """The panel's Apply path without Qt: scene volume -> files -> prediction child process -> segmentation and
+    probability overlay on the volume's (oblique) grid, names/roles from the manifest, the case rule passed through."""
+    import SimpleITK as sitk
+
+    from BackSplitSegmentLib.prediction_import import segment_roles
+    from BackSplitSegmentLib.prediction_run import finish_prediction, start_prediction
+    from BackSplitSegmentLib.scene_cases import segment_mask
+
+    slicer = slicer_scene.slicer
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(tiny_dataset.dataset_dir / "imagesTr" / "tiny0_0000.nii.gz")))
+    a = np.deg2rad(20)
+    ijk_to_ras = np.array([[np.cos(a), -np.sin(a), 0, 3.0], [np.sin(a), np.cos(a), 0, -4.0], [0, 0, 1.0, 2.0],
+                           [0, 0, 0, 1]])
+    volume = add_volume(slicer, image, ijk_to_ras)
+    outcomes = []
+    for min_volume in (0.0, 1e6):                       # a huge minimum volume: the case is called 'absent'
+        job = start_prediction(tiny_model_dir, volume, device="cpu", min_volume_ml=min_volume)
+        job.wait(300)
+        outcomes.append(finish_prediction(job, volume))
+        assert not job.work_dir.exists()                # temporary files removed
+    outcome = outcomes[0]
+    assert segment_roles(outcome.segmentation_node) == {"Lesion": "target", "Vessel": "support", "Organ": "support"}
+    lesion = segment_mask(outcome.segmentation_node, "Lesion", volume, "apply")
+    assert lesion.shape == image.shape and lesion.any()
+    probability = slicer.util.arrayFromVolume(outcome.probability_node)
+    assert probability.shape == image.shape and 0 <= probability.min() and probability.max() <= 1
+    assert probability[lesion].mean() > probability[~lesion].mean()
+    assert "Lesions:" in outcome.summary_text
+    assert "absent" in outcomes[1].summary_text

@@ -88,6 +88,32 @@ def calibrate_min_volume(scores_ml: Sequence[float], positives: Sequence[bool], 
     return float(positive_scores[len(positive_scores) - keep])
 
 
+def decision_counts(scores_ml: Sequence[float], positives: Sequence[bool], min_volume_ml: float) -> dict:
+    """Sensitivity and specificity of 'lesion present when score > 0 and score >= min volume' on labelled cases."""
+    calls = [s > 0 and s >= min_volume_ml for s in scores_ml]
+    tp = sum(c and p for c, p in zip(calls, positives))
+    fn = sum((not c) and p for c, p in zip(calls, positives))
+    tn = sum((not c) and (not p) for c, p in zip(calls, positives))
+    fp = sum(c and (not p) for c, p in zip(calls, positives))
+    return {"true_positive": tp, "false_negative": fn, "true_negative": tn, "false_positive": fp,
+            "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
+            "specificity": tn / (tn + fp) if tn + fp else float("nan")}
+
+
+def read_rule(path: Path) -> DecisionRule:
+    """A decision rule written by ``backsplit calibrate`` (JSON with threshold and min_volume_ml)."""
+    from .errors import InputError
+
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        return DecisionRule(float(raw["threshold"]), float(raw["min_volume_ml"]))
+    except OSError as exc:
+        raise InputError(f"the rule file cannot be read ({exc.strerror})", path=str(path)) from None
+    except (ValueError, KeyError, TypeError):
+        raise InputError("the rule file is not a decision rule (JSON with threshold and min_volume_ml); write it "
+                         "with backsplit calibrate", path=str(path)) from None
+
+
 def write_summaries(summaries: Sequence[CaseSummary], folder: Path) -> tuple[Path, Path]:
     folder = Path(folder)
     csv_path, json_path = folder / "summary.csv", folder / "summary.json"

@@ -43,7 +43,8 @@ def write_inputs(volume, extra_channels: Sequence, folder: Path) -> list[str]:
 
 
 def start_prediction(model_dir: Path, volume, extra_channels: Sequence = (), *, lesion_only: bool = False,
-                     probabilities: bool = True, device: str = "auto") -> PredictionProcess:
+                     probabilities: bool = True, device: str = "auto", threshold: float = 0.5,
+                     min_volume_ml: float = 0.0) -> PredictionProcess:
     if volume is None:
         raise InputError("choose the input volume to predict")
     info = read_model_info(model_dir)                       # clear errors before anything starts
@@ -53,7 +54,8 @@ def start_prediction(model_dir: Path, volume, extra_channels: Sequence = (), *, 
     work = Path(tempfile.mkdtemp(prefix="backsplit-apply-"))
     inputs = write_inputs(volume, extra_channels, work)
     request = PredictionRequest(str(model_dir), [["input", inputs]], str(work / "out"), device=device,
-                                lesion_only=lesion_only, probabilities=probabilities)
+                                lesion_only=lesion_only, probabilities=probabilities, threshold=threshold,
+                                min_volume_ml=min_volume_ml)
     job = PredictionProcess(request).start()
     job.work_dir = work
     job.model_info = info

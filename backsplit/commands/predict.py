@@ -13,11 +13,14 @@ def register(subparsers) -> None:
     p.add_argument("input", type=Path, help="an image file, or a folder of them (<case>_0000.nii.gz for channels)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--lesion-only", action="store_true", help="fold support classes into background")
-    p.add_argument("--probabilities", action="store_true", help="also write the lesion probability map")
+    p.add_argument("--probabilities", action="store_true",
+                   help="also write the lesion probability map (and report the maximum lesion probability)")
     p.add_argument("--format", default="nii.gz", choices=["nii.gz", "seg.nrrd"], dest="output_format")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     p.add_argument("--threshold", type=float, default=0.5, help="lesion probability threshold of the case decision")
     p.add_argument("--min-volume", type=float, default=0.0, help="minimum lesion volume (ml) for 'lesion present'")
+    p.add_argument("--rule", type=Path, help="decision rule written by backsplit calibrate (replaces --threshold and "
+                                             "--min-volume)")
     p.add_argument("--no-mirroring", action="store_true", help="faster, slightly less accurate")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true")
@@ -28,13 +31,14 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.files import discover_inputs, predict_files
     from ..inference.model import read_model_info
     from ..progress import TextProgressBar, ignore_progress
-    from ..summary import DecisionRule
+    from ..summary import DecisionRule, read_rule
 
     info = read_model_info(args.model)
+    rule = read_rule(args.rule) if args.rule else DecisionRule(args.threshold, args.min_volume)
     inputs = discover_inputs(args.input, len(info.channel_names))
     summaries = predict_files(args.model, inputs, args.out, device=args.device, lesion_only=args.lesion_only,
                               probabilities=args.probabilities, output_format=args.output_format,
-                              rule=DecisionRule(args.threshold, args.min_volume), overwrite=args.overwrite,
+                              rule=rule, overwrite=args.overwrite, summary_probabilities=rule.threshold != 0.5,
                               use_mirroring=not args.no_mirroring,
                               progress=ignore_progress if args.quiet else TextProgressBar())
     print(f"{'case':24s} {'lesions':>7s} {'volume ml':>10s} {'largest ml':>10s} {'max p':>6s}  present")
