@@ -45,8 +45,9 @@ def make_base(shape):
     return image, segments
 
 
-def run_one(n: int, shape) -> dict:
+def run_one(n: int, shape, context: str = "none") -> dict:
     from backsplit.cases import Case, LazyCaseSource
+    from backsplit.context import ContextSpec
     from backsplit.export import ExportRequest, export_dataset
     from backsplit.geometry import Geometry
 
@@ -55,7 +56,8 @@ def run_one(n: int, shape) -> dict:
     sources = [LazyCaseSource(f"case{i:03d}", (lambda i=i: Case(f"case{i:03d}", [image], geometry, segments)))
                for i in range(n)]
     with tempfile.TemporaryDirectory(dir=".") as tmp:
-        request = ExportRequest(Path(tmp), 900, "Bench", ["lesion"], ["vessel", "neighbour", "organ", "body"])
+        request = ExportRequest(Path(tmp), 900, "Bench", ["lesion"], ["vessel", "neighbour", "organ", "body"],
+                                context=ContextSpec.parse(context))
         start = time.perf_counter()
         export_dataset(sources, request)
         seconds = time.perf_counter() - start
@@ -69,16 +71,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="+", default=[2, 20])
     parser.add_argument("--shape", type=int, nargs=3, default=[512, 512, 300], metavar=("X", "Y", "Z"))
+    parser.add_argument("--context", default="none", help="generated context classes too, e.g. rings:5,15 or kmeans:2")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     shape = tuple(args.shape[::-1])
     if args.child:
-        print(json.dumps(run_one(args.n[0], shape)))
+        print(json.dumps(run_one(args.n[0], shape, args.context)))
         return
     print(f"export benchmark: {args.shape[0]}x{args.shape[1]}x{args.shape[2]} int16, 5 overlapping segments, "
-          "BackSplit + binary twin, .nii.gz")
+          f"BackSplit + binary twin, .nii.gz, generated context: {args.context}")
     for n in args.n:
-        out = subprocess.run([sys.executable, __file__, "--child", "--n", str(n), "--shape", *map(str, args.shape)],
+        out = subprocess.run([sys.executable, __file__, "--child", "--n", str(n), "--context", args.context,
+                              "--shape", *map(str, args.shape)],
                              capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"N={r['n']:3d}: {r['seconds']:7.1f} s  {r['cases_per_s']:.2f} cases/s  "
