@@ -39,6 +39,7 @@ class BackSplitTrainParameterNode:
     fold: Annotated[str, Choice(["auto", "all", "0", "1", "2", "3", "4", "5fold"])] = "auto"
     epochs: Annotated[int, WithinRange(1, 5000)] = 100
     iterationsPerEpoch: Annotated[int, WithinRange(1, 10000)] = 250
+    batchSize: Annotated[int, WithinRange(0, 1024)] = 0
     device: Annotated[str, Choice(["auto", "cuda", "mps", "cpu"])] = "auto"
     targetSampling: bool = True
     pretrainedModel: Path
@@ -186,7 +187,7 @@ class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
             pretrained_model=Path(p.pretrainedModel) if p.pretrainedModel and str(p.pretrainedModel) not in ("", ".")
             else None,
             initial_lr=float(p.learningRate) or None, resume=bool(p.resume), with_binary=bool(p.withBinary),
-            extra={"overwrite": True} if p.overwrite else {})
+            batch_size=int(p.batchSize) or None, extra={"overwrite": True} if p.overwrite else {})
 
     def startTraining(self, parameters):
         from backsplit.training.process import TrainingProcess

@@ -37,6 +37,8 @@ def test_fold_choice():
         TrainOptions(Path("d"), Path("w"), fold="6").validate()
     assert TrainOptions(Path("d"), Path("w"), fold="5fold", with_binary=True).runs_total == 10
     assert TrainOptions(Path("d"), Path("w"), fold="all").runs_total == 1
+    with pytest.raises(InputError, match="batch size"):
+        TrainOptions(Path("d"), Path("w"), batch_size=0).validate()
 
 
 def test_options_round_trip_and_defaults(tmp_path):
@@ -302,7 +304,8 @@ def test_five_fold_cross_validation_gives_an_ensemble_model(tiny_dataset, tmp_pa
     from backsplit.training.status import TrainingStatus
 
     options = tiny_options(tiny_dataset.dataset_dir, tmp_path / "work", fold="5fold", epochs=1,
-                           iterations_per_epoch=2, val_iterations_per_epoch=1, model_dir=tmp_path / "cv model")
+                           iterations_per_epoch=2, val_iterations_per_epoch=1, model_dir=tmp_path / "cv model",
+                           batch_size=3)
     process, events = run_training(options)
     assert process.returncode == 0, "\n".join(process.log_lines[-40:])
     status = TrainingStatus(models_total=options.runs_total)
@@ -316,6 +319,12 @@ def test_five_fold_cross_validation_gives_an_ensemble_model(tiny_dataset, tmp_pa
     model = tmp_path / "cv model"
     manifest = json.loads((model / "backsplit_model.json").read_text())
     assert manifest["folds"] == ["0", "1", "2", "3", "4"]
+    assert manifest["batch_size"] == 3                      # the override reached nnU-Net's trainer
+    planned = json.loads((model / "plans.json").read_text())["configurations"]["2d"]["batch_size"]
+    on_disk = json.loads((tmp_path / "work" / "nnUNet_preprocessed" / "Dataset011_Tiny" / "nnUNetPlans.json")
+                         .read_text())["configurations"]["2d"]["batch_size"]
+    assert on_disk != 3                                     # the preprocessed plans (shared with the twin) unchanged
+    assert planned == 3                                     # the model's plans.json says how it was trained
     info = read_model_info(model)
     assert [p.parent.name for p in info.checkpoints] == [f"fold_{k}" for k in range(5)]
     assert not list(model.rglob("checkpoint_latest.pth"))

@@ -27,7 +27,10 @@ def register(subparsers) -> None:
     p.add_argument("--cases", type=int, default=12, help="training cases (the shipped 20 minus --test-cases at most)")
     p.add_argument("--test-cases", type=int, default=4, help="held-out cases for prediction and evaluation")
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--iterations", type=int, default=25, help="training iterations per epoch")
+    p.add_argument("--iterations", type=int, default=100, help="training iterations per epoch")
+    p.add_argument("--batch-size", type=int, default=12,
+                   help="batch size (default 12: nnU-Net plans 58 slices for these small images; on a CPU, more "
+                        "optimiser steps of smaller batches learn the small lesions within minutes; 0 = planned)")
     p.add_argument("--configuration", default="2d", choices=["2d", "3d_fullres"])
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     p.add_argument("--seed", type=int, default=0)
@@ -84,11 +87,13 @@ def run(args: argparse.Namespace) -> int:
     from ..training.process import TrainingProcess
 
     print(f"[3] training BackSplit and binary models side by side: {args.configuration}, {args.epochs} epochs x "
-          f"{args.iterations} iterations, target-aware sampling, device {args.device}")
+          f"{args.iterations} iterations, batch size {args.batch_size or 'as planned'}, target-aware sampling, "
+          f"device {args.device}")
     options = TrainOptions(dataset_dir=result.dataset_dir, work_dir=out / "work", configuration=args.configuration,
                            fold="all", epochs=args.epochs, iterations_per_epoch=args.iterations,
                            val_iterations_per_epoch=max(2, args.iterations // 5), device=args.device,
                            with_binary=True, seed=args.seed, save_every=max(1, args.epochs // 4),
+                           batch_size=args.batch_size or None,
                            extra={"overwrite": True})
     process = TrainingProcess(options).start()
     code = follow(process)

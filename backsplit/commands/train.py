@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--save-every", type=int, default=5, help="epochs between resume checkpoints")
     p.add_argument("--workers", type=int, default=0, help="augmentation worker processes (0 is fastest on few cores)")
     p.add_argument("--validate", action="store_true", help="run nnU-Net's validation of the fold at the end")
+    p.add_argument("--batch-size", type=int, help="override the plans' batch size (smaller: less GPU memory, more "
+                                                  "optimiser steps per minute on a CPU)")
     p.add_argument("--seed", type=int)
     p.add_argument("--jsonl", action="store_true", help="print progress events as JSON lines instead of a bar")
     p.add_argument("--log", action="store_true", help="also print nnU-Net's own output")
@@ -46,6 +48,7 @@ def options_from_args(args: argparse.Namespace):
         val_iterations_per_epoch=args.val_iterations, device=args.device, sampling=args.sampling,
         pretrained_model=args.pretrained, initial_lr=args.lr, resume=args.resume, with_binary=args.with_binary,
         save_every=args.save_every, num_workers=args.workers, final_validation=args.validate, seed=args.seed,
+        batch_size=args.batch_size,
         extra={"overwrite": True} if args.overwrite else {})
 
 

@@ -23,7 +23,7 @@ def build_manifest(*, dataset_meta: dict, plans: dict, configuration: str, folds
                    plans_name: str, epochs: int, iterations_per_epoch: int, initial_lr: float, sampling: str,
                    pretrained_from: Optional[str], source_dataset: str, training_time_s: float, device: str,
                    completed_epochs: int, twin_model: Optional[str] = None,
-                   training_orientation: Optional[str] = None) -> dict:
+                   training_orientation: Optional[str] = None, batch_size: Optional[int] = None) -> dict:
     import nnunetv2
     import torch
 
@@ -52,6 +52,7 @@ def build_manifest(*, dataset_meta: dict, plans: dict, configuration: str, folds
         "training_orientation": training_orientation,
         "intensity_properties": plans.get("foreground_intensity_properties_per_channel", {}),
         "patch_size": plans["configurations"][configuration].get("patch_size"),
+        "batch_size": batch_size or plans["configurations"][configuration].get("batch_size"),
         "spacing": plans["configurations"][configuration].get("spacing"),
         "versions": {"backsplit": __version__, "nnunetv2": getattr(nnunetv2, "__version__", _dist_version("nnunetv2")),
                      "torch": torch.__version__},

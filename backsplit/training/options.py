@@ -38,6 +38,7 @@ class TrainOptions:
     num_workers: int = 0                      # augmentation worker processes (0: in the training process)
     final_validation: bool = False            # run nnU-Net's validation of the fold at the end
     seed: Optional[int] = None
+    batch_size: Optional[int] = None          # override the plans' batch size (GPU memory; more steps on a CPU)
     preprocess_processes: int = 2
     extra: dict = field(default_factory=dict)
 
@@ -60,6 +61,8 @@ class TrainOptions:
             raise InputError(f"sampling '{self.sampling}' is unknown; choose 'target' or 'stock'")
         if self.fold not in FOLD_CHOICES:
             raise InputError(f"fold '{self.fold}' is not valid; choose auto, all, 0-4 or 5fold (all five folds)")
+        if self.batch_size is not None and int(self.batch_size) < 1:
+            raise InputError("batch size must be at least 1 (or left empty for the plans' value)")
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch", "save_every"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name.replace('_', ' ')} must be at least 1")

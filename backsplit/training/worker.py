@@ -172,6 +172,8 @@ def train_one(dataset: TrainingDataset, options: TrainOptions, fold: str, device
         BackSplitTrainer.event_sink = emit
         run_plans = json.loads(json.dumps(plans))
         run_plans["continue_training"] = bool(options.resume)
+        if options.batch_size:  # this run only: the preprocessed plans (shared with the twin) stay as planned
+            run_plans["configurations"][options.configuration]["batch_size"] = int(options.batch_size)
         trainer = BackSplitTrainer(run_plans, options.configuration, fold if fold == "all" else int(fold),
                                    dataset.meta, device)
         started = time.time()
@@ -205,7 +207,8 @@ def train_one(dataset: TrainingDataset, options: TrainOptions, fold: str, device
             sampling=options.sampling if dataset.variant != "binary" else "stock (binary: targets are all classes)",
             pretrained_from=str(options.pretrained_model) if pretrained_checkpoint else None,
             source_dataset=dataset.folder_name, training_time_s=elapsed, device=str(device),
-            completed_epochs=int(trainer.current_epoch), training_orientation=training_orientation(dataset))
+            completed_epochs=int(trainer.current_epoch), training_orientation=training_orientation(dataset),
+            batch_size=int(trainer.batch_size))
         write_manifest(base, manifest)
     return base
 
