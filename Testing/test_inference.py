@@ -176,6 +176,7 @@ def test_predict_evaluate_compare_command_line(tiny_model_dir, tiny_binary_model
         "--quiet")
     # the case rule calibrated on these (labelled) cases, then used by predict
     summaries = json.loads((tmp_path / "bs" / "summary.json").read_text())
+    assert all(0 <= s["max_lesion_probability"] <= 1 for s in summaries)   # without --probabilities too
     out = cli("calibrate", tmp_path / "bs", refs, "--labels", tiny_model_dir, "--sensitivity", "1",
               "--out", tmp_path / "rule.json")
     rule = json.loads((tmp_path / "rule.json").read_text())

@@ -14,7 +14,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--lesion-only", action="store_true", help="fold support classes into background")
     p.add_argument("--probabilities", action="store_true",
-                   help="also write the lesion probability map (and report the maximum lesion probability)")
+                   help="also write the lesion probability map")
     p.add_argument("--format", default="nii.gz", choices=["nii.gz", "seg.nrrd"], dest="output_format")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     p.add_argument("--threshold", type=float, default=0.5, help="lesion probability threshold of the case decision")
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = discover_inputs(args.input, len(info.channel_names))
     summaries = predict_files(args.model, inputs, args.out, device=args.device, lesion_only=args.lesion_only,
                               probabilities=args.probabilities, output_format=args.output_format,
-                              rule=rule, overwrite=args.overwrite, summary_probabilities=rule.threshold != 0.5,
+                              rule=rule, overwrite=args.overwrite,
                               use_mirroring=not args.no_mirroring,
                               progress=ignore_progress if args.quiet else TextProgressBar())
     print(f"{'case':24s} {'lesions':>7s} {'volume ml':>10s} {'largest ml':>10s} {'max p':>6s}  present")

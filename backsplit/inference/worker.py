@@ -53,7 +53,6 @@ def main(argv: Optional[list] = None) -> int:
                                   lesion_only=request.lesion_only, probabilities=request.probabilities,
                                   output_format=request.output_format,
                                   rule=DecisionRule(request.threshold, request.min_volume_ml),
-                                  summary_probabilities=request.threshold != 0.5,
                                   overwrite=request.overwrite, use_mirroring=request.use_mirroring, progress=emit)
     except BackSplitError as exc:
         emit(ProgressEvent("error", str(exc)))
