@@ -90,34 +90,51 @@ def add_context(labels: np.ndarray, image: np.ndarray, spacing_zyx: Sequence[flo
     background = labels == 0
     if spec.method == "rings":
         target = (labels >= 1) & (labels <= n_targets)
-        for index, ring in enumerate(ring_masks(target, spacing_zyx, spec.ring_widths_mm)):
-            out[ring & background] = first_value + index
+        found = _distance_near(target, spacing_zyx, max(spec.ring_widths_mm))
+        if found is not None:  # paint inside the targets' grown bounding box only
+            box, distance = found
+            box_out, box_background = out[box], background[box]
+            for index, shell in enumerate(_shells(distance, spec.ring_widths_mm)):
+                box_out[box_background & shell] = first_value + index
     else:
         for index, cluster in enumerate(intensity_clusters(image, background, spec.clusters, spec.seed)):
             out[cluster] = first_value + index
     return out
 
 
-def ring_masks(target: np.ndarray, spacing_zyx: Sequence[float], widths_mm: Sequence[float]) -> list[np.ndarray]:
-    """Shells around ``target`` by Euclidean distance in mm: (0, w1], (w1, w2], ... Computed in the target's
-    bounding box grown by the largest width, so a large volume with a small lesion stays cheap."""
+def _distance_near(target: np.ndarray, spacing_zyx: Sequence[float], reach_mm: float):
+    """(box, distance in mm to the nearest target voxel) in the targets' bounding box grown by ``reach_mm``, so a
+    large volume with a small lesion stays cheap; None without target voxels."""
     from scipy.ndimage import distance_transform_edt
 
-    rings = [np.zeros(target.shape, bool) for _ in widths_mm]
     if not target.any():
-        return rings
+        return None
     spacing = np.asarray(spacing_zyx, float)
-    margin = np.ceil(max(widths_mm) / spacing).astype(int) + 1
+    margin = np.ceil(reach_mm / spacing).astype(int) + 1
     where = np.argwhere(target)
     lo = np.maximum(where.min(axis=0) - margin, 0)
     hi = np.minimum(where.max(axis=0) + margin + 1, target.shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    distance = distance_transform_edt(~target[box], sampling=spacing)
-    inner = 0.0
-    for ring, outer in zip(rings, widths_mm):
-        ring[box] = (distance > inner) & (distance <= outer)
-        inner = outer
+    return box, distance_transform_edt(~target[box], sampling=spacing)
+
+
+def ring_masks(target: np.ndarray, spacing_zyx: Sequence[float], widths_mm: Sequence[float]) -> list[np.ndarray]:
+    """Shells around ``target`` by Euclidean distance in mm: (0, w1], (w1, w2], ..., as full-size masks."""
+    rings = [np.zeros(target.shape, bool) for _ in widths_mm]
+    found = _distance_near(target, spacing_zyx, max(widths_mm))
+    if found is not None:
+        box, distance = found
+        for ring, shell in zip(rings, _shells(distance, widths_mm)):
+            ring[box] = shell
     return rings
+
+
+def _shells(distance: np.ndarray, widths_mm: Sequence[float]):
+    """Masks of (0, w1], (w1, w2], ... of a distance map."""
+    inner = 0.0
+    for outer in widths_mm:
+        yield (distance > inner) & (distance <= outer)
+        inner = outer
 
 
 def intensity_clusters(image: np.ndarray, background: np.ndarray, clusters: int, seed: int = 0,
@@ -184,6 +201,3 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     m1 = np.where(valid, (mean[-1] - mean[:-1]) / np.maximum(w1, 1), 0)
     between = np.where(valid, w0 * w1 * (m0 - m1) ** 2, -1)
     return float(edges[1:][:-1][int(np.argmax(between))])
-
-
-

@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .errors import InputError
+from .terminology import terminology_for_name
 
 TARGET = "target"
 SUPPORT = "support"
@@ -31,6 +32,10 @@ class ClassSpec:
     color: tuple[float, float, float]
     sources: tuple[str, ...] = ()
     terminology: str = field(default="", compare=False)  # Slicer terminology entry ('' when unknown)
+
+    def __post_init__(self) -> None:
+        if not self.terminology:  # a well-known name gets its standard entry (e.g. SNOMED CT 'Kidney')
+            object.__setattr__(self, "terminology", terminology_for_name(self.name) or "")
 
     def to_json(self, value: int) -> dict:
         item = {"name": self.name, "value": value, "role": self.role,

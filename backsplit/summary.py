@@ -21,6 +21,10 @@ class DecisionRule:
     threshold: float = 0.5        # lesion probability a voxel must reach
     min_volume_ml: float = 0.0    # total volume of such voxels needed to call the case positive
 
+    def present(self, score_ml: float) -> bool:
+        """The case decision from its score (volume of voxels at or above the threshold)."""
+        return score_ml > 0 and score_ml >= self.min_volume_ml
+
 
 @dataclass
 class CaseSummary:
@@ -63,7 +67,7 @@ def summarise(case_id: str, labels: np.ndarray, geometry: Geometry, target_value
         score_mask = lesion
         max_probability = None
     score_ml = float(score_mask.sum()) * voxel_ml
-    present = bool(score_mask.any()) and score_ml >= rule.min_volume_ml
+    present = rule.present(score_ml)
     return CaseSummary(case_id, round(float(lesion.sum()) * voxel_ml, 4), int(count),
                        round(float(sizes.max()) * voxel_ml if count else 0.0, 4),
                        None if max_probability is None else round(max_probability, 4), round(score_ml, 4),
@@ -90,7 +94,8 @@ def calibrate_min_volume(scores_ml: Sequence[float], positives: Sequence[bool], 
 
 def decision_counts(scores_ml: Sequence[float], positives: Sequence[bool], min_volume_ml: float) -> dict:
     """Sensitivity and specificity of 'lesion present when score > 0 and score >= min volume' on labelled cases."""
-    calls = [s > 0 and s >= min_volume_ml for s in scores_ml]
+    rule = DecisionRule(min_volume_ml=min_volume_ml)
+    calls = [rule.present(s) for s in scores_ml]
     tp = sum(c and p for c, p in zip(calls, positives))
     fn = sum((not c) and p for c, p in zip(calls, positives))
     tn = sum((not c) and (not p) for c, p in zip(calls, positives))

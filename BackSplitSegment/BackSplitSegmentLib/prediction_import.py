@@ -13,7 +13,6 @@ import vtk
 from backsplit.errors import InputError
 from backsplit.geometry import Geometry
 from backsplit.schema import SUPPORT, ClassSpec
-from backsplit.terminology import terminology_for_name
 
 from .vtk_errors import vtk_errors_raise
 
@@ -67,9 +66,8 @@ def import_labels(labels: np.ndarray, geometry: Geometry, classes: Sequence[Clas
                 segment = segments.GetSegment(segment_id)
             segment.SetColor(*spec.color)
             segment.SetTag(ROLE_TAG, spec.role)
-            entry = spec.terminology or terminology_for_name(spec.name)
-            if entry:  # standard meaning (e.g. SNOMED CT 'Kidney'), shown and kept by Slicer's terminology support
-                segment.SetTag(segment.GetTerminologyEntryTagName(), entry)
+            if spec.terminology:  # standard meaning (e.g. SNOMED CT 'Kidney'), shown and kept by Slicer
+                segment.SetTag(segment.GetTerminologyEntryTagName(), spec.terminology)
         return segmentation
     finally:
         scene.RemoveNode(labelmap)

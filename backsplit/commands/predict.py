@@ -13,8 +13,7 @@ def register(subparsers) -> None:
     p.add_argument("input", type=Path, help="an image file, or a folder of them (<case>_0000.nii.gz for channels)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--lesion-only", action="store_true", help="fold support classes into background")
-    p.add_argument("--probabilities", action="store_true",
-                   help="also write the lesion probability map")
+    p.add_argument("--probabilities", action="store_true", help="also write the lesion probability map")
     p.add_argument("--format", default="nii.gz", choices=["nii.gz", "seg.nrrd"], dest="output_format")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     p.add_argument("--threshold", type=float, default=0.5, help="lesion probability threshold of the case decision")

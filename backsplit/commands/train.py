@@ -15,8 +15,8 @@ def register(subparsers) -> None:
     p.add_argument("--work-dir", type=Path, required=True, help="folder for nnUNet_preprocessed and nnUNet_results")
     p.add_argument("--model-dir", type=Path, help="copy the finished model here (twin: <model-dir>_binary)")
     p.add_argument("--configuration", "-c", default="2d", choices=["2d", "3d_fullres"])
-    p.add_argument("--fold", default="auto", help="auto (all when < 5 cases, else 0), all, 0-4, or 5fold (train all five folds: "
-                   "cross-validation, predicted as an ensemble)")
+    p.add_argument("--fold", default="auto", help="auto (all when < 5 cases, else 0), all, 0-4, or 5fold (all five "
+                                                  "folds in turn: cross-validation, predicted as an ensemble)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--iterations-per-epoch", type=int, default=250)
     p.add_argument("--val-iterations", type=int, default=50)

@@ -16,7 +16,6 @@ from ..errors import CancelledError, InputError, OutputError
 from ..progress import ProgressCallback, ProgressEvent, ignore_progress
 from ..readers import IMAGE_SUFFIXES, read_image
 from ..summary import CaseSummary, DecisionRule, summarise, write_summaries
-from ..terminology import terminology_for_name
 from .model import load_predictor, read_model_info
 from .predict import Prediction, predict_arrays
 
@@ -109,7 +108,7 @@ def write_prediction(prediction: Prediction, info, case_id: str, out_dir: Path, 
         masks = {spec.name: labels == value for value, spec in enumerate(classes, start=1)}
         tmp = paths["labels"].with_name(f".{paths['labels'].name}.partial.seg.nrrd")
         write_seg_nrrd(tmp, prediction.geometry, masks, {c.name: c.color for c in classes},
-                       {c.name: c.terminology or terminology_for_name(c.name) or "" for c in classes})
+                       {c.name: c.terminology for c in classes})
         os.replace(tmp, paths["labels"])
     else:
         _write_image(labels, prediction.geometry, paths["labels"])
@@ -133,8 +132,7 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
                   lesion_only: bool = False, probabilities: bool = False, output_format: str = "nii.gz",
                   rule: DecisionRule = DecisionRule(), overwrite: bool = False, use_mirroring: bool = True,
                   progress: ProgressCallback = ignore_progress,
-                  cancel: Callable[[], bool] = lambda: False,
-                  summary_probabilities: bool = True) -> list[CaseSummary]:
+                  cancel: Callable[[], bool] = lambda: False) -> list[CaseSummary]:
     if output_format not in ("nii.gz", "seg.nrrd"):
         raise InputError(f"output format '{output_format}' is not supported; choose nii.gz or seg.nrrd")
     info = read_model_info(model_dir)
@@ -162,10 +160,9 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
             if problems:
                 raise InputError(f"channel {channel_index} is not on the grid of channel 0: {'; '.join(problems)}",
                                  case=case.case_id)
-        # class probabilities feed the summary (maximum lesion probability, the rule's threshold); measured on the
-        # demo they cost no visible time, but a caller that needs neither can skip them
-        prediction = predict_arrays(predictor, info, channels, geometries[0],
-                                    probabilities=probabilities or summary_probabilities, case=case.case_id)
+        # class probabilities always: the summary needs them (maximum lesion probability, the rule's threshold);
+        # measured on the demo they cost no visible time. ``probabilities`` only decides whether the map is written.
+        prediction = predict_arrays(predictor, info, channels, geometries[0], probabilities=True, case=case.case_id)
         for warning in prediction.warnings:
             progress(ProgressEvent("warning", f"case '{case.case_id}': {warning}"))
         paths = write_prediction(prediction, info, case.case_id, out_dir, output_format, lesion_only, probabilities)
