@@ -2,11 +2,12 @@
 trained BackSplit model to a volume with lesion and auxiliary (support structure) overlays.
 
 The widget only binds parameters and drives the logic from timers; everything else lives in the Slicer-free engine
-(``backsplit``) and in ``BackSplitSegmentLib`` (scene adapters, tested with slicer-core).
+(``backsplit``) and in ``BackSplitSegmentLib`` (scene adapters and panel helpers, tested with slicer-core). What this
+module relies on in Slicer is listed, with the source paths, in docs/SLICER_COMPATIBILITY.md.
 """
 
-import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,8 +22,11 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
+from BackSplitSegmentLib.case_list import CaseList
 from BackSplitSegmentLib.export_run import ExportRun
-from BackSplitSegmentLib.scene_cases import SceneCase, cases_in_scene, segment_names_in_cases, unique_case_id
+from BackSplitSegmentLib.supports_section import SupportsSection
+
+DOCUMENTATION_URL = "https://github.com/backsplit/SlicerBackSplit#readme"
 
 
 class BackSplitSegment(ScriptedLoadableModule):
@@ -36,38 +40,26 @@ class BackSplitSegment(ScriptedLoadableModule):
             "Export segmented cases as an nnU-Net v2 dataset whose background is split into support structures "
             "(BackSplit), plus the matching binary dataset, and apply a trained BackSplit model to a volume. "
             "Label values: 0 background, then the target (lesion) segments, then the support segments, in the "
-            "order of the lists; a voxel in several segments takes the earliest class.")
+            "order of the lists; a voxel in several segments takes the earliest class. Needs Slicer 5.10 or "
+            "later.") + f' <a href="{DOCUMENTATION_URL}">' + _("Documentation") + "</a>"
         self.parent.acknowledgementText = _(
             "BackSplit: The Importance of Sub-dividing the Background in Biomedical Lesion Segmentation. "
             "Demo cases: KiTS23 label maps (MIT licence) with synthetic images.")
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
-def contextChoice(method: str, detail: str) -> str:
-    """The panel's context choice as the command line writes it ('rings:5,15', 'kmeans:3', 'none')."""
-    method, detail = (method or "none").strip(), (detail or "").strip()
-    return f"{method}:{detail}" if detail and method != "none" else method
+def releaseProblem() -> Optional[str]:
+    """The message to show when this Slicer is too old for BackSplit (see compatibility.release_problem)."""
+    from BackSplitSegmentLib.compatibility import release_problem
+
+    return release_problem((slicer.app.majorVersion, slicer.app.minorVersion), sys.version_info)
 
 
 def registerSampleData():
-    """The demo cases as sample data: synthetic CT from the shipped KiTS23 label maps with their segmentations
-    (kidney parenchyma, tumor, cyst). Registering writes nothing; the files are made in Slicer's cache folder the
-    first time a sample is chosen (no download)."""
-    try:
-        import SampleData
-    except ImportError:
-        return
-    from BackSplitSegmentLib.demo_scene import sample_data_sources
+    """The demo cases (synthetic CT from the shipped KiTS23 label maps, with kidney, tumor and cyst) as sample data."""
+    from BackSplitSegmentLib.demo_scene import register_sample_data
 
-    icon = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "BackSplitSegment.png")
-    folder = Path(slicer.mrmlScene.GetCacheManager().GetRemoteCacheDirectory()) / "BackSplit"
-    try:
-        sources = sample_data_sources(folder, lambda source: SampleData.SampleDataLogic().downloadFromSource(source),
-                                      icon)
-        for source in sources:
-            SampleData.SampleDataLogic.registerCustomSampleDataSource(**source)
-    except Exception as exc:  # sample data is optional: never break start-up
-        logging.warning(f"BackSplit demo sample data not available: {exc}")
+    register_sample_data(os.path.join(os.path.dirname(__file__), "Resources", "Icons", "BackSplitSegment.png"))
 
 
 @parameterNodeWrapper
@@ -100,43 +92,69 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
-        self._cases: list[SceneCase] = []
+        self._binding = None
+        self._caseList = None
         self._export = None
+        self._prediction = None
+        self._finish = None
         self._timer = qt.QTimer()
         self._timer.setInterval(10)
-        self._timer.timeout.connect(self._stepExport)
-        self._prediction = None
         self._predictionTimer = qt.QTimer()
         self._predictionTimer.setInterval(300)
-        self._predictionTimer.timeout.connect(self._pollPrediction)
+        self._installTimer = qt.QTimer()
+        self._installTimer.setInterval(250)
+
+    @property
+    def _parameterNode(self):
+        return self._binding.parameters if self._binding is not None else None
 
     def setup(self) -> None:
+        from BackSplitSegmentLib.install_run import DependencyGate
+        from BackSplitSegmentLib.panel_support import GuiBinding, TickGuard
+
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/BackSplitSegment.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = BackSplitSegmentLogic()
+        problem = releaseProblem()
+        if problem:  # too old a Slicer: say so instead of failing later in pip
+            label = qt.QLabel(problem)
+            label.wordWrap = True
+            self.layout.insertWidget(0, label)
+            uiWidget.enabled = False
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        report = lambda message, detail="": slicer.util.errorDisplay(message, detailedText=detail)
+        self._timer.timeout.connect(TickGuard(self._timer, self._exportIdle, report, _("Export failed"))
+                                    .wrap(self._stepExport))
+        self._predictionTimer.timeout.connect(TickGuard(self._predictionTimer, self._applyIdle, report,
+                                                        _("Prediction failed")).wrap(self._pollPrediction))
+        self._gate = DependencyGate(self._installTimer, self._showApplyStatus,
+                                    lambda text: slicer.util.confirmOkCancelDisplay(text, _("BackSplit: install")),
+                                    lambda text: (self._applyIdle(), report(text)))
+        self._installTimer.timeout.connect(TickGuard(self._installTimer, self._applyIdle, report,
+                                                     _("Installation failed")).wrap(self._gate.tick))
 
+        self._caseList = CaseList(self.ui, qt.QTableWidgetItem, _)
         self.ui.addCaseButton.clicked.connect(self.onAddCase)
         self.ui.addAllCasesButton.clicked.connect(self.onAddAllCases)
-        self.ui.removeCaseButton.clicked.connect(self.onRemoveCase)
-        self.ui.addTargetButton.clicked.connect(lambda: self._moveAvailable(self.ui.targetList))
-        self.ui.addSupportButton.clicked.connect(lambda: self._moveAvailable(self.ui.supportList))
-        self.ui.upButton.clicked.connect(lambda: self._moveSelected(-1))
-        self.ui.downButton.clicked.connect(lambda: self._moveSelected(+1))
-        self.ui.removeClassButton.clicked.connect(self.onRemoveClass)
+        self.ui.removeCaseButton.clicked.connect(lambda: self._caseList.remove_selected())
+        self.ui.addTargetButton.clicked.connect(lambda: self._caseList.move_available(self.ui.targetList))
+        self.ui.addSupportButton.clicked.connect(lambda: self._caseList.move_available(self.ui.supportList))
+        self.ui.upButton.clicked.connect(lambda: self._caseList.move_selected(-1))
+        self.ui.downButton.clicked.connect(lambda: self._caseList.move_selected(+1))
+        self.ui.removeClassButton.clicked.connect(lambda: self._caseList.remove_classes())
         self.ui.exportButton.clicked.connect(self.onExport)
         self.ui.cancelExportButton.clicked.connect(self.onCancelExport)
         self.ui.loadDemoButton.clicked.connect(self.onLoadDemo)
         self.ui.applyButton.clicked.connect(self.onApply)
         self.ui.cancelApplyButton.clicked.connect(self.onCancelApply)
         self.ui.showAuxiliaryCheckBox.toggled.connect(self.onShowAuxiliary)
+        self._binding = GuiBinding(self.ui)   # connected once per parameter node, whatever the release
+        self._supportsSection = SupportsSection(self, qt.QTimer(), qt.QTableWidgetItem)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -145,112 +163,47 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._export is not None:
             self._export.close()
         self._predictionTimer.stop()
-        if self._prediction is not None:
-            self._prediction.cancel()
+        self._installTimer.stop()
+        self._gate.cancel()
+        if self._prediction is not None and self._prediction.is_running():
+            self._prediction.cancel(wait=True)   # Slicer is closing: end the tree before leaving
 
     def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
+        self.initializeParameterNode()       # idempotent: the GUI stays connected to the same parameter node
 
     def onSceneStartClose(self, caller, event) -> None:
-        self.setParameterNode(None)
-        self._cases = []
-        self._refreshCaseTable()
+        self._binding.unbind()
+        self._caseList.clear()
 
     def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
+        self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-        if not self._parameterNode.outputFolder or str(self._parameterNode.outputFolder) in ("", "."):
-            self._parameterNode.outputFolder = Path.home() / "BackSplit" / "nnUNet_raw"
+        self._binding.bind(self.logic.getParameterNode())
+        parameters = self._parameterNode
+        if not parameters.inputVolume:
+            parameters.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        if not parameters.outputFolder or str(parameters.outputFolder) in ("", "."):
+            parameters.outputFolder = Path.home() / "BackSplit" / "nnUNet_raw"
 
-    def setParameterNode(self, inputParameterNode) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-
-    # ---- case list ------------------------------------------------------------------------------------------------
+    # ---- case list (BackSplitSegmentLib.case_list) ---------------------------------------------------------------
     def onAddCase(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not add the case."), waitCursor=True):
-            volume, segmentation = self._parameterNode.inputVolume, self._parameterNode.inputSegmentation
-            if volume is None or segmentation is None:
-                raise ValueError(_("Choose a volume and its segmentation first."))
             extra = [self.ui.extraChannelSelector.currentNode()] if self.ui.extraChannelSelector.currentNode() else []
-            used = {c.case_id for c in self._cases}
-            self._cases.append(SceneCase(unique_case_id(volume.GetName(), used), volume, segmentation, extra))
-            self._refreshCaseTable()
+            self._caseList.add(self._parameterNode.inputVolume, self._parameterNode.inputSegmentation, extra)
 
     def onAddAllCases(self) -> None:
-        used = {c.case_id for c in self._cases}
-        listed = {(c.volume, c.segmentation) for c in self._cases}
-        for case in cases_in_scene(slicer.mrmlScene):
-            if (case.volume, case.segmentation) not in listed:
-                case.case_id = unique_case_id(case.case_id, used)
-                used.add(case.case_id)
-                self._cases.append(case)
-        self._refreshCaseTable()
-
-    def onRemoveCase(self) -> None:
-        rows = sorted({item.row() for item in self.ui.caseTable.selectedItems()}, reverse=True)
-        for row in rows:
-            del self._cases[row]
-        self._refreshCaseTable()
-
-    def _refreshCaseTable(self) -> None:
-        table = self.ui.caseTable
-        table.setRowCount(len(self._cases))
-        for row, case in enumerate(self._cases):
-            channels = [case.volume.GetName()] + [v.GetName() for v in case.extra_channels]
-            for column, text in enumerate([case.case_id, ", ".join(channels), case.segmentation.GetName()]):
-                table.setItem(row, column, qt.QTableWidgetItem(text))
-        chosen = {self.ui.targetList.item(i).text() for i in range(self.ui.targetList.count)} | \
-                 {self.ui.supportList.item(i).text() for i in range(self.ui.supportList.count)}
-        self.ui.availableList.clear()
-        for name in segment_names_in_cases(self._cases):
-            if name not in chosen:
-                self.ui.availableList.addItem(name)
-        self.ui.caseCountLabel.text = _("{count} case(s)").format(count=len(self._cases))
-
-    def _moveAvailable(self, targetList) -> None:
-        for item in list(self.ui.availableList.selectedItems()):
-            targetList.addItem(item.text())
-            self.ui.availableList.takeItem(self.ui.availableList.row(item))
-
-    def _moveSelected(self, step: int) -> None:
-        for widget in (self.ui.targetList, self.ui.supportList):
-            row = widget.currentRow
-            if row < 0 or not widget.hasFocus() and not widget.selectedItems():
-                continue
-            new_row = row + step
-            if 0 <= new_row < widget.count:
-                item = widget.takeItem(row)
-                widget.insertItem(new_row, item)
-                widget.setCurrentRow(new_row)
-
-    def onRemoveClass(self) -> None:
-        for widget in (self.ui.targetList, self.ui.supportList):
-            for item in list(widget.selectedItems()):
-                widget.takeItem(widget.row(item))
-        self._refreshCaseTable()
-
-    def _names(self, widget) -> list:
-        return [widget.item(i).text() for i in range(widget.count)]
+        with slicer.util.tryWithErrorDisplay(_("Could not add the loaded cases."), waitCursor=True):
+            summary = self._caseList.add_loaded(slicer.mrmlScene)
+            self.ui.caseCountLabel.toolTip = summary
+            self.ui.statusLabel.text = summary
 
     # ---- export ---------------------------------------------------------------------------------------------------
     def onExport(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
-            self._export = self.logic.exportRun([c.source() for c in self._cases],
-                                                self._names(self.ui.targetList), self._names(self.ui.supportList),
+            names = self._caseList.names
+            self._export = self.logic.exportRun([c.source() for c in self._caseList.cases],
+                                                names(self.ui.targetList), names(self.ui.supportList),
                                                 self._parameterNode)
             self.ui.exportProgressBar.value = 0
             self.ui.exportButton.enabled = False
@@ -258,25 +211,27 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Exporting...")
             self._timer.start()
 
+    def _exportIdle(self) -> None:
+        if self._export is not None:
+            self._export.close()
+        self._export = None
+        self.ui.exportButton.enabled = True
+        self.ui.cancelExportButton.enabled = False
+
     def _stepExport(self) -> None:
-        """One case per timer tick: the application stays responsive between cases."""
+        """One case (or one finishing step) per timer tick: the application stays responsive."""
         step = self._export.step()
         self.ui.exportProgressBar.value = step.percent
         self.ui.statusLabel.text = step.message
         if not step.done:
             return
         self._timer.stop()
-        self._export = None
-        self.ui.exportButton.enabled = True
-        self.ui.cancelExportButton.enabled = False
+        self._exportIdle()
         if step.state == "cancelled":
             self.ui.statusLabel.text = _("Export cancelled; nothing was written.")
         elif step.state == "failed":
-            if step.expected:
-                slicer.util.errorDisplay(_("Export failed: {error}").format(error=step.message))
-            else:
-                slicer.util.errorDisplay(_("Export failed: {error}").format(error=step.message),
-                                         detailedText=self.logic.tracebackText(step.error))
+            slicer.util.errorDisplay(_("Export failed: {error}").format(error=step.message),
+                                     detailedText="" if step.expected else self.logic.tracebackText(step.error))
 
     def onCancelExport(self) -> None:
         if self._export is not None:
@@ -286,45 +241,72 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onLoadDemo(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not load the demo cases."), waitCursor=True):
             self.logic.loadDemoCases(int(self.ui.demoCountSpinBox.value))
-            self.onAddAllCases()
+        self.onAddAllCases()
 
     # ---- apply a model --------------------------------------------------------------------------------------------
     def onApply(self) -> None:
+        """Installs PyTorch and nnU-Net first when they are missing (after asking, with moving progress)."""
+        self.ui.applyButton.enabled = False
+        self.ui.cancelApplyButton.enabled = True
+        if not self._gate.run(self._startPrediction):
+            self._applyIdle()
+
+    def _startPrediction(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not start the prediction."), waitCursor=True):
-            if not self.logic.ensureDependencies():
-                return
             extra = [self.ui.predictExtraChannelSelector.currentNode()] \
                 if self.ui.predictExtraChannelSelector.currentNode() else []
             self._prediction = self.logic.startPrediction(self._parameterNode, extra)
-            self.ui.applyButton.enabled = False
-            self.ui.cancelApplyButton.enabled = True
+            self._showApplyStatus(_("Predicting..."), False)
             self.ui.applyProgressBar.value = 0
-            self.ui.summaryLabel.text = _("Predicting...")
             self._predictionTimer.start()
+        if self._prediction is None:
+            self._applyIdle()
 
-    def _pollPrediction(self) -> None:
-        job = self._prediction
-        for event in job.poll_events():
-            if event.stage == "log":
-                continue
-            if event.fraction is not None:
-                self.ui.applyProgressBar.value = int(100 * event.fraction)
-            self.ui.summaryLabel.text = event.message
-        if job.is_running():
-            return
+    def _showApplyStatus(self, text: str, busy: bool) -> None:
+        self.ui.applyProgressBar.setRange(0, 0 if busy else 100)   # 0..0: Qt's moving busy bar
+        self.ui.summaryLabel.text = text
+
+    def _applyIdle(self) -> None:
         self._predictionTimer.stop()
+        if self._prediction is not None and self._prediction.is_running():   # after a failed tick: end the child
+            self._prediction.cancel(wait=False)
+        self._prediction, self._finish = None, None
+        self.ui.applyProgressBar.setRange(0, 100)
         self.ui.applyButton.enabled = True
         self.ui.cancelApplyButton.enabled = False
-        with slicer.util.tryWithErrorDisplay(_("Prediction failed."), waitCursor=True):
-            result = self.logic.finishPrediction(job, self._parameterNode)
-            if result is not None:
-                self.ui.applyProgressBar.value = 100
-                self.ui.summaryLabel.text = result
+
+    def _pollPrediction(self) -> None:
+        """Follow the child; when it ended, import the result in short steps (one class per tick)."""
+        if self._finish is None:
+            for event in self._prediction.poll_events():
+                if event.stage != "log" and event.fraction is not None:
+                    self.ui.applyProgressBar.value = int(100 * event.fraction)
+                if event.stage != "log":
+                    self.ui.summaryLabel.text = event.message
+            if self._prediction.is_running():
+                return
+            self._finish = self.logic.finishPrediction(self._prediction, self._parameterNode,
+                                                       self.ui.showAuxiliaryCheckBox.checked)
+            self._predictionTimer.setInterval(0)
+        if not self._finish.step():
+            self.ui.summaryLabel.text = _("Loading the result into the scene...")
+            return
+        outcome, cancelled = self._finish.outcome, self._prediction.cancelled
+        self._predictionTimer.setInterval(300)
+        self._applyIdle()
+        if outcome is not None:
+            self.logic.lastSegmentation = outcome.segmentation_node
+            self.ui.applyProgressBar.value = 100
+            self.ui.summaryLabel.text = outcome.summary_text
+        elif cancelled:
+            self.ui.summaryLabel.text = _("Prediction cancelled.")
 
     def onCancelApply(self) -> None:
-        if self._prediction is not None:
-            self._prediction.cancel()
-            self.ui.summaryLabel.text = _("Prediction cancelled.")
+        if self._gate.busy:
+            self._gate.cancel()
+        elif self._prediction is not None:
+            self._prediction.cancel(wait=False)   # returns at once; the timer notices the end
+            self.ui.summaryLabel.text = _("Cancelling...")
 
     def onShowAuxiliary(self, show: bool) -> None:
         self.logic.setAuxiliaryVisible(show)
@@ -341,19 +323,9 @@ class BackSplitSegmentLogic(ScriptedLoadableModuleLogic):
         return BackSplitSegmentParameterNode(super().getParameterNode())
 
     def exportRequest(self, parameters, targets, supports):
-        from backsplit.commands.export import parse_mapping, split_names
-        from backsplit.context import ContextSpec
-        from backsplit.export import ExportRequest
+        from BackSplitSegmentLib.export_run import export_request
 
-        mapping = parse_mapping([line for line in parameters.nameMapping.replace(";", "\n").splitlines()
-                                 if line.strip()])
-        return ExportRequest(
-            out_root=Path(parameters.outputFolder), dataset_id=int(parameters.datasetId),
-            dataset_name=parameters.datasetName.strip(), targets=list(targets), supports=list(supports),
-            name_mapping=mapping, channel_names=split_names(parameters.channelNames) or ["CT"],
-            binary_twin=bool(parameters.binaryTwin), allow_negative_cases=bool(parameters.allowNegative),
-            missing_segments="absent" if parameters.missingAsAbsent else "error", overwrite=bool(parameters.overwrite),
-            context=ContextSpec.parse(contextChoice(parameters.contextLabels, parameters.contextDetail)))
+        return export_request(parameters, targets, supports)
 
     def exportRun(self, sources, targets, supports, parameters) -> ExportRun:
         """An export stepped one case at a time (``step()`` from a timer); checks the request before any case."""
@@ -383,7 +355,7 @@ class BackSplitSegmentLogic(ScriptedLoadableModuleLogic):
 
     # ---- prediction ----------------------------------------------------------------------------------------------
     def ensureDependencies(self) -> bool:
-        """nnU-Net and PyTorch are installed on first use, after asking; never at import."""
+        """Scripts: install nnU-Net and PyTorch after asking (blocking); the panel uses its DependencyGate."""
         from BackSplitSegmentLib.dependencies import ensure_nnunet
 
         return ensure_nnunet()
@@ -397,19 +369,16 @@ class BackSplitSegmentLogic(ScriptedLoadableModuleLogic):
                                 threshold=float(parameters.decisionThreshold),
                                 min_volume_ml=float(parameters.minLesionVolume))
 
-    def finishPrediction(self, job, parameters) -> Optional[str]:
-        from BackSplitSegmentLib.prediction_run import finish_prediction
+    def finishPrediction(self, job, parameters, show_auxiliary: bool = True):
+        """The import of a finished job, to ``step()`` until done (see ``PredictionFinish``)."""
+        from BackSplitSegmentLib.prediction_run import PredictionFinish
 
-        outcome = finish_prediction(job, parameters.predictVolume)
-        if outcome is None:
-            return None
-        self.lastSegmentation = outcome.segmentation_node
-        return outcome.summary_text
+        return PredictionFinish(job, parameters.predictVolume, show_auxiliary)
 
     def setAuxiliaryVisible(self, visible: bool) -> None:
         from BackSplitSegmentLib.prediction_import import set_auxiliary_visible
 
-        if self.lastSegmentation is not None:
+        if self.lastSegmentation is not None and self.lastSegmentation.GetScene() is not None:
             set_auxiliary_visible(self.lastSegmentation, visible)
 
 
@@ -422,6 +391,8 @@ class BackSplitSegmentTest(ScriptedLoadableModuleTest):
         self.test_export_demo_cases()
 
     def test_export_demo_cases(self):
+        from BackSplitSegmentLib.scene_cases import cases_in_scene
+
         logic = BackSplitSegmentLogic()
         loaded = logic.loadDemoCases(2)
         self.assertEqual(len(loaded), 2)
@@ -430,7 +401,9 @@ class BackSplitSegmentTest(ScriptedLoadableModuleTest):
         out = Path(tempfile.mkdtemp())
         parameters.outputFolder = out
         request = logic.exportRequest(parameters, ["cyst"], ["tumor", "kidney"])
+        before = slicer.mrmlScene.GetNumberOfNodes()
         events = list(logic.exportSteps([c.source() for c in cases], request, cancel=lambda: False))
         self.assertEqual(events[-1].stage, "done")
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)   # nothing left behind by the export
         self.assertTrue((out / "Dataset501_BackSplit" / "dataset.json").is_file())
         self.delayDisplay("Export test passed")

@@ -3,6 +3,7 @@ Slicer, in a child process: progress bar with time left, live loss / pseudo-Dice
 process tree), Resume, fine-tuning. The engine (``backsplit.training``) does the work; this panel binds parameters
 and polls the child from a timer."""
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,8 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
+DOCUMENTATION_URL = "https://github.com/backsplit/SlicerBackSplit#readme"
+
 
 class BackSplitTrain(ScriptedLoadableModule):
     def __init__(self, parent):
@@ -26,7 +29,8 @@ class BackSplitTrain(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Train nnU-Net v2 locally (GPU or CPU) on a dataset exported by BackSplit Segment, optionally with its "
             "binary twin using identical settings. Slicer stays usable while training runs in a background "
-            "process. Cancel ends the training; Resume continues from the last checkpoint.")
+            "process. Cancel ends the training; Resume continues from the last checkpoint. Needs Slicer 5.10 or "
+            "later.") + f' <a href="{DOCUMENTATION_URL}">' + _("Documentation") + "</a>"
         self.parent.acknowledgementText = _("nnU-Net v2 (Isensee et al.). BackSplit training paradigm.")
 
 
@@ -42,6 +46,7 @@ class BackSplitTrainParameterNode:
     batchSize: Annotated[int, WithinRange(0, 1024)] = 0
     device: Annotated[str, Choice(["auto", "cuda", "mps", "cpu"])] = "auto"
     targetSampling: bool = True
+    learnedContext: Annotated[str, Choice(["none", "learned:2", "learned:4"])] = "none"   # CoLab task generator
     pretrainedModel: Path
     learningRate: Annotated[float, WithinRange(0.0, 1.0)] = 0.0   # 0: default (1e-2, or 1e-3 when fine-tuning)
     resume: bool = False
@@ -53,51 +58,85 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self._binding = None
         self._job = None
         self._status = None
         self._plot = None
         self._timer = qt.QTimer()
         self._timer.setInterval(500)
-        self._timer.timeout.connect(self._poll)
         self._probe = None
         self._probeTimer = qt.QTimer()
         self._probeTimer.setInterval(300)
-        self._probeTimer.timeout.connect(self._pollProbe)
+        self._installTimer = qt.QTimer()
+        self._installTimer.setInterval(250)
+
+    @property
+    def _parameterNode(self):
+        return self._binding.parameters if self._binding is not None else None
 
     def setup(self) -> None:
+        from BackSplitSegmentLib.compatibility import release_problem
+        from BackSplitSegmentLib.install_run import DependencyGate
+        from BackSplitSegmentLib.panel_support import GuiBinding, TickGuard
+
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/BackSplitTrain.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = BackSplitTrainLogic()
+        self._problem = release_problem((slicer.app.majorVersion, slicer.app.minorVersion), sys.version_info)
+        if self._problem:  # too old a Slicer: say so instead of failing later in pip
+            label = qt.QLabel(self._problem)
+            label.wordWrap = True
+            self.layout.insertWidget(0, label)
+            uiWidget.enabled = False
+        report = lambda message, detail="": slicer.util.errorDisplay(message, detailedText=detail)
+        self._timer.timeout.connect(TickGuard(self._timer, self._idle, report, _("Training display failed"))
+                                    .wrap(self._poll))
+        self._probeTimer.timeout.connect(TickGuard(self._probeTimer, self._probeIdle, report,
+                                                   _("Device check failed")).wrap(self._pollProbe))
+        self._gate = DependencyGate(self._installTimer, self._showStatus,
+                                    lambda text: slicer.util.confirmOkCancelDisplay(text, _("BackSplit: install")),
+                                    lambda text: (self._idle(), report(text)))
+        self._installTimer.timeout.connect(TickGuard(self._installTimer, self._idle, report,
+                                                     _("Installation failed")).wrap(self._gate.tick))
         self.ui.startButton.clicked.connect(self.onStart)
         self.ui.cancelButton.clicked.connect(self.onCancel)
         self.ui.probeDevicesButton.clicked.connect(self.onProbeDevices)
-        self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.workFolder or str(self._parameterNode.workFolder) in ("", "."):
-            self._parameterNode.workFolder = Path.home() / "BackSplit" / "work"
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self._binding = GuiBinding(self.ui)   # connected once per parameter node
+        self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        """Bind (idempotent) and make the work folder absolute again (a scene close resets it to ".")."""
+        self._binding.bind(self.logic.getParameterNode())
+        self.logic.applyDefaults(self._parameterNode)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self._binding.unbind()
+
+    def onSceneEndClose(self, caller, event) -> None:
+        self.initializeParameterNode()
+        if self._job is not None and self._job.is_running():   # the close removed the plot: show it again
+            self._plot = self.logic.ensurePlot(self._plot, self._job, self._status)
 
     def enter(self) -> None:
-        if self._probe is None:  # first visit: say which GPU "auto" will use (asked in a child process)
+        self.initializeParameterNode()
+        if self._probe is None and not self._problem:  # first visit: which GPU "auto" will use (child process)
             self.onProbeDevices()
 
     def cleanup(self) -> None:
+        self.removeObservers()
         self._timer.stop()
         self._probeTimer.stop()
+        self._installTimer.stop()
+        self._gate.cancel()
         if self._probe is not None and self._probe.job is not None and self._probe.job.is_running():
-            self._probe.job.cancel(grace_seconds=1.0)
+            self._probe.job.cancel(grace_seconds=1.0, wait=False)
         if self._job is not None and self._job.is_running():
-            self._job.cancel()
-
-    def setParameterNode(self, parameterNode) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-        self._parameterNode = parameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self._job.cancel(wait=True)   # Slicer is closing: end the tree before leaving
 
     def onProbeDevices(self) -> None:
         if self._probeTimer.isActive():
@@ -108,39 +147,59 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.probeDevicesButton.enabled = False
             self._probeTimer.start()
 
+    def _probeIdle(self) -> None:
+        self.ui.probeDevicesButton.enabled = True
+
     def _pollProbe(self) -> None:
         text = self._probe.poll()
         if text is None:
             return
         self._probeTimer.stop()
-        self.ui.probeDevicesButton.enabled = True
+        self._probeIdle()
         self.ui.deviceInfoLabel.text = text
 
     def onStart(self) -> None:
+        """Installs PyTorch and nnU-Net first when they are missing (after asking, with moving progress)."""
+        self.ui.startButton.enabled = False
+        self.ui.cancelButton.enabled = True
+        if not self._gate.run(self._startTraining):
+            self._idle()
+
+    def _startTraining(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not start the training."), waitCursor=True):
-            if not self.logic.ensureDependencies():
-                return
             self._job, self._status = self.logic.startTraining(self._parameterNode)
             self._plot = self.logic.createPlot()
             self.ui.logTextEdit.clear()
+            self._showStatus(_("Starting..."), False)
             self.ui.progressBar.value = 0
-            self.ui.startButton.enabled = False
-            self.ui.cancelButton.enabled = True
-            self.ui.statusLabel.text = _("Starting...")
             self._timer.start()
+        if not self._timer.isActive():
+            self._idle()
+
+    def _showStatus(self, text: str, busy: bool) -> None:
+        self.ui.progressBar.setRange(0, 0 if busy else 100)   # 0..0: Qt's moving busy bar
+        self.ui.statusLabel.text = text
+
+    def _idle(self) -> None:
+        self._timer.stop()
+        if self._job is not None and self._job.is_running():   # after a failed tick: end the child
+            self._job.cancel(wait=False)
+        self.ui.progressBar.setRange(0, 100)
+        self.ui.startButton.enabled = True
+        self.ui.cancelButton.enabled = False
 
     def _poll(self) -> None:
+        self._plot = self.logic.ensurePlot(self._plot, self._job, self._status)
         for line in self.logic.pollTraining(self._job, self._status, self._plot):
             self.ui.logTextEdit.appendPlainText(line)
         self.ui.progressBar.value = int(100 * self._status.fraction)
-        self.ui.statusLabel.text = self._status.summary()
+        if not self._job.cancelled:
+            self.ui.statusLabel.text = self._status.summary()
         if self._job.is_running():
             return
-        self._timer.stop()
         for line in self.logic.pollTraining(self._job, self._status, self._plot):  # the last lines
             self.ui.logTextEdit.appendPlainText(line)
-        self.ui.startButton.enabled = True
-        self.ui.cancelButton.enabled = False
+        self._idle()
         message, isError = self.logic.finalMessage(self._job, self._status)
         self.ui.statusLabel.text = message
         if isError:
@@ -149,15 +208,25 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.value = 100
 
     def onCancel(self) -> None:
-        if self._job is not None:
+        if self._gate.busy:
+            self._gate.cancel()
+        elif self._job is not None:
             self.ui.statusLabel.text = _("Cancelling...")
-            slicer.app.processEvents()
-            self._job.cancel()
+            self._job.cancel(wait=False)   # returns at once; the timer notices the end
 
 
 class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return BackSplitTrainParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def applyDefaults(parameters) -> None:
+        """The work folder as an absolute path: its default when unset (also after a scene close reset it)."""
+        from BackSplitTrainLib.paths import default_work_folder, resolve_folder
+
+        folder = resolve_folder(parameters.workFolder, default_work_folder())
+        if str(parameters.workFolder) != str(folder):
+            parameters.workFolder = folder
 
     def ensureDependencies(self) -> bool:
         from BackSplitSegmentLib.dependencies import ensure_nnunet
@@ -178,16 +247,23 @@ class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
         return DeviceProbe().start()
 
     def trainOptions(self, p):
+        """Training options from the parameters; folders never relative to Slicer's working directory."""
+        from backsplit.errors import InputError
         from backsplit.training.options import TrainOptions
+        from BackSplitTrainLib.paths import default_work_folder, resolve_folder
 
+        dataset = resolve_folder(p.datasetFolder)
+        if dataset is None:
+            raise InputError("choose the dataset folder (DatasetNNN_Name, written by BackSplit Segment's export)")
         return TrainOptions(
-            dataset_dir=Path(p.datasetFolder), work_dir=Path(p.workFolder), configuration=p.configuration,
+            dataset_dir=dataset, work_dir=resolve_folder(p.workFolder, default_work_folder()),
+            configuration=p.configuration,
             fold=p.fold, epochs=int(p.epochs), iterations_per_epoch=int(p.iterationsPerEpoch), device=p.device,
             sampling="target" if p.targetSampling else "stock",
-            pretrained_model=Path(p.pretrainedModel) if p.pretrainedModel and str(p.pretrainedModel) not in ("", ".")
-            else None,
+            pretrained_model=resolve_folder(p.pretrainedModel),
             initial_lr=float(p.learningRate) or None, resume=bool(p.resume), with_binary=bool(p.withBinary),
-            batch_size=int(p.batchSize) or None, extra={"overwrite": True} if p.overwrite else {})
+            batch_size=int(p.batchSize) or None, context=p.learnedContext,
+            extra={"overwrite": True} if p.overwrite else {})
 
     def startTraining(self, parameters):
         from backsplit.training.process import TrainingProcess
@@ -207,6 +283,15 @@ class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
             plotWidget = layoutManager.plotWidget(0)
             plotWidget.mrmlPlotViewNode().SetPlotChartNodeID(plot.chart.GetID())
         return plot
+
+    def ensurePlot(self, plot, job, status):
+        """The plot of the running training; recreated (with the epochs so far) when a scene close removed it."""
+        from BackSplitTrainLib.plots import ensure_plot
+        from BackSplitTrainLib.training_run import dataset_target_count
+
+        if plot is not None and plot.in_scene:
+            return plot
+        return ensure_plot(None, status, dataset_target_count(job.options.dataset_dir), create=self.createPlot)
 
     def pollTraining(self, job, status, plot) -> list:
         """Apply new events to the status and the plot; return new log lines for the log box."""

@@ -39,9 +39,11 @@ def _remove_duplicate_converter_rules():
         factory.UnregisterConverterRule(rule)
 
 
-@pytest.fixture
-def slicer_scene():
-    slicer = pytest.importorskip("slicer")
+def make_scene():
+    """A real MRML scene with the Volumes, Segmentations and SubjectHierarchy logics, bound to ``slicer.mrmlScene``
+    and ``slicer.modules.<name>.logic()``; returns (SlicerScene, restore) where ``restore()`` undoes the binding.
+    Also used by benchmarks (benchmarks/bench_ticks.py)."""
+    import slicer
     import vtk
 
     scene = slicer.vtkMRMLScene()
@@ -68,9 +70,20 @@ def slicer_scene():
     previous = (getattr(slicer, "mrmlScene", None), getattr(slicer, "modules", None))
     slicer.mrmlScene = scene
     slicer.modules = types.SimpleNamespace(**{k: types.SimpleNamespace(logic=(lambda l=l: l)) for k, l in logics.items()})
-    yield SlicerScene(scene=scene, app=app, logics=logics, slicer=slicer)
-    slicer.mrmlScene, slicer.modules = previous
-    scene.Clear(1)
+
+    def restore():
+        slicer.mrmlScene, slicer.modules = previous
+        scene.Clear(1)
+
+    return SlicerScene(scene=scene, app=app, logics=logics, slicer=slicer), restore
+
+
+@pytest.fixture
+def slicer_scene():
+    pytest.importorskip("slicer")
+    made, restore = make_scene()
+    yield made
+    restore()
 
 
 def add_volume(slicer, array, ijk_to_ras, name="CT"):

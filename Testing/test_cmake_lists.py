@@ -167,6 +167,11 @@ def test_top_level_configures_with_extension_metadata(configured):
                                      "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"))
     icon_path = re.search(r"/(Resources/Icons/[^/]+\.png)$", meta["EXTENSION_ICONURL"])
     assert icon_path and (REPO / icon_path.group(1)).is_file(), meta["EXTENSION_ICONURL"]
+    for url in meta["EXTENSION_SCREENSHOTURLS"].split():              # committed files (see test_catalog_entry.py)
+        screenshot = re.search(r"^https://raw\.githubusercontent\.com/[^/]+/[^/]+/[^/]+/(.+\.png)$", url)
+        assert screenshot and (REPO / screenshot.group(1)).is_file(), url
+    assert meta["EXTENSION_CONTRIBUTORS"] == "BackSplit contributors"
+    assert "Requires 3D Slicer 5.10 or later" in meta["EXTENSION_DESCRIPTION"]
     assert ["cpack", "done"] in rows                                   # ExtensionCPack included last
     assert {row[1] for row in rows if row[0] == "module"} == set(MODULES)
 

@@ -54,6 +54,21 @@ def test_kmeans_and_otsu_on_known_intensities():
     assert np.array_equal(bone, expected_bone) and np.array_equal(soft, (image == 40) & background)
 
 
+def test_otsu_and_kmeans_agree_with_scikit_image_and_scikit_learn():
+    """ITK's Otsu (SimpleITK) and SciPy's k-means against scikit-image's and scikit-learn's (installed with nnU-Net):
+    the thresholds differ by at most one histogram bin (ITK gives a bin edge, scikit-image a bin centre)."""
+    filters = pytest.importorskip("skimage.filters")
+    cluster = pytest.importorskip("sklearn.cluster")
+    rng = np.random.default_rng(1)
+    values = np.concatenate([rng.normal(-800, 40, 4000), rng.normal(50, 20, 3000), rng.normal(700, 60, 1000)])
+    bin_width = (values.max() - values.min()) / 256
+    assert abs(otsu_threshold(values) - filters.threshold_otsu(values, nbins=256)) <= bin_width
+    body = values[values > otsu_threshold(values)]
+    start = np.quantile(body, [0.25, 0.75]).reshape(-1, 1)
+    reference = cluster.KMeans(2, init=start, n_init=1).fit(body.reshape(-1, 1)).cluster_centers_[:, 0]
+    assert np.allclose(kmeans_1d(body, 2), np.sort(reference), atol=1e-6)
+
+
 def test_add_context_paints_background_only():
     labels = np.zeros((5, 12, 12), np.uint8)
     labels[2, 5:7, 5:7] = 1           # lesion

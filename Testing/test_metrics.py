@@ -42,7 +42,9 @@ def test_empty_mask_conventions():
     assert (both.dice, both.hd95, both.nsd) == (1.0, 0.0, 1.0)
     assert math.isnan(both.precision) and math.isnan(both.recall)
     missed = class_metrics(full, empty, (1, 1, 1))
-    assert (missed.dice, missed.hd95, missed.nsd, missed.recall) == (0.0, math.inf, 0.0, 0.0)
+    diagonal = math.sqrt(3 * 5 ** 2)                 # worst value: the image's diagonal (BraTS 2023 convention)
+    assert (missed.dice, missed.hd95, missed.nsd, missed.recall) == (0.0, pytest.approx(diagonal), 0.0, 0.0)
+    assert (missed.reference_empty, missed.prediction_empty) == (0, 1)
     assert math.isnan(missed.precision) and missed.missed_lesions == 1
     false_alarm = class_metrics(empty, full, (1, 1, 1))
     assert false_alarm.precision == 0.0 and false_alarm.false_positive_lesions == 1
@@ -104,3 +106,37 @@ def test_decision_counts_and_rule_file(tmp_path):
     (tmp_path / "bad.json").write_text('{"threshold": 0.3}')
     with pytest.raises(InputError, match="not a decision rule"):
         read_rule(tmp_path / "bad.json")
+
+
+# ---- agreement of the library (DeepMind's surface-distance) with hand-computed answers ------------------------
+
+def test_library_agrees_with_hand_computed_surface_metrics():
+    from backsplit.metrics import surface_distances
+
+    a = cube((20, 20, 20), (5, 5, 5), 6)
+    assert hd95(a, a, (1.0, 1.0, 1.0)) == 0.0 and nsd(a, a, (1.0, 1.0, 1.0), 0.0) == 1.0
+    # Two 6-voxel cubes 3 voxels apart along x (2 mm voxels): every surface element of one face lies 6 mm from the
+    # other cube's matching face; the faces parallel to x lie on each other (distance 0) where the cubes overlap.
+    b = cube((20, 20, 20), (5, 5, 8), 6)
+    d_ab, d_ba = surface_distances(a, b, (1.0, 1.0, 2.0))
+    assert max(d_ab.max(), d_ba.max()) == pytest.approx(6.0)
+    assert min(d_ab.min(), d_ba.min()) == pytest.approx(0.0)
+    # NSD at 6 mm: every element is within tolerance; just under 6 mm the x-facing faces are not
+    assert nsd(a, b, (1.0, 1.0, 2.0), 6.0) == pytest.approx(1.0)
+    assert nsd(a, b, (1.0, 1.0, 2.0), 5.9) < 1.0
+    # A single voxel against the voxel two steps away along z (3 mm voxels): HD95 = 6 mm
+    p, q = cube((9, 9, 9), (2, 4, 4), 1), cube((9, 9, 9), (4, 4, 4), 1)
+    assert hd95(p, q, (3.0, 1.0, 1.0)) == pytest.approx(6.0)
+
+
+def test_hd95_is_the_larger_directed_percentile():
+    """A small blob inside a large one: from the small one's surface every distance is short, from the large one's
+    surface long; HD95 follows the larger direction (as MONAI and DeepMind's library define it)."""
+    large = cube((30, 30, 30), (5, 5, 5), 20)
+    small = cube((30, 30, 30), (13, 13, 13), 4)
+    from backsplit.metrics import surface_distances
+
+    d_large_to_small, d_small_to_large = surface_distances(large, small, (1.0, 1.0, 1.0))
+    assert hd95(large, small, (1.0, 1.0, 1.0)) == pytest.approx(
+        max(np.percentile(d_large_to_small, 95), np.percentile(d_small_to_large, 95)), abs=1.5)
+    assert hd95(large, small, (1.0, 1.0, 1.0)) > 8.0

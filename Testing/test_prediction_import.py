@@ -145,3 +145,95 @@ def test_apply_path_child_process_to_scene(slicer_scene, tiny_model_dir, tiny_da
     assert probability[lesion].mean() > probability[~lesion].mean()
     assert "Lesions:" in outcome.summary_text
     assert "absent" in outcomes[1].summary_text
+
+
+def test_sample_files_are_made_in_the_background_for_scripted_downloads(tmp_path):
+    """At start-up a child process writes the sample files, so SampleDataLogic().downloadSample() (which only
+    copies the source URIs and ignores the custom downloader) finds them without the GUI."""
+    from BackSplitSegmentLib.demo_scene import prepare_sample_files, sample_data_sources
+
+    sources = sample_data_sources(tmp_path, load=lambda source: None)
+    job = prepare_sample_files(tmp_path, count=1)
+    assert job is not None
+    assert job.wait(120) == 0, job.log_lines[-5:]
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    first = [Path(unquote(urlparse(uri).path)) for uri in sources[0]["uris"]]
+    assert all(path.is_file() and path.stat().st_size > 0 for path in first)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".staging")]
+    assert prepare_sample_files(tmp_path, count=1) is None                  # made once
+
+
+def finished_job(out, schema, **overrides):
+    """Stands in for a finished PredictionProcess (its child process is run for real in test_apply_path_...):
+    the output files are written by the test."""
+    import types
+
+    values = dict(cancelled=False, returncode=0, error=None, log_lines=[], summaries=[{"lesion_count": 1}],
+                  request=types.SimpleNamespace(out_dir=str(out)), lesion_only=False, work_dir=out,
+                  model_info=types.SimpleNamespace(schema=schema, variant="backsplit"), poll_events=lambda: [])
+    values.update(overrides)
+    return types.SimpleNamespace(**values)
+
+
+def test_prediction_is_imported_in_steps_with_the_auxiliary_choice_applied(slicer_scene, tmp_path):
+    import SimpleITK as sitk
+
+    from BackSplitSegmentLib.prediction_import import segment_roles
+    from BackSplitSegmentLib.prediction_run import PredictionFinish
+    from BackSplitSegmentLib.scene_cases import segment_mask, volume_geometry
+
+    slicer = slicer_scene.slicer
+    shape = (6, 8, 10)
+    volume = add_volume(slicer, np.zeros(shape, np.int16), np.diag([0.7, 0.9, 2.0, 1.0]), "CT 3")
+    geometry = volume_geometry(volume)
+    labels = np.zeros(shape, np.uint8)
+    labels[1:3, 2:5, 3:7] = 3
+    labels[2, 3, 4] = 1
+    out = tmp_path / "out"
+    out.mkdir()
+    sitk.WriteImage(geometry.to_sitk(labels), str(out / "input.nii.gz"))
+    sitk.WriteImage(geometry.to_sitk((labels == 1).astype(np.float32)), str(out / "input_lesion_probability.nii.gz"))
+    schema = LabelSchema.create(["Lesion"], ["Vessel", "Organ"])
+    finish = PredictionFinish(finished_job(out, schema), volume, show_auxiliary=False)
+    steps = 1
+    while not finish.step():
+        steps += 1
+    assert steps >= len(schema.classes) + 2                      # files, one step per class, probability
+    node = finish.outcome.segmentation_node
+    assert segment_roles(node) == {"Lesion": "target", "Vessel": "support", "Organ": "support"}
+    segments, display = node.GetSegmentation(), node.GetDisplayNode()
+    visible = {segments.GetNthSegment(i).GetName(): display.GetSegmentVisibility(segments.GetNthSegmentID(i))
+               for i in range(segments.GetNumberOfSegments())}
+    assert visible == {"Lesion": True, "Vessel": False, "Organ": False}   # unchecked "Show auxiliary" applied
+    for value, spec in enumerate(schema.classes, start=1):
+        assert np.array_equal(segment_mask(node, spec.name, volume, "c"), labels == value), spec.name
+    probability = slicer.util.arrayFromVolume(finish.outcome.probability_node)
+    assert np.array_equal(probability, (labels == 1).astype(np.float32))
+    assert not out.exists()                                      # temporary folder removed
+
+
+def test_failed_or_cancelled_import_leaves_nothing_half_made(slicer_scene, tmp_path):
+    import pytest
+    import SimpleITK as sitk
+
+    from backsplit.errors import InputError
+    from BackSplitSegmentLib.prediction_run import PredictionFinish
+    from BackSplitSegmentLib.scene_cases import volume_geometry
+
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    volume = add_volume(slicer, np.zeros((4, 5, 6), np.int16), np.eye(4), "CT 4")
+    schema = LabelSchema.create(["Lesion"], ["Organ"])
+    out = tmp_path / "out"
+    out.mkdir()
+    other = volume_geometry(add_volume(slicer, np.zeros((4, 5, 7), np.int16), np.eye(4), "other"))
+    sitk.WriteImage(other.to_sitk(np.ones((4, 5, 7), np.uint8)), str(out / "input.nii.gz"))
+    before = scene.GetNumberOfNodes()
+    finish = PredictionFinish(finished_job(out, schema), volume)
+    with pytest.raises(InputError, match=r"case 'CT 4'.*size \(7, 5, 4\) but the volume has \(6, 5, 4\)"):
+        while not finish.step():
+            pass
+    assert scene.GetNumberOfNodes() == before and not out.exists()
+    cancelled = PredictionFinish(finished_job(tmp_path / "gone", schema, cancelled=True), volume)
+    assert cancelled.step() and cancelled.outcome is None

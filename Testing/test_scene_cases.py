@@ -103,20 +103,107 @@ def test_extra_channels_and_bad_inputs(slicer_scene):
         case_from_scene("x", ct, segmentation, names=["Kidney"])
 
 
-def test_vtk_errors_become_exceptions(slicer_scene):
-    import vtk
+def node_counts(scene):
+    counts = {}
+    for i in range(scene.GetNumberOfNodes()):
+        name = scene.GetNthNode(i).GetClassName()
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
-    from BackSplitSegmentLib.vtk_errors import vtk_errors_raise
 
-    scene = slicer_scene.scene
-    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-    ids = vtk.vtkStringArray()
-    ids.InsertNextValue("no-such-id")
-    logic = slicer_scene.logics["segmentations"]
-    with pytest.raises(InputError, match=r"case 'c'.*exporting failed in Slicer.*labelmap"):
-        with vtk_errors_raise("exporting", case="c"):
-            assert logic.ExportSegmentsToLabelmapNode(segmentation, ids, labelmap, None)  # returns True regardless
+def test_export_leaves_no_node_behind(slicer_scene, tmp_path):
+    """Slicer adds a colour table for every labelmap it exports to (and display nodes): all of it is removed."""
+    from BackSplitSegmentLib.scene_cases import SceneCase
+
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    shape = (6, 7, 8)
+    sources = []
+    for index in range(3):
+        volume = add_volume(slicer, np.zeros(shape, np.int16), np.eye(4), f"case {index}")
+        masks = {name: np.zeros(shape, bool) for name in ("Lesion", "Organ", "Vessel")}
+        for offset, mask in enumerate(masks.values()):
+            mask[1 + offset:3 + offset, 2:4, 2:5] = True
+        segmentation = add_segmentation(slicer, scene, masks, volume, f"case {index} segmentation")
+        sources.append(SceneCase(f"case {index}", volume, segmentation).source())
+    before = node_counts(scene)
+    result = export_dataset(sources, ExportRequest(tmp_path, 502, "Count", ["lesion"], ["organ", "vessel"]))
+    assert len(result.case_ids) == 3
+    assert node_counts(scene) == before          # 3 cases x 3 segments exported, no colour table or labelmap left
+
+
+def test_failed_export_and_import_raise_with_names_without_the_output_window(slicer_scene):
+    """Failures are found from return values, message collections and the result's size, not from VTK's output
+    window (Slicer's application replaces it with CTK's, which emits no ErrorEvent)."""
+    import inspect
+
+    import BackSplitSegmentLib.prediction_import as prediction_import
+    import BackSplitSegmentLib.scene_cases as scene_cases
+    from BackSplitSegmentLib.prediction_import import add_class_segment, class_crops, class_images
+    from backsplit.schema import LabelSchema
+
+    for module in (scene_cases, prediction_import):
+        assert "vtkOutputWindow" not in inspect.getsource(module)
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    volume = add_volume(slicer, np.zeros((4, 5, 6), np.int16), np.eye(4), "CT 7")
+    segmentation = add_segmentation(slicer, scene, {"Lesion": np.ones((4, 5, 6), bool)}, volume)
+    outside = slicer.vtkMRMLLabelMapVolumeNode()              # not in the scene: Slicer's export returns False
+    segment_id = segmentation.GetSegmentation().GetSegmentIdBySegmentName("Lesion")
+    with pytest.raises(InputError, match=r"case 'case 7', segment 'Lesion'.*could not export"):
+        scene_cases.export_segment(segmentation, segment_id, outside, volume, "case 7", "Lesion")
+    # A segmentation that cannot take a binary labelmap (no conversion to its source representation):
+    # vtkSegmentation::AddSegment returns False and only logs.
+    target = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    target.GetSegmentation().SetSourceRepresentationName("No such representation")
+    labels = np.zeros((4, 5, 6), np.uint8)
+    labels[1:3, 1:3, 1:3] = 1
+    geometry = scene_cases.volume_geometry(volume)
+    images = class_images(class_crops(labels, 1), geometry)
+    with pytest.raises(InputError, match=r"case 'case 7', segment 'Lesion'.*could not add the predicted segment"):
+        add_class_segment(target, images[1], LabelSchema.create(["Lesion"], []).classes, 1, "case 7")
+
+
+def test_segmentation_from_file_pairs_with_the_volume_on_its_grid(slicer_scene, tmp_path):
+    """The demo sample data as Sample Data / drag and drop loads it: a .seg.nrrd file without reference link."""
+    from BackSplitSegmentLib.demo_scene import demo_sample_files
+    from BackSplitSegmentLib.pairing import pairing_summary
+    from BackSplitSegmentLib.scene_cases import scene_pairings
+
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    (image, seg_file), = demo_sample_files(tmp_path, count=1)
+    volume = slicer_scene.logics["volumes"].AddArchetypeVolume(str(image), "kits23 CT", 0)
+    decoy = add_volume(slicer, np.zeros((3, 3, 3), np.int16), np.eye(4) * 7, "other")       # another grid
+    segmentation = slicer_scene.logics["segmentations"].LoadSegmentationFromFile(str(seg_file), False)
+    assert segmentation is not None and segmentation.GetNodeReference("referenceImageGeometryRef") is None
+    cases, skipped = scene_pairings(scene)
+    assert [(c.volume, c.segmentation, c.pairing) for c in cases] == [(volume, segmentation, "geometry")]
+    assert skipped == [] and "1 by same voxel grid" in pairing_summary([c.pairing for c in cases])
+    assert cases[0].load().segments["cyst"].any()
+    # A segmentation on no volume's grid is paired by name; one that matches nothing is reported.
+    by_name = add_volume(slicer, np.zeros((5, 5, 5), np.int16), np.eye(4) * 3, "Patient 2")
+    moved = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "patient_2 segmentation")
+    moved.GetSegmentation().AddEmptySegment("Lesion")
+    lonely = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "nobody")
+    lonely.GetSegmentation().AddEmptySegment("Lesion")
+    cases, skipped = scene_pairings(scene)
+    assert [(c.volume, c.pairing) for c in cases] == [(volume, "geometry"), (by_name, "name")]
+    assert skipped == ["nobody"] and "No volume found for: nobody" in pairing_summary([], skipped)
+    assert decoy not in [c.volume for c in cases]
+
+
+def test_grid_and_name_rules():
+    from BackSplitSegmentLib.pairing import lies_on_grid, name_key
+
+    volume = np.diag([0.8, 0.8, 2.0, 1.0])
+    volume[:3, 3] = (10, -5, 3)
+    cropped = volume.copy()
+    cropped[:3, 3] += volume[:3, :3] @ [4, 5, 2]                      # a cropped labelmap starting at voxel (4, 5, 2)
+    assert lies_on_grid(cropped, (0, 9, 0, 9, 0, 4), volume, (20, 20, 10))
+    assert not lies_on_grid(cropped, (0, 19, 0, 9, 0, 4), volume, (20, 20, 10))          # sticks out
+    half = cropped.copy()
+    half[0, 3] += 0.4
+    assert not lies_on_grid(half, (0, 9, 0, 9, 0, 4), volume, (20, 20, 10))              # between voxels
+    assert not lies_on_grid(np.diag([1.0, 0.8, 2.0, 1.0]), (0, 1, 0, 1, 0, 1), volume, (20, 20, 10))
+    assert name_key("CT_1.seg.nrrd") == name_key("ct 1 Segmentation") == name_key("CT-1") == "ct1"
 
 
 def test_cases_in_scene_pairs_segmentations_with_their_volumes(slicer_scene):

@@ -51,3 +51,21 @@ def test_device_description():
     assert "H100" in describe_devices({"torch": "2", "gpus": [{"name": "NVIDIA H100", "free_gb": 70.0,
                                                                "total_gb": 80.0}]})
     assert "CPU" in describe_devices({"torch": "2", "gpus": [], "mps": False})
+
+
+def test_plot_of_a_running_training_comes_back_after_scene_close(slicer_scene):
+    """Scene close (Clear(0), as File > Close Scene) removes the plot nodes; the panel recreates them from the
+    status, with every epoch so far."""
+    from BackSplitTrainLib.plots import TrainingPlot, ensure_plot
+
+    status = TrainingStatus()
+    plot = TrainingPlot("run")
+    for event in events_for("BackSplit model", 3, 1):
+        status.update(event)
+    plot.update(status, target_count=1)
+    assert ensure_plot(plot, status, 1) is plot
+    slicer_scene.scene.Clear(0)
+    assert not plot.in_scene
+    again = ensure_plot(plot, status, 1)
+    assert again is not plot and again.in_scene and again.table.GetTable().GetNumberOfRows() == 3
+    assert again.chart.GetNumberOfPlotSeriesNodes() == 3

@@ -46,6 +46,8 @@ API = {
     "QProgressBar": QWIDGET | {"value", "setValue", "maximum", "minimum", "setRange", "format", "reset"},
     "QSpinBox": QWIDGET | {"value", "setValue", "valueChanged", "minimum", "maximum"},
     "ctkDoubleSpinBox": QWIDGET | {"value", "setValue", "valueChanged"},
+    "QDoubleSpinBox": QWIDGET | {"value", "setValue", "valueChanged", "minimum", "maximum", "setRange", "decimals",
+                                 "singleStep"},
     "QLineEdit": QWIDGET | {"text", "setText", "textChanged", "editingFinished", "clear"},
     "QPlainTextEdit": QWIDGET | {"appendPlainText", "clear", "setPlainText", "toPlainText", "plainText"},
     "QComboBox": QWIDGET | {"currentText", "currentIndex", "currentIndexChanged", "addItem", "clear", "count"},
@@ -162,10 +164,18 @@ def test_parameter_defaults_are_valid(module):
             assert low <= spec["default"] <= high, name
 
 
+def panel_sources(module) -> str:
+    """The widget module and the Lib helpers that work on its ``self.ui`` (e.g. BackSplitSegmentLib/case_list.py)."""
+    sources = [(REPO / module / f"{module}.py").read_text()]
+    sources += [p.read_text() for p in sorted((REPO / module / f"{module}Lib").glob("*.py"))
+                if "self.ui." in p.read_text()]
+    return "\n".join(sources)
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_every_widget_member_used_exists_for_its_class(module):
     widgets = ui_widgets(module)
-    source = (REPO / module / f"{module}.py").read_text()
+    source = panel_sources(module)
     used = set(re.findall(r"self\.ui\.(\w+)\.(\w+)", source))
     assert used
     problems = []
@@ -223,7 +233,9 @@ def test_connected_slots_and_logic_calls_exist(module):
     tree = module_ast(module)
     widget, logic = class_def(tree, "Widget"), class_def(tree, "Logic")
     widget_methods = methods(widget) | {"resourcePath", "layout", "parent"}
-    logic_methods = methods(logic) | {"getParameterNode", "isParameterNodeEmpty", "setDefaultParameters"}
+    logic_methods = methods(logic) | {"getParameterNode", "isParameterNodeEmpty", "setDefaultParameters"} | \
+        {t.attr for n in ast.walk(logic) if isinstance(n, ast.Assign) for t in n.targets
+         if isinstance(t, ast.Attribute) and getattr(t.value, "id", None) == "self"}   # attributes set by the logic
     slots, logic_calls = set(), set()
     for node in ast.walk(widget):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "connect":
@@ -263,3 +275,31 @@ def test_texts_shown_in_the_panel_are_translatable(module):
     source = (REPO / module / f"{module}.py").read_text()
     literal = re.findall(r"self\.ui\.\w+\.text\s*=\s*([\"'f][^\n]*)", source)
     assert not literal, f"use _() for texts shown in the panel: {literal}"
+
+
+def test_case_table_cells_are_read_only():
+    """Edits in the case table would not reach the cases: the cells are not editable (Qt's editTriggers)."""
+    table = ui_widgets("BackSplitSegment")["caseTable"]
+    assert prop_text(table, "editTriggers") == "QAbstractItemView::NoEditTriggers"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_timer_callbacks_are_guarded_and_cancel_does_not_wait(module):
+    """Every timer's timeout goes through TickGuard (stop, restore, report once); Cancel never waits on the GUI."""
+    source = (REPO / module / f"{module}.py").read_text()
+    timers = set(re.findall(r"self\.(\w+) = qt\.QTimer\(\)", source))
+    for timer in timers:
+        connections = re.findall(rf"self\.{timer}\.timeout\.connect\((.*)", source)
+        assert connections and all(c.startswith("TickGuard(") for c in connections), (timer, connections)
+    widget = ast.unparse(class_def(module_ast(module), "Widget"))
+    for method in re.findall(r"def (onCancel\w*)\(", widget):
+        body = widget.split(f"def {method}(", 1)[1].split("\n    def ", 1)[0]
+        assert "wait=True" not in body and (".cancel(" not in body or "wait=False" in body
+                                            or "_gate.cancel()" in body or "_export.cancel()" in body), method
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_release_policy_is_enforced_in_the_panel(module):
+    source = (REPO / module / f"{module}.py").read_text()
+    assert "releaseProblem()" in source or "release_problem(" in source
+    assert "https://github.com/backsplit/SlicerBackSplit" in source          # help text links to the documentation

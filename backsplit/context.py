@@ -9,7 +9,8 @@ structures and the lesions always win):
   intensities, the body found by Otsu's threshold), named from dark to bright ("intensity 1 of 2", ...). On CT they
   separate e.g. fat from soft tissue and bone.
 
-Pure numpy/scipy on (z, y, x) arrays; the export calls ``add_context`` on the label array of each case.
+numpy arrays (z, y, x); Otsu's threshold from ITK (SimpleITK) and k-means from SciPy, both well-kept libraries
+already needed here; the export calls ``add_context`` on the label array of each case.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def intensity_clusters(image: np.ndarray, background: np.ndarray, clusters: int,
     """Background voxels inside the body split into ``clusters`` intensity classes, dark to bright.
 
     The body is what lies above Otsu's threshold of the image (air and the scanner's outside stay background).
-    1-D k-means (Lloyd, initialised at quantiles) on a random sample of the candidate voxels; every voxel goes to the
+    1-D k-means (SciPy's Lloyd, initialised at quantiles) on a random sample of the candidate voxels; every voxel goes to the
     nearest centre. Works on the image's own dtype (no full-size float copy)."""
     image = np.asarray(image)
     rng = np.random.default_rng(seed)
@@ -172,32 +173,33 @@ def intensity_clusters(image: np.ndarray, background: np.ndarray, clusters: int,
 
 
 def kmeans_1d(values: np.ndarray, k: int, iterations: int = 50) -> np.ndarray:
-    """Sorted cluster centres of 1-D values (Lloyd's algorithm, quantile start; deterministic)."""
-    values = np.sort(np.asarray(values, np.float64))
-    centres = np.quantile(values, (np.arange(k) + 0.5) / k)
-    for _ in range(iterations):
-        edges = (centres[:-1] + centres[1:]) / 2
-        groups = np.split(values, np.searchsorted(values, edges))
-        updated = np.array([g.mean() if g.size else c for g, c in zip(groups, centres)])
-        if np.allclose(updated, centres):
-            break
-        centres = np.sort(updated)
-    return centres
+    """Sorted cluster centres of 1-D values: Lloyd's k-means by SciPy (``scipy.cluster.vq.kmeans2``, SciPy being a
+    dependency already) started at the quantiles (k + 0.5) / k, so the result is deterministic. An empty cluster
+    keeps its start centre."""
+    import warnings
+
+    from scipy.cluster.vq import kmeans2
+
+    values = np.asarray(values, np.float64).reshape(-1, 1)
+    start = np.quantile(values[:, 0], (np.arange(k) + 0.5) / k).reshape(-1, 1)
+    with warnings.catch_warnings():  # SciPy warns about an empty cluster; it keeps its centre, as intended
+        warnings.simplefilter("ignore")
+        centres, _ = kmeans2(values, start, iter=iterations, minit="matrix", missing="warn")
+    return np.sort(centres[:, 0])
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of a set of values (maximum between-class variance of a histogram)."""
-    values = np.asarray(values, np.float64)
+    """Otsu's threshold of a set of values (maximum between-class variance of a ``bins``-bin histogram), computed by
+    ITK's ``OtsuThresholdImageFilter`` through SimpleITK (bundled with 3D Slicer, so no extra dependency there).
+    Values above the threshold are the foreground."""
+    import SimpleITK as sitk
+
+    values = np.asarray(values, np.float64).ravel()
     if values.size == 0 or values.min() == values.max():
         return float(values.min()) - 1.0 if values.size else 0.0
-    hist, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight = np.cumsum(hist)
-    total = weight[-1]
-    mean = np.cumsum(hist * centres)
-    w0, w1 = weight[:-1], total - weight[:-1]
-    valid = (w0 > 0) & (w1 > 0)
-    m0 = np.where(valid, mean[:-1] / np.maximum(w0, 1), 0)
-    m1 = np.where(valid, (mean[-1] - mean[:-1]) / np.maximum(w1, 1), 0)
-    between = np.where(valid, w0 * w1 * (m0 - m1) ** 2, -1)
-    return float(edges[1:][:-1][int(np.argmax(between))])
+    otsu = sitk.OtsuThresholdImageFilter()
+    otsu.SetNumberOfHistogramBins(bins)
+    otsu.SetInsideValue(0)
+    otsu.SetOutsideValue(1)
+    otsu.Execute(sitk.GetImageFromArray(values.reshape(1, 1, -1)))
+    return float(otsu.GetThreshold())

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .errors import InputError
-from .metrics import METRIC_FIELDS, class_metrics, finite_mean
+from .metrics import INTEGER_FIELDS, METRIC_FIELDS, class_metrics, finite_mean
 from .readers import read_image
 from .schema import LabelSchema
 
@@ -73,19 +73,91 @@ def evaluate_folders(prediction_dir: Path, reference_dir: Path, schema: LabelSch
     return rows
 
 
+SUMMARY_METRICS = ("dice", "hd95", "nsd", "precision", "recall")
+CONVENTION_NOTE = ("empty masks: Dice 1 / HD95 0 mm / NSD 1 when both are empty; Dice 0 / NSD 0 / HD95 = the image "
+                   "diagonal (worst value) when one is (BraTS 2023 lesion-wise convention; Metrics Reloaded: no case "
+                   "silently dropped); see docs/METRICS.md")
+
+
+def _left_out_reason(metric: str, metrics: dict) -> str:
+    """Why a metric has no value for a case (it is NaN or inf)."""
+    if metric == "precision" and metrics.get("prediction_empty", 0):
+        return "nothing predicted"
+    if metric == "recall" and metrics.get("reference_empty", 0):
+        return "reference empty"
+    if metric == "precision" and metrics.get("predicted_ml", 1) == 0:
+        return "nothing predicted"
+    if metric == "recall" and metrics.get("reference_ml", 1) == 0:
+        return "reference empty"
+    return "one mask empty (evaluated before worst-value scoring)" if metric in ("hd95", "nsd") else "undefined"
+
+
 def aggregate(rows: Sequence[EvaluationRow]) -> dict:
-    """Per target class: mean and sd of each metric over cases (NaN/inf left out and counted), lesion totals."""
+    """Per target class: for each metric the mean and sd over the cases where it is defined, how many cases that
+    covers (``n``), how many were left out and why (``left_out``, ``reasons``), how many were scored with an
+    empty-mask convention (``by_convention``); lesion totals; how many cases had an empty reference / prediction."""
     result = {}
     for target in dict.fromkeys(r.target for r in rows):
         selected = [r.metrics for r in rows if r.target == target]
-        entry = {"cases": len(selected)}
-        for name in ("dice", "hd95", "nsd", "precision", "recall"):
-            mean, sd, left_out = finite_mean([m[name] for m in selected])
-            entry[name] = {"mean": mean, "sd": sd, "left_out": left_out}
+        ref_empty = [bool(m.get("reference_empty", 0)) for m in selected]
+        pred_empty = [bool(m.get("prediction_empty", 0)) for m in selected]
+        entry = {"cases": len(selected), "case_ids": [r.case_id for r in rows if r.target == target],
+                 "reference_empty": sum(ref_empty), "prediction_empty": sum(pred_empty),
+                 "both_empty": sum(a and b for a, b in zip(ref_empty, pred_empty)),
+                 "one_empty": sum(a != b for a, b in zip(ref_empty, pred_empty))}
+        for name in SUMMARY_METRICS:
+            values = [m[name] for m in selected]
+            mean, sd, left_out = finite_mean(values)
+            reasons: dict[str, int] = {}
+            for m, v in zip(selected, values):
+                if not math.isfinite(v):
+                    reason = _left_out_reason(name, m)
+                    reasons[reason] = reasons.get(reason, 0) + 1
+            by_convention = entry["one_empty"] + entry["both_empty"] if name in ("dice", "hd95", "nsd") else 0
+            entry[name] = {"mean": mean, "sd": sd, "n": len(values) - left_out, "left_out": left_out,
+                           "reasons": reasons, "by_convention": by_convention}
         for name in ("reference_lesions", "detected_lesions", "missed_lesions", "false_positive_lesions"):
             entry[name] = int(sum(m[name] for m in selected))
         result[target] = entry
     return result
+
+
+def reasons_text(reasons: dict) -> str:
+    """{'nothing predicted': 2} -> 'nothing predicted'; several reasons -> '2 nothing predicted, 1 reference empty'."""
+    if len(reasons) == 1:
+        return next(iter(reasons))
+    return ", ".join(f"{k} {r}" for r, k in reasons.items())
+
+
+def coverage(entry: dict, metric: str) -> str:
+    """'4/4 cases' or '2/4 cases; 2 left out: nothing predicted'."""
+    item = entry[metric]
+    text = f"{item['n']}/{entry['cases']} cases"
+    if item["left_out"]:
+        text += f"; {item['left_out']} left out: {reasons_text(item['reasons'])}"
+    return text
+
+
+def summary_lines(rows: Sequence[EvaluationRow]) -> list[str]:
+    """What ``backsplit evaluate`` prints: per target, every mean with the cases it covers and those left out (and
+    why), the empty-mask cases, lesion counts and the convention followed."""
+    lines = []
+    for target, entry in aggregate(rows).items():
+        for index, (metric, label, digits, unit) in enumerate((
+                ("dice", "Dice", 3, ""), ("hd95", "HD95", 1, " mm"), ("nsd", "NSD", 3, ""),
+                ("precision", "precision", 3, ""), ("recall", "recall", 3, ""))):
+            item = entry[metric]
+            extra = ""
+            if item["by_convention"]:
+                extra = f", {item['by_convention']} scored by the empty-mask convention"
+            lines.append(f"{target + ': ' if index == 0 else '  '}{label} {fmt(item['mean'], digits)}{unit} "
+                         f"(mean over {coverage(entry, metric)}{extra})")
+        lines.append(f"  cases: {entry['cases']} ({entry['reference_empty']} with an empty reference, "
+                     f"{entry['prediction_empty']} with an empty prediction, {entry['both_empty']} both empty)")
+        lines.append(f"  lesions detected {entry['detected_lesions']}/{entry['reference_lesions']}, missed "
+                     f"{entry['missed_lesions']}, false positives {entry['false_positive_lesions']}")
+    lines.append(f"Conventions: {CONVENTION_NOTE}.")
+    return lines
 
 
 def write_evaluation(rows: Sequence[EvaluationRow], csv_path: Path) -> tuple[Path, Path]:
@@ -109,9 +181,13 @@ def read_evaluation(csv_path: Path) -> list[EvaluationRow]:
     rows = []
     with csv_path.open(newline="", encoding="utf-8") as handle:
         for raw in csv.DictReader(handle):
-            metrics = {k: (float(raw[k]) if k not in ("reference_lesions", "detected_lesions", "missed_lesions",
-                                                     "false_positive_lesions") else int(raw[k]))
-                       for k in METRIC_FIELDS}
+            metrics = {k: (int(float(raw[k])) if k in INTEGER_FIELDS else float(raw[k]))
+                       for k in METRIC_FIELDS if raw.get(k) not in (None, "")}
+            for k in INTEGER_FIELDS:  # evaluations written before these columns existed
+                metrics.setdefault(k, 0)
+            if "reference_empty" not in raw:
+                metrics["reference_empty"] = int(metrics.get("reference_ml", 1) == 0)
+                metrics["prediction_empty"] = int(metrics.get("predicted_ml", 1) == 0)
             rows.append(EvaluationRow(raw["case_id"], raw["target"], int(raw["value"]), metrics))
     return rows
 

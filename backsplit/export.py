@@ -195,8 +195,12 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
             del case, checked, labels
             yield ProgressEvent("export", f"wrote case '{source.case_id}'", index + 1, total,
                                 {"case": source.case_id})
+        # The last steps in short ticks (a panel drives this generator from a timer): compression, json, moves.
+        while any(not future.done() for future in writer._pending):
+            yield ProgressEvent("export", "finishing: compressing the last files", total, total)
         writer.wait()
         _link_twin_images(main_dir, twin_dir)
+        yield ProgressEvent("export", "finishing: writing dataset.json", total, total)
         for name in request.context.class_names():
             used_sources[name] = {f"generated ({request.context.method})"}
         case_ids = [s.case_id for s in sources]
@@ -207,6 +211,12 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
                             twin_dir.name if twin_dir else None)
         if twin_dir:
             _write_dataset_json(twin_dir, request, output_schema.binary(), "binary", common, main_dir.name)
+        from .datasets.versions import stamp_first_version  # dataset version 1 + case file hashes (dataset add)
+
+        for folder in [main_dir] + ([twin_dir] if twin_dir else []):
+            yield ProgressEvent("export", f"finishing: recording the version of {folder.name}", total, total)
+            stamp_first_version(folder)
+        yield ProgressEvent("export", "finishing: moving the datasets into place", total, total)
         final_main = _move_into_place(main_dir, out_root, request.dataset_id, request.overwrite)
         final_twin = _move_into_place(twin_dir, out_root, request.binary_id, request.overwrite) if twin_dir else None
         result = ExportResult(final_main, final_twin, case_ids, negative, absent, time.time() - started)

@@ -14,8 +14,12 @@ import numpy as np
 
 # Default tolerances when comparing two grids.
 SPACING_TOLERANCE = 1e-3      # relative
-DIRECTION_TOLERANCE = 1e-4    # absolute, per matrix entry
 ORIGIN_TOLERANCE = 1e-2       # in voxels (fraction of the spacing)
+# Directions (and the orthogonality of one grid's axes) are compared by the displacement they cause: the largest
+# distance in mm by which any corner of the image moves when one direction matrix is replaced by the other, over
+# the image's extent. Accepted up to half the smallest voxel spacing: below that, nearest-neighbour resampling onto
+# the other grid returns the very same voxels, so the arrays are used as they are.
+DIRECTION_TOLERANCE_VOXELS = 0.5
 
 
 @dataclass(frozen=True)
@@ -67,14 +71,53 @@ class Geometry:
         a, b = np.asarray(self.spacing), np.asarray(other.spacing)
         if np.any(np.abs(a - b) > SPACING_TOLERANCE * np.maximum(np.abs(a), np.abs(b))):
             problems.append(f"spacing differs ({_fmt(self.spacing)} vs {_fmt(other.spacing)} mm)")
-        if np.any(np.abs(self.direction_matrix - other.direction_matrix) > DIRECTION_TOLERANCE):
-            problems.append(f"direction differs ({_fmt(self.direction)} vs {_fmt(other.direction)})")
+        moved = self.displacement_mm(other.direction_matrix)
+        if moved > self.direction_tolerance_mm():
+            problems.append(f"direction differs ({_fmt(self.direction)} vs {_fmt(other.direction)}: "
+                            f"{angle_between_degrees(self.direction_matrix, other.direction_matrix):.3g} degrees, "
+                            f"moving the image's far corner by {moved:.3g} mm, more than the "
+                            f"{self.direction_tolerance_mm():.3g} mm allowed)")
         offset_vox = self.origin_offset_in_voxels(other)
         if np.any(np.abs(offset_vox) > ORIGIN_TOLERANCE):
             problems.append(f"origin differs ({_fmt(self.origin)} vs {_fmt(other.origin)} mm)")
         if compare_shape and tuple(self.shape) != tuple(other.shape):
             problems.append(f"size differs ({_fmt(self.shape[::-1])} vs {_fmt(other.shape[::-1])} voxels, x y z)")
         return problems
+
+    def direction_tolerance_mm(self) -> float:
+        """Largest accepted displacement (mm) over the image extent: half the smallest voxel spacing."""
+        return DIRECTION_TOLERANCE_VOXELS * float(min(self.spacing))
+
+    def displacement_mm(self, direction: np.ndarray) -> float:
+        """Largest distance (mm) that any corner of this image moves, relative to its origin, when its direction
+        matrix (3x3, columns = i, j, k axes) is replaced by ``direction``."""
+        extent = (np.asarray(self.shape[::-1], float) - 1) * np.asarray(self.spacing)
+        corners = np.array([[x, y, z] for x in (0, extent[0]) for y in (0, extent[1]) for z in (0, extent[2])])
+        delta = (self.direction_matrix - np.asarray(direction, float).reshape(3, 3)) @ corners.T
+        return float(np.linalg.norm(delta, axis=0).max())
+
+    def nearest_orthonormal(self) -> np.ndarray:
+        """The orthonormal direction matrix closest to this one (polar decomposition, Frobenius norm)."""
+        u, _, vt = np.linalg.svd(self.direction_matrix)
+        return u @ vt
+
+    def shear(self) -> "Shear":
+        """How far the grid's axes are from perpendicular (gantry-tilted CT gives a sheared grid)."""
+        matrix = self.direction_matrix
+        worst, pair = 0.0, ("i", "j")
+        names = ("i", "j", "k")
+        for a in range(3):
+            for b in range(a + 1, 3):
+                cos = np.dot(matrix[:, a], matrix[:, b]) / np.linalg.norm(matrix[:, a]) / np.linalg.norm(matrix[:, b])
+                deviation = abs(90.0 - np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+                if deviation > worst:
+                    worst, pair = deviation, (names[a], names[b])
+        moved = self.displacement_mm(self.nearest_orthonormal())
+        return Shear(worst, pair, moved, moved > self.direction_tolerance_mm())
+
+    def orthonormalised(self) -> "Geometry":
+        """The same grid with the nearest orthonormal direction (for directions off by rounding only)."""
+        return Geometry.create(self.spacing, self.origin, self.nearest_orthonormal().ravel(), self.shape)
 
     def origin_offset_in_voxels(self, other: "Geometry") -> np.ndarray:
         """Position of ``other``'s origin in this grid's (i, j, k) voxel coordinates."""
@@ -102,6 +145,36 @@ class Geometry:
         image = sitk.GetImageFromArray(np.ascontiguousarray(array))
         self.apply_to_sitk(image)
         return image
+
+
+@dataclass(frozen=True)
+class Shear:
+    """Non-orthogonality of a grid: the largest deviation from 90 degrees between two axes, which axes, and how far
+    (mm) the far corner lies from where an orthogonal grid would put it."""
+    degrees: float
+    axes: tuple[str, str]
+    displacement_mm: float
+    significant: bool        # beyond the direction tolerance (half the smallest voxel spacing)
+
+    def describe(self) -> str:
+        return (f"its axes are not perpendicular: the {self.axes[0]} and {self.axes[1]} axes meet at "
+                f"{90 - self.degrees:.2f} degrees instead of 90 (a tilt of {self.degrees:.2f} degrees, as from a "
+                f"tilted CT gantry), which moves the far corner {self.displacement_mm:.1f} mm from where an "
+                "orthogonal grid puts it")
+
+
+SHEAR_ADVICE = ("BackSplit and nnU-Net store images as NIfTI, which cannot hold a sheared grid: writing it would "
+                "silently straighten it and move the image and its labels. Resample it onto an orthogonal grid "
+                "first: in 3D Slicer with Crop Volume (tick 'Interpolated cropping', isotropic spacing) or "
+                "Resample Scalar Volume, applied to the image and with the segmentation exported on the resampled "
+                "image; or harden Slicer's acquisition-geometry regularisation transform when loading the DICOM "
+                "series")
+
+
+def angle_between_degrees(a: np.ndarray, b: np.ndarray) -> float:
+    """Rotation angle (degrees) that takes direction matrix ``a`` to ``b`` (both 3x3, orthonormal)."""
+    r = np.asarray(a, float).reshape(3, 3).T @ np.asarray(b, float).reshape(3, 3)
+    return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1.0, 1.0))))
 
 
 def _fmt(values: Sequence[float]) -> str:

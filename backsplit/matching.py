@@ -1,44 +1,100 @@
 """Match the segments of a case to the schema's classes by name.
 
-Names are compared after stripping whitespace and ignoring case. An explicit mapping ("alias -> class")
-covers renames across cases (e.g. "Renal cyst" -> "cyst"). Several segments of one case that map to the same
-class are united (e.g. "left kidney" and "right kidney" -> "kidney").
+Names are compared as a person reads them (``name_key``): Unicode NFKC normalisation, invisible characters removed
+(zero-width spaces, joiners, soft hyphens, byte-order marks: Unicode category Cf, plus control characters),
+whitespace of any kind folded to one space and trimmed, and case ignored (``str.casefold``). So 'Cyst', 'cyst​'
+(zero-width space copied from a PDF), ' cyst ' and 'ｃｙｓｔ' (full-width) are one name. An explicit mapping
+("alias -> class") covers renames across cases (e.g. "Renal cyst" -> "cyst"). Several segments of one case that
+map to the same class are united (e.g. "left kidney" and "right kidney" -> "kidney").
+
+``name_key`` is the one comparison used by the export, name maps, manifests and the Slicer panel; ``near_miss``
+explains, code point by code point, why a name that looks alike does not match (e.g. a Cyrillic 'с').
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+import difflib
+import unicodedata
+from typing import Iterable, Mapping, Optional, Sequence
 
 from .errors import InputError
-from .schema import LabelSchema
+from .schema import LabelSchema, name_key
+
+__all__ = ["name_key", "normalise", "match_segments", "near_miss", "describe_code_points", "missing_message"]
 
 
 def normalise(name: str) -> str:
-    return " ".join(name.split()).casefold()
+    """Old name of ``name_key`` (kept for callers)."""
+    return name_key(name)
+
+
+def describe_code_points(text: str) -> str:
+    """'cy\u200bst' -> "U+0063 U+0079 U+200B ZERO WIDTH SPACE U+0073 U+0074": code points, with the Unicode name of
+    every character that is not plain printable ASCII."""
+    parts = []
+    for ch in text:
+        code = f"U+{ord(ch):04X}"
+        if not (ch.isascii() and ch.isprintable() and ch != " "):
+            code += f" {unicodedata.name(ch, 'unnamed')}"
+        parts.append(code)
+    return " ".join(parts)
+
+
+def near_miss(wanted: str, candidates: Iterable[str], cutoff: float = 0.75) -> Optional[str]:
+    """For a class name that matched nothing: the closest candidate that reads alike (same key length +-2 and a
+    similarity ratio >= ``cutoff`` on the keys, as ``difflib.SequenceMatcher`` measures it) explained with the
+    code points that differ, or None."""
+    key = name_key(wanted)
+    by_key = {name_key(c): c for c in candidates}
+    close = difflib.get_close_matches(key, list(by_key), n=1, cutoff=cutoff)
+    if not close or abs(len(close[0]) - len(key)) > 2:
+        return None
+    found = by_key[close[0]]
+    differing = []
+    matcher = difflib.SequenceMatcher(a=key, b=close[0], autojunk=False)
+    for op, a0, a1, b0, b1 in matcher.get_opcodes():
+        if op != "equal":
+            differing.append(f"'{key[a0:a1]}' ({describe_code_points(key[a0:a1]) or 'nothing'}) vs "
+                             f"'{close[0][b0:b1]}' ({describe_code_points(close[0][b0:b1]) or 'nothing'})")
+    return (f"'{found}' looks like '{wanted}' but differs: {'; '.join(differing)} "
+            f"(code points of '{found}': {describe_code_points(found)})")
+
+
+def missing_message(role: str, class_name: str, available: Sequence[str]) -> str:
+    """The text for a class with no segment in a case, with a near miss explained when there is one."""
+    listed = ", ".join(f"'{n}'" for n in sorted(available)) or "none"
+    hint = near_miss(class_name, available)
+    text = f"the {role} segment is missing (the case has: {listed})"
+    if hint:
+        text += f"; {hint}: rename the segment or map it with --map"
+    return text
 
 
 def match_segments(case_id: str, segment_names: Iterable[str], schema: LabelSchema,
                    mapping: Mapping[str, str] | None = None) -> dict[str, list[str]]:
     """Map each class name of ``schema`` to the case's segment names that feed it (possibly none).
 
-    Raises InputError when two of the case's segments have names that collide after case-folding, or when
-    the mapping points to a class that the schema does not have.
+    Names are compared with ``name_key``. Raises InputError when two of the case's segments have names that
+    read the same, or when the mapping points to a class that the schema does not have.
     """
-    class_by_key = {normalise(c.name): c.name for c in schema.classes}
+    class_by_key = {name_key(c.name): c.name for c in schema.classes}
     alias = {}
     for source, target in (mapping or {}).items():
-        if normalise(target) not in class_by_key:
+        if name_key(target) not in class_by_key:
             raise InputError(f"the name mapping sends '{source}' to '{target}', which is not a chosen target or "
                              f"support class ({', '.join(schema.names)}); fix the mapping")
-        alias[normalise(source)] = class_by_key[normalise(target)]
+        alias[name_key(source)] = class_by_key[name_key(target)]
 
     seen: dict[str, str] = {}
     matched: dict[str, list[str]] = {c.name: [] for c in schema.classes}
     for segment in segment_names:
-        key = normalise(segment)
+        key = name_key(segment)
         if key in seen:
             raise InputError(f"two segments are named '{seen[key]}' and '{segment}', which are the same name when "
-                             "case is ignored; rename one of them", case=case_id, segment=segment)
+                             "case is ignored (spacing and invisible characters are ignored too; code points: "
+                             f"{describe_code_points(seen[key])} vs {describe_code_points(segment)}); rename one of "
+                             "them", case=case_id,
+                             segment=segment)
         seen[key] = segment
         cls = alias.get(key) or class_by_key.get(key)
         if cls is not None:

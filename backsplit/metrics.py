@@ -1,11 +1,24 @@
 """Segmentation metrics for one target class on boolean masks (z, y, x) with voxel spacing in mm.
 
-Conventions for empty masks (documented in README and tested):
+Surface distances, HD95 and NSD come from DeepMind's ``surface-distance`` (PyPI ``surface-distance``, Apache-2.0,
+14 kB, numpy + SciPy only): the field's reference implementation of the surface Dice / NSD (Nikolov et al., "Clinically
+applicable segmentation of head and neck anatomy for radiotherapy", J Med Internet Res 2021), with surfaces made of
+surface elements weighted by their area. MONAI computes the same quantities but needs torch and is slow to import
+inside Slicer; panoptica (lesion-wise matching) pins numpy < 2.3 and pulls pandas, plotly, rich and typer, so it
+cannot be installed beside this project's numpy 2 and the lesion-wise counts stay here (26-connected components by
+SciPy, matched by overlap). See docs/METRICS.md for every convention.
+
+Conventions (docs/METRICS.md; tested in Testing/test_metrics.py):
 - Dice: both empty -> 1.0; one empty -> 0.0.
-- HD95 (mm, symmetric 95th percentile of surface distances): both empty -> 0.0; one empty -> inf.
-- NSD at tolerance t mm (fraction of both surfaces within t of the other): both empty -> 1.0; one empty -> 0.0.
-- Precision TP/(TP+FP) is NaN when nothing is predicted; recall TP/(TP+FN) is NaN when the reference is empty.
-  NaN and inf are left out of means (and counted).
+- HD95 (mm): the larger of the two directed 95th percentiles of the surface distances, each weighted by surface
+  element area (``compute_robust_hausdorff(..., 95)``, as MONAI's ``compute_hausdorff_distance(percentile=95)``
+  takes the larger directed value). Both empty -> 0.0. One empty -> the worst value, the image's diagonal in mm
+  (the BraTS 2023 lesion-wise convention, 374 mm on the BraTS grid), so a missed or invented lesion is penalised
+  and never left out of a mean (Metrics Reloaded, Maier-Hein et al., Nat Methods 2024: empty references or
+  predictions must not silently drop cases from the aggregate).
+- NSD at tolerance t mm (surface Dice, ``compute_surface_dice_at_tolerance``): both empty -> 1.0; one empty -> 0.0.
+- Precision TP/(TP+FP) is undefined (NaN) when nothing is predicted; recall TP/(TP+FN) when the reference is empty.
+  Undefined values are left out of means and counted with their reason.
 - Lesion-wise (26-connected components): a reference lesion is detected when a predicted voxel overlaps it;
   a predicted component that overlaps no reference voxel is a false-positive lesion.
 """
@@ -32,58 +45,73 @@ class ClassMetrics:
     false_positive_lesions: int
     reference_ml: float
     predicted_ml: float
+    reference_empty: int = 0      # 1 when the reference mask has no voxel
+    prediction_empty: int = 0     # 1 when the predicted mask has no voxel
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
 METRIC_FIELDS = list(ClassMetrics.__dataclass_fields__)
+INTEGER_FIELDS = ("reference_lesions", "detected_lesions", "missed_lesions", "false_positive_lesions",
+                  "reference_empty", "prediction_empty")
 
 
-def _surface(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
+def worst_distance_mm(shape: Sequence[int], spacing_zyx: Sequence[float]) -> float:
+    """The image's diagonal in mm: the HD95 given when exactly one mask is empty."""
+    return float(np.linalg.norm(np.asarray(shape, float) * np.asarray(spacing_zyx, float)))
 
-    eroded = ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1), border_value=0)
-    return mask & ~eroded
+
+def _distances(reference: np.ndarray, prediction: np.ndarray, spacing_zyx: Sequence[float]) -> dict:
+    import warnings
+
+    from surface_distance import compute_surface_distances  # DeepMind's surface-distance
+
+    with warnings.catch_warnings():  # surface-distance 0.1 uses scipy.ndimage.morphology (deprecated name only)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return compute_surface_distances(np.asarray(reference, bool), np.asarray(prediction, bool),
+                                         tuple(float(s) for s in spacing_zyx))
 
 
 def surface_distances(a: np.ndarray, b: np.ndarray, spacing_zyx: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Distances (mm) from each surface voxel of ``a`` to the surface of ``b``, and from ``b`` to ``a``."""
-    from scipy import ndimage
-
-    surface_a, surface_b = _surface(a), _surface(b)
-    to_b = ndimage.distance_transform_edt(~surface_b, sampling=spacing_zyx)
-    to_a = ndimage.distance_transform_edt(~surface_a, sampling=spacing_zyx)
-    return to_b[surface_a], to_a[surface_b]
+    """Distances (mm) from the surface elements of ``a`` to the surface of ``b``, and from ``b`` to ``a``."""
+    found = _distances(a, b, spacing_zyx)
+    return found["distances_gt_to_pred"], found["distances_pred_to_gt"]
 
 
 def dice(reference: np.ndarray, prediction: np.ndarray) -> float:
-    total = int(reference.sum()) + int(prediction.sum())
+    total = int(np.count_nonzero(reference)) + int(np.count_nonzero(prediction))
     if total == 0:
         return 1.0
-    return 2.0 * int(np.logical_and(reference, prediction).sum()) / total
+    return 2.0 * int(np.count_nonzero(np.logical_and(reference, prediction))) / total
 
 
 def hd95(reference: np.ndarray, prediction: np.ndarray, spacing_zyx: Sequence[float]) -> float:
-    if not reference.any() and not prediction.any():
+    """Symmetric HD95 in mm (see the module's conventions for empty masks)."""
+    from surface_distance import compute_robust_hausdorff
+
+    has_ref, has_pred = bool(np.any(reference)), bool(np.any(prediction))
+    if not has_ref and not has_pred:
         return 0.0
-    if not reference.any() or not prediction.any():
-        return math.inf
-    d_ab, d_ba = surface_distances(reference, prediction, spacing_zyx)
-    return float(np.percentile(np.concatenate([d_ab, d_ba]), 95))
+    if not has_ref or not has_pred:
+        return worst_distance_mm(np.shape(reference), spacing_zyx)
+    return float(compute_robust_hausdorff(_distances(reference, prediction, spacing_zyx), 95))
 
 
 def nsd(reference: np.ndarray, prediction: np.ndarray, spacing_zyx: Sequence[float], tolerance_mm: float) -> float:
-    if not reference.any() and not prediction.any():
+    """Normalised surface distance (surface Dice) at ``tolerance_mm``."""
+    from surface_distance import compute_surface_dice_at_tolerance
+
+    has_ref, has_pred = bool(np.any(reference)), bool(np.any(prediction))
+    if not has_ref and not has_pred:
         return 1.0
-    if not reference.any() or not prediction.any():
+    if not has_ref or not has_pred:
         return 0.0
-    d_ab, d_ba = surface_distances(reference, prediction, spacing_zyx)
-    return float((np.sum(d_ab <= tolerance_mm) + np.sum(d_ba <= tolerance_mm)) / (d_ab.size + d_ba.size))
+    return float(compute_surface_dice_at_tolerance(_distances(reference, prediction, spacing_zyx), tolerance_mm))
 
 
 def lesion_counts(reference: np.ndarray, prediction: np.ndarray) -> tuple[int, int, int, int]:
-    """(reference lesions, detected, missed, false-positive predicted lesions)."""
+    """(reference lesions, detected, missed, false-positive predicted lesions); 26-connected components."""
     from .summary import lesion_components
 
     ref_components, n_ref = lesion_components(reference)
@@ -95,20 +123,29 @@ def lesion_counts(reference: np.ndarray, prediction: np.ndarray) -> tuple[int, i
 
 def class_metrics(reference: np.ndarray, prediction: np.ndarray, spacing_xyz: Sequence[float],
                   nsd_tolerance_mm: float = 2.0) -> ClassMetrics:
+    """All metrics of one class; masks (z, y, x), spacing (x, y, z) in mm."""
     reference, prediction = np.asarray(reference, bool), np.asarray(prediction, bool)
     if reference.shape != prediction.shape:
         raise ValueError(f"shapes differ: {reference.shape} vs {prediction.shape}")
     spacing_zyx = tuple(float(s) for s in spacing_xyz)[::-1]
-    tp = int(np.logical_and(reference, prediction).sum())
-    n_pred, n_ref = int(prediction.sum()), int(reference.sum())
+    tp = int(np.count_nonzero(np.logical_and(reference, prediction)))
+    n_pred, n_ref = int(np.count_nonzero(prediction)), int(np.count_nonzero(reference))
     voxel_ml = float(np.prod(spacing_xyz)) / 1000.0
     lesions = lesion_counts(reference, prediction)
+    surfaces = _distances(reference, prediction, spacing_zyx) if n_ref and n_pred else None
+    if surfaces is not None:
+        from surface_distance import compute_robust_hausdorff, compute_surface_dice_at_tolerance
+
+        hd, surface_dice = (float(compute_robust_hausdorff(surfaces, 95)),
+                            float(compute_surface_dice_at_tolerance(surfaces, nsd_tolerance_mm)))
+    else:
+        hd, surface_dice = hd95(reference, prediction, spacing_zyx), nsd(reference, prediction, spacing_zyx, 1.0)
     return ClassMetrics(
-        dice=dice(reference, prediction), hd95=hd95(reference, prediction, spacing_zyx),
-        nsd=nsd(reference, prediction, spacing_zyx, nsd_tolerance_mm),
+        dice=dice(reference, prediction), hd95=hd, nsd=surface_dice,
         precision=tp / n_pred if n_pred else math.nan, recall=tp / n_ref if n_ref else math.nan,
         reference_lesions=lesions[0], detected_lesions=lesions[1], missed_lesions=lesions[2],
-        false_positive_lesions=lesions[3], reference_ml=n_ref * voxel_ml, predicted_ml=n_pred * voxel_ml)
+        false_positive_lesions=lesions[3], reference_ml=n_ref * voxel_ml, predicted_ml=n_pred * voxel_ml,
+        reference_empty=int(n_ref == 0), prediction_empty=int(n_pred == 0))
 
 
 def finite_mean(values: Sequence[float]) -> tuple[float, float, int]:

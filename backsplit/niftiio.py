@@ -30,9 +30,19 @@ def gzip_bytes(data: bytes, level: int = 1) -> bytes:
 
 
 def write_uncompressed(array: np.ndarray, geometry, path: Path) -> None:
+    """Write with SimpleITK; ITK's warnings are caught. A grid ITK had to straighten (non-orthogonal directions)
+    is an error: the file would not lie where the source does (readers refuse sheared inputs before this)."""
     import SimpleITK as sitk
 
-    sitk.WriteImage(geometry.to_sitk(array), str(path), False)
+    from .errors import OutputError
+    from .itkmessages import capture_itk_messages, translate, warn_translated
+
+    with capture_itk_messages() as captured:
+        sitk.WriteImage(geometry.to_sitk(array), str(path), False)
+    for cls, text in captured.itk:
+        if "coerced to orthogonal" in text:
+            raise OutputError(translate(cls, text, str(path), "written image"))
+    warn_translated(captured, str(path), "written image")
 
 
 def compress_file(raw: Path, target: Path, level: int = 1) -> None:

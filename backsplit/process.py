@@ -34,14 +34,12 @@ class ChildProcess:
         self.log_lines: list[str] = []
         self.cancelled = False
         self.started_at: Optional[float] = None
+        self._killer: Optional[threading.Thread] = None
 
     def start(self) -> "ChildProcess":
         kwargs = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
                       cwd=self.cwd, text=True, encoding="utf-8", errors="replace", bufsize=1)
-        if os.name == "nt":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
-        else:
-            kwargs["start_new_session"] = True  # own process group: cancel ends the whole tree
+        kwargs.update(popen_platform_kwargs(os.name))
         self.process = self._popen(self.args, **kwargs)
         self.started_at = time.time()
         self._reader = threading.Thread(target=self._read, name="backsplit-child-reader", daemon=True)
@@ -85,11 +83,23 @@ class ChildProcess:
             self._reader.join(timeout=5)
         return code
 
-    def cancel(self, grace_seconds: float = 5.0) -> None:
-        """End the child and everything it started: SIGTERM to the process group, SIGKILL after the grace period."""
+    def cancel(self, grace_seconds: float = 5.0, wait: bool = True) -> None:
+        """End the child and everything it started: SIGTERM to the process group, SIGKILL after the grace period.
+
+        ``wait=False`` (the Slicer panels) returns at once: the kill runs in a background thread and the caller's
+        timer notices the end through ``is_running()``; ``wait=True`` (command line) returns when the tree is gone."""
         if self.process is None:
             return
         self.cancelled = True
+        if self._killer is None or not self._killer.is_alive():
+            self._killer = threading.Thread(target=self._kill, args=(grace_seconds,), name="backsplit-child-killer",
+                                            daemon=True)
+            self._killer.start()
+        if wait:
+            self._killer.join()
+
+    def _kill(self, grace_seconds: float) -> None:
+        assert self.process is not None
         kill_tree(self.process.pid, grace_seconds)
         try:
             self.process.wait(timeout=grace_seconds + 5)
@@ -97,6 +107,32 @@ class ChildProcess:
             pass
         if self._reader is not None:
             self._reader.join(timeout=2)
+
+
+# Windows process-creation values (winbase.h); named here so that the choice can be tested on any platform.
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_NO_WINDOW = 0x08000000
+STARTF_USESHOWWINDOW = 0x00000001
+SW_HIDE = 0
+
+
+def popen_platform_kwargs(platform: str, startupinfo_factory: Optional[Callable[[], object]] = None,
+                          new_group: bool = True) -> dict:
+    """The platform part of the ``subprocess.Popen`` arguments for a child process.
+
+    ``platform`` is ``os.name``. POSIX: ``start_new_session`` (own process group, so cancel ends the whole tree).
+    Windows: no console window, as Slicer's ``slicer.util.launchConsoleProcess`` does (a ``STARTUPINFO`` with
+    ``STARTF_USESHOWWINDOW`` and ``SW_HIDE``), plus ``CREATE_NO_WINDOW`` so that the console programs it starts
+    (nnU-Net's worker processes) get none either, and a new process group. Closing such a window would kill the
+    training. ``startupinfo_factory`` defaults to ``subprocess.STARTUPINFO`` (Windows only; injected in tests)."""
+    if platform != "nt":
+        return {"start_new_session": True} if new_group else {}
+    factory = startupinfo_factory or getattr(subprocess, "STARTUPINFO")
+    info = factory()
+    info.dwFlags = getattr(info, "dwFlags", 0) | STARTF_USESHOWWINDOW
+    info.wShowWindow = SW_HIDE
+    flags = CREATE_NO_WINDOW | (CREATE_NEW_PROCESS_GROUP if new_group else 0)
+    return {"creationflags": flags, "startupinfo": info}
 
 
 def _descendants(pid: int) -> list[int]:
@@ -112,7 +148,8 @@ def _descendants(pid: int) -> list[int]:
 
 def kill_tree(pid: int, grace_seconds: float = 5.0) -> None:
     if os.name == "nt":
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True)
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True,
+                       **popen_platform_kwargs("nt", new_group=False))
         return
     children = _descendants(pid)  # also those that left the process group, when psutil is there
     try:

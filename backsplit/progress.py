@@ -74,27 +74,103 @@ def ignore_progress(event: ProgressEvent) -> None:
 
 
 class TextProgressBar:
-    """Renders events as a one-line progress bar on a terminal (plain lines when not a TTY)."""
+    """Renders events as a progress bar: one line rewritten in place on a terminal; on a pipe, log file or SLURM
+    output, sparse plain lines (a new stage or phase, every ``step`` of progress, at most every ``interval`` seconds
+    otherwise) so logs stay short. Identical consecutive lines are never printed twice. An event's
+    ``data["seconds_left"]`` is shown as the time left."""
 
-    def __init__(self, stream: TextIO | None = None, width: int = 30):
+    def __init__(self, stream: TextIO | None = None, width: int = 30, *, tty: Optional[bool] = None,
+                 step: float = 0.1, interval: float = 30.0, clock: Callable[[], float] = time.monotonic):
         self.stream = stream or sys.stderr
         self.width = width
-        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._tty = (hasattr(self.stream, "isatty") and self.stream.isatty()) if tty is None else tty
+        self.step, self.interval, self._clock = step, interval, clock
         self._last_line = ""
+        self._open = False            # a bar line is on screen without its newline (TTY)
+        self._printed_key: tuple = ()
+        self._printed_at = -1e18
+        self._printed_fraction = -1.0
+
+    def render(self, event: ProgressEvent) -> str:
+        """The text of one event: bar, percent, stage, message, time left."""
+        frac = event.fraction
+        left = (event.data or {}).get("seconds_left")
+        tail = f", about {format_duration(float(left))} left" if left is not None and frac is not None and \
+            frac < 1.0 else ""
+        if frac is None:
+            return f"{event.stage}: {event.message}"
+        filled = int(round(frac * self.width))
+        bar = "#" * filled + "-" * (self.width - filled)
+        return f"[{bar}] {100 * frac:3.0f}% {event.stage}: {event.message}{tail}"
 
     def __call__(self, event: ProgressEvent) -> None:
+        line = self.render(event)
         frac = event.fraction
-        if frac is not None:
-            filled = int(round(frac * self.width))
-            bar = "#" * filled + "-" * (self.width - filled)
-            line = f"[{bar}] {event.current}/{event.total} {event.stage}: {event.message}"
-        else:
-            line = f"{event.stage}: {event.message}"
+        final = event.stage in ("done", "error") or (frac is not None and frac >= 1.0)
         if self._tty:
-            self.stream.write("\r" + line.ljust(len(self._last_line)))
-            if event.stage in ("done", "error") or (frac is not None and frac >= 1.0):
-                self.stream.write("\n")
+            self._write_tty(line, frac is not None and not final)
         else:
-            self.stream.write(line + "\n")
+            self._write_plain(event, line, frac, final)
         self.stream.flush()
-        self._last_line = line
+
+    def _write_tty(self, line: str, keep_open: bool) -> None:
+        if line == self._last_line and self._open == keep_open:
+            return
+        import shutil
+
+        columns = max(20, shutil.get_terminal_size((120, 20)).columns - 1)
+        line_shown = line if len(line) <= columns else line[: columns - 3] + "..."
+        if keep_open:
+            self.stream.write("\r" + line_shown.ljust(len(self._last_line) if self._open else 0))
+        else:
+            self.stream.write(("\r" if self._open else "") + line_shown.ljust(len(self._last_line) if self._open
+                                                                             else 0) + "\n")
+        self._open = keep_open
+        self._last_line = line_shown
+
+    def _write_plain(self, event: ProgressEvent, line: str, frac: Optional[float], final: bool) -> None:
+        if line == self._last_line:
+            return
+        now = self._clock()
+        key = (event.stage, (event.data or {}).get("phase"), (event.data or {}).get("case"))
+        if frac is not None and not final and key == self._printed_key:
+            due = frac >= self._printed_fraction + self.step - 1e-9 or now - self._printed_at >= self.interval
+            if not due:
+                return
+        self.stream.write(line + "\n")
+        self._last_line, self._printed_key, self._printed_at = line, key, now
+        self._printed_fraction = frac if frac is not None else -1.0
+
+
+class Eta:
+    """Time left from progress so far: elapsed time since the first sample over the fraction done since then.
+
+    Starts at the first ``update`` (so set-up before the work, e.g. loading a model, does not count). Returns None
+    until some progress has been made.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._start: Optional[tuple[float, float]] = None
+
+    def update(self, fraction: float) -> Optional[float]:
+        now = self._clock()
+        if self._start is None:
+            self._start = (now, fraction)
+            return None
+        t0, f0 = self._start
+        if fraction <= f0 or now <= t0:
+            return None
+        return max(0.0, (now - t0) / (fraction - f0) * (1.0 - fraction))
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '3 min 05 s', '2 h 10 min'."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -19,125 +19,19 @@ import numpy as np
 from .cases import Case
 from .errors import InputError
 from .geometry import Geometry, _fmt
-from .terminology import terminology_from_tags
+from .imagefile import read_image, read_sitk
+from .segnrrd import SegmentationContent, read_seg_nrrd
+
+__all__ = ["read_image", "read_sitk", "read_seg_nrrd", "SegmentationContent", "read_name_map", "read_labelmap",
+           "align_to_image", "FileCaseSource", "cases_from_csv", "cases_from_folder", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 LABEL_NAME_MAP_SUFFIXES = (".json", ".csv", ".tsv", ".txt", ".ctbl")
 
 
-def _read_sitk(path: Path, what: str, case_id: str):
-    import SimpleITK as sitk
-
-    if not path.is_file():
-        raise InputError(f"the {what} file does not exist; check the path", case=case_id, path=str(path))
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
-        raise InputError(f"the {what} file cannot be read (truncated or not an image: {first}); "
-                         "re-export or replace it", case=case_id, path=str(path)) from None
-    if _gzip_truncated(path, image):
-        raise InputError(f"the {what} file cannot be read (truncated: the compressed data ends early); "
-                         "re-export or replace it", case=case_id, path=str(path))
-    return image
-
-
-def _gzip_truncated(path: Path, image) -> bool:
-    """ITK reads a truncated .nii.gz without complaint (the missing voxels come back as garbage). A gzip stream
-    ends with the uncompressed size (mod 2**32): compare it with the voxel data size, and only when it does not
-    fit (a truncated file, or a multi-member gzip) decompress the whole stream to be sure."""
-    import gzip
-    import zlib
-
-    with open(path, "rb") as handle:
-        if handle.read(2) != b"\x1f\x8b":
-            return False
-        handle.seek(-4, 2)
-        stored = int.from_bytes(handle.read(4), "little")
-    data_bytes = image.GetNumberOfPixels() * image.GetSizeOfPixelComponent() * image.GetNumberOfComponentsPerPixel()
-    if (stored - data_bytes) % 2**32 < 2**20:  # voxel data plus a header of less than 1 MiB
-        return False
-    try:
-        with gzip.open(path, "rb") as stream:
-            while stream.read(1 << 24):
-                pass
-    except (EOFError, OSError, zlib.error):
-        return True
-    return False
-
-
-def read_image(path: Path, case_id: str, what: str = "image") -> tuple[np.ndarray, Geometry]:
-    """Read a 3D scalar image as a (z, y, x) array and its geometry."""
-    image = _read_sitk(path, what, case_id)
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"the {what} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
-                         "BackSplit needs one scalar image per channel (split colour or vector images)",
-                         case=case_id, path=str(path))
-    if image.GetDimension() != 3:
-        raise InputError(f"the {what} is {image.GetDimension()}D; BackSplit needs 3D images "
-                         "(split 4D series into one file per channel, stack 2D slices into a volume)",
-                         case=case_id, path=str(path))
-    import SimpleITK as sitk
-
-    return sitk.GetArrayFromImage(image), Geometry.from_sitk(image)
-
-
-@dataclass
-class SegmentationContent:
-    """What a segmentation file holds: named masks on its own grid."""
-    geometry: Geometry
-    masks: dict[str, np.ndarray]
-    colors: dict[str, tuple[float, float, float]] = field(default_factory=dict)
-    terminology: dict[str, str] = field(default_factory=dict)
-
-
-def read_seg_nrrd(path: Path, case_id: str) -> SegmentationContent:
-    """Read a Slicer ``.seg.nrrd`` (one or several layers) into named boolean masks."""
-    import SimpleITK as sitk
-
-    image = _read_sitk(path, "segmentation", case_id)
-    keys = set(image.GetMetaDataKeys())
-    if "Segment0_Name" not in keys:
-        raise InputError("the file has no segment names (Segment0_Name is missing), so it is not a Slicer "
-                         "segmentation; save it from Slicer as .seg.nrrd, or give a labelmap with a name map",
-                         case=case_id, path=str(path))
-    array = sitk.GetArrayFromImage(image)
-    n_layers = image.GetNumberOfComponentsPerPixel()
-    if image.GetDimension() == 4:  # layers as a 4D axis (rare reader behaviour)
-        array = np.moveaxis(array, 0, -1)
-        n_layers = array.shape[-1]
-        geometry = Geometry.create(image.GetSpacing()[:3], image.GetOrigin()[:3],
-                                   np.asarray(image.GetDirection()).reshape(4, 4)[:3, :3].ravel(), array.shape[:3])
-    else:
-        geometry = Geometry.from_sitk(image)
-    masks: dict[str, np.ndarray] = {}
-    colors: dict[str, tuple[float, float, float]] = {}
-    terminology: dict[str, str] = {}
-    index = 0
-    while f"Segment{index}_Name" in keys:
-        name = image.GetMetaData(f"Segment{index}_Name")
-        value = int(image.GetMetaData(f"Segment{index}_LabelValue")) if f"Segment{index}_LabelValue" in keys \
-            else index + 1
-        layer = int(image.GetMetaData(f"Segment{index}_Layer")) if f"Segment{index}_Layer" in keys else 0
-        if layer >= max(n_layers, 1):
-            raise InputError(f"segment '{name}' is on layer {layer} but the file has {n_layers} layer(s); "
-                             "the file is damaged, save it again from Slicer", case=case_id, path=str(path))
-        layer_array = array[..., layer] if n_layers > 1 else array
-        if name in masks:
-            raise InputError("two segments in the file have the same name; rename one in Slicer",
-                             case=case_id, segment=name, path=str(path))
-        masks[name] = layer_array == value
-        if f"Segment{index}_Color" in keys:
-            try:
-                colors[name] = tuple(float(c) for c in image.GetMetaData(f"Segment{index}_Color").split()[:3])
-            except ValueError:
-                pass
-        if f"Segment{index}_Tags" in keys:
-            entry = terminology_from_tags(image.GetMetaData(f"Segment{index}_Tags"))
-            if entry:
-                terminology[name] = entry
-        index += 1
-    return SegmentationContent(geometry, masks, colors, terminology)
+# The readers everyone uses (integrity check, ITK warnings, shear, singleton 4th axis) live in imagefile.py; the
+# Slicer .seg.nrrd layouts in segnrrd.py. Re-exported here for existing callers.
+_read_sitk = read_sitk
 
 
 def read_name_map(path: Path, case_id: str = "") -> dict[int, str]:
@@ -200,9 +94,16 @@ def align_to_image(content: SegmentationContent, image_geometry: Geometry, case_
     """Put the segmentation's masks on the image grid.
 
     Slicer crops ``.seg.nrrd`` files to the segments' extent, so a segmentation whose grid is a shifted sub-block
-    (or super-block) of the image grid with the same spacing and direction is pasted in place. Any other mismatch
-    (spacing, direction, an origin between voxels) is an error naming what differs.
+    (or super-block) of the image grid with the same spacing and direction is pasted in place. Directions count as
+    the same when the difference moves no voxel by more than half the smallest spacing over the image extent
+    (``geometry.DIRECTION_TOLERANCE_VOXELS``): nearest-neighbour resampling would then return the very same voxels.
+    Any other mismatch (spacing, direction, an origin between voxels) is an error naming what differs. A file whose
+    segments are all empty (or Slicer's 1x1x1 "no image data" file) needs no geometry: empty masks are returned.
     """
+    if not content.has_geometry or not any(mask.any() for mask in content.masks.values()):
+        # Nothing to place (e.g. Slicer's 1x1x1 file of an empty segmentation without reference geometry): every
+        # segment is empty on the image grid, whatever the file's grid is.
+        return {name: np.zeros(image_geometry.shape, bool) for name in content.masks}
     problems = image_geometry.differences(content.geometry, compare_shape=False)
     offset = image_geometry.origin_offset_in_voxels(content.geometry)
     rounded = np.round(offset)

@@ -7,6 +7,7 @@ its host organ. The binary twin keeps the targets and folds every support class 
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -14,6 +15,27 @@ import numpy as np
 
 from .errors import InputError
 from .terminology import terminology_for_name
+
+def _visible(name: str) -> str:
+    """NFKC-normalised text without invisible characters (Unicode category Cf: zero-width space, joiners, soft
+    hyphen, byte-order mark; and control characters) and with every run of whitespace folded to one space."""
+    text = unicodedata.normalize("NFKC", str(name))
+    text = "".join(" " if ch.isspace() else ch for ch in text
+                   if ch.isspace() or unicodedata.category(ch) not in ("Cf", "Cc"))
+    return " ".join(text.split())
+
+
+def name_key(name: str) -> str:
+    """The key two names are compared by, the way a person reads them: Unicode NFKC (full-width and compatibility
+    forms become plain letters), invisible characters removed, whitespace folded, case ignored (``casefold``).
+    Used everywhere names are matched: export, name maps, manifests, the Slicer panel."""
+    return unicodedata.normalize("NFKC", _visible(name).casefold())
+
+
+def display_name(name: str) -> str:
+    """A name as it is stored and shown: NFKC, invisible characters removed, whitespace folded (case kept)."""
+    return _visible(name)
+
 
 TARGET = "target"
 SUPPORT = "support"
@@ -54,26 +76,27 @@ class LabelSchema:
     def create(targets: Sequence[str], supports: Sequence[str] = (),
                colors: Mapping[str, Sequence[float]] | None = None) -> "LabelSchema":
         """Build a schema from class names in priority order, checking names are usable and unique."""
-        colors = {k.casefold(): v for k, v in (colors or {}).items()}
+        colors = {name_key(k): v for k, v in (colors or {}).items()}
         if not targets:
             raise InputError("no target (lesion) segment was chosen; choose at least one target segment")
         seen: dict[str, str] = {}
         for name in list(targets) + list(supports):
-            if not name or not name.strip():
+            if not name or not name_key(name):
                 raise InputError("a segment name is empty; give every target and support segment a name")
-            if name.strip().casefold() == "background":
+            if name_key(name) == "background":
                 raise InputError("'background' is reserved for label 0; rename that segment",
                                  segment=name)
-            key = name.strip().casefold()
+            key = name_key(name)
             if key in seen:
-                raise InputError(f"the name is used twice (also as '{seen[key]}'; names are compared "
-                                 "ignoring case); give each target and support class its own name", segment=name)
+                raise InputError(f"the name is used twice (also as '{seen[key]}'; names are compared ignoring "
+                                 "case, spacing and invisible characters); give each target and support class its "
+                                 "own name", segment=name)
             seen[key] = name
 
         def spec(name: str, role: str, index: int) -> ClassSpec:
             palette = TARGET_COLORS if role == TARGET else SUPPORT_COLORS
-            color = colors.get(name.strip().casefold()) or palette[index % len(palette)]
-            return ClassSpec(name.strip(), role, tuple(float(c) for c in color[:3]), (name.strip(),))
+            color = colors.get(name_key(name)) or palette[index % len(palette)]
+            return ClassSpec(display_name(name), role, tuple(float(c) for c in color[:3]), (display_name(name),))
 
         return LabelSchema(tuple(spec(n, TARGET, i) for i, n in enumerate(targets)),
                            tuple(spec(n, SUPPORT, i) for i, n in enumerate(supports)))
@@ -88,7 +111,7 @@ class LabelSchema:
 
     def value_of(self, name: str) -> int:
         for value, spec in enumerate(self.classes, start=1):
-            if spec.name.casefold() == name.casefold():
+            if name_key(spec.name) == name_key(name):
                 return value
         raise KeyError(name)
 

@@ -34,6 +34,18 @@ KNOWN_TYPES: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
     "prostate": (ANATOMICAL_STRUCTURE, ("SCT", "41216001", "Prostate")),
     "bladder": (ANATOMICAL_STRUCTURE, ("SCT", "89837001", "Urinary bladder")),
     "rectum": (ANATOMICAL_STRUCTURE, ("SCT", "34402009", "Rectum")),
+    # organs that organ models (e.g. TotalSegmentator) output, so generated supports carry their meaning
+    "gallbladder": (ANATOMICAL_STRUCTURE, ("SCT", "28231008", "Gallbladder")),
+    "stomach": (ANATOMICAL_STRUCTURE, ("SCT", "69695003", "Stomach")),
+    "esophagus": (ANATOMICAL_STRUCTURE, ("SCT", "32849002", "Esophagus")),
+    "duodenum": (ANATOMICAL_STRUCTURE, ("SCT", "38848004", "Duodenum")),
+    "small intestine": (ANATOMICAL_STRUCTURE, ("SCT", "30315005", "Small intestine")),
+    "colon": (ANATOMICAL_STRUCTURE, ("SCT", "71854001", "Colon")),
+    "heart": (ANATOMICAL_STRUCTURE, ("SCT", "80891009", "Heart")),
+    "trachea": (ANATOMICAL_STRUCTURE, ("SCT", "44567001", "Trachea")),
+    "brain": (ANATOMICAL_STRUCTURE, ("SCT", "12738006", "Brain")),
+    "spinal cord": (ANATOMICAL_STRUCTURE, ("SCT", "2748008", "Spinal cord")),
+    "thyroid gland": (ANATOMICAL_STRUCTURE, ("SCT", "69748006", "Thyroid gland")),
     "bone": (TISSUE, ("SCT", "272673000", "Bone")),
     "muscle": (TISSUE, ("SCT", "71616004", "Muscle")),
     "blood vessel": (TISSUE, ("SCT", "59820001", "Blood vessel")),
@@ -45,7 +57,9 @@ KNOWN_TYPES: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
 SYNONYMS = {"kidneys": "kidney", "renal parenchyma": "kidney", "kidney parenchyma": "kidney", "lungs": "lung",
             "tumour": "tumor", "tumors": "tumor", "tumours": "tumor", "neoplasm": "tumor", "cysts": "cyst",
             "lesions": "lesion", "vessel": "blood vessel", "vessels": "blood vessel", "ivc": "inferior vena cava",
-            "urinary bladder": "bladder", "adrenal": "adrenal gland", "bones": "bone"}
+            "urinary bladder": "bladder", "adrenal": "adrenal gland", "bones": "bone",
+            "gall bladder": "gallbladder", "oesophagus": "esophagus", "small bowel": "small intestine",
+            "thyroid": "thyroid gland"}
 LATERALITY = {"left": ("SCT", "7771000", "Left"), "right": ("SCT", "24028007", "Right")}
 
 

@@ -12,7 +12,8 @@ import numpy as np
 
 from .cases import Case
 from .errors import InputError
-from .matching import match_segments
+from .geometry import SHEAR_ADVICE
+from .matching import match_segments, missing_message
 from .schema import LabelSchema
 
 MISSING_ERROR = "error"
@@ -45,6 +46,9 @@ def check_channels(case: Case, expected_channels: int) -> None:
                              "the minimum intensity) before export", case=case.case_id)
         if not (np.issubdtype(channel.dtype, np.number) or channel.dtype == bool):
             raise InputError(f"image channel {index} has non-numeric voxels ({channel.dtype})", case=case.case_id)
+    shear = case.geometry.shear()
+    if shear.significant:  # cases from a Slicer scene or memory; files are refused when read (imagefile)
+        raise InputError(f"the image lies on a sheared grid: {shear.describe()}. {SHEAR_ADVICE}", case=case.case_id)
     for index, geometry in enumerate(case.channel_geometries or []):
         if index == 0:
             continue
@@ -68,14 +72,13 @@ def case_labels(case: Case, schema: LabelSchema, *, mapping: Mapping[str, str] |
     absent = [cls for cls, names in matched.items() if not names]
     missing_support = [cls for cls in absent if cls in {c.name for c in schema.supports}]
     missing_target = [cls for cls in absent if cls in {c.name for c in schema.targets}]
-    available = ", ".join(sorted(case.segments)) or "none"
     if missing_support and missing != MISSING_ABSENT:
-        raise InputError(f"the support segment is missing (the case has: {available}); add it, map another name "
-                         "to it, or choose 'treat missing support segments as absent'", case=case.case_id,
-                         segment=missing_support[0])
+        raise InputError(f"{missing_message('support', missing_support[0], list(case.segments))}; add it, map "
+                         "another name to it, or choose 'treat missing support segments as absent'",
+                         case=case.case_id, segment=missing_support[0])
     if missing_target and not allow_negative:
-        raise InputError(f"the target segment is missing (the case has: {available}); add it, map another name to "
-                         "it, or mark the case as a negative case (no lesion)", case=case.case_id,
+        raise InputError(f"{missing_message('target', missing_target[0], list(case.segments))}; add it, map "
+                         "another name to it, or mark the case as a negative case (no lesion)", case=case.case_id,
                          segment=missing_target[0])
     masks: dict[str, np.ndarray] = {}
     for cls, names in matched.items():
@@ -91,10 +94,17 @@ def case_labels(case: Case, schema: LabelSchema, *, mapping: Mapping[str, str] |
     empty = [cls for cls, mask in masks.items() if not mask.any()]
     negative = not any(cls in masks and cls not in empty for cls in (c.name for c in schema.targets))
     if negative and not allow_negative:
-        target_names = ", ".join(c.name for c in schema.targets)
-        raise InputError(f"the case has no target voxel ({target_names} are empty); draw the lesion, or mark the case "
-                         "as a negative case (no lesion) to keep it", case=case.case_id)
+        raise InputError(f"the case has no target voxel ({_are_empty([c.name for c in schema.targets])}); draw the "
+                         "lesion, or mark the case as a negative case (no lesion) to keep it", case=case.case_id)
     return CaseLabels(labels, absent, empty, negative, {cls: list(names) for cls, names in matched.items()})
+
+
+def _are_empty(names: Sequence[str]) -> str:
+    """'cyst is empty', 'cyst and tumor are empty', 'a, b and c are empty'."""
+    quoted = [f"'{n}'" for n in names]
+    if len(quoted) == 1:
+        return f"{quoted[0]} is empty"
+    return f"{', '.join(quoted[:-1])} and {quoted[-1]} are empty"
 
 
 def check_case_ids(case_ids: Sequence[str]) -> None:

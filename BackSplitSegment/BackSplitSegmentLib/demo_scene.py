@@ -8,7 +8,7 @@ from typing import Callable, Optional
 import numpy as np
 import slicer
 
-from backsplit.demo import demo_case, demo_label_files, write_demo_case_files
+from backsplit.demo import demo_case, demo_label_files
 
 
 def load_demo_cases(count: int = 3, first: int = 0) -> list:
@@ -29,13 +29,46 @@ def load_demo_cases(count: int = 3, first: int = 0) -> list:
 
 
 def demo_sample_files(folder: Path, count: int = 2) -> list:
-    """Demo case files for Slicer's Sample Data module, written once (SimpleITK only: one-layer segmentations)."""
+    """Demo case files for Slicer's Sample Data module, written once (SimpleITK only: one-layer segmentations).
+    Files are written aside and moved into ``folder``, so a reader never sees half a file."""
     folder = Path(folder)
     names = [p.name[: -len(".nii.gz")] for p in demo_label_files()[:count]]
     expected = [(folder / f"{n}.nii.gz", folder / f"{n}.seg.nrrd") for n in names]
     if not all(image.is_file() and seg.is_file() for image, seg in expected):
-        write_demo_case_files(folder, count, whole_organ=False)
+        exec(STAGED_WRITE, {"__name__": "backsplit_samples", "FOLDER": str(folder), "COUNT": count})
     return expected
+
+
+# Runs in this process (demo_sample_files) or in a child Python started at Slicer's start-up (prepare_sample_files).
+STAGED_WRITE = """
+import os, tempfile
+from pathlib import Path
+from backsplit.demo import write_demo_case_files
+folder = Path(FOLDER)
+folder.mkdir(parents=True, exist_ok=True)
+staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+try:
+    for files in write_demo_case_files(staging, COUNT, whole_organ=False):
+        for path in files:
+            os.replace(path, folder / path.name)
+finally:
+    import shutil
+    shutil.rmtree(staging, ignore_errors=True)
+"""
+
+
+def prepare_sample_files(folder: Path, count: int = None, python: Optional[str] = None):
+    """Start a child Python that writes the sample files (a few seconds) unless they exist; returns it or None.
+    The application does not wait for it."""
+    from backsplit.process import ChildProcess, child_environment, python_executable
+
+    count = count or DEMO_SAMPLE_COUNT
+    folder = Path(folder)
+    names = [p.name[: -len(".nii.gz")] for p in demo_label_files()[:count]]
+    if all((folder / f"{n}.nii.gz").is_file() and (folder / f"{n}.seg.nrrd").is_file() for n in names):
+        return None
+    code = f"FOLDER = {str(folder)!r}\nCOUNT = {int(count)}\n" + STAGED_WRITE
+    return ChildProcess([python or python_executable(), "-c", code], child_environment()).start()
 
 
 SAMPLE_CATEGORY = "BackSplit"
@@ -69,3 +102,23 @@ def sample_data_sources(folder: Path, load: Callable[[object], object], icon: Op
             nodeNames=[case_id, f"{case_id} segmentation"], loadFileType=["VolumeFile", "SegmentationFile"],  # accepted by old and new releases
             customDownloader=download))
     return sources
+
+
+def register_sample_data(icon: Optional[str] = None) -> None:
+    """Register the demo cases with Slicer's Sample Data module and start making their files in the background
+    (so that a script's ``SampleDataLogic().downloadSample(...)`` finds them); never breaks start-up."""
+    import logging
+
+    try:
+        import SampleData
+    except ImportError:
+        return
+    folder = Path(slicer.mrmlScene.GetCacheManager().GetRemoteCacheDirectory()) / "BackSplit"
+    try:
+        sources = sample_data_sources(folder, lambda source: SampleData.SampleDataLogic().downloadFromSource(source),
+                                      icon)
+        for source in sources:
+            SampleData.SampleDataLogic.registerCustomSampleDataSource(**source)
+        prepare_sample_files(folder)
+    except Exception as exc:  # sample data is optional
+        logging.warning(f"BackSplit demo sample data not available: {exc}")

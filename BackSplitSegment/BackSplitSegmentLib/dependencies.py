@@ -13,13 +13,31 @@ import importlib
 import importlib.util
 from typing import Iterable, Optional, Sequence
 
-NNUNET_REQUIREMENT = "nnunetv2>=2.8,<2.9"
+from .compatibility import NNUNET_REQUIREMENT, TORCH_SPECIFIER, torch_problem
+
 # Provided by Slicer or by the PyTorch extension: pip must not install its own copies.
 SKIP_PACKAGES = ("torch", "torchvision", "SimpleITK")
 
 
 def missing() -> list[str]:
     return [name for name in ("torch", "nnunetv2") if importlib.util.find_spec(name) is None]
+
+
+def installed_torch_version() -> Optional[str]:
+    """The installed torch's version from its metadata (without importing torch), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return None
+
+
+def check_installed_torch() -> None:
+    """Raise RuntimeError with the user-facing message when an installed torch breaks nnU-Net's rule."""
+    problem = torch_problem(installed_torch_version())
+    if problem:
+        raise RuntimeError(problem)
 
 
 def _canonical(name: str) -> str:
@@ -80,9 +98,13 @@ def install_nnunet() -> None:
 
 
 def ensure_nnunet(ask: bool = True) -> bool:
-    """True when torch and nnunetv2 can be imported (installing them if the user agrees)."""
+    """True when torch and nnunetv2 can be imported (installing them if the user agrees). Blocking: for scripts
+    and self-tests; the panels install through ``install_run.InstallRun`` so that they keep moving.
+
+    Raises RuntimeError when the installed torch does not satisfy nnU-Net's ``torch>=2.1.2,!=2.9.*``."""
     import slicer
 
+    check_installed_torch()
     needed = missing()
     if not needed:
         return True
@@ -100,8 +122,9 @@ def ensure_nnunet(ask: bool = True) -> bool:
             return False
         torch_logic = PyTorchUtils.PyTorchUtilsLogic()
         if not torch_logic.torchInstalled():
-            torch_logic.installTorch(askConfirmation=False)
+            torch_logic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_SPECIFIER)
     if importlib.util.find_spec("nnunetv2") is None:
         install_nnunet()
     importlib.invalidate_caches()
+    check_installed_torch()
     return not missing()

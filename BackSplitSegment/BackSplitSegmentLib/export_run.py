@@ -97,3 +97,28 @@ def step_from_event(event: ProgressEvent) -> ExportStep:
             else event.message
         return ExportStep(FINISHED, 100, message, result=result)
     return ExportStep(RUNNING, percent, event.message)
+
+
+def context_choice(method: str, detail: str) -> str:
+    """The panel's context choice as the command line writes it ('rings:5,15', 'kmeans:3', 'none')."""
+    method, detail = (method or "none").strip(), (detail or "").strip()
+    return f"{method}:{detail}" if detail and method != "none" else method
+
+
+def export_request(parameters, targets: Sequence[str], supports: Sequence[str]):
+    """The engine's ExportRequest from the panel's parameter node (``BackSplitSegmentParameterNode``)."""
+    from pathlib import Path
+
+    from backsplit.commands.export import parse_mapping, split_names
+    from backsplit.context import ContextSpec
+    from backsplit.export import ExportRequest
+
+    mapping = parse_mapping([line for line in parameters.nameMapping.replace(";", "\n").splitlines()
+                             if line.strip()])
+    return ExportRequest(
+        out_root=Path(parameters.outputFolder), dataset_id=int(parameters.datasetId),
+        dataset_name=parameters.datasetName.strip(), targets=list(targets), supports=list(supports),
+        name_mapping=mapping, channel_names=split_names(parameters.channelNames) or ["CT"],
+        binary_twin=bool(parameters.binaryTwin), allow_negative_cases=bool(parameters.allowNegative),
+        missing_segments="absent" if parameters.missingAsAbsent else "error", overwrite=bool(parameters.overwrite),
+        context=ContextSpec.parse(context_choice(parameters.contextLabels, parameters.contextDetail)))

@@ -1,10 +1,11 @@
-"""Predictions into the scene: a new segmentation node on the input volume's exact grid, built by Slicer's own
-segmentation logic from a labelmap with an explicit colour table (so names, colours and label values are
-deterministic), each segment tagged with its role; and the lesion probability as a coloured overlay volume."""
+"""Predictions into the scene: a new segmentation node on the input volume's exact grid, one segment per class
+(name, colour, role and terminology from the model's manifest) added from a binary labelmap cropped to the class
+(prepared off the GUI thread, so adding it costs no pass over the volume); and the lesion probability as a coloured
+overlay volume."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import slicer
@@ -14,7 +15,6 @@ from backsplit.errors import InputError
 from backsplit.geometry import Geometry
 from backsplit.schema import SUPPORT, ClassSpec
 
-from .vtk_errors import vtk_errors_raise
 
 ROLE_TAG = "BackSplit.Role"
 
@@ -23,55 +23,116 @@ def _set_ijk_to_ras(node, geometry: Geometry) -> None:
     node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(geometry.ijk_to_ras()))
 
 
-def colour_table(classes: Sequence[ClassSpec], name: str):
-    """A colour table whose entry v is class v (0 background): names and colours from the manifest."""
-    table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
-    table.SetTypeToUser()
-    table.HideFromEditorsOn()
-    table.SetNumberOfColors(len(classes) + 1)
-    table.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
-    for value, spec in enumerate(classes, start=1):
-        table.SetColor(value, spec.name, *spec.color, 1.0)
-    return table
-
-
 def import_labels(labels: np.ndarray, geometry: Geometry, classes: Sequence[ClassSpec], name: str,
-                  reference_volume=None):
-    """Create a segmentation node from a label array (values 1..n = ``classes``) on ``geometry``."""
-    scene = slicer.mrmlScene
+                  reference_volume=None, case: Optional[str] = None):
+    """Create a segmentation node from a label array (k, j, i; values 1..n = ``classes``) on ``geometry``.
+
+    All at once (scripts, tests); the panel runs the same steps one class per timer tick (``PredictionFinish``),
+    with ``class_images`` built in a background thread. A failed import raises ``InputError`` naming ``case``
+    (default: ``name``) and the segment, and leaves no half-made segmentation."""
+    case = case or name
     if labels.shape != tuple(geometry.shape):
-        raise InputError(f"the prediction has size {labels.shape[::-1]} but the volume has {geometry.shape[::-1]}")
-    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"{name} labels")
-    table = colour_table(classes, f"{name} colours")
+        raise InputError(f"the prediction has size {labels.shape[::-1]} but the volume has {geometry.shape[::-1]}",
+                         case=case)
+    segmentation = new_segmentation(name, reference_volume)
     try:
-        slicer.util.updateVolumeFromArray(labelmap, np.ascontiguousarray(labels.astype(np.int16)))
-        _set_ijk_to_ras(labelmap, geometry)
-        labelmap.CreateDefaultDisplayNodes()
-        labelmap.GetDisplayNode().SetAndObserveColorNodeID(table.GetID())
-        segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-        segmentation.CreateDefaultDisplayNodes()
-        if reference_volume is not None:
-            segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
-        with vtk_errors_raise("importing the prediction"):
-            ok = slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmap, segmentation)
-        if not ok:
-            raise InputError("Slicer could not import the predicted labelmap")
-        segments = segmentation.GetSegmentation()
-        by_name = {segments.GetNthSegment(i).GetName(): segments.GetNthSegment(i)
-                   for i in range(segments.GetNumberOfSegments())}
-        for spec in classes:
-            segment = by_name.get(spec.name)
-            if segment is None:  # class absent from this prediction: keep an empty segment so the list is complete
-                segment_id = segments.AddEmptySegment(spec.name, spec.name, list(spec.color))
-                segment = segments.GetSegment(segment_id)
-            segment.SetColor(*spec.color)
-            segment.SetTag(ROLE_TAG, spec.role)
-            if spec.terminology:  # standard meaning (e.g. SNOMED CT 'Kidney'), shown and kept by Slicer
-                segment.SetTag(segment.GetTerminologyEntryTagName(), spec.terminology)
+        images = class_images(class_crops(labels, len(classes)), geometry)
+        for value in range(1, len(classes) + 1):
+            add_class_segment(segmentation, images.get(value), classes, value, case)
         return segmentation
-    finally:
-        scene.RemoveNode(labelmap)
-        scene.RemoveNode(table)
+    except Exception:
+        slicer.mrmlScene.RemoveNode(segmentation)
+        raise
+
+
+def new_segmentation(name: str, reference_volume=None):
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    segmentation.CreateDefaultDisplayNodes()
+    if reference_volume is not None:
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+    return segmentation
+
+
+def class_crops(labels: np.ndarray, count: int) -> dict[int, tuple[tuple[int, int, int], np.ndarray]]:
+    """For each label value 1..count present in ``labels`` (k, j, i): (first voxel (k, j, i), boolean mask cropped to
+    the value's bounding box). Pure numpy (runs in a background thread in the panel)."""
+    crops = {}
+    for value in range(1, count + 1):
+        mask = labels == value
+        planes = np.flatnonzero(mask.any(axis=(1, 2)))
+        if planes.size == 0:
+            continue
+        k0, k1 = int(planes[0]), int(planes[-1]) + 1
+        slab = mask[k0:k1]
+        rows = np.flatnonzero(slab.any(axis=(0, 2)))
+        columns = np.flatnonzero(slab.any(axis=(0, 1)))
+        j0, j1, i0, i1 = int(rows[0]), int(rows[-1]) + 1, int(columns[0]), int(columns[-1]) + 1
+        crops[value] = ((k0, j0, i0), np.ascontiguousarray(slab[:, j0:j1, i0:i1]))
+    return crops
+
+
+def class_images(crops: dict, geometry: Geometry) -> dict:
+    """Each crop as Slicer's binary labelmap (``vtkOrientedImageData``, value 1, extent = the crop's voxels on the
+    volume's grid, image-to-world = the volume's IJK-to-RAS). Built without the scene (background thread)."""
+    from vtk.util import numpy_support
+
+    matrix = slicer.util.vtkMatrixFromArray(np.asarray(geometry.ijk_to_ras(), float))
+    images = {}
+    for value, ((k0, j0, i0), mask) in crops.items():
+        image = slicer.vtkOrientedImageData()
+        image.SetExtent(i0, i0 + mask.shape[2] - 1, j0, j0 + mask.shape[1] - 1, k0, k0 + mask.shape[0] - 1)
+        image.SetImageToWorldMatrix(matrix)
+        scalars = numpy_support.numpy_to_vtk(mask.astype(np.uint8).reshape(-1), deep=True,
+                                             array_type=vtk.VTK_UNSIGNED_CHAR)
+        image.GetPointData().SetScalars(scalars)
+        images[value] = (image, int(np.count_nonzero(mask)))
+    return images
+
+
+def add_class_segment(segmentation, prepared, classes: Sequence[ClassSpec], value: int,
+                      case: Optional[str] = None) -> str:
+    """Add class ``value`` (1-based index into ``classes``) as a segment: its prepared binary labelmap
+    (``class_images``; added with ``vtkSegmentation::AddSegment``, no whole-volume pass on the GUI thread) or an
+    empty segment when the class is absent (``prepared`` None); with colour, role and terminology. Checked by the
+    return value, the segment's name, extent and voxel count; raises ``InputError`` naming case and segment."""
+    spec = classes[value - 1]
+    segments = segmentation.GetSegmentation()
+    if prepared is None:
+        segment_id = segments.AddEmptySegment(spec.name, spec.name, list(spec.color))
+        segment = segments.GetSegment(segment_id)
+    else:
+        image, voxels = prepared
+        segment = slicer.vtkSegment()
+        segment.SetName(spec.name)
+        segment.SetColor(*spec.color)
+        representation = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+        segment.AddRepresentation(representation, image)
+        before = set(segment_ids(segmentation))
+        if not segments.AddSegment(segment):
+            raise InputError("Slicer could not add the predicted segment to the segmentation (see the application "
+                             "log for Slicer's reason)", case=case, segment=spec.name)
+        new = [i for i in segment_ids(segmentation) if i not in before]
+        stored = segments.GetSegment(new[0]).GetRepresentation(representation) if len(new) == 1 else None
+        if stored is None or segments.GetSegment(new[0]).GetName() != spec.name:
+            raise InputError(f"Slicer added {len(new)} segment(s) instead of '{spec.name}'", case=case,
+                             segment=spec.name)
+        from vtk.util import numpy_support
+
+        counted = int(np.count_nonzero(numpy_support.vtk_to_numpy(stored.GetPointData().GetScalars())))
+        if tuple(stored.GetExtent()) != tuple(image.GetExtent()) or counted != voxels:
+            raise InputError(f"the imported segment has {counted} voxels in extent {stored.GetExtent()} instead "
+                             f"of {voxels} in {image.GetExtent()}", case=case, segment=spec.name)
+        segment_id = new[0]
+    segment.SetColor(*spec.color)
+    segment.SetTag(ROLE_TAG, spec.role)
+    if spec.terminology:  # standard meaning (e.g. SNOMED CT 'Kidney'), shown and kept by Slicer
+        segment.SetTag(segment.GetTerminologyEntryTagName(), spec.terminology)
+    return segment_id
+
+
+def segment_ids(segmentation_node) -> list[str]:
+    segments = segmentation_node.GetSegmentation()
+    return [segments.GetNthSegmentID(i) for i in range(segments.GetNumberOfSegments())]
 
 
 def segment_roles(segmentation_node) -> dict[str, str]:
@@ -98,20 +159,36 @@ def set_auxiliary_visible(segmentation_node, visible: bool) -> None:
             display.SetSegmentVisibility(segment_id, bool(visible))
 
 
-def import_probability(probability: np.ndarray, geometry: Geometry, name: str, background_volume=None):
-    """The lesion probability as a scalar volume with a warm colour map; shown over the background volume."""
-    volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    slicer.util.updateVolumeFromArray(volume, np.ascontiguousarray(probability.astype(np.float32)))
-    _set_ijk_to_ras(volume, geometry)
-    volume.CreateDefaultDisplayNodes()
-    display = volume.GetDisplayNode()
-    color = slicer.mrmlScene.GetFirstNodeByName("Inferno") or slicer.mrmlScene.GetFirstNodeByName("Warm1")
-    if color is not None:
-        display.SetAndObserveColorNodeID(color.GetID())
+def probability_image(probability: np.ndarray):
+    """A vtkImageData (float32) holding ``probability`` (k, j, i), made without the scene so that it can be built in
+    a background thread (the panel's prediction reader); its geometry comes from the volume node."""
+    from vtk.util import numpy_support
+
+    array = np.ascontiguousarray(probability, dtype=np.float32)
+    image = vtk.vtkImageData()
+    image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
+    scalars = numpy_support.numpy_to_vtk(array.reshape(-1), deep=True, array_type=vtk.VTK_FLOAT)
+    image.GetPointData().SetScalars(scalars)
+    return image
+
+
+def import_probability(probability, geometry: Geometry, name: str, background_volume=None):
+    """The lesion probability (array (k, j, i) or a ``probability_image``) as a scalar volume with a warm colour
+    map, shown over the background volume. The display node is made with a fixed 0..1 window before the image is
+    set, so Slicer computes no automatic window/level over the whole volume (seconds on 512x512x300)."""
+    scene = slicer.mrmlScene
+    image = probability if isinstance(probability, vtk.vtkImageData) else probability_image(probability)
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    display = scene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(0.0, 1.0)
     display.SetLowerThreshold(0.1)
     display.SetApplyThreshold(True)
+    color = scene.GetFirstNodeByName("Inferno") or scene.GetFirstNodeByName("Warm1")
+    display.SetAndObserveColorNodeID(color.GetID() if color is not None else "vtkMRMLColorTableNodeGrey")
+    volume.SetAndObserveDisplayNodeID(display.GetID())
+    _set_ijk_to_ras(volume, geometry)
+    volume.SetAndObserveImageData(image)
     if background_volume is not None and hasattr(slicer, "util") and hasattr(slicer.util, "setSliceViewerLayers"):
         try:
             slicer.util.setSliceViewerLayers(background=background_volume, foreground=volume, foregroundOpacity=0.4)

@@ -19,7 +19,8 @@ from backsplit.cases import Case, LazyCaseSource
 from backsplit.errors import InputError
 from backsplit.geometry import Geometry
 
-from .vtk_errors import vtk_errors_raise
+from .pairing import choose_volume, lies_on_grid
+from .scene_guard import temporary_nodes
 
 
 def segmentations_logic():
@@ -52,35 +53,45 @@ def segment_names(segmentation_node) -> list[str]:
 
 
 def segment_mask(segmentation_node, segment_name: str, reference_volume, case_id: str) -> np.ndarray:
-    """One segment as a boolean array on the reference volume's grid (Slicer resamples when grids differ)."""
+    """One segment as a boolean array (k, j, i) on the reference volume's grid (Slicer resamples when grids differ).
+
+    Every node the export makes (labelmap, its display node, the colour table Slicer adds for it) is removed again;
+    a failure raises ``InputError`` naming the case and the segment."""
     segmentation = segmentation_node.GetSegmentation()
     segment_id = segmentation.GetSegmentIdBySegmentName(segment_name)
     if not segment_id:
         raise InputError(f"the segmentation '{segmentation_node.GetName()}' has no such segment (it has: "
                          f"{', '.join(segment_names(segmentation_node)) or 'none'})", case=case_id,
                          segment=segment_name)
+    if reference_volume is None or reference_volume.GetImageData() is None:
+        raise InputError("the case's volume has no image data; load or choose another volume", case=case_id,
+                         segment=segment_name)
     scene = segmentation_node.GetScene()
-    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__backsplit_export")
-    try:
-        ids = vtk.vtkStringArray()
-        ids.InsertNextValue(segment_id)
-        with vtk_errors_raise("exporting the segment", case=case_id, segment=segment_name):
-            ok = segmentations_logic().ExportSegmentsToLabelmapNode(segmentation_node, ids, labelmap,
-                                                                    reference_volume)
-        if not ok:
-            raise InputError("Slicer could not export the segment to the volume's geometry", case=case_id,
-                             segment=segment_name)
-        array = slicer.util.arrayFromVolume(labelmap)
-        expected = tuple(reference_volume.GetImageData().GetDimensions()[::-1])
-        if array.shape != expected:
-            raise InputError(f"the exported segment has size {array.shape[::-1]} instead of the volume's "
-                             f"{expected[::-1]}", case=case_id, segment=segment_name)
-        return array > 0
-    finally:
-        display = labelmap.GetDisplayNode()
-        if display is not None:
-            scene.RemoveNode(display)
-        scene.RemoveNode(labelmap)
+    with temporary_nodes(scene):
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__backsplit_export")
+        return export_segment(segmentation_node, segment_id, labelmap, reference_volume, case_id, segment_name)
+
+
+def export_segment(segmentation_node, segment_id: str, labelmap, reference_volume, case_id: str,
+                   segment_name: str) -> np.ndarray:
+    """``ExportSegmentsToLabelmapNode`` for one segment into ``labelmap``, checked by its return value and by the
+    result's size and values (this call takes no message collection); returns the mask as a new boolean array."""
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segment_id)
+    ok = segmentations_logic().ExportSegmentsToLabelmapNode(segmentation_node, ids, labelmap, reference_volume)
+    if not ok or labelmap.GetImageData() is None:
+        raise InputError("Slicer could not export the segment to the volume's geometry (see the application log "
+                         "for Slicer's reason)", case=case_id, segment=segment_name)
+    array = slicer.util.arrayFromVolume(labelmap)
+    expected = tuple(reference_volume.GetImageData().GetDimensions()[::-1])
+    if array.shape != expected:
+        raise InputError(f"the exported segment has size {array.shape[::-1]} instead of the volume's "
+                         f"{expected[::-1]}", case=case_id, segment=segment_name)
+    mask = array > 0
+    if array.dtype.kind not in "iub" or np.count_nonzero(array > 1):   # one segment exports as label 1
+        raise InputError(f"the exported segment has label values other than 0 and 1 (up to {array.max()})",
+                         case=case_id, segment=segment_name)
+    return mask
 
 
 def segment_terminology(segmentation_node) -> dict[str, str]:
@@ -116,6 +127,7 @@ class SceneCase:
     segmentation: object                            # vtkMRMLSegmentationNode
     extra_channels: Sequence[object] = field(default_factory=list)
     segment_names: Optional[Sequence[str]] = None   # only these segments (default: all in the node)
+    pairing: str = "chosen"                         # how the volume was found: chosen | reference | geometry | name
 
     def load(self) -> Case:
         return case_from_scene(self.case_id, self.volume, self.segmentation, self.extra_channels, self.segment_names)
@@ -158,18 +170,73 @@ def reference_volume_of(segmentation_node):
     return node
 
 
-def cases_in_scene(scene) -> list[SceneCase]:
-    """Every segmentation node paired with its reference volume: the 'add all loaded cases' button."""
-    cases = []
+def labelmap_grid(segmentation_node):
+    """(IJK-to-RAS 4x4, extent) of the segmentation's binary labelmap (its first segment's), or None when it has
+    no binary labelmap (e.g. only closed surfaces)."""
+    segmentation = segmentation_node.GetSegmentation()
+    if segmentation.GetNumberOfSegments() == 0:
+        return None
+    name = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    image = segmentation.GetNthSegment(0).GetRepresentation(name)
+    if image is None or not image.IsA("vtkOrientedImageData"):
+        return None
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix), image.GetExtent()
+
+
+def _volume_on_grid(volume, grid) -> bool:
+    if grid is None or volume.GetImageData() is None or volume.GetParentTransformNode() is not None:
+        return False
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    return lies_on_grid(grid[0], grid[1], slicer.util.arrayFromVTKMatrix(matrix), volume.GetImageData().GetDimensions())
+
+
+def scene_pairings(scene) -> tuple[list[SceneCase], list[str]]:
+    """Every segmentation node paired with a volume (reference link, else the volume whose grid its labelmap lies
+    on, else the volume of the same name; see ``pairing``), and the names of the segmentations left unpaired."""
+    volumes = [v for v in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode", scene)
+               if not v.IsA("vtkMRMLLabelMapVolumeNode")]
+    cases, skipped = [], []
     used: set[str] = set()
     for segmentation_node in slicer.util.getNodesByClass("vtkMRMLSegmentationNode", scene):
-        volume = reference_volume_of(segmentation_node)
-        if volume is None or not volume.IsA("vtkMRMLScalarVolumeNode") or volume.IsA("vtkMRMLLabelMapVolumeNode"):
+        reference = reference_volume_of(segmentation_node)
+        if reference is not None and (not reference.IsA("vtkMRMLScalarVolumeNode")
+                                      or reference.IsA("vtkMRMLLabelMapVolumeNode")):
+            reference = None
+        on_grid = []
+        if reference is None:
+            grid = labelmap_grid(segmentation_node)
+            on_grid = [v for v in volumes if _volume_on_grid(v, grid)]
+        volume, pairing = choose_volume(segmentation_node.GetName(), reference, on_grid, volumes)
+        if volume is None:
+            skipped.append(segmentation_node.GetName())
             continue
         case_id = unique_case_id(volume.GetName(), used)
         used.add(case_id)
-        cases.append(SceneCase(case_id, volume, segmentation_node))
-    return cases
+        cases.append(SceneCase(case_id, volume, segmentation_node, pairing=pairing))
+    return cases, skipped
+
+
+def cases_in_scene(scene) -> list[SceneCase]:
+    """The cases of ``scene_pairings``: the 'Add all loaded' button."""
+    return scene_pairings(scene)[0]
+
+
+def add_loaded_cases(scene, cases: Sequence[SceneCase]) -> tuple[list[SceneCase], str]:
+    """``cases`` plus every segmentation of ``scene`` paired with a volume (not listed yet), and the text saying how
+    each was paired and which segmentations found no volume ("Add all loaded")."""
+    from .pairing import pairing_summary
+
+    found, skipped = scene_pairings(scene)
+    cases, used = list(cases), {c.case_id for c in cases}
+    listed = {(c.volume, c.segmentation) for c in cases}
+    added = [case for case in found if (case.volume, case.segmentation) not in listed]
+    for case in added:
+        case.case_id = unique_case_id(case.case_id, used)
+        used.add(case.case_id)
+    return cases + added, pairing_summary([c.pairing for c in added], skipped)
 
 
 def unique_case_id(name: str, used: set[str]) -> str:

@@ -71,7 +71,7 @@ class DeviceProbe:
             raise RuntimeError("the probe was not started")
         if job.is_running():
             if job.started_at is not None and _elapsed(job.started_at) > self.timeout:
-                job.cancel(grace_seconds=1.0)
+                job.cancel(grace_seconds=1.0, wait=False)   # never wait on the panel's timer
                 self.info = {"torch": None, "error": "the device check took too long"}
                 return describe_devices(self.info)
             return None

@@ -80,3 +80,19 @@ class TrainingPlot:
     def column_names(self) -> list[str]:
         table = self.table.GetTable()
         return [table.GetColumnName(i) for i in range(table.GetNumberOfColumns())]
+
+    @property
+    def in_scene(self) -> bool:
+        """False after a scene close removed the plot's nodes."""
+        return all(node.GetScene() is not None for node in [self.table, self.chart, *self.series.values()])
+
+
+def ensure_plot(plot: Optional[TrainingPlot], status: TrainingStatus, target_count: Optional[int] = None,
+                create=TrainingPlot) -> TrainingPlot:
+    """The running training's plot, recreated with every epoch so far when a scene close removed its nodes."""
+    if plot is not None and plot.in_scene:
+        return plot
+    plot = create()
+    if status.curves:
+        plot.update(status, target_count=target_count)
+    return plot

@@ -21,15 +21,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import aggregate, evaluate_folders, fmt, schema_from_model_or_dataset, write_evaluation
+    from ..evaluation import evaluate_folders, schema_from_model_or_dataset, summary_lines, write_evaluation
 
     schema = schema_from_model_or_dataset(args.model)
     reference_schema = schema_from_model_or_dataset(args.reference_labels) if args.reference_labels else None
     rows = evaluate_folders(args.predictions, args.references, schema, args.nsd_tolerance, reference_schema)
     csv_path, json_path = write_evaluation(rows, args.out)
-    for target, entry in aggregate(rows).items():
-        print(f"{target}: Dice {fmt(entry['dice']['mean'])}, HD95 {fmt(entry['hd95']['mean'], 1)} mm, "
-              f"NSD {fmt(entry['nsd']['mean'])}, lesions detected {entry['detected_lesions']}/"
-              f"{entry['reference_lesions']}, false positives {entry['false_positive_lesions']}")
+    for line in summary_lines(rows):  # every mean says how many cases it covers and which were left out, and why
+        print(line)
     print(f"written: {csv_path}, {json_path}")
     return 0

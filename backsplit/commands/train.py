@@ -14,13 +14,18 @@ def register(subparsers) -> None:
     p.add_argument("dataset", type=Path, help="the exported dataset folder (DatasetNNN_Name)")
     p.add_argument("--work-dir", type=Path, required=True, help="folder for nnUNet_preprocessed and nnUNet_results")
     p.add_argument("--model-dir", type=Path, help="copy the finished model here (twin: <model-dir>_binary)")
-    p.add_argument("--configuration", "-c", default="2d", choices=["2d", "3d_fullres"])
+    p.add_argument("--configuration", "-c", default="2d", choices=["2d", "3d_fullres"],
+                   help="nnU-Net configuration: 2d (slice by slice, fastest) or 3d_fullres (default 2d)")
     p.add_argument("--fold", default="auto", help="auto (all when < 5 cases, else 0), all, 0-4, or 5fold (all five "
                                                   "folds in turn: cross-validation, predicted as an ensemble)")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--iterations-per-epoch", type=int, default=250)
-    p.add_argument("--val-iterations", type=int, default=50)
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    p.add_argument("--epochs", type=int, default=50, help="training epochs (default 50; nnU-Net's own is 1000)")
+    p.add_argument("--iterations-per-epoch", type=int, default=250,
+                   help="training iterations (batches) per epoch (default 250)")
+    p.add_argument("--val-iterations", type=int, default=50,
+                   help="validation iterations per epoch, each about a third of a training iteration's time "
+                        "(default 50)")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
+                   help="where to train; auto picks cuda, then mps, then cpu (default auto)")
     p.add_argument("--sampling", default="target", choices=["target", "stock"],
                    help="target: forced-foreground patches centred on target classes (default); stock: nnU-Net's")
     p.add_argument("--pretrained", type=Path, help="fine-tune from this model folder (learning rate 1e-3 by default)")
@@ -33,9 +38,16 @@ def register(subparsers) -> None:
     p.add_argument("--validate", action="store_true", help="run nnU-Net's validation of the fold at the end")
     p.add_argument("--batch-size", type=int, help="override the plans' batch size (smaller: less GPU memory, more "
                                                   "optimiser steps per minute on a CPU)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="random seed for repeatable runs (default: none, random)")
+    p.add_argument("--context", default="none", metavar="learned[:t]",
+                   help="learned context classes (CoLab task generator, meta-learned during training): learned[:t] "
+                        "adds t classes (default 2) for background near the targets; settings as "
+                        "learned:2,m=48,tau=32,k=5 (margin and temperature in mm from the lesion, generator step every "
+                        "k iterations; also w=generator width, meta=fd|exact, lr=generator Adam rate). Default: none")
     p.add_argument("--jsonl", action="store_true", help="print progress events as JSON lines instead of a bar")
-    p.add_argument("--log", action="store_true", help="also print nnU-Net's own output")
+    p.add_argument("--verbose", "--log", action="store_true", dest="log",
+                   help="also print nnU-Net's and torch's own output (default: only in the job's log file, "
+                        "<work-dir>/jobs/train-*.log)")
     p.set_defaults(func=run)
 
 
@@ -48,7 +60,7 @@ def options_from_args(args: argparse.Namespace):
         val_iterations_per_epoch=args.val_iterations, device=args.device, sampling=args.sampling,
         pretrained_model=args.pretrained, initial_lr=args.lr, resume=args.resume, with_binary=args.with_binary,
         save_every=args.save_every, num_workers=args.workers, final_validation=args.validate, seed=args.seed,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, context=getattr(args, "context", "none"),
         extra={"overwrite": True} if args.overwrite else {})
 
 
@@ -73,8 +85,13 @@ def follow(process, *, jsonl: bool = False, show_log: bool = False, stream=None)
                 else:
                     from ..progress import ProgressEvent
 
-                    bar(ProgressEvent(event.stage, status.summary() if event.stage in ("epoch", "train")
-                                      else event.message, event.current, event.total))
+                    # epochs: the status line (elapsed, time left); other events: their own message (two 'train'
+                    # events at the start rendered as the same status line printed it twice)
+                    text = status.summary() if event.stage == "epoch" else \
+                        (f"{status.model}: {event.message}" if event.stage == "train" and status.model and
+                         not event.message.startswith(status.model) else event.message)
+                    bar(ProgressEvent(event.stage, text, event.current, event.total,
+                                      {} if event.stage == "epoch" else {"seconds_left": status.seconds_left()}))
             if not process.is_running():
                 process.wait()
                 for event in process.poll_events():
@@ -92,6 +109,8 @@ def follow(process, *, jsonl: bool = False, show_log: bool = False, stream=None)
             tail = "\n".join(getattr(process, "log_lines", [])[-15:])
             if tail and process.returncode not in (0, 1):
                 print(tail, file=stream)
+            if getattr(process, "log_file", None):
+                print(f"full log: {process.log_file}", file=stream)
         return 1 if process.returncode in (0, 1, None) else int(process.returncode)
     return int(process.returncode or 0)
 

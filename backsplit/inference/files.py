@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -17,7 +18,10 @@ from ..progress import ProgressCallback, ProgressEvent, ignore_progress
 from ..readers import IMAGE_SUFFIXES, read_image
 from ..summary import CaseSummary, DecisionRule, summarise, write_summaries
 from .model import load_predictor, read_model_info
+from .estimate import plan_prediction
 from .predict import Prediction, predict_arrays
+from .probability import write_probability_map
+from .watch import PredictionWatch
 
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -113,8 +117,17 @@ def write_prediction(prediction: Prediction, info, case_id: str, out_dir: Path, 
     else:
         _write_image(labels, prediction.geometry, paths["labels"])
     if probabilities and prediction.target_probability is not None:
-        _write_image(prediction.target_probability, prediction.geometry, paths["probability"])
+        write_probability_map(prediction.target_probability, prediction.geometry, paths["probability"])
     return paths
+
+
+def write_run_record(out_dir: Path, plan, watch) -> Path:
+    """prediction_run.json: the up-front estimate next to the real time (checks the estimate's accuracy)."""
+    record = {"estimate": plan.estimate.to_json() if plan is not None else None,
+              "actual_s": round(time.time() - watch.started, 2), "cases": watch.case_ids, "tiles": watch.tiles}
+    path = Path(out_dir) / "prediction_run.json"
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+    return path
 
 
 def write_label_table(info, out_dir: Path, lesion_only: bool) -> Path:
@@ -132,7 +145,11 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
                   lesion_only: bool = False, probabilities: bool = False, output_format: str = "nii.gz",
                   rule: DecisionRule = DecisionRule(), overwrite: bool = False, use_mirroring: bool = True,
                   progress: ProgressCallback = ignore_progress,
-                  cancel: Callable[[], bool] = lambda: False) -> list[CaseSummary]:
+                  cancel: Callable[[], bool] = lambda: False, estimate: bool = True,
+                  estimate_only: bool = False) -> list[CaseSummary]:
+    """Predict ``inputs`` into ``out_dir``. Progress: tile-level ``predict`` events (see ``watch.py``) and, unless
+    ``estimate`` is False, an ``estimate`` event first (a few tiles timed; also written to
+    ``prediction_run.json`` with the real time). ``estimate_only``: stop after the estimate (returns [])."""
     if output_format not in ("nii.gz", "seg.nrrd"):
         raise InputError(f"output format '{output_format}' is not supported; choose nii.gz or seg.nrrd")
     info = read_model_info(model_dir)
@@ -143,13 +160,26 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
             for path in output_paths(out_dir, case.case_id, output_format, probabilities).values():
                 if path.exists():
                     raise OutputError(f"'{path}' already exists; choose another output folder or allow overwriting")
-    progress(ProgressEvent("predict", f"loading the model ({info.variant}, {info.configuration})", 0, len(inputs)))
+    from ..imagefile import check_image_file  # damaged, sheared or 4D inputs: refused before the model loads
+
+    for case in inputs:
+        for path in case.images:
+            check_image_file(path, case.case_id)
+    watch = PredictionWatch(progress, [c.case_id for c in inputs], len(info.checkpoints))
+    watch.loading(f"{info.variant}, {info.configuration}")
     predictor = load_predictor(info, device, use_mirroring=use_mirroring)
+    predictor.tile_listener = watch.listener
+    plan = plan_prediction(predictor, info, inputs, use_mirroring, device) if estimate or estimate_only else None
+    if plan is not None:
+        watch.planned(plan)
+    if estimate_only:
+        return []
     summaries = []
     write_label_table(info, out_dir, lesion_only)
     for index, case in enumerate(inputs):
         if cancel():
             raise CancelledError("prediction cancelled")
+        watch.case_started(index)
         channels, geometries = [], []
         for path in case.images:
             array, geometry = read_image(path, case.case_id)
@@ -169,10 +199,10 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
         summary = summarise(case.case_id, prediction.labels, prediction.geometry, info.schema.target_values,
                             prediction.target_probability, rule)
         summaries.append(summary)
-        progress(ProgressEvent("predict", f"case '{case.case_id}': {summary.lesion_count} lesion(s), "
-                                          f"{summary.lesion_volume_ml:.2f} ml ({prediction.seconds:.1f} s)",
-                               index + 1, len(inputs), {"case": case.case_id, "seconds": prediction.seconds,
-                                                        "files": {k: str(v) for k, v in paths.items()},
-                                                        "summary": summary.to_json()}))
+        watch.case_finished(index, f"case '{case.case_id}': {summary.lesion_count} lesion(s), "
+                                   f"{summary.lesion_volume_ml:.2f} ml ({prediction.seconds:.1f} s)",
+                            {"case": case.case_id, "seconds": prediction.seconds,
+                             "files": {k: str(v) for k, v in paths.items()}, "summary": summary.to_json()})
     write_summaries(summaries, out_dir)
+    write_run_record(out_dir, plan, watch)
     return summaries

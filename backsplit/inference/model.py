@@ -45,12 +45,13 @@ class ModelInfo:
         return self.manifest.get("variant", "backsplit")
 
 
-def read_model_info(folder: Path, checkpoint: Optional[str] = None) -> ModelInfo:
-    """Check a model folder without loading torch: manifest, dataset.json, plans, checkpoints, label agreement."""
+def read_model_info(folder: Path, checkpoint: Optional[str] = None, manifest: Optional[dict] = None) -> ModelInfo:
+    """Check a model folder without loading torch: manifest, dataset.json, plans, checkpoints, label agreement.
+    ``manifest`` stands in for ``backsplit_model.json`` (a plain nnU-Net folder: backsplit.supports.runners)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError("the model folder does not exist", path=str(folder))
-    manifest = read_manifest(folder)
+    manifest = read_manifest(folder) if manifest is None else manifest
     for name in ("dataset.json", "plans.json"):
         if not (folder / name).is_file():
             raise InputError(f"the model folder has no {name}; copy the whole model folder", path=str(folder))
@@ -85,9 +86,10 @@ def read_model_info(folder: Path, checkpoint: Optional[str] = None) -> ModelInfo
 def load_predictor(info: ModelInfo, device: str = "auto", use_mirroring: bool = True, tile_step_size: float = 0.5):
     """nnU-Net's own predictor (sliding window, Gaussian weighting, mirroring, resampling) for this model."""
     import torch
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from .tiles import progress_predictor_class  # nnUNetPredictor reporting sliding-window tiles
 
     torch_device = resolve_device(device)
     if torch_device.type == "cpu":
@@ -112,7 +114,7 @@ def load_predictor(info: ModelInfo, device: str = "auto", use_mirroring: bool = 
                          path=str(info.folder))
     network = nnUNetTrainer.build_network_architecture(plans, configuration, len(info.channel_names),
                                                        label_manager.num_segmentation_heads, False)
-    predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
+    predictor = progress_predictor_class()(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
                                 perform_everything_on_device=torch_device.type == "cuda", device=torch_device,
                                 verbose=False, verbose_preprocessing=False, allow_tqdm=False)
     predictor.manual_initialization(network, plans, configuration, parameters, info.dataset_json,

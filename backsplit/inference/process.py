@@ -10,6 +10,7 @@ from typing import Optional
 
 from ..process import ChildProcess, PopenFactory, child_environment, python_executable
 from ..progress import ProgressEvent
+from ..training.process import append_log
 from .worker import PredictionRequest
 
 
@@ -27,11 +28,18 @@ class PredictionProcess(ChildProcess):
                          env, popen=popen)
         self.summaries: list[dict] = []
         self.error: Optional[str] = None
+        self.estimate: Optional[dict] = None
+        self.log_file = Path(request.out_dir) / "backsplit.log"   # nnU-Net's and torch's own output, kept aside
 
     def poll_events(self) -> list[ProgressEvent]:
         events = super().poll_events()
+        if any(e.stage == "log" for e in events):
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            append_log(self.log_file, [e for e in events if e.stage == "log"])
         for event in events:
-            if event.stage == "done":
+            if event.stage == "estimate":
+                self.estimate = dict(event.data)
+            elif event.stage == "done":
                 self.summaries = list(event.data.get("summaries", []))
             elif event.stage == "error":
                 self.error = event.message

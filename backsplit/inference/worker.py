@@ -28,6 +28,7 @@ class PredictionRequest:
     min_volume_ml: float = 0.0
     overwrite: bool = False
     use_mirroring: bool = True
+    estimate: bool = True             # time a few tiles first and report the expected duration ('estimate' event)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -53,7 +54,8 @@ def main(argv: Optional[list] = None) -> int:
                                   lesion_only=request.lesion_only, probabilities=request.probabilities,
                                   output_format=request.output_format,
                                   rule=DecisionRule(request.threshold, request.min_volume_ml),
-                                  overwrite=request.overwrite, use_mirroring=request.use_mirroring, progress=emit)
+                                  overwrite=request.overwrite, use_mirroring=request.use_mirroring, progress=emit,
+                                  estimate=request.estimate)
     except BackSplitError as exc:
         emit(ProgressEvent("error", str(exc)))
         return 1

@@ -23,7 +23,10 @@ def build_manifest(*, dataset_meta: dict, plans: dict, configuration: str, folds
                    plans_name: str, epochs: int, iterations_per_epoch: int, initial_lr: float, sampling: str,
                    pretrained_from: Optional[str], source_dataset: str, training_time_s: float, device: str,
                    completed_epochs: int, twin_model: Optional[str] = None,
-                   training_orientation: Optional[str] = None, batch_size: Optional[int] = None) -> dict:
+                   training_orientation: Optional[str] = None, batch_size: Optional[int] = None,
+                   lineage: Optional[dict] = None) -> dict:
+    """The manifest; ``lineage`` (``models/lineage.py``: model id, dataset version, parent model, weights
+    transfer) is merged in."""
     import nnunetv2
     import torch
 
@@ -59,6 +62,7 @@ def build_manifest(*, dataset_meta: dict, plans: dict, configuration: str, folds
         "device": device,
         "training_time_s": round(training_time_s, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **(lineage or {}),
     }
 
 

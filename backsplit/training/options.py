@@ -40,6 +40,7 @@ class TrainOptions:
     seed: Optional[int] = None
     batch_size: Optional[int] = None          # override the plans' batch size (GPU memory; more steps on a CPU)
     preprocess_processes: int = 2
+    context: str = "none"                     # "learned[:t][,m=MM,...]": learned context classes (CoLab), or "none"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -61,6 +62,10 @@ class TrainOptions:
             raise InputError(f"sampling '{self.sampling}' is unknown; choose 'target' or 'stock'")
         if self.fold not in FOLD_CHOICES:
             raise InputError(f"fold '{self.fold}' is not valid; choose auto, all, 0-4 or 5fold (all five folds)")
+        if (self.context or "none") != "none":
+            from .colab.spec import parse_context
+
+            parse_context(self.context)  # raises InputError naming the accepted form
         if self.batch_size is not None and int(self.batch_size) < 1:
             raise InputError("batch size must be at least 1 (or left empty for the plans' value)")
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch", "save_every"):

@@ -15,6 +15,14 @@ from .options import TrainOptions
 import subprocess
 
 
+def append_log(path: Path, events) -> None:
+    """Third-party output of a child (its 'log' events) appended to ``path``; BackSplit's own events as one line."""
+    lines = [e.message if e.stage == "log" else f"[backsplit {e.stage}] {e.message}" for e in events]
+    if lines:
+        with open(path, "a", encoding="utf-8", errors="replace") as out:
+            out.write("\n".join(lines) + "\n")
+
+
 def training_command(options_file: Path, python: str) -> list[str]:
     return [python, "-m", "backsplit.training.worker", str(options_file)]
 
@@ -40,11 +48,16 @@ class TrainingProcess(ChildProcess):
                          training_environment(options, base_env), popen=popen)
         self.result_models: list[str] = []
         self.error: Optional[str] = None
+        self.log_file = self.options_file.with_suffix(".log")   # nnU-Net's and torch's own output, kept aside
+        self.estimate: Optional[dict] = None
 
     def poll_events(self) -> list[ProgressEvent]:
         events = super().poll_events()
+        append_log(self.log_file, events)
         for event in events:
-            if event.stage == "done":
+            if event.stage == "estimate":
+                self.estimate = dict(event.data)
+            elif event.stage == "done":
                 self.result_models = list(event.data.get("models", []))
             elif event.stage == "error":
                 self.error = event.message

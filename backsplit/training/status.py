@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..progress import ProgressEvent
+from ..progress import ProgressEvent, format_duration  # noqa: F401 - format_duration re-exported
 
 
 @dataclass
@@ -36,6 +36,8 @@ class TrainingStatus:
     models: list[str] = field(default_factory=list)
     models_total: int = 1
     models_done: int = 0
+    estimate_s: Optional[float] = None    # the up-front estimate of the whole job (seconds from its start)
+    estimate_message: str = ""
 
     def update(self, event: ProgressEvent) -> None:
         if event.stage == "log":
@@ -63,6 +65,9 @@ class TrainingStatus:
             curves.train_loss.append(float(data.get("train_loss", float("nan"))))
             curves.val_loss.append(float(data.get("val_loss", float("nan"))))
             curves.pseudo_dice.append([float(d) for d in data.get("pseudo_dice", [])])
+        if event.stage == "estimate" and data.get("seconds") is not None:
+            self.estimate_s = float(data["seconds"])
+            self.estimate_message = event.message
         if event.stage == "done":
             self.finished = True
             self.models = list(data.get("models", []))
@@ -84,7 +89,10 @@ class TrainingStatus:
         return min(1.0, (self.models_done + per_model) / max(1, self.models_total))
 
     def seconds_left(self) -> Optional[float]:
-        """Mean of the last five epoch times x epochs left (including models still to train); None before epoch 1."""
+        """Mean of the last five epoch times x epochs left (including models still to train); before the first epoch
+        the up-front estimate's remainder; None before either is known."""
+        if (not self.epoch_times or not self.num_epochs) and self.estimate_s is not None:
+            return max(0.0, self.estimate_s - self.elapsed)
         if not self.epoch_times or not self.num_epochs:
             return None
         recent = self.epoch_times[-5:]
@@ -99,14 +107,3 @@ class TrainingStatus:
         if self.num_epochs and self.stage in ("epoch", "train"):
             return f"{head}epoch {self.epoch}/{self.num_epochs}, {format_duration(self.elapsed)} elapsed{eta}"
         return f"{head}{self.message}"
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"

@@ -38,6 +38,7 @@ class TargetAwareDataLoader(nnUNetDataLoader):
 class BackSplitTrainer(nnUNetTrainer):
     settings: dict = {}
     event_sink: Optional[Callable[[ProgressEvent], None]] = None
+    step_sink: Optional[Callable] = None   # (kind 'train' | 'val', trainer, batch): times iterations
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -68,6 +69,19 @@ class BackSplitTrainer(nnUNetTrainer):
             return super().get_dataloaders()
         finally:
             trainer_module.nnUNetDataLoader = original
+
+    # ---- iteration timing (the up-front estimate: estimate_training.TrainingClock) ------------------------------
+    def train_step(self, batch: dict) -> dict:
+        result = super().train_step(batch)
+        if type(self).step_sink is not None:
+            type(self).step_sink("train", self, batch)
+        return result
+
+    def validation_step(self, batch: dict) -> dict:
+        result = super().validation_step(batch)
+        if type(self).step_sink is not None:
+            type(self).step_sink("val", self, batch)
+        return result
 
     # ---- progress events -----------------------------------------------------------------------------------------
     def _emit(self, event: ProgressEvent) -> None:

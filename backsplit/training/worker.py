@@ -21,11 +21,18 @@ from typing import Optional, Sequence
 
 from ..devices import resolve_device
 from ..errors import BackSplitError, InputError, OutputError
+from ..estimate_training import TrainingClock
 from ..progress import ProgressEvent, format_event_line
 from .datasets import TrainingDataset, load_training_dataset
 from .lock import TrainingLock
+from ..models.lineage import model_lineage
+from ..models.usage import ModelInUse
 from .manifest import build_manifest, read_manifest, write_manifest
+from .pretrained import load_into_trainer
 from .options import PLANS_NAME, TRAINER_NAME, TrainOptions, CROSS_VALIDATION, resolve_folds, trainer_folder_name
+
+
+_CLOCK: Optional[TrainingClock] = None   # times the first iterations: the up-front estimate (set by ``run``)
 
 
 def emit(event: ProgressEvent) -> None:
@@ -37,8 +44,8 @@ def preprocessed_dir(dataset: TrainingDataset) -> Path:
     return Path(os.environ["nnUNet_preprocessed"]) / dataset.folder_name
 
 
-def results_dir(dataset: TrainingDataset, configuration: str) -> Path:
-    return Path(os.environ["nnUNet_results"]) / dataset.folder_name / trainer_folder_name(configuration)
+def results_dir(dataset: TrainingDataset, configuration: str, trainer: str = TRAINER_NAME) -> Path:
+    return Path(os.environ["nnUNet_results"]) / dataset.folder_name / trainer_folder_name(configuration, trainer)
 
 
 def _marker(dataset: TrainingDataset, configuration: str) -> Path:
@@ -115,6 +122,10 @@ def check_pretrained(model_dir: Path, dataset: TrainingDataset, configuration: s
         raise InputError("the model to fine-tune has no plans.json; choose a model folder written by BackSplit "
                          "training or nnU-Net", path=str(model_dir))
     plans = json.loads(plans_path.read_text())
+    if os.environ.get("nnUNet_results") and model_dir.resolve() == results_dir(dataset, configuration).resolve():
+        raise InputError("the model to fine-tune is this training's own output folder, which the new model would "
+                         "overwrite; copy it aside first (train it with --model-dir, or 'backsplit model import'), or "
+                         "use another work folder", path=str(model_dir))
     try:
         manifest = read_manifest(model_dir)
         folds = manifest.get("folds", ["all"])
@@ -144,16 +155,20 @@ def check_pretrained(model_dir: Path, dataset: TrainingDataset, configuration: s
 
 
 def train_one(dataset: TrainingDataset, options: TrainOptions, fold: str, device, plans: dict,
-              pretrained_checkpoint: Optional[Path], label: str, run_folds: Sequence[str] = ()) -> Path:
+              pretrained_checkpoint: Optional[Path], label: str, run_folds: Sequence[str] = (),
+              context: str = "none") -> Path:
     """Train one fold of one dataset; the manifest lists ``fold`` or, for cross-validation (``run_folds``), every
-    fold of ``run_folds`` that has finished (prediction ensembles them)."""
+    fold of ``run_folds`` that has finished (prediction ensembles them). ``context``: "learned[:t]..." trains the
+    learned-context trainer (``colab``) with the dataset.json extended by the context classes."""
     import numpy as np
     import torch
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
+    from .colab.setup import learned_context_trainer, manifest_entry
     from .trainer import BackSplitTrainer
 
-    base = results_dir(dataset, options.configuration)
+    trainer_class, meta = learned_context_trainer(context, dataset.meta) or (BackSplitTrainer, dataset.meta)
+    base = results_dir(dataset, options.configuration, trainer_class.__name__)
     fold_dir = base / f"fold_{fold}"
     with TrainingLock(base.parent / f".backsplit-train-{base.name}-fold_{fold}.lock"):
         has_final = (fold_dir / "checkpoint_final.pth").is_file()
@@ -169,19 +184,25 @@ def train_one(dataset: TrainingDataset, options: TrainOptions, fold: str, device
             "epochs": options.epochs, "iterations_per_epoch": options.iterations_per_epoch,
             "val_iterations_per_epoch": options.val_iterations_per_epoch, "initial_lr": options.learning_rate,
             "save_every": options.save_every, "sampling": options.sampling, "target_labels": dataset.target_labels}
-        BackSplitTrainer.event_sink = emit
+        BackSplitTrainer.event_sink = _CLOCK.observing(emit) if _CLOCK else emit   # the clock refines its estimate
+        BackSplitTrainer.step_sink = _CLOCK.step if _CLOCK else None               # ... from timed iterations
+        if _CLOCK:
+            _CLOCK.start_run()
         run_plans = json.loads(json.dumps(plans))
         run_plans["continue_training"] = bool(options.resume)
         if options.batch_size:  # this run only: the preprocessed plans (shared with the twin) stay as planned
             run_plans["configurations"][options.configuration]["batch_size"] = int(options.batch_size)
-        trainer = BackSplitTrainer(run_plans, options.configuration, fold if fold == "all" else int(fold),
-                                   dataset.meta, device)
+        trainer = trainer_class(run_plans, options.configuration, fold if fold == "all" else int(fold), meta, device)
         started = time.time()
         emit(ProgressEvent("train", f"{label}: starting ({options.configuration}, fold {fold}, {device})", 0,
                            options.epochs, {"model": label, "output_folder": str(base)}))
+        transfer = None
         if pretrained_checkpoint is not None:
-            try:
-                maybe_load_checkpoint(trainer, False, False, str(pretrained_checkpoint))
+            try:  # nnU-Net's rule; output layers kept when the label sets are equal (training/pretrained.py)
+                transfer = load_into_trainer(trainer, pretrained_checkpoint, meta["labels"])
+                emit(ProgressEvent("train", f"{label}: fine-tuning from {options.pretrained_model}: "
+                                            f"{transfer['message']}", 0, options.epochs,
+                                   {"weights_transfer": transfer["counts"]}))
             except (AssertionError, RuntimeError, KeyError) as exc:
                 raise InputError(f"the model to fine-tune does not fit this dataset's network ({exc or 'shape mismatch'})"
                                  "; fine-tune from a model trained with the same plans (e.g. the binary twin trained "
@@ -201,14 +222,19 @@ def train_one(dataset: TrainingDataset, options: TrainOptions, fold: str, device
         if earlier:  # cross-validation: the manifest's time covers all folds so far
             elapsed += float(earlier.get("training_time_s", 0.0))
         manifest = build_manifest(
-            dataset_meta=dataset.meta, plans=plans, configuration=options.configuration, folds=folds,
-            trainer=TRAINER_NAME, plans_name=PLANS_NAME, epochs=options.epochs,
+            dataset_meta=meta, plans=plans, configuration=options.configuration, folds=folds,
+            trainer=trainer_class.__name__, plans_name=PLANS_NAME, epochs=options.epochs,
             iterations_per_epoch=options.iterations_per_epoch, initial_lr=options.learning_rate,
             sampling=options.sampling if dataset.variant != "binary" else "stock (binary: targets are all classes)",
             pretrained_from=str(options.pretrained_model) if pretrained_checkpoint else None,
             source_dataset=dataset.folder_name, training_time_s=elapsed, device=str(device),
             completed_epochs=int(trainer.current_epoch), training_orientation=training_orientation(dataset),
-            batch_size=int(trainer.batch_size))
+            batch_size=int(trainer.batch_size),
+            lineage=model_lineage(meta, options.pretrained_model if pretrained_checkpoint else None, transfer))
+        if _CLOCK:
+            manifest["estimate"] = _CLOCK.record()   # the up-front estimate next to the real time
+        if manifest_entry(meta):
+            manifest["learned_context"] = manifest_entry(meta)
         write_manifest(base, manifest)
     return base
 
@@ -250,6 +276,10 @@ def copy_model(source: Path, target: Path, folds: Sequence[str]) -> Path:
         for item in (source / f"fold_{fold}").iterdir():
             if item.is_file() and item.name != "checkpoint_latest.pth":
                 shutil.copy2(item, staging / f"fold_{fold}" / item.name)
+        if (read_manifest_or_none(source) or {}).get("learned_context"):  # the exported model: segmentation only
+            from .colab.checkpoints import strip_generator
+
+            strip_generator(staging / f"fold_{fold}")
     staging.replace(target)
     return target
 
@@ -257,6 +287,8 @@ def copy_model(source: Path, target: Path, folds: Sequence[str]) -> Path:
 def run(options: TrainOptions) -> list[Path]:
     import torch
 
+    global _CLOCK
+    job_started = time.time()
     options.validate()
     dataset = load_training_dataset(options.dataset_dir)
     if Path(os.environ.get("nnUNet_raw", "")).resolve() != dataset.folder.parent:
@@ -282,9 +314,13 @@ def run(options: TrainOptions) -> list[Path]:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     pretrained_plans, checkpoint = (check_pretrained(options.pretrained_model, dataset, options.configuration)
                                     if options.pretrained_model is not None else (None, None))
+    _in_use = ModelInUse(options.pretrained_model, "fine-tuning").hold() if checkpoint else None  # noqa: F841
     plans = prepare(dataset, options, pretrained_plans)
     all_plans = [plans] + [prepare(twin, options, plans) for twin in datasets[1:]]
     os.environ["nnUNet_n_proc_DA"] = os.environ.get("BACKSPLIT_N_PROC_DA", "0")  # this process only, for training
+    _CLOCK = TrainingClock(emit, epochs=options.epochs, iterations_per_epoch=options.iterations_per_epoch,
+                           val_iterations_per_epoch=options.val_iterations_per_epoch, runs=options.runs_total,
+                           configuration=options.configuration, device=device.type, job_started=job_started)
     outputs = []
     for index, (ds, ds_plans) in enumerate(zip(datasets, all_plans)):
         label = "BackSplit model" if ds.variant == "backsplit" else f"{ds.variant} model"
@@ -295,7 +331,8 @@ def run(options: TrainOptions) -> list[Path]:
                 fold_checkpoint = same_fold if same_fold.is_file() else checkpoint
             output = train_one(ds, options, fold, device, ds_plans, fold_checkpoint,
                                f"{label} fold {fold}" if cross_validation else label,
-                               folds if cross_validation else ())
+                               folds if cross_validation else (),
+                               context=options.context if index == 0 else "none")
         outputs.append(output)
     if len(outputs) == 2:  # record the pairing in both manifests
         for this, other in ((outputs[0], outputs[1]), (outputs[1], outputs[0])):

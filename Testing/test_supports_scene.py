@@ -1,0 +1,172 @@
+"""Generated support structures in a real MRML scene (slicer-core): segments added to the case's node on the volume's
+exact (oblique) grid, the user's segments untouched, one undo step per case, conflicts, the generation child process
+with the stand-in TotalSegmentator (no weights can be downloaded here; see fixtures_supports.py), and the
+TotalSegmentator extension (not installable here: its logic is replaced by a stand-in object that fills the
+segmentation as the extension's ``process`` does)."""
+
+import time
+
+import numpy as np
+import pytest
+
+from backsplit.errors import InputError
+
+from fixtures_slicer import add_volume
+from fixtures_supports import write_standin
+
+SHAPE = (9, 12, 15)
+
+
+def oblique_ijk_to_ras():
+    a = np.deg2rad(35)
+    return np.array([[0.7 * np.cos(a), -1.1 * np.sin(a), 0, 5.0], [0.7 * np.sin(a), 1.1 * np.cos(a), 0, -7.0],
+                     [0, 0, 2.5, 11.0], [0, 0, 0, 1]])
+
+
+def box(z, y, x):
+    mask = np.zeros(SHAPE, bool)
+    mask[z[0]:z[1], y[0]:y[1], x[0]:x[1]] = True
+    return mask
+
+
+def user_case(slicer, name="CT", image=None):
+    from BackSplitSegmentLib.scene_cases import SceneCase
+
+    image = image if image is not None else np.full(SHAPE, 40, np.int16)
+    volume = add_volume(slicer, image, oblique_ijk_to_ras(), name)
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{name} segmentation")
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    for seg_name, mask in (("Lesion", box((3, 5), (4, 6), (5, 7))), ("liver", box((1, 8), (2, 10), (2, 12)))):
+        segment_id = node.GetSegmentation().AddEmptySegment(seg_name, seg_name, [0.9, 0.1, 0.1])
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), node, segment_id, volume)
+    return SceneCase(name, volume, node)
+
+
+def names(node):
+    segmentation = node.GetSegmentation()
+    return [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+
+
+def test_generated_segments_are_added_exactly_and_undone_in_one_step(slicer_scene):
+    from BackSplitSegmentLib.scene_cases import segment_mask
+    from BackSplitSegmentLib.supports_scene import add_generated_segments, generated_segments, undo_last_case
+
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    case = user_case(slicer)
+    before = {n: segment_mask(case.segmentation, n, case.volume, "c") for n in names(case.segmentation)}
+    liver, spleen = box((0, 9), (0, 12), (0, 8)), box((6, 8), (8, 11), (10, 14))
+    scene.SetUndoOn()
+    added = add_generated_segments(case.segmentation, case.volume, {"liver": liver, "spleen": spleen},
+                                   model="nnU-Net model /m", colors={"spleen": (0.1, 0.2, 0.3)},
+                                   terminology={"spleen": "x~SCT^1^A~SCT^78961009^Spleen~^^~y~^^~^^"})
+    assert added == {"liver": "liver (generated)", "spleen": "spleen"}
+    assert names(case.segmentation) == ["Lesion", "liver", "liver (generated)", "spleen"]
+    assert generated_segments(case.segmentation) == ["liver (generated)", "spleen"]
+    assert np.array_equal(segment_mask(case.segmentation, "liver (generated)", case.volume, "c"), liver)  # oblique
+    assert np.array_equal(segment_mask(case.segmentation, "spleen", case.volume, "c"), spleen)
+    for name, mask in before.items():                                            # user segments untouched
+        assert np.array_equal(segment_mask(case.segmentation, name, case.volume, "c"), mask)
+    segmentation = case.segmentation.GetSegmentation()
+    spleen_segment = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("spleen"))
+    assert np.allclose(spleen_segment.GetColor(), (0.1, 0.2, 0.3))
+    import vtk
+
+    value = vtk.mutable("")
+    assert spleen_segment.GetTag("BackSplit.Model", value) and str(value) == "nnU-Net model /m"
+    scene.Undo()                                                                  # Edit > Undo: one step
+    assert names(case.segmentation) == ["Lesion", "liver"]
+    for name, mask in before.items():
+        assert np.array_equal(segment_mask(case.segmentation, name, case.volume, "c"), mask)
+    scene.SetUndoOff()                                                            # the panel's own undo
+    add_generated_segments(case.segmentation, case.volume, {"spleen": spleen}, model="m")
+    assert names(case.segmentation) == ["Lesion", "liver", "spleen"]
+    assert undo_last_case(case.segmentation)
+    assert names(case.segmentation) == ["Lesion", "liver"]
+
+
+def test_bad_masks_and_refused_names_add_nothing(slicer_scene):
+    from BackSplitSegmentLib.supports_scene import add_generated_segments
+
+    case = user_case(slicer_scene.slicer)
+    with pytest.raises(InputError, match="has size"):
+        add_generated_segments(case.segmentation, case.volume, {"x": np.zeros((2, 2, 2), bool)}, model="m")
+    with pytest.raises(InputError, match="'LIVER' have the name of a segment"):
+        add_generated_segments(case.segmentation, case.volume, {"LIVER": box((0, 1), (0, 1), (0, 1))}, model="m",
+                               on_conflict="refuse")
+    assert names(case.segmentation) == ["Lesion", "liver"]
+
+
+def test_totalsegmentator_extension_is_asked_for_never_installed(slicer_scene):
+    from BackSplitSegmentLib.supports_scene import run_totalsegmentator_extension, totalsegmentator_extension_logic
+
+    slicer = slicer_scene.slicer
+    with pytest.raises(InputError, match="TotalSegmentator extension is not installed.*Extensions Manager.*never "
+                                         "installs it"):
+        totalsegmentator_extension_logic()
+
+    class ExtensionStandIn:
+        """Does what TotalSegmentatorLogic.process does to the output node (the extension cannot run here)."""
+        calls = []
+
+        def process(self, volume, segmentation_node, fast, cpu, task, subset):
+            self.calls.append((fast, cpu, task, subset))
+            segment_id = segmentation_node.GetSegmentation().AddEmptySegment("kidney_right", "kidney_right")
+            slicer.util.updateSegmentBinaryLabelmapFromArray(box((2, 6), (1, 5), (9, 14)).astype(np.uint8),
+                                                             segmentation_node, segment_id, volume)
+
+    case = user_case(slicer)
+    logic = ExtensionStandIn()
+    added = run_totalsegmentator_extension(case, subset=["kidney_right"], fast=True, cpu=True, logic=logic)
+    assert added == {"kidney_right": "kidney_right"} and logic.calls == [(True, True, "total", ["kidney_right"])]
+    assert names(case.segmentation) == ["Lesion", "liver", "kidney_right"]
+    assert slicer_scene.scene.GetFirstNodeByName("__backsplit_totalsegmentator") is None
+
+
+def test_generation_child_process_adds_segments_per_case(slicer_scene, tmp_path):
+    from BackSplitSegmentLib.scene_cases import segment_mask
+    from BackSplitSegmentLib.supports_scene import import_events, start_generation
+
+    slicer = slicer_scene.slicer
+    bright = np.full(SHAPE, 40, np.int16)
+    bright[2:7, 3:9, 4:12] = 150
+    cases = [user_case(slicer, "first", bright), user_case(slicer, "second", bright)]
+    job = start_generation(cases, classes=["liver"], executable=str(write_standin(tmp_path / "bin")), device="cpu")
+    try:
+        deadline = time.time() + 120
+        messages = []
+        while job.process.is_running() and time.time() < deadline:
+            messages += import_events(job, job.process.poll_events())
+            time.sleep(0.1)
+        job.process.wait(30)
+        messages += import_events(job, job.process.poll_events())
+        assert job.process.returncode == 0, "\n".join(job.process.log_lines[-20:])
+    finally:
+        job.close()
+    assert sorted(job.imported) == ["first", "second"] and not job.failed, messages
+    for case in cases:
+        assert names(case.segmentation) == ["Lesion", "liver", "liver (generated)"]
+        assert np.array_equal(segment_mask(case.segmentation, "liver (generated)", case.volume, "c"), bright > 100)
+    assert not job.work_dir.exists()
+
+
+def test_supports_section_is_the_last_section_and_uses_only_widgets_of_the_ui():
+    """The widget code cannot run without Qt: check it against the .ui (names used, section placed last)."""
+    import importlib
+    import re
+    import xml.etree.ElementTree as ET
+    from pathlib import Path
+
+    pytest.importorskip("slicer")
+    repo = Path(__file__).resolve().parent.parent
+    tree = ET.parse(repo / "BackSplitSegment" / "Resources" / "UI" / "BackSplitSegment.ui")
+    widgets = {w.get("name") for w in tree.iter("widget")}
+    source = (repo / "BackSplitSegment" / "BackSplitSegmentLib" / "supports_section.py").read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    assert used and not used - widgets, sorted(used - widgets)
+    sections = [w.get("name") for w in tree.iter("widget") if w.get("class") == "ctkCollapsibleButton"]
+    assert sections[-1] == "supportsCollapsibleButton"
+    assert "SupportsSection(self, qt.QTimer(), qt.QTableWidgetItem)" in \
+        (repo / "BackSplitSegment" / "BackSplitSegment.py").read_text()
+    for name in ("BackSplitSegmentLib.supports_scene", "BackSplitSegmentLib.supports_section"):
+        importlib.import_module(name)

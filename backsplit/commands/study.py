@@ -1,0 +1,116 @@
+"""``backsplit study``: does BackSplit help on my data? Train every arm on the same folds with identical plans, budget
+and seeds, predict each fold's held-out cases, evaluate, and write a report with paired statistics.
+
+Arms: binary (always included: the reference), backsplit, drop:<support>, noisy:erode:<mm>, noisy:dilate:<mm>,
+noisy:missing:<fraction>, rings[:W1,W2], kmeans[:T], finetune, sampling:stock, sampling:target.
+
+The study folder holds plan.json, units/<unit>/ (log.txt, model, predictions, per-case tables), results/ (all
+per-case numbers as CSV) and report/ (report.md + PNG plots). Run the same command again to continue an interrupted
+study: finished steps are verified by content hash (dataset files + settings) and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("study", help="compare arms (binary, BackSplit, ...) by cross-validation with paired "
+                                            "statistics, locally or on a SLURM cluster",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", type=Path, help="the exported BackSplit dataset (DatasetNNN_Name, binary twin beside it)")
+    p.add_argument("--out", type=Path, required=True, help="the study folder (created; reused to resume)")
+    p.add_argument("--arms", default="binary,backsplit", help="comma-separated arms (default binary,backsplit)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds, 2-5 (default 5)")
+    p.add_argument("--seeds", default="1", help="comma-separated training seeds (default 1)")
+    p.add_argument("--configuration", "-c", default="3d_fullres", choices=["2d", "3d_fullres"],
+                   help="nnU-Net configuration (default 3d_fullres)")
+    p.add_argument("--epochs", type=int, default=50, help="epochs per training (default 50)")
+    p.add_argument("--iterations-per-epoch", type=int, default=250, help="training iterations per epoch (default 250)")
+    p.add_argument("--val-iterations", type=int, default=50, help="validation iterations per epoch (default 50)")
+    p.add_argument("--batch-size", type=int, help="override the plans' batch size (default: as planned)")
+    p.add_argument("--sampling", default="target", choices=["target", "stock"],
+                   help="patch sampling of arms that do not set their own (default target)")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"], help="default auto")
+    p.add_argument("--no-mirroring", action="store_true", help="predict without test-time mirroring (faster)")
+    p.add_argument("--nsd-tolerance", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
+    p.add_argument("--sensitivity", type=float, default=0.95,
+                   help="sensitivity the case rule's minimum volume is calibrated for, on training folds (default 0.95)")
+    p.add_argument("--save-every", type=int, default=5, help="epochs between resume checkpoints (default 5)")
+    p.add_argument("--executor", default="local", choices=["local", "slurm"], help="where units run (default local)")
+    p.add_argument("--gpus", default="auto",
+                   help="local: GPU indices to run units on in parallel, one per GPU (e.g. 0,1), 'auto' (all that "
+                        "nvidia-smi lists) or 'none' (one unit at a time; default auto)")
+    p.add_argument("--nice", type=int, default=0, help="local: run units with this nice value (default 0)")
+    g = p.add_argument_group("SLURM (--executor slurm)")
+    g.add_argument("--slurm-config", type=Path, help="JSON file with partition, time, cpus_per_task, mem, gres, "
+                                                     "account, extra_args, python, max_parallel, poll_s")
+    g.add_argument("--partition", help="SLURM partition (default: the cluster's default)")
+    g.add_argument("--time", dest="slurm_time", help="wall time per unit, SLURM format, e.g. 04:00:00")
+    g.add_argument("--cpus-per-task", type=int, help="CPUs per unit")
+    g.add_argument("--mem", help="memory per unit, e.g. 32G")
+    g.add_argument("--gres", help="generic resources per unit, e.g. gpu:1")
+    g.add_argument("--poll", type=float, help="seconds between squeue checks (default 5)")
+    p.add_argument("--plan-only", action="store_true", help="print the plan (units and content hashes) and stop")
+    p.add_argument("--report-only", action="store_true", help="rebuild the report from finished units and stop")
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace):
+    from ..errors import InputError
+    from ..study.plan import StudySettings
+
+    try:
+        seeds = tuple(int(s) for s in str(args.seeds).split(",") if s.strip())
+    except ValueError:
+        raise InputError(f"--seeds '{args.seeds}' must be whole numbers separated by commas, e.g. 1,2,3") from None
+    return StudySettings(configuration=args.configuration, folds=args.folds, seeds=seeds, epochs=args.epochs,
+                         iterations_per_epoch=args.iterations_per_epoch, val_iterations_per_epoch=args.val_iterations,
+                         batch_size=args.batch_size, sampling=args.sampling, device=args.device,
+                         mirroring=not args.no_mirroring, nsd_tolerance_mm=args.nsd_tolerance,
+                         sensitivity=args.sensitivity, save_every=args.save_every)
+
+
+def executor_from_args(args: argparse.Namespace):
+    if args.executor == "slurm":
+        from ..study.slurm import SlurmConfig, SlurmExecutor
+
+        return SlurmExecutor(SlurmConfig.load(args.slurm_config, partition=args.partition, time=args.slurm_time,
+                                              cpus_per_task=args.cpus_per_task, mem=args.mem, gres=args.gres,
+                                              poll_s=args.poll))
+    from ..study.local import LocalExecutor, visible_gpus
+
+    if args.gpus == "auto":
+        gpus = visible_gpus() if args.device in ("auto", "cuda") else []
+    elif args.gpus in ("none", ""):
+        gpus = []
+    else:
+        gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+    return LocalExecutor(gpus=gpus if len(gpus) > 1 else [], nice=args.nice)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..study.runner import collect, plan_study, require_success, run_study
+
+    def echo(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    plan = plan_study(args.dataset, args.out, [a for a in args.arms.split(",") if a.strip()], settings_from_args(args))
+    if args.plan_only:
+        for wave, units in enumerate(plan.waves(), start=1):
+            for unit in units:
+                print(f"wave {wave}  {unit.id:40s} " + " ".join(f"{k}={v}" for k, v in unit.hashes.items()))
+        return 0
+    if args.report_only:
+        from ..study.report import write_report
+
+        plan.write(Path(plan.study_dir) / "plan.json")
+        paths = collect(plan)
+        print(write_report(paths["per_case"].parent, Path(plan.study_dir) / "report"))
+        return 0
+    outcome = run_study(plan, executor_from_args(args), echo)
+    print(Path(plan.study_dir) / "report" / "report.md")
+    require_success(outcome)
+    return 0

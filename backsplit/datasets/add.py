@@ -1,0 +1,308 @@
+"""``backsplit dataset add``: append cases to an exported BackSplit dataset and its binary twin as a new version.
+
+Reuses export's pieces: the case checks and label merge (``validation.case_labels``), the label schema stored in
+dataset.json, generated context classes (``context.add_context``), the ``.nii.gz`` writer and export's case writer.
+Like export, the new version is built in a hidden folder next to the dataset (hard links to the unchanged case
+files, the new cases written) and moved into place at the end; the previous version's folders are moved whole into
+``backsplit_versions/<dataset>/v<N>/`` (see ``versions.py``). A bad case, a cancel or a full disk leaves both the
+dataset and its twin as they were.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Optional, Sequence
+
+from ..cases import CaseSource, check_unique_ids
+from ..context import ContextSpec, add_context
+from ..errors import BackSplitError, CancelledError, InputError, OutputError
+from ..export import FILE_ENDING, _link_or_copy, _link_twin_images, _write_case, read_dataset_json
+from ..niftiio import NiftiGzWriter
+from ..progress import ProgressCallback, ProgressEvent, ignore_progress
+from ..schema import LabelSchema
+from ..validation import MISSING_ABSENT, MISSING_ERROR, case_labels, check_case_ids
+from . import versions
+from .policy import ON_EXISTING_REFUSE, GeometryPolicy, assign_case_ids, header_geometry, sort_segments
+
+
+@dataclass
+class AddRequest:
+    dataset_dir: Path                              # the BackSplit dataset (DatasetNNN_Name), newest version
+    name_mapping: Mapping[str, str] = field(default_factory=dict)   # segment alias -> class, added to the stored map
+    ignore_segments: Sequence[str] = ()            # segments to leave out on purpose
+    on_existing_id: str = ON_EXISTING_REFUSE       # "refuse" or "rename" (-> <id>_<n>)
+    allow_negative_cases: bool = False
+    missing_segments: str = MISSING_ERROR          # "absent": a removed support segment is recorded as absent
+    compression_level: int = 1
+
+
+@dataclass
+class AddResult:
+    dataset_dir: Path
+    binary_dataset_dir: Optional[Path]
+    version: int
+    parent_version: int
+    case_ids: dict[str, str]                       # requested id -> id in the dataset
+    previous_version_dir: Path                     # the nnU-Net raw root now holding the parent version
+    negative_cases: list[str]
+    absent_segments: dict[str, list[str]]
+    unused_segments: dict[str, list[str]]          # case -> segments not used (generated classes, ignored)
+    seconds: float
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"{self.dataset_dir.name}: version {self.version} (parent {self.parent_version}), "
+                 f"{len(self.case_ids)} case(s) added in {self.seconds:.1f} s"]
+        for old, new in self.case_ids.items():
+            lines.append(f"  added '{new}'" + (f" (the id '{old}' existed: new id given)" if old != new else ""))
+        for case, classes in self.absent_segments.items():
+            lines.append(f"  case '{case}': no segment for {', '.join(classes)} (recorded as absent)")
+        for case, names in self.unused_segments.items():
+            lines.append(f"  case '{case}': not used: {', '.join(names)} (generated classes are regenerated)")
+        lines.append(f"Version {self.parent_version} is kept in {self.previous_version_dir}")
+        return lines
+
+
+@dataclass
+class _Target:
+    """What the new cases must fit, read from the dataset's newest version."""
+    live: Path
+    meta: dict
+    twin: Optional[Path]
+    twin_meta: Optional[dict]
+    schema: LabelSchema                 # classes read from segments (generated context classes excluded)
+    output_schema: LabelSchema          # every class written
+    context: ContextSpec
+    case_ids: list[str]
+    policy: Optional[GeometryPolicy]
+
+
+def _read_target(dataset_dir: Path) -> _Target:
+    from ..training.datasets import load_training_dataset
+
+    live = Path(dataset_dir).resolve()
+    if versions.VERSIONS_FOLDER in live.parts:
+        raise InputError("this is an earlier version kept for reference; add cases to the dataset's newest version "
+                         "(the DatasetNNN_Name folder next to 'backsplit_versions')", path=str(live))
+    loaded = load_training_dataset(live)
+    meta = loaded.meta
+    section = meta.get("backsplit")
+    if not section or not section.get("schema"):
+        raise InputError("the dataset was not exported by BackSplit (dataset.json has no 'backsplit' section); "
+                         "export it with BackSplit first", path=str(live))
+    if section.get("variant") == "binary":
+        raise InputError(f"this is the binary twin; add cases to the BackSplit dataset '{section.get('twin')}' "
+                         "(its twin follows)", path=str(live))
+    twin, twin_meta = None, None
+    if section.get("twin"):
+        twin = live.parent / section["twin"]
+        if not twin.is_dir():
+            raise InputError(f"the binary twin '{section['twin']}' recorded in dataset.json is missing; put it back "
+                             "next to the dataset (or export both again)", path=str(live))
+        twin_meta = read_dataset_json(twin)
+        if sorted(twin_meta.get("backsplit", {}).get("case_ids", [])) != sorted(section.get("case_ids", [])):
+            raise InputError("the binary twin does not hold the same cases as the dataset; export both again",
+                             path=str(twin))
+    output_schema = LabelSchema.from_json(section["schema"])
+    context_raw = section.get("context") or {"method": "none"}
+    context = ContextSpec(context_raw.get("method", "none"), tuple(context_raw.get("ring_widths_mm", (5.0, 15.0))),
+                          int(context_raw.get("clusters", 2)))
+    generated = set(context.class_names())
+    schema = LabelSchema(output_schema.targets, tuple(s for s in output_schema.supports if s.name not in generated))
+    if section.get("geometry_policy"):
+        raw = section["geometry_policy"]
+        policy = GeometryPolicy(raw["orientation"], tuple(raw["median_spacing_mm"]), raw.get("spacing_factor", 3.0))
+    else:
+        policy = GeometryPolicy.from_geometries(header_geometry(live / "imagesTr" / f"{c}_0000{FILE_ENDING}")
+                                                for c in loaded.case_ids)
+    return _Target(live, meta, twin, twin_meta, schema, output_schema, context, loaded.case_ids, policy)
+
+
+def _link_existing(source: Path, target: Path, subfolders: Sequence[str]) -> None:
+    for sub in subfolders:
+        (target / sub).mkdir(parents=True, exist_ok=True)
+        if (source / sub).is_dir():
+            for item in sorted((source / sub).iterdir()):
+                if item.is_file():
+                    _link_or_copy(item, target / sub / item.name)
+
+
+def iter_add(sources: Sequence[CaseSource], request: AddRequest,
+             cancel: Callable[[], bool] = lambda: False) -> Iterator[ProgressEvent]:
+    """Add cases step by step (one event per case; a GUI steps this from a timer). The final event carries the
+    AddResult in ``event.data["result"]``. Raises InputError for a case that does not fit (nothing is written)."""
+    from ..training.lock import TrainingLock
+
+    started = time.time()
+    if not sources:
+        raise InputError("no case to add; give at least one case")
+    if request.missing_segments not in (MISSING_ERROR, MISSING_ABSENT):
+        raise ValueError(f"missing_segments must be '{MISSING_ERROR}' or '{MISSING_ABSENT}'")
+    check_unique_ids(sources)
+    check_case_ids([s.case_id for s in sources])
+    target = _read_target(request.dataset_dir)
+    ids = assign_case_ids([s.case_id for s in sources], target.case_ids, request.on_existing_id)
+    section = target.meta["backsplit"]
+    mapping = {**section.get("name_mapping", {}), **dict(request.name_mapping)}
+    out_root = target.live.parent
+    lock = TrainingLock(out_root / f".backsplit-add-{target.live.name}.lock")
+    try:
+        lock.acquire()
+    except BackSplitError:
+        raise OutputError(f"another 'dataset add' is writing to '{target.live.name}'; wait for it to finish") from None
+    staging = Path(tempfile.mkdtemp(prefix=".backsplit-add-", dir=out_root))
+    writer = NiftiGzWriter(level=request.compression_level)
+    try:
+        new_main = staging / target.live.name
+        new_twin = staging / target.twin.name if target.twin else None
+        _link_existing(target.live, new_main, ("imagesTr", "labelsTr"))
+        if new_twin:
+            _link_existing(target.twin, new_twin, ("labelsTr",))
+            (new_twin / "imagesTr").mkdir()
+        negative, absent, unused, sources_used = [], {}, {}, {c.name: set() for c in target.schema.classes}
+        total = len(sources)
+        yield ProgressEvent("add", f"checking and writing {total} case(s)", 0, total)
+        for index, source in enumerate(sources):
+            if cancel():
+                raise CancelledError("adding cases cancelled; the dataset is unchanged")
+            requested = source.case_id
+            loaded = source.load()   # a copy with the final id: an in-memory case of the caller stays as it was
+            case = dataclasses.replace(loaded, case_id=ids[requested], segments=dict(loaded.segments))
+            del loaded
+            not_used = sort_segments(case.case_id, list(case.segments), target.schema, mapping,
+                                     target.context.class_names(), request.ignore_segments)
+            for name in not_used:
+                case.segments.pop(name)
+            if not_used:
+                unused[case.case_id] = not_used
+            if target.policy is not None:
+                target.policy.check(case.geometry, case.case_id)
+            checked = case_labels(case, target.schema, mapping=mapping,
+                                  expected_channels=len(target.meta["channel_names"]),
+                                  allow_negative=request.allow_negative_cases, missing=request.missing_segments)
+            if checked.negative:
+                negative.append(case.case_id)
+            if checked.absent_classes:
+                absent[case.case_id] = checked.absent_classes
+            for cls, names in checked.sources.items():
+                sources_used[cls].update(names)
+            labels = add_context(checked.labels, case.channels[0], case.geometry.spacing[::-1],
+                                 len(target.schema.targets), len(target.schema.classes) + 1, target.context)
+            _write_case(writer, case, labels, target.output_schema, new_main, new_twin)
+            del case, checked, labels
+            yield ProgressEvent("add", f"wrote case '{ids[requested]}'", index + 1, total, {"case": ids[requested]})
+        writer.wait()
+        _link_twin_images(new_main, new_twin)
+        parent = versions.current_version(target.meta)
+        update = _VersionUpdate(parent + 1, parent, list(ids.values()), negative, absent, mapping, sources_used,
+                                target.policy)
+        _write_version_json(new_main, target.meta, update)
+        if new_twin:
+            _write_version_json(new_twin, target.twin_meta, update)
+        snapshot = versions.snapshot_dir(target.live, target.meta, parent)
+        _swap_in([(target.live, new_main)] + ([(target.twin, new_twin)] if new_twin else []), snapshot)
+        result = AddResult(target.live, target.twin, parent + 1, parent, ids, snapshot, negative, absent, unused,
+                           time.time() - started)
+        yield ProgressEvent("done", f"{target.live.name}: version {parent + 1} with {total} new case(s)", total, total,
+                            {"result": result})
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OutputError(f"the disk holding '{out_root}' is full; free space and add again (the dataset is "
+                              "unchanged)") from None
+        raise OutputError(f"adding cases to '{target.live}' failed ({exc}); the dataset is unchanged") from exc
+    finally:
+        writer.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        lock.release()
+
+
+def add_cases(sources: Sequence[CaseSource], request: AddRequest, progress: ProgressCallback = ignore_progress,
+              cancel: Callable[[], bool] = lambda: False) -> AddResult:
+    """Add every case as one new version and return where it is. See ``iter_add``."""
+    result = None
+    for event in iter_add(sources, request, cancel):
+        if event.stage == "done":
+            result = event.data.pop("result")
+        progress(event)
+    assert result is not None
+    return result
+
+
+@dataclass
+class _VersionUpdate:
+    version: int
+    parent: int
+    added: list[str]
+    negative: list[str]
+    absent: dict[str, list[str]]
+    mapping: dict[str, str]
+    sources: dict[str, set[str]]
+    policy: Optional[GeometryPolicy]
+
+
+def _write_version_json(folder: Path, old_meta: dict, update: _VersionUpdate) -> None:
+    """The new version's dataset.json: the old one with the new cases, version record and file hashes."""
+    import json
+
+    meta = json.loads(json.dumps(old_meta))
+    section = meta["backsplit"]
+    section["case_ids"] = list(section.get("case_ids", [])) + update.added
+    meta["numTraining"] = len(section["case_ids"])
+    section["negative_cases"] = list(section.get("negative_cases", [])) + update.negative
+    section["absent_segments"] = {**section.get("absent_segments", {}), **update.absent}
+    section["name_mapping"] = dict(update.mapping)
+    for item in section.get("schema", {}).get("targets", []) + section.get("schema", {}).get("supports", []):
+        if update.sources.get(item["name"]):
+            item["sources"] = sorted(set(item.get("sources", [])) | update.sources[item["name"]])
+    history = versions.version_history(old_meta)
+    history.append({"version": update.version, "parent": update.parent, "created": versions.now(),
+                    "how": "dataset add", "added_cases": update.added})
+    section["versions"] = history
+    section["version"] = update.version
+    section["parent_version"] = update.parent
+    if update.policy is not None:
+        section["geometry_policy"] = update.policy.to_json()
+    section["files"] = _carry_hashes(folder, old_meta.get("backsplit", {}).get("files") or {})
+    versions.write_json_atomic(folder / "dataset.json", meta)
+
+
+def _carry_hashes(folder: Path, recorded: dict) -> dict:
+    """Hashes of every case file: recorded ones are kept when the size still matches (the files are hard links to
+    the same bytes); new, resized or unrecorded files are hashed."""
+    records = {}
+    for sub in versions.CASE_FOLDERS:
+        for path in sorted((folder / sub).iterdir()):
+            name = f"{sub}/{path.name}"
+            old = recorded.get(name)
+            if old and old.get("bytes") == path.stat().st_size:
+                records[name] = dict(old)
+            else:
+                records[name] = {"sha256": versions.hash_file(path), "bytes": path.stat().st_size}
+    return records
+
+
+def _swap_in(pairs: list[tuple[Path, Path]], snapshot: Path) -> None:
+    """Move each live folder into the snapshot root and its new version into place; undo on failure."""
+    if snapshot.exists():
+        raise OutputError(f"'{snapshot}' exists already (left by an interrupted add?); move it away and add again")
+    snapshot.mkdir(parents=True)
+    done: list[tuple[Path, Path]] = []
+    try:
+        for live, _ in pairs:
+            os.replace(live, snapshot / live.name)
+            done.append((snapshot / live.name, live))
+        for live, new in pairs:
+            os.replace(new, live)
+            done.append((live, new))
+    except OSError:
+        for moved_to, moved_from in reversed(done):
+            os.replace(moved_to, moved_from)
+        if not any(snapshot.iterdir()):
+            snapshot.rmdir()
+        raise

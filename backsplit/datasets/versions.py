@@ -1,0 +1,172 @@
+"""Dataset versions as data, in dataset.json's ``backsplit`` section, and where earlier versions live.
+
+Recorded per dataset (the BackSplit dataset and its binary twin carry the same numbers)::
+
+    "version": 2, "parent_version": 1,
+    "versions": [{"version": 1, "parent": null, "created": "...", "how": "export", "added_cases": [...]},
+                 {"version": 2, "parent": 1, "created": "...", "how": "dataset add", "added_cases": ["c7"]}],
+    "files": {"imagesTr/c7_0000.nii.gz": {"sha256": "...", "bytes": 1234}, ...}     # this version's files
+
+Layout: the dataset folder (``nnUNet_raw/Dataset501_Name``) always holds the newest version, so training,
+prediction and nnU-Net use it unchanged. ``backsplit dataset add`` moves the previous version's folders (both
+datasets) whole into ``nnUNet_raw/backsplit_versions/Dataset501_Name/v<N>/`` (same file names: that folder is an
+nnU-Net raw root, ``backsplit train .../v1/Dataset501_Name`` retrains on version 1), and the new version holds hard
+links to the unchanged case files (copies where the file system has no hard links). Case files are only ever
+replaced, never edited in place, so a hard link cannot change an earlier version; ``verify_files`` re-hashes to
+prove it. nnU-Net only looks at ``DatasetNNN_*`` folders, so ``backsplit_versions`` does not disturb it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+from ..errors import InputError
+
+VERSIONS_FOLDER = "backsplit_versions"
+CASE_FOLDERS = ("imagesTr", "labelsTr")
+
+
+def hash_file(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes (hashlib: the standard library's, fast and well known), hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_records(folder: Path, names: Optional[Iterable[str]] = None) -> dict[str, dict]:
+    """``{"imagesTr/<file>": {"sha256": hex, "bytes": n}}`` for the case files of a dataset folder (all of them, or
+    the relative paths in ``names``)."""
+    folder = Path(folder)
+    if names is None:
+        names = [f"{sub}/{p.name}" for sub in CASE_FOLDERS if (folder / sub).is_dir()
+                 for p in sorted((folder / sub).iterdir()) if p.is_file()]
+    return {name: {"sha256": hash_file(folder / name), "bytes": (folder / name).stat().st_size}
+            for name in sorted(names)}
+
+
+def files_digest(records: dict[str, dict]) -> str:
+    """One fingerprint of a version's content (names and hashes of every case file), for model manifests."""
+    digest = hashlib.sha256()
+    for name in sorted(records):
+        digest.update(f"{name}:{records[name]['sha256']}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def current_version(meta: dict) -> int:
+    return int(meta.get("backsplit", {}).get("version", 1))
+
+
+def version_history(meta: dict) -> list[dict]:
+    """The versions recorded in dataset.json; a dataset exported before versions were recorded is version 1."""
+    section = meta.get("backsplit", {})
+    if section.get("versions"):
+        return [dict(v) for v in section["versions"]]
+    return [{"version": 1, "parent": None, "created": section.get("created"), "how": "export",
+             "added_cases": list(section.get("case_ids", []))}]
+
+
+def stamp_first_version(folder: Path) -> None:
+    """Record version 1 and the hash of every case file in a freshly exported dataset's dataset.json."""
+    path = Path(folder) / "dataset.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    section = meta.setdefault("backsplit", {})
+    section["version"] = 1
+    section["parent_version"] = None
+    section["versions"] = version_history(meta)
+    section["files"] = file_records(folder)
+    write_json_atomic(path, meta)
+
+
+def write_json_atomic(path: Path, content: dict) -> None:
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    tmp.write_text(json.dumps(content, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main_dataset_name(dataset_dir: Path, meta: dict) -> str:
+    """The BackSplit dataset's folder name (snapshots of a pair are kept under it, also for the twin)."""
+    section = meta.get("backsplit", {})
+    if section.get("variant") == "binary" and section.get("twin"):
+        return str(section["twin"])
+    return Path(dataset_dir).name
+
+
+def snapshot_dir(dataset_dir: Path, meta: dict, version: int) -> Path:
+    """The nnU-Net raw root that holds version ``version`` of the pair once a newer version exists."""
+    dataset_dir = Path(dataset_dir)
+    return dataset_dir.parent / VERSIONS_FOLDER / main_dataset_name(dataset_dir, meta) / f"v{int(version)}"
+
+
+@dataclass
+class VersionInfo:
+    version: int
+    parent: Optional[int]
+    created: Optional[str]
+    how: str
+    added_cases: list[str]
+    folder: Optional[Path]          # where this version's dataset folder is (None: its snapshot is gone)
+
+    def line(self) -> str:
+        where = str(self.folder) if self.folder else "(folder missing)"
+        return (f"v{self.version}  parent {('v' + str(self.parent)) if self.parent else '-':<4} {self.created or '?':<25}"
+                f" {self.how:<12} +{len(self.added_cases)} case(s)  {where}")
+
+
+def list_versions(dataset_dir: Path) -> list[VersionInfo]:
+    """Every recorded version of a dataset, oldest first, with the folder that holds it."""
+    from ..export import read_dataset_json
+
+    dataset_dir = Path(dataset_dir)
+    meta = read_dataset_json(dataset_dir)
+    current = current_version(meta)
+    result = []
+    for record in version_history(meta):
+        number = int(record["version"])
+        folder = dataset_dir if number == current else snapshot_dir(dataset_dir, meta, number) / dataset_dir.name
+        result.append(VersionInfo(number, record.get("parent"), record.get("created"), record.get("how", "?"),
+                                  list(record.get("added_cases", [])), folder if folder.is_dir() else None))
+    return result
+
+
+def version_folder(dataset_dir: Path, version: int) -> Path:
+    """The dataset folder of one version (the live folder for the newest); InputError when it is not kept."""
+    for info in list_versions(dataset_dir):
+        if info.version == int(version):
+            if info.folder is None:
+                raise InputError(f"version {version} is recorded but its folder is gone (it was kept in "
+                                 f"'{VERSIONS_FOLDER}' next to the dataset)", path=str(dataset_dir))
+            return info.folder
+    known = ", ".join(str(i.version) for i in list_versions(dataset_dir))
+    raise InputError(f"the dataset has no version {version} (versions: {known})", path=str(dataset_dir))
+
+
+def verify_files(dataset_dir: Path) -> list[str]:
+    """Compare the case files on disk with the hashes recorded in dataset.json. Returns problems (empty: all match):
+    changed, missing and unrecorded files. A dataset without recorded hashes gives one line saying so."""
+    from ..export import read_dataset_json
+
+    dataset_dir = Path(dataset_dir)
+    recorded = read_dataset_json(dataset_dir).get("backsplit", {}).get("files")
+    if not recorded:
+        return ["no file hashes are recorded (exported before dataset versions); 'backsplit dataset add' records them"]
+    on_disk = file_records(dataset_dir)
+    problems = []
+    for name, record in sorted(recorded.items()):
+        if name not in on_disk:
+            problems.append(f"{name}: missing")
+        elif on_disk[name]["sha256"] != record["sha256"]:
+            problems.append(f"{name}: changed since it was recorded")
+    problems += [f"{name}: not recorded in dataset.json" for name in sorted(set(on_disk) - set(recorded))]
+    return problems
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

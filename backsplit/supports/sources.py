@@ -1,0 +1,97 @@
+"""Cases on disk for the suggestions, read lazily one at a time: the segmentation (``.seg.nrrd`` or labelmap + name
+map) placed on the image grid (the image's header only is read, not its voxels), and optionally a binary model's
+prediction from a folder (``<case>.nii.gz`` labelmap as ``backsplit predict`` writes it, or ``<case>.seg.nrrd``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from ..geometry import Geometry
+from ..readers import (FileCaseSource, align_to_image, is_seg_nrrd, read_image, read_labelmap, read_seg_nrrd,
+                       SegmentationContent)
+from .suggest import SuggestCase, name_key
+
+PREDICTION_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".seg.nrrd")
+
+
+def image_geometry(path: Path, case_id: str) -> Geometry:
+    """The grid of an image file from its header (no voxels read)."""
+    import SimpleITK as sitk
+
+    if not Path(path).is_file():
+        raise InputError("the image file does not exist; check the path", case=case_id, path=str(path))
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"the image file cannot be read ({str(exc).strip().splitlines()[-1]})", case=case_id,
+                         path=str(path)) from None
+    if reader.GetDimension() != 3:
+        raise InputError(f"the image is {reader.GetDimension()}D; BackSplit needs 3D images", case=case_id,
+                         path=str(path))
+    return Geometry.create(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), reader.GetSize()[::-1])
+
+
+def read_case_masks(source: FileCaseSource) -> tuple[Geometry, dict[str, np.ndarray]]:
+    """A case's segments on its image grid (channel 0), without reading the image voxels."""
+    if not source.images:
+        raise InputError("the case has no image file", case=source.case_id)
+    geometry = image_geometry(Path(source.images[0]), source.case_id)
+    seg = Path(source.segmentation)
+    if is_seg_nrrd(seg):
+        content = read_seg_nrrd(seg, source.case_id)
+    elif source.name_map:
+        content = read_labelmap(seg, source.name_map, source.case_id)
+    else:
+        raise InputError("a labelmap needs a name map (--names)", case=source.case_id, path=str(seg))
+    return geometry, align_to_image(content, geometry, source.case_id, seg)
+
+
+def _target_values(folder: Path) -> Optional[set[int]]:
+    """Values of the target classes from the ``labels.json`` that ``backsplit predict`` writes, if there is one."""
+    table = Path(folder) / "labels.json"
+    if not table.is_file():
+        return None
+    raw = json.loads(table.read_text(encoding="utf-8"))
+    return {int(v) for v, entry in raw.items() if isinstance(entry, dict) and entry.get("role") == "target"}
+
+
+def read_prediction(folder: Path, case_id: str, geometry: Geometry, target: str) -> np.ndarray:
+    """The binary model's lesion mask for a case, on the case's image grid."""
+    folder = Path(folder)
+    found = [folder / f"{case_id}{s}" for s in PREDICTION_SUFFIXES if (folder / f"{case_id}{s}").is_file()]
+    if not found:
+        raise InputError(f"no prediction for the case in '{folder}' (expected {case_id}.nii.gz or "
+                         f"{case_id}.seg.nrrd, as backsplit predict writes them)", case=case_id)
+    path = found[0]
+    if is_seg_nrrd(path):
+        content = read_seg_nrrd(path, case_id)
+        keys = {name_key(n): n for n in content.masks}
+        chosen = [keys[name_key(target)]] if name_key(target) in keys else list(content.masks)
+        mask = np.zeros(content.geometry.shape, bool)
+        for name in chosen:
+            mask |= content.masks[name]
+        content = SegmentationContent(content.geometry, {"prediction": mask})
+        return align_to_image(content, geometry, case_id, path)["prediction"]
+    labels, pred_geometry = read_image(path, case_id, "prediction")
+    problems = geometry.differences(pred_geometry)
+    if problems:
+        raise InputError(f"the prediction is not on the image grid: {'; '.join(problems)}", case=case_id,
+                         path=str(path))
+    values = _target_values(folder)
+    return np.isin(labels, sorted(values)) if values else labels > 0
+
+
+def suggest_cases(sources: Sequence[FileCaseSource], predictions: Optional[Path] = None,
+                  target: str = "") -> Iterator[SuggestCase]:
+    """One ``SuggestCase`` at a time (a generator: nothing is read before it is needed)."""
+    for source in sources:
+        geometry, masks = read_case_masks(source)
+        prediction = read_prediction(predictions, source.case_id, geometry, target) if predictions else None
+        yield SuggestCase(source.case_id, tuple(geometry.spacing[::-1]), masks, prediction)

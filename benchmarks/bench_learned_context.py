@@ -1,0 +1,141 @@
+"""Learned context (CoLab) training cost: seconds per training iteration and peak memory, against the binary trainer
+on the same data (prints numbers; no assertions).
+
+Data: demo cases exported with target 'tumor'; every arm trains on the binary twin (targets only, the learned
+context use case), with the same plans, batch size, seed and nnU-Net data pipeline (no augmentation workers). Each
+arm runs in its own process (peak RSS per process is its peak memory; on CUDA also torch's peak allocation); the
+order alternates between repeats. Time per iteration = mean over ``--iterations`` ``train_step`` calls after
+``--warmup`` (a multiple of k, so that meta steps are counted at their share). Arms:
+
+* ``binary``: BackSplitTrainer (nnU-Net's DC+CE step);
+* ``learned``: the default learned context (fd meta-gradient every k=5 iterations, generator width 0.5);
+* ``learned k=1 fd`` / ``learned k=1 exact``: a meta step every iteration (the meta step's own cost, both methods);
+* ``learned w=1``: the paper's generator (same width as the segmentation network), k=5.
+
+    python benchmarks/bench_learned_context.py                       # 2d on the CPU
+    python benchmarks/bench_learned_context.py --configuration 3d_fullres --device cuda --batch-size 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ARMS = {"binary": "none", "learned": "learned:2", "learned k=1 fd": "learned:2,k=1,meta=fd",
+        "learned k=1 exact": "learned:2,k=1,meta=exact", "learned w=1": "learned:2,w=1"}
+
+
+def child(args) -> None:
+    """Time ``train_step`` of one arm in this process; print one JSON line."""
+    import numpy as np
+    import torch
+
+    from backsplit.devices import resolve_device
+    from backsplit.training.colab.setup import learned_context_trainer
+    from backsplit.training.datasets import load_training_dataset
+    from backsplit.training.trainer import BackSplitTrainer
+
+    dataset = load_training_dataset(Path(args.dataset))
+    plans = json.loads((Path(os.environ["nnUNet_preprocessed"]) / dataset.folder_name / "nnUNetPlans.json").read_text())
+    plans["continue_training"] = False
+    plans["configurations"][args.configuration]["batch_size"] = args.batch_size
+    os.environ["nnUNet_n_proc_DA"] = "0"
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    np.random.seed(0)
+    torch.manual_seed(0)
+    BackSplitTrainer.settings = {"epochs": 1, "iterations_per_epoch": 1, "val_iterations_per_epoch": 1,
+                                 "sampling": "target", "target_labels": dataset.target_labels}
+    cls, meta = learned_context_trainer(ARMS[args.child], dataset.meta) or (BackSplitTrainer, dataset.meta)
+    trainer = cls(plans, args.configuration, "all", meta, device)
+    trainer.on_train_start()
+    trainer.on_train_epoch_start()
+    times = []
+    for i in range(args.warmup + args.iterations):
+        batch = next(trainer.dataloader_train)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        trainer.train_step(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - started)
+    peak_gpu = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024    # KiB -> MiB on Linux
+    print(json.dumps({"arm": args.child, "times": times, "rss_mib": rss, "gpu_mib": peak_gpu,
+                      "updates": getattr(trainer, "generator_updates", 0)}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=4)
+    parser.add_argument("--configuration", default="2d")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--child")
+    parser.add_argument("--dataset")
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    from backsplit.demo import demo_case_sources
+    from backsplit.export import ExportRequest, export_dataset
+    from backsplit.training.environment import nnunet_environment
+
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        result = export_dataset(demo_case_sources(args.cases),
+                                ExportRequest(tmp / "raw", 602, "BenchLC", ["tumor"], ["kidney"]))
+        twin, work = result.binary_dataset_dir, tmp / "work"
+        prepare = subprocess.run([sys.executable, "-m", "backsplit", "train", str(twin), "--work-dir", str(work),
+                                  "--configuration", args.configuration, "--fold", "all", "--epochs", "1",
+                                  "--iterations-per-epoch", "1", "--val-iterations", "1", "--device", args.device,
+                                  "--batch-size", str(args.batch_size), "--jsonl"], capture_output=True, text=True)
+        if prepare.returncode != 0:
+            raise SystemExit(f"planning / preprocessing failed:\n{prepare.stdout[-3000:]}\n{prepare.stderr[-3000:]}")
+        env = dict(nnunet_environment(twin.parent, work), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+        print(f"dataset: {args.cases} demo cases (binary twin: target 'tumor'), {args.configuration}, batch "
+              f"{args.batch_size}, device {args.device}; {args.iterations} timed iterations after {args.warmup}; "
+              f"{args.repeats} repeats, alternating order; load average at start {os.getloadavg()[0]:.1f} on "
+              f"{os.cpu_count()} CPUs")
+        results: dict[str, list[dict]] = {a: [] for a in arms}
+        for repeat in range(args.repeats):
+            for arm in (arms if repeat % 2 == 0 else arms[::-1]):
+                out = subprocess.run([sys.executable, __file__, "--child", arm, "--dataset", str(twin),
+                                      "--configuration", args.configuration, "--batch-size", str(args.batch_size),
+                                      "--warmup", str(args.warmup), "--iterations", str(args.iterations),
+                                      "--device", args.device], capture_output=True, text=True, env=env)
+                lines = [line for line in out.stdout.splitlines() if line.startswith('{"arm"')]
+                if out.returncode != 0 or not lines:
+                    raise SystemExit(f"arm '{arm}' failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+                results[arm].append(json.loads(lines[-1]))
+        base = None
+        for arm in arms:
+            runs = results[arm]
+            means = [statistics.mean(r["times"]) for r in runs]
+            per_iteration = statistics.median(means)
+            base = per_iteration if arm == "binary" else base
+            ratio = f", {per_iteration / base:.2f}x binary" if base else ""
+            gpu = f", GPU peak {max(r['gpu_mib'] for r in runs):.0f} MiB" if runs[0]["gpu_mib"] else ""
+            print(f"{arm:18s} {per_iteration:.3f} s/iteration (runs: {', '.join(f'{m:.3f}' for m in means)}){ratio}; "
+                  f"peak RSS {max(r['rss_mib'] for r in runs):.0f} MiB{gpu}; generator updates {runs[0]['updates']}")
+
+
+if __name__ == "__main__":
+    main()
