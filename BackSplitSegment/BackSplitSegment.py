@@ -25,6 +25,7 @@ from slicer.util import VTKObservationMixin
 from BackSplitSegmentLib.case_list import CaseList
 from BackSplitSegmentLib.export_run import ExportRun
 from BackSplitSegmentLib.supports_section import SupportsSection
+from BackSplitSegmentLib.loop_section import LoopSection
 
 DOCUMENTATION_URL = "https://github.com/backsplit/SlicerBackSplit#readme"
 
@@ -155,6 +156,7 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showAuxiliaryCheckBox.toggled.connect(self.onShowAuxiliary)
         self._binding = GuiBinding(self.ui)   # connected once per parameter node, whatever the release
         self._supportsSection = SupportsSection(self, qt.QTimer(), qt.QTableWidgetItem)
+        self._loopSection = LoopSection(self.ui, self.logic)   # correct, add, fine-tune; model manager
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -287,8 +289,8 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             self._finish = self.logic.finishPrediction(self._prediction, self._parameterNode,
                                                        self.ui.showAuxiliaryCheckBox.checked)
-            self._predictionTimer.setInterval(0)
-        if not self._finish.step():
+        if not self._finish.step():   # short steps: reading in the background, then one class per tick
+            self._predictionTimer.setInterval(50 if self._finish.reading else 0)
             self.ui.summaryLabel.text = _("Loading the result into the scene...")
             return
         outcome, cancelled = self._finish.outcome, self._prediction.cancelled

@@ -74,3 +74,19 @@ def test_fine_tune_on_the_new_version_links_parent_and_version(tiny_model_dir, t
         assert manifest["parent_model"]["dataset_version"] == 1 and manifest["initial_lr"] == 1e-3
         assert manifest["weights_transfer"]["output_layers_kept"] is same_labels
         assert not (parent / ".backsplit-in-use").exists()       # the fine-tuning mark is gone with the process
+
+
+def test_loop_round_options(tiny_model_dir, tmp_path):
+    from backsplit.models.loop import FineTuneRequest, fine_tune_options
+
+    result = export_tiny(tmp_path / "raw")
+    add_cases([InMemoryCaseSource(make_case("tiny9", shape=TINY_SHAPE, seed=9))], AddRequest(result.dataset_dir))
+    request = FineTuneRequest(result.dataset_dir, tiny_model_dir, tmp_path / "models", tmp_path / "work", epochs=3)
+    options = fine_tune_options(request)
+    parent = read_manifest(tiny_model_dir)
+    assert options.model_dir == tmp_path / "models" / "Tiny-v2" and options.pretrained_model == tiny_model_dir
+    assert options.learning_rate == 1e-3 and options.epochs == 3 and options.fold == "all"
+    assert options.configuration == parent["configuration"] and options.batch_size == parent["batch_size"]
+    options.validate()
+    (tmp_path / "models" / "Tiny-v2").mkdir(parents=True)
+    assert fine_tune_options(request).model_dir.name == "Tiny-v2_2"

@@ -105,3 +105,33 @@ def test_slurm_failed_unit_is_reported_with_its_log_tail(tiny_study, slurm_clust
         os.environ.pop("SLURM_CONF", None)
     failed = results["no-such-unit"]
     assert not failed.ok and "no unit 'no-such-unit'" in failed.log_tail
+
+
+def test_training_panel_starts_one_training_on_the_cluster(tiny_study, slurm_cluster, tmp_path):  # noqa: F811
+    """The panel's helper (BackSplitTrain/BackSplitTrainLib/cluster.py): one real training through sbatch,
+    followed through its output file and squeue like a local training."""
+    import os
+
+    from fixtures_nnunet import tiny_options
+
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo / "BackSplitTrain"))
+    from BackSplitTrainLib.cluster import ClusterTraining
+    from backsplit.study.slurm import SlurmConfig
+
+    os.environ["SLURM_CONF"] = slurm_cluster["SLURM_CONF"]
+    try:
+        job = ClusterTraining(tiny_options(tiny_study["dataset"], tmp_path / "work", epochs=1, iterations_per_epoch=2),
+                              SlurmConfig(cpus_per_task=1)).start()
+        events = []
+        deadline = time.time() + TIMEOUT
+        while job.returncode is None and time.time() < deadline:
+            events += job.poll_events()
+            time.sleep(1)
+        events += job.poll_events()
+    finally:
+        os.environ.pop("SLURM_CONF", None)
+    assert job.returncode == 0, "\n".join(job.log_lines[-30:])
+    assert any(e.stage == "epoch" for e in events)
+    assert job.result_models and (Path(job.result_models[0]) / "backsplit_model.json").is_file()
+    assert "#SBATCH --cpus-per-task=1" in job.script_file.read_text()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -152,7 +153,7 @@ def nifti_sform(path: Path) -> Optional[tuple[np.ndarray, tuple[int, int, int], 
         opener = gzip.open if lower.endswith(".gz") else open
         with opener(path, "rb") as handle:
             header = handle.read(540)
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):  # damaged: the integrity check says so, naming the file
         return None
     for endian in "<>":
         if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:

@@ -71,6 +71,14 @@ def finish_prediction(job: PredictionProcess, volume, show_auxiliary: bool = Tru
     return finish.outcome
 
 
+def apply_progress(event) -> Optional[tuple]:
+    """(percent or None, status text with the time left) for the Apply progress bar and label; None for log lines.
+    Prediction events count sliding-window tiles of the whole job, so the bar moves within a case."""
+    from backsplit.inference.watch import progress_display
+
+    return progress_display(event)
+
+
 def summary_text(summary: dict) -> str:
     return (f"Lesions: {summary.get('lesion_count', 0)}, volume {summary.get('lesion_volume_ml', 0):.2f} ml, "
             f"largest {summary.get('largest_lesion_ml', 0):.2f} ml, max probability "
@@ -188,6 +196,11 @@ class PredictionFinish:
             self._pool = None
         self._files = None if self.done else self._files
         shutil.rmtree(getattr(self.job, "work_dir", ""), ignore_errors=True)
+
+    @property
+    def reading(self) -> bool:
+        """True while the files are read in the background (the panel then ticks slowly)."""
+        return self._future is not None and self._files is None and not self.done
 
     @property
     def fraction(self) -> float:

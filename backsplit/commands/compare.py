@@ -11,13 +11,16 @@ def register(subparsers) -> None:
                               description=__doc__)
     p.add_argument("evaluation_a", type=Path, help="CSV from backsplit evaluate (first model)")
     p.add_argument("evaluation_b", type=Path, help="CSV from backsplit evaluate (second model)")
-    p.add_argument("--names", nargs=2, default=["binary", "BackSplit"], metavar=("A", "B"))
+    p.add_argument("--names", nargs=2, default=["binary", "BackSplit"], metavar=("A", "B"),
+                   help="labels of the two result tables in the report (default: binary BackSplit)")
     p.add_argument("--out", type=Path, required=True, help="PNG picture (the table is printed and saved as .txt)")
     p.add_argument("--case", help="case for the slice view (needs --images, --references, --predictions-a/-b)")
     p.add_argument("--images", type=Path, help="folder with <case>_0000.nii.gz or <case>.nii.gz")
-    p.add_argument("--references", type=Path)
-    p.add_argument("--predictions-a", type=Path)
-    p.add_argument("--predictions-b", type=Path)
+    p.add_argument("--references", type=Path, help="folder of reference labelmaps for the slice view (default: none)")
+    p.add_argument("--predictions-a", type=Path,
+                   help="folder of model A's predicted labelmaps for the slice view (default: none)")
+    p.add_argument("--predictions-b", type=Path,
+                   help="folder of model B's predicted labelmaps for the slice view (default: none)")
     p.set_defaults(func=run)
 
 

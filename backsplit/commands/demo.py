@@ -24,16 +24,18 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="run the end-to-end demo on shipped KiTS23-based synthetic cases",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="working folder (default ./demo-output)")
-    p.add_argument("--cases", type=int, default=12, help="training cases (the shipped 20 minus --test-cases at most)")
-    p.add_argument("--test-cases", type=int, default=4, help="held-out cases for prediction and evaluation")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--iterations", type=int, default=100, help="training iterations per epoch")
+    p.add_argument("--cases", type=int, default=12, help="training cases (the shipped 20 minus --test-cases at most; default 12)")
+    p.add_argument("--test-cases", type=int, default=4, help="held-out cases for prediction and evaluation (default 4)")
+    p.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
+    p.add_argument("--iterations", type=int, default=100, help="training iterations per epoch (default 100)")
     p.add_argument("--batch-size", type=int, default=12,
                    help="batch size (default 12: nnU-Net plans 58 slices for these small images; on a CPU, more "
                         "optimiser steps of smaller batches learn the small lesions within minutes; 0 = planned)")
-    p.add_argument("--configuration", default="2d", choices=["2d", "3d_fullres"])
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--configuration", default="2d", choices=["2d", "3d_fullres"],
+                   help="nnU-Net configuration (default 2d: fastest)")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
+                   help="where to train and predict; auto picks cuda, then mps, then cpu (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the cases and the training (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in the same folder")
     p.add_argument("--stop-after", choices=["export", "train"], default=None, help="stop after this stage")
     p.set_defaults(func=run)

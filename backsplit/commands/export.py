@@ -18,9 +18,9 @@ def register(subparsers) -> None:
                         help="case list: columns case_id, image (channels separated by ';'), segmentation, [names]")
     source.add_argument("--folder", type=Path, help="folder of <case>.seg.nrrd with <case>.nii.gz or <case>_0000.nii.gz")
     p.add_argument("--targets", required=True, help="target (lesion) segment names, comma separated, in priority order")
-    p.add_argument("--supports", default="", help="support structure segment names, comma separated, in priority order")
+    p.add_argument("--supports", default="", help="support structure segment names, comma separated, in priority order (default: none)")
     p.add_argument("--map", action="append", default=[], metavar="ALIAS=CLASS",
-                   help="treat segment ALIAS as CLASS (repeatable), e.g. --map 'renal cyst=cyst'")
+                   help="treat segment ALIAS as CLASS (repeatable), e.g. --map 'renal cyst=cyst' (default: none)")
     p.add_argument("--names", type=Path, help="name map for labelmaps: JSON {\"1\": \"kidney\"}, CSV value,name, or .ctbl")
     p.add_argument("--channels", default="CT", help="channel names, comma separated (default CT)")
     p.add_argument("--out", type=Path, required=True, help="folder receiving the datasets (e.g. nnUNet_raw)")

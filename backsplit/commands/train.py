@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     p.add_argument("--configuration", "-c", default="2d", choices=["2d", "3d_fullres"],
                    help="nnU-Net configuration: 2d (slice by slice, fastest) or 3d_fullres (default 2d)")
     p.add_argument("--fold", default="auto", help="auto (all when < 5 cases, else 0), all, 0-4, or 5fold (all five "
-                                                  "folds in turn: cross-validation, predicted as an ensemble)")
+                                                  "folds in turn: cross-validation, predicted as an ensemble); default auto")
     p.add_argument("--epochs", type=int, default=50, help="training epochs (default 50; nnU-Net's own is 1000)")
     p.add_argument("--iterations-per-epoch", type=int, default=250,
                    help="training iterations (batches) per epoch (default 250)")
@@ -33,7 +33,7 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint (or train more epochs)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier model in the same work folder")
     p.add_argument("--with-binary", action="store_true", help="also train the binary twin with identical settings")
-    p.add_argument("--save-every", type=int, default=5, help="epochs between resume checkpoints")
+    p.add_argument("--save-every", type=int, default=5, help="epochs between resume checkpoints (default 5)")
     p.add_argument("--workers", type=int, default=0, help="augmentation worker processes (0 is fastest on few cores)")
     p.add_argument("--validate", action="store_true", help="run nnU-Net's validation of the fold at the end")
     p.add_argument("--batch-size", type=int, help="override the plans' batch size (smaller: less GPU memory, more "

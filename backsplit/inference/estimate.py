@@ -1,7 +1,7 @@
 """Estimate a prediction's duration before it starts, in seconds of timing on the chosen device.
 
-Two measurements: the network on a few tiles of the plans' patch size (``tiles.seconds_per_tile``, with and without
-mirroring), and the per-voxel work around it (nnU-Net's resampling to the model's spacing and back, the softmax,
+Two measurements: the network on a few tiles of the plans' patch size (``tiles.seconds_per_tile``, mirrored as
+configured; without mirroring a tile is that over its 2^axes network passes), and the per-voxel work around it (nnU-Net's resampling to the model's spacing and back, the softmax,
 writing a compressed file) on a small synthetic block with the first case's spacing. Tile counts come from the image
 headers (``tiles.tile_count``), so nothing is read in full before the estimate.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -29,9 +29,11 @@ class PredictionPlan:
     shapes: list                  # CaseShape per case (None where unknown)
 
 
-def plan_prediction(predictor, info, inputs: Sequence, use_mirroring: bool, device: str) -> PredictionPlan:
-    """Tile counts of all cases and the expected duration (see the module docstring)."""
-    started = time.perf_counter()
+def plan_prediction(predictor, info, inputs: Sequence, use_mirroring: bool, device: str,
+                    job_started: Optional[float] = None) -> PredictionPlan:
+    """Tile counts of all cases and the expected duration (see the module docstring) from ``job_started``
+    (``time.time()``; default: now), so that loading the model counts too."""
+    started = time.time() if job_started is None else job_started
     plans = predictor.plans_manager.plans
     code = info.manifest.get("training_orientation")
     n_models = len(predictor.list_of_parameters)
@@ -50,24 +52,20 @@ def plan_prediction(predictor, info, inputs: Sequence, use_mirroring: bool, devi
     n_channels = len(info.channel_names)
     tile_s = seconds_per_tile(predictor, n_channels)
     no_mirror_s = None
-    if use_mirroring and predictor.allowed_mirroring_axes:
-        predictor.use_mirroring = False
-        try:
-            no_mirror_s = seconds_per_tile(predictor, n_channels, repeats=1)
-        finally:
-            predictor.use_mirroring = True
+    if use_mirroring and predictor.allowed_mirroring_axes:   # a mirrored tile is 2^axes network passes
+        no_mirror_s = tile_s / 2 ** len(predictor.allowed_mirroring_axes)
     first = next((s for s in shapes if s is not None), None)
     voxel_s = seconds_per_voxel(predictor, first) if first is not None else 0.0
     voxels = sum(int(np.prod(s.size_zyx)) if s is not None else 0 for s in shapes)
     common = dict(voxels=voxels, voxel_overhead_s=voxel_s, cases=len(inputs), case_overhead_s=CASE_OVERHEAD_S)
-    probe_s = time.perf_counter() - started
+    probe_s = time.time() - started
     seconds = prediction_seconds(tiles=sum(tiles), tile_s=tile_s, **common) + probe_s
     without = prediction_seconds(tiles=sum(tiles), tile_s=no_mirror_s, **common) + probe_s \
         if no_mirror_s is not None else None
     cores = os.cpu_count() or 1
     estimate = Estimate(
         "prediction", seconds, predictor.device.type,
-        f"3 network tiles of {list(predictor.configuration_manager.patch_size)} voxels "
+        f"network tiles of {list(predictor.configuration_manager.patch_size)} voxels "
         f"({tile_s:.2f} s each{', mirrored' if use_mirroring and predictor.allowed_mirroring_axes else ''}) x "
         f"{sum(tiles)} tiles in {len(inputs)} case(s)",
         {"tile_s": tile_s, "tile_without_mirroring_s": no_mirror_s, "tiles": tiles, "voxels": voxels,

@@ -153,6 +153,9 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
     if output_format not in ("nii.gz", "seg.nrrd"):
         raise InputError(f"output format '{output_format}' is not supported; choose nii.gz or seg.nrrd")
     info = read_model_info(model_dir)
+    from ..models.usage import ModelInUse   # 'model remove' refuses the model until this function returns
+
+    _in_use = ModelInUse(model_dir, "prediction").hold()  # noqa: F841
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not overwrite:
@@ -169,7 +172,8 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
     watch.loading(f"{info.variant}, {info.configuration}")
     predictor = load_predictor(info, device, use_mirroring=use_mirroring)
     predictor.tile_listener = watch.listener
-    plan = plan_prediction(predictor, info, inputs, use_mirroring, device) if estimate or estimate_only else None
+    plan = plan_prediction(predictor, info, inputs, use_mirroring, device, watch.started) \
+        if estimate or estimate_only else None
     if plan is not None:
         watch.planned(plan)
     if estimate_only:

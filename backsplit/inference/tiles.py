@@ -142,9 +142,12 @@ def case_shape_from_header(path, target_code: Optional[str]) -> CaseShape:
     return oriented_shape(reader.GetSize(), reader.GetSpacing(), reader.GetDirection(), target_code)
 
 
-def seconds_per_tile(predictor, n_channels: int, repeats: int = 2) -> float:
-    """Time the network on tiles of the plans' patch size on the predictor's device, mirroring as configured
-    (one warm-up tile, then the median of ``repeats``). The weights do not change the cost, random input is used."""
+def seconds_per_tile(predictor, n_channels: int, repeats: int = 3, min_seconds: float = 2.0,
+                     max_tiles: int = 10, max_seconds: float = 10.0) -> float:
+    """Time the network on tiles of the plans' patch size on the predictor's device, mirroring as configured: one
+    warm-up tile, then the mean of at least ``repeats`` tiles and ``min_seconds`` (at most ``max_tiles``, and no
+    more once ``max_seconds`` are spent); the mean, not the median: on a shared machine the throughput counts. Random input: the weights and
+    values do not change the cost."""
     import torch
 
     patch = list(predictor.configuration_manager.patch_size)
@@ -159,15 +162,16 @@ def seconds_per_tile(predictor, n_channels: int, repeats: int = 2) -> float:
         x = torch.randn((1, n_channels, *patch), device=predictor.device)
         autocast = torch.autocast(predictor.device.type) if predictor.device.type == "cuda" \
             else contextlib.nullcontext()
-        times = []
+        times: list[float] = []
         with torch.inference_mode(), autocast:
-            for _ in range(1 + max(1, repeats)):
+            while len(times) < 2 or (sum(times) < max_seconds and (len(times) < 1 + repeats or (
+                    sum(times[1:]) < min_seconds and len(times) < 1 + max_tiles))):
                 started = time.perf_counter()
                 predictor._internal_maybe_mirror_and_predict(x)
                 if predictor.device.type == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - started)
-        return float(np.median(times[1:]))
+        return float(np.mean(times[1:]))
     finally:
         predictor.tile_listener = listener
         torch.set_num_threads(threads)

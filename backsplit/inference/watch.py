@@ -81,3 +81,16 @@ class PredictionWatch:
         if self.estimate_s is None:
             return f"took {format_duration(spent)}"
         return f"took {format_duration(spent)} (estimated {format_duration(self.estimate_s)})"
+
+
+def progress_display(event: ProgressEvent) -> Optional[tuple]:
+    """What a panel shows for a prediction event: (percent or None, text with the time left); None for log lines
+    (nnU-Net's own output, kept in the log file)."""
+    if event.stage == "log":
+        return None
+    percent = None if event.fraction is None else int(round(100 * event.fraction))
+    left = (event.data or {}).get("seconds_left")
+    text = event.message
+    if left is not None and percent is not None and percent < 100:
+        text += f" - about {format_duration(float(left))} left"
+    return percent, text

@@ -30,7 +30,7 @@ class FineTuneRequest:
     learning_rate: float = FINE_TUNE_LR
     device: str = "auto"
     name: Optional[str] = None   # default: <dataset name>-v<version>, made unique
-    batch_size: Optional[int] = None
+    batch_size: Optional[int] = None   # default: the parent model's batch size
 
 
 def new_model_name(models_dir: Path, dataset_dir: Path) -> str:
@@ -53,5 +53,6 @@ def fine_tune_options(request: FineTuneRequest) -> TrainOptions:
                         device=request.device, sampling=parent.get("sampling", "target")
                         if parent.get("sampling") in ("target", "stock") else "target",
                         pretrained_model=Path(request.parent_model), initial_lr=float(request.learning_rate),
-                        model_dir=Path(request.models_dir) / name, batch_size=request.batch_size,
+                        model_dir=Path(request.models_dir) / name,
+                        batch_size=request.batch_size or parent.get("batch_size"),   # the parent's, as trained
                         extra={"overwrite": True})

@@ -27,7 +27,8 @@ from ..training.options import TrainOptions, trainer_folder_name
 from .markers import clear_markers, read_marker, step_done, write_marker
 from .plan import EVALUATE, PREDICT, PREPARE, TRAIN, Plan, Unit
 
-CURVE_FIELDS = ["epoch", "train_loss", "val_loss", "target_pseudo_dice", "ema_fg_dice", "learning_rate", "epoch_time"]
+CURVE_FIELDS = ["epoch", "train_loss", "val_loss", "target_pseudo_dice", "ema_fg_dice", "learning_rate", "epoch_time",
+                "pseudo_dice_all"]
 
 
 def emit(stage: str, message: str, **data) -> None:
@@ -189,7 +190,8 @@ def learning_curve(log_text: str) -> list[dict]:
                                       "val_loss": data.get("val_loss"), "target_pseudo_dice": dice[0],
                                       "ema_fg_dice": data.get("ema_fg_dice"),
                                       "learning_rate": data.get("learning_rate"),
-                                      "epoch_time": data.get("epoch_time")}
+                                      "epoch_time": data.get("epoch_time"),
+                                      "pseudo_dice_all": json.dumps([round(float(d), 4) for d in dice])}
     return [epochs[k] for k in sorted(epochs)]
 
 

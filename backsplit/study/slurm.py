@@ -149,9 +149,8 @@ class SlurmExecutor:
                     counts: dict[str, int] = {}
                     for state in states.values():
                         counts[state] = counts.get(state, 0) + 1
-                    done = len(unit_ids) - sum(counts.values()) if "_[" not in "".join(states) else 0
-                    echo(f"job {job_id}: " + (", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
-                                              or "no task queued") + f"; {max(done, 0)} left the queue")
+                    echo(f"job {job_id}: " + (", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
+                                              or "every task has left the queue"))
                     last = states
                 if not states:
                     break

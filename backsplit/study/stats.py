@@ -158,7 +158,9 @@ def verdict_line(comparisons: Sequence[Comparison]) -> str:
     parts = [f"{c.verdict.split(' ')[0]} on {METRICS[c.metric][0]} ({c.difference:+.3f}, CI {c.ci_low:+.3f} to "
              f"{c.ci_high:+.3f}, n={c.n})" for c in shown]
     rest = len(testable) - len(shown)
-    return f"{arm} vs {reference}: " + "; ".join(parts) + (f"; no difference shown on the other {rest}" if rest else "")
+    caution = " (fewer than 10 paired cases: bootstrap intervals are approximate)" if n < 10 else ""
+    return (f"{arm} vs {reference}: " + "; ".join(parts) + (f"; no difference shown on the other {rest}" if rest else "")
+            + caution)
 
 
 # ---- lesion detection, pooled ---------------------------------------------------------------------------------

@@ -203,6 +203,19 @@ def totalsegmentator_device(device: str) -> str:
     raise InputError(f"device '{device}' is not one of auto, cpu, cuda, cuda:N, mps")
 
 
+def _beside_python(name: str) -> Optional[str]:
+    """A console script of this Python's environment (Slicer's Python: where the TotalSegmentator extension installs
+    the package, as its logic looks it up: ``sysconfig.get_path('scripts')``), when it is not on PATH."""
+    import os
+    import sysconfig
+
+    for candidate in (name, f"{name}.exe"):
+        path = os.path.join(sysconfig.get_path("scripts"), candidate)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def on_case_grid(array: np.ndarray, geometry: Geometry, target: Geometry, case_id: str, what: str) -> np.ndarray:
     """An output volume on the case's image grid: as it is, or losslessly reoriented (axes permuted/flipped);
     anything else (resampled, cropped) is an error naming what differs."""
@@ -225,7 +238,7 @@ class TotalSegmentatorRunner:
     def __init__(self, *, task: str = "total", roi_subset: Optional[Sequence[str]] = None, fast: bool = False,
                  device: str = "auto", executable: Optional[str] = None, env: Optional[dict] = None,
                  poll_seconds: float = 0.2):
-        found = executable or shutil.which("TotalSegmentator")
+        found = executable or shutil.which("TotalSegmentator") or _beside_python("TotalSegmentator")
         if not found or not Path(found).is_file():
             where = f" ({executable} does not exist)" if executable else ""
             raise InputError(f"TotalSegmentator is not installed{where}: {TOTALSEGMENTATOR_INSTALL}")

@@ -23,6 +23,7 @@ from ..devices import resolve_device
 from ..errors import BackSplitError, InputError, OutputError
 from ..estimate_training import TrainingClock
 from ..progress import ProgressEvent, format_event_line
+from .case_counter import FolderProgress
 from .datasets import TrainingDataset, load_training_dataset
 from .lock import TrainingLock
 from ..models.lineage import model_lineage
@@ -96,7 +97,14 @@ def prepare(dataset: TrainingDataset, options: TrainOptions, plans_from: Optiona
     data_identifier = plans["configurations"][config]["data_identifier"]
     shutil.rmtree(folder / data_identifier, ignore_errors=True)
     emit(ProgressEvent("preprocess", f"{dataset.folder_name}: preprocessing ({config})", 2, 3))
-    preprocess([dataset.dataset_id], PLANS_NAME, (config,), (n,), verbose=False, show_progress_bar=False)
+    cases = len(dataset.case_ids)   # per-case progress, on the 2/3..3/3 stretch of the bar: cases written so far
+
+    def preprocessed(done: int, total: int) -> None:
+        emit(ProgressEvent("preprocess", f"{dataset.folder_name}: preprocessing ({config}), case {done}/{total}",
+                           2 * total + done, 3 * total, {"phase": "cases", "cases_done": done, "cases": total}))
+
+    with FolderProgress(folder / data_identifier, "*.pkl", cases, preprocessed):
+        preprocess([dataset.dataset_id], PLANS_NAME, (config,), (n,), verbose=False, show_progress_bar=False)
     marker.write_text(json.dumps({"content": content, "configuration": config}))
     emit(ProgressEvent("preprocess", f"{dataset.folder_name}: preprocessed", 3, 3))
     return plans
