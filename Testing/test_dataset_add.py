@@ -40,7 +40,8 @@ def test_add_makes_version_two_and_keeps_version_one(tmp_path):
 
     result = export(tmp_path)
     meta1 = json.loads((result.dataset_dir / "dataset.json").read_text())
-    assert meta1["backsplit"]["version"] == 1 and set(meta1["backsplit"]["files"]) == set(file_records(result.dataset_dir))
+    assert meta1["backsplit"]["version"] == 1
+    assert set(meta1["backsplit"]["files"]) == set(file_records(result.dataset_dir))
     before = snapshot_of([result.dataset_dir, result.binary_dataset_dir])
     new = make_case("new", seed=7)
     new.segments["Lesion"][:] = False

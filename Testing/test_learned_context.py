@@ -26,6 +26,15 @@ def test_context_option_parses_and_round_trips():
             parse_context(bad)
 
 
+def test_trainer_name_is_known_without_torch():
+    from backsplit.training.colab.spec import LEARNED_TRAINER, trainer_name
+
+    assert trainer_name("learned:3") == LEARNED_TRAINER and trainer_name("none") == "BackSplitTrainer"
+    from backsplit.training.colab.trainer import BackSplitLearnedContextTrainer
+
+    assert BackSplitLearnedContextTrainer.__name__ == LEARNED_TRAINER
+
+
 def test_train_options_check_the_context(tmp_path):
     from backsplit.training.options import TrainOptions
 
@@ -163,8 +172,8 @@ def _tiny_meta_problem():
 
 def test_meta_gradient_equals_finite_difference_estimate():
     """grad_omega L_ROI(theta - alpha grad_theta L_seg(theta, omega)) against central differences in omega (h=1e-5,
-    float64). Bounds: relative error < 1e-6 for the exact second-order gradient (measured ~5e-9) and < 1e-3 for the
-    finite-difference Hessian-vector product at its default radius 0.01 (measured ~8e-6)."""
+    float64). Bounds: relative error < 1e-6 for the exact second-order gradient (measured 5e-9) and < 1e-4 for the
+    finite-difference Hessian-vector product at its default radius 0.001 (measured 8e-8; 8e-6 at DARTS' 0.01)."""
     import torch
 
     from backsplit.training.colab.meta import meta_gradient_exact, meta_gradient_fd
@@ -194,7 +203,7 @@ def test_meta_gradient_equals_finite_difference_estimate():
     torch.nn.utils.vector_to_parameters(omega, problem.generator_params)
     assert float(numeric.norm()) > 1e-4                               # a real signal, not two zeros
     assert float((exact - numeric).norm() / numeric.norm()) < 1e-6
-    assert float((fd - numeric).norm() / numeric.norm()) < 1e-3
+    assert float((fd - numeric).norm() / numeric.norm()) < 1e-4
 
 
 def test_fd_meta_gradient_reuses_the_real_step_and_is_scale_free():

@@ -55,8 +55,8 @@ def test_weight_transfer_rules(tiny_model_dir, tiny_binary_model_dir):
 
 def test_fine_tune_on_the_new_version_links_parent_and_version(tiny_model_dir, tiny_binary_model_dir, tmp_path):
     result = export_tiny(tmp_path / "raw")          # the parent models' dataset (Dataset011_Tiny), version 1
-    added = add_cases([InMemoryCaseSource(make_case("tiny9", shape=TINY_SHAPE, seed=9))], AddRequest(result.dataset_dir))
-    assert added.version == 2
+    new_case = InMemoryCaseSource(make_case("tiny9", shape=TINY_SHAPE, seed=9))
+    assert add_cases([new_case], AddRequest(result.dataset_dir)).version == 2
     for parent, same_labels in ((tiny_model_dir, True), (tiny_binary_model_dir, False)):
         out = tmp_path / "models" / f"child-of-{parent.name}"
         options = tiny_options(result.dataset_dir, tmp_path / "work", pretrained_model=parent, epochs=1,

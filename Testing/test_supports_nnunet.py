@@ -5,6 +5,7 @@ in the module logic: generate supports -> suggest -> accept -> export a BackSpli
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +22,14 @@ from backsplit.supports.runners import GENERATED_TAG, MODEL_TAG, NnUNetModelRunn
 
 from fixtures_data import make_case, write_case_files
 from fixtures_supports import write_lesion_only_cases
+
+
+@pytest.fixture
+def organ_model(request) -> Path:
+    """The tiny model of fixtures_nnunet.py (trained once per session), or a copy of it named by
+    BACKSPLIT_TEST_ORGAN_MODEL (to rerun these tests without training again)."""
+    given = os.environ.get("BACKSPLIT_TEST_ORGAN_MODEL")
+    return Path(given) if given else request.getfixturevalue("tiny_model_dir")
 
 
 def digest(folder: Path) -> dict:
@@ -41,28 +50,28 @@ def flipped_copy(case, case_id):
     return copy
 
 
-def test_generate_cli_suggest_accept_export_end_to_end(tmp_path, tiny_model_dir):
+def test_generate_cli_suggest_accept_export_end_to_end(tmp_path, organ_model):
     cases_dir = tmp_path / "cases"
     cases = write_lesion_only_cases(cases_dir)                  # case1 oblique, case2 flipped
     twin = flipped_copy(cases[0], "case0flip")
     write_case_files(cases_dir, twin)
     before = digest(cases_dir)
     out = tmp_path / "generated"
-    assert main(["supports", "generate", "--folder", str(cases_dir), "--model", str(tiny_model_dir), "--classes",
+    assert main(["supports", "generate", "--folder", str(cases_dir), "--model", str(organ_model), "--classes",
                  "Organ,Vessel", "--out", str(out), "--device", "cpu", "--no-mirroring", "--quiet"]) == 0
     assert digest(cases_dir) == before                                          # the user's files unchanged
-    manifest = json.loads((tiny_model_dir / "backsplit_model.json").read_text())
+    manifest = json.loads((organ_model / "backsplit_model.json").read_text())
     colors = {c["name"]: tuple(c["color"]) for c in manifest["schema"]["supports"] + manifest["schema"]["targets"]}
     generated = {}
     for case in cases + [twin]:
         content = read_seg_nrrd(out / f"{case.case_id}.seg.nrrd", case.case_id)
         assert content.geometry.differences(case.geometry) == []                # on the image grid
-        assert list(content.masks) == ["Lesion", "Organ", "Vessel"]
+        assert list(content.masks) == ["Lesion", "Vessel", "Organ"]             # the model's order
         assert np.array_equal(content.masks["Lesion"], case.segments["Lesion"])
         for name in ("Organ", "Vessel"):
             assert content.colors[name] == pytest.approx(colors[name], abs=1e-4)
         tags = read_segment_tags(out / f"{case.case_id}.seg.nrrd")
-        assert tags["Organ"][GENERATED_TAG] == "1" and str(tiny_model_dir.resolve()) in tags["Organ"][MODEL_TAG]
+        assert tags["Organ"][GENERATED_TAG] == "1" and str(organ_model.resolve()) in tags["Organ"][MODEL_TAG]
         generated[case.case_id] = content.masks
     # the same physical image stored the other way round gives the same segments (lossless reorientation)
     for name in ("Organ", "Vessel"):
@@ -90,9 +99,9 @@ def test_generate_cli_suggest_accept_export_end_to_end(tmp_path, tiny_model_dir)
     assert (tmp_path / "raw" / "Dataset062_GeneratedBinary" / "dataset.json").is_file()
 
 
-def test_plain_nnunet_folders_and_bad_model_input(tmp_path, tiny_model_dir):
-    plain = tmp_path / "Dataset011_Tiny" / tiny_model_dir.name
-    shutil.copytree(tiny_model_dir, plain, ignore=shutil.ignore_patterns("backsplit_model.json"))
+def test_plain_nnunet_folders_and_bad_model_input(tmp_path, organ_model):
+    plain = tmp_path / "Dataset011_Tiny" / organ_model.name
+    shutil.copytree(organ_model, plain, ignore=shutil.ignore_patterns("backsplit_model.json"))
     runner = NnUNetModelRunner(plain, classes=["organ"])                     # nnU-Net's own folder, no manifest
     assert runner.info.manifest["variant"] == "external" and runner.info.configuration == "2d"
     assert runner.class_names() == ["Organ"] and runner.info.manifest["folds"] == ["all"]
@@ -102,14 +111,14 @@ def test_plain_nnunet_folders_and_bad_model_input(tmp_path, tiny_model_dir):
     with pytest.raises(InputError, match="not an nnU-Net v2 model folder"):
         NnUNetModelRunner(tmp_path / "empty")
     with pytest.raises(InputError, match=r"has no class 'Liver'; its classes are: Lesion, Vessel, Organ"):
-        NnUNetModelRunner(tiny_model_dir, classes=["Liver"])
+        NnUNetModelRunner(organ_model, classes=["Liver"])
     write_case_files(tmp_path / "two", make_case("mc", channels=2))
     with pytest.raises(InputError, match="case 'mc'.*2 image channel.*takes 1"):
         generate_supports(cases_from_folder(tmp_path / "two"), runner, GenerateRequest(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 
-def test_module_logic_end_to_end_in_the_scene(slicer_scene, tmp_path, tiny_model_dir):
+def test_module_logic_end_to_end_in_the_scene(slicer_scene, tmp_path, organ_model):
     """Scene cases with only the lesion -> organ model in the child process -> segments added -> suggest ->
     accept -> export through the scene adapter."""
     from BackSplitSegmentLib.scene_cases import SceneCase
@@ -131,7 +140,7 @@ def test_module_logic_end_to_end_in_the_scene(slicer_scene, tmp_path, tiny_model
         slicer.util.updateSegmentBinaryLabelmapFromArray(case.segments["Lesion"].astype(np.uint8), node, segment_id,
                                                          volume)
         cases.append(SceneCase(f"s{i}", volume, node))
-    job = start_generation(cases, model_dir=tiny_model_dir, classes=["Organ", "Vessel"], device="cpu")
+    job = start_generation(cases, model_dir=organ_model, classes=["Organ", "Vessel"], device="cpu")
     try:
         deadline = time.time() + 600
         while job.process.is_running() and time.time() < deadline:

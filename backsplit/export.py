@@ -213,9 +213,10 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
             _write_dataset_json(twin_dir, request, output_schema.binary(), "binary", common, main_dir.name)
         from .datasets.versions import stamp_first_version  # dataset version 1 + case file hashes (dataset add)
 
+        records: dict = {}   # the twin's images are hard links of the dataset's: hashed once
         for folder in [main_dir] + ([twin_dir] if twin_dir else []):
             yield ProgressEvent("export", f"finishing: recording the version of {folder.name}", total, total)
-            stamp_first_version(folder)
+            records = stamp_first_version(folder, {k: v for k, v in records.items() if k.startswith("imagesTr/")})
         yield ProgressEvent("export", "finishing: moving the datasets into place", total, total)
         final_main = _move_into_place(main_dir, out_root, request.dataset_id, request.overwrite)
         final_twin = _move_into_place(twin_dir, out_root, request.binary_id, request.overwrite) if twin_dir else None

@@ -45,10 +45,10 @@ def read_sitk(path: Path, what: str, case_id: Optional[str]):
     with verified_readable(path, what, case_id) as readable, capture_itk_messages() as captured:
         try:
             image = sitk.ReadImage(str(readable))
-        except RuntimeError as exc:
-            image, error = None, exc
+        except RuntimeError as exc:  # ITK's text names the file it read: the temporary copy, so put back ours
+            image, error = None, str(exc).replace(str(readable), str(path))
     if image is None:
-        text = str(error).strip()
+        text = error.strip()
         last = text.splitlines()[-1] if text else "unknown reason"
         if "orthonormal direction cosines" in text:  # a non-orthonormal NIfTI is not a truncated file
             raise InputError(f"the {what} file's orientation is not orthonormal: neither its NIfTI qform nor its "

@@ -62,10 +62,22 @@ def worst_distance_mm(shape: Sequence[int], spacing_zyx: Sequence[float]) -> flo
     return float(np.linalg.norm(np.asarray(shape, float) * np.asarray(spacing_zyx, float)))
 
 
+def _library():
+    """DeepMind's ``surface_distance`` module, or a clear error saying how to install it."""
+    try:
+        import surface_distance
+    except ImportError:
+        from .errors import BackSplitError
+
+        raise BackSplitError("surface metrics need the 'surface-distance' package (DeepMind's, on PyPI): "
+                             "pip install surface-distance==0.1") from None
+    return surface_distance
+
+
 def _distances(reference: np.ndarray, prediction: np.ndarray, spacing_zyx: Sequence[float]) -> dict:
     import warnings
 
-    from surface_distance import compute_surface_distances  # DeepMind's surface-distance
+    compute_surface_distances = _library().compute_surface_distances  # DeepMind's surface-distance
 
     with warnings.catch_warnings():  # surface-distance 0.1 uses scipy.ndimage.morphology (deprecated name only)
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -88,7 +100,7 @@ def dice(reference: np.ndarray, prediction: np.ndarray) -> float:
 
 def hd95(reference: np.ndarray, prediction: np.ndarray, spacing_zyx: Sequence[float]) -> float:
     """Symmetric HD95 in mm (see the module's conventions for empty masks)."""
-    from surface_distance import compute_robust_hausdorff
+    compute_robust_hausdorff = _library().compute_robust_hausdorff
 
     has_ref, has_pred = bool(np.any(reference)), bool(np.any(prediction))
     if not has_ref and not has_pred:
@@ -100,7 +112,7 @@ def hd95(reference: np.ndarray, prediction: np.ndarray, spacing_zyx: Sequence[fl
 
 def nsd(reference: np.ndarray, prediction: np.ndarray, spacing_zyx: Sequence[float], tolerance_mm: float) -> float:
     """Normalised surface distance (surface Dice) at ``tolerance_mm``."""
-    from surface_distance import compute_surface_dice_at_tolerance
+    compute_surface_dice_at_tolerance = _library().compute_surface_dice_at_tolerance
 
     has_ref, has_pred = bool(np.any(reference)), bool(np.any(prediction))
     if not has_ref and not has_pred:
@@ -134,10 +146,9 @@ def class_metrics(reference: np.ndarray, prediction: np.ndarray, spacing_xyz: Se
     lesions = lesion_counts(reference, prediction)
     surfaces = _distances(reference, prediction, spacing_zyx) if n_ref and n_pred else None
     if surfaces is not None:
-        from surface_distance import compute_robust_hausdorff, compute_surface_dice_at_tolerance
-
-        hd, surface_dice = (float(compute_robust_hausdorff(surfaces, 95)),
-                            float(compute_surface_dice_at_tolerance(surfaces, nsd_tolerance_mm)))
+        library = _library()
+        hd, surface_dice = (float(library.compute_robust_hausdorff(surfaces, 95)),
+                            float(library.compute_surface_dice_at_tolerance(surfaces, nsd_tolerance_mm)))
     else:
         hd, surface_dice = hd95(reference, prediction, spacing_zyx), nsd(reference, prediction, spacing_zyx, 1.0)
     return ClassMetrics(

@@ -1,19 +1,21 @@
 """Read a Slicer ``.seg.nrrd`` the way 3D Slicer reads it, whatever Slicer version wrote it.
 
 The rules follow Slicer's own reader, ``vtkMRMLSegmentationStorageNode::ReadBinaryLabelmapRepresentation`` and
-``ReadBinaryLabelmapRepresentation4DSpatial`` in ``Libs/MRML/Core/vtkMRMLSegmentationStorageNode.cxx`` (checked at
-tag v5.10.0; the header default ``vtkSegment::LabelValue = 1`` is in ``Libs/vtkSegmentationCore/vtkSegment.cxx``):
+``ReadBinaryLabelmapRepresentation4DSpatial`` in ``Libs/MRML/Core/vtkMRMLSegmentationStorageNode.cxx`` (line
+numbers at tag v5.10.0; the same code two lines lower at v5.12.3):
 
-* segments are numbered by the ``Segment<i>_ID`` fields (``_Name`` missing: the ID is the name);
+* segments are numbered by the ``Segment<i>_ID`` fields (line 646); a missing ``_Name`` makes the ID the name (952);
 * ``Segment<i>_Layer`` gives the layer (the scalar component, NRRD kind ``list``); when it is missing the layer is the
-  segment index ``i`` (Slicer 4.10 and earlier wrote one component per segment and no ``_Layer``);
-* ``Segment<i>_LabelValue`` gives the voxel value; when it is missing the value is 1 (vtkSegment's default);
-* a layer is clipped to the union of the ``_Extent`` boxes of its segments (file voxel indices i0 i1 j0 j1 k0 k1);
-  a segment without ``_Extent`` leaves its layer unclipped;
-* a 1 x 1 x 1 image means "no image data": every segment is empty and the file has no geometry (Slicer writes an
-  empty segmentation without reference geometry that way);
-* a ``Segmentation_Extent`` field marks the older "4D spatial" layout (Slicer 4.8): a 4D image whose 4th axis holds
-  one binary volume per segment, each clipped to its ``_Extent`` given relative to ``Segmentation_Extent``.
+  segment index ``i`` (648-657; Slicer 4.10 and earlier wrote one component per segment and no ``_Layer``);
+* ``Segment<i>_LabelValue`` gives the voxel value (830-835); when it is missing the value stays vtkSegment's default
+  1 (``Libs/vtkSegmentationCore/vtkSegment.cxx`` line 68 at both tags);
+* a layer is clipped to the union of the ``_Extent`` boxes of its segments (file voxel indices i0 i1 j0 j1 k0 k1,
+  841-880); a segment without ``_Extent`` leaves its layer unclipped;
+* a 1 x 1 x 1 image means "no image data": every segment is empty and the file has no geometry (612-631; Slicer
+  writes an empty segmentation without reference geometry that way);
+* a ``Segmentation_Extent`` field marks the older "4D spatial" layout (583, read by ``...4DSpatial`` at 322-513): a
+  4D image whose 4th axis holds one binary volume per segment, each clipped to its ``_Extent`` given relative to
+  ``Segmentation_Extent`` (482-491).
 
 A segment that reads as empty although its own layer's ``_Extent`` says it holds voxels, and (for layouts inferred
 from missing fields) voxel values that no segment claims, are errors: the file is not what its header says, and an

@@ -108,6 +108,9 @@ def main() -> int:
     def echo(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
+    from backsplit.commands.study import _interrupt_on_signals
+
+    _interrupt_on_signals()  # Ctrl-C / SIGTERM end the running unit's process group
     outcome = run_study(plan, LocalExecutor(nice=args.nice), echo)
     elapsed = time.time() - started
     record = {"profile": args.profile, "settings": profile, "command": " ".join(sys.argv), "wall_s": round(elapsed),

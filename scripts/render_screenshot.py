@@ -153,12 +153,17 @@ def render(files: CaseFiles, out: Path, case_id: str, slice_index: Optional[int]
 
 
 def _training_note(manifest: dict) -> str:
-    """One line on how the model was trained, from backsplit_model.json (keys that are missing are left out)."""
-    training = manifest.get("training", {}) if isinstance(manifest.get("training"), dict) else {}
-    parts = [f"{k.replace('_', ' ')} {training[k]}" for k in ("configuration", "epochs", "iterations_per_epoch",
-                                                                 "batch_size", "device") if k in training]
-    return "Model: nnU-Net v2, " + ", ".join(parts) + " (a short CPU training, not a tuned model)." if parts else \
-        "Model: nnU-Net v2, short CPU training (not a tuned model)."
+    """One line on how the model was trained, from backsplit_model.json (training/manifest.py's keys)."""
+    epochs = manifest.get("completed_epochs", manifest.get("epochs"))
+    planned = f" (of {manifest['epochs']} planned)" if manifest.get("epochs") not in (None, epochs) else ""
+    parts = [f"nnU-Net v2 {manifest.get('configuration', '')}".strip(),
+             f"{epochs} epochs{planned} x {manifest.get('iterations_per_epoch')} iterations of batch "
+             f"{manifest.get('batch_size')}", f"device {manifest.get('device')}"]
+    if manifest.get("source_dataset"):
+        parts.append(f"trained on {manifest['source_dataset']}")
+    if manifest.get("note"):
+        parts.append(str(manifest["note"]))
+    return "Model: " + ", ".join(parts) + ": a short CPU training, not a tuned model."
 
 
 def main(argv: Optional[list[str]] = None) -> int:

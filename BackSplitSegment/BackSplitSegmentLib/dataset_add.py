@@ -45,8 +45,9 @@ def scene_source(volume, segmentation_node, case_id: str, extra_channels: Sequen
         raise InputError("choose the volume the segmentation was drawn on")
     if segmentation_node is None:
         raise InputError("choose the segmentation to add (e.g. the corrected prediction)")
+    description = f"case '{case_id}' (volume '{volume.GetName()}', segmentation '{segmentation_node.GetName()}')"
     return LazyCaseSource(case_id, lambda: case_from_scene(case_id, volume, segmentation_node, extra_channels),
-                          f"case '{case_id}' (volume '{volume.GetName()}', segmentation '{segmentation_node.GetName()}')")
+                          description)
 
 
 def add_request(options: SceneAddOptions) -> AddRequest:

@@ -20,13 +20,15 @@ def register(subparsers) -> None:
     add.add_argument("dataset", type=Path, help="the BackSplit dataset folder (DatasetNNN_Name)")
     source = add.add_mutually_exclusive_group(required=True)
     source.add_argument("--segmentation", type=Path, help="one case: its .seg.nrrd (or labelmap with --names)")
-    source.add_argument("--folder", type=Path, help="folder of <case>.seg.nrrd with <case>.nii.gz or <case>_0000.nii.gz")
+    source.add_argument("--folder", type=Path,
+                        help="folder of <case>.seg.nrrd with <case>.nii.gz or <case>_0000.nii.gz")
     source.add_argument("--cases", type=Path, metavar="CSV",
                         help="case list: columns case_id, image (channels separated by ';'), segmentation, [names]")
     add.add_argument("--image", type=Path, action="append", default=[],
                      help="with --segmentation: the image, repeated once per channel in the dataset's channel order")
     add.add_argument("--case-id", help="with --segmentation: the case id (default: the segmentation's file name)")
-    add.add_argument("--names", type=Path, help="name map for labelmaps: JSON {\"1\": \"kidney\"}, CSV value,name, or .ctbl")
+    add.add_argument("--names", type=Path,
+                     help="name map for labelmaps: JSON {\"1\": \"kidney\"}, CSV value,name, or .ctbl")
     add.add_argument("--map", action="append", default=[], metavar="ALIAS=CLASS",
                      help="treat segment ALIAS as CLASS (repeatable); added to the dataset's stored rename map")
     add.add_argument("--ignore-segment", action="append", default=[], metavar="NAME",

@@ -91,6 +91,22 @@ def executor_from_args(args: argparse.Namespace):
     return LocalExecutor(gpus=gpus if len(gpus) > 1 else [], nice=args.nice)
 
 
+def _interrupt_on_signals() -> None:
+    """Ctrl-C and SIGTERM (also when started in the background, where SIGINT is ignored) raise KeyboardInterrupt,
+    so the executor ends the running units (local: their process groups; SLURM: scancel)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..study.runner import collect, plan_study, require_success, run_study
 
@@ -110,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         paths = collect(plan)
         print(write_report(paths["per_case"].parent, Path(plan.study_dir) / "report"))
         return 0
+    _interrupt_on_signals()
     outcome = run_study(plan, executor_from_args(args), echo)
     print(Path(plan.study_dir) / "report" / "report.md")
     require_success(outcome)

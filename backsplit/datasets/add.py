@@ -146,16 +146,23 @@ def iter_add(sources: Sequence[CaseSource], request: AddRequest,
         raise ValueError(f"missing_segments must be '{MISSING_ERROR}' or '{MISSING_ABSENT}'")
     check_unique_ids(sources)
     check_case_ids([s.case_id for s in sources])
-    target = _read_target(request.dataset_dir)
-    ids = assign_case_ids([s.case_id for s in sources], target.case_ids, request.on_existing_id)
-    section = target.meta["backsplit"]
-    mapping = {**section.get("name_mapping", {}), **dict(request.name_mapping)}
-    out_root = target.live.parent
-    lock = TrainingLock(out_root / f".backsplit-add-{target.live.name}.lock")
+    live = Path(request.dataset_dir).resolve()
+    if not live.is_dir():
+        _read_target(live)                       # raises the clear error
+    lock = TrainingLock(live.parent / f".backsplit-add-{live.name}.lock")   # one add per dataset at a time
     try:
         lock.acquire()
     except BackSplitError:
-        raise OutputError(f"another 'dataset add' is writing to '{target.live.name}'; wait for it to finish") from None
+        raise OutputError(f"another 'dataset add' is writing to '{live.name}'; wait for it to finish") from None
+    try:
+        target = _read_target(live)
+        ids = assign_case_ids([s.case_id for s in sources], target.case_ids, request.on_existing_id)
+    except BaseException:
+        lock.release()
+        raise
+    section = target.meta["backsplit"]
+    mapping = {**section.get("name_mapping", {}), **dict(request.name_mapping)}
+    out_root = target.live.parent
     staging = Path(tempfile.mkdtemp(prefix=".backsplit-add-", dir=out_root))
     writer = NiftiGzWriter(level=request.compression_level)
     try:

@@ -73,16 +73,23 @@ def version_history(meta: dict) -> list[dict]:
              "added_cases": list(section.get("case_ids", []))}]
 
 
-def stamp_first_version(folder: Path) -> None:
-    """Record version 1 and the hash of every case file in a freshly exported dataset's dataset.json."""
+def stamp_first_version(folder: Path, known: Optional[dict[str, dict]] = None) -> dict[str, dict]:
+    """Record version 1 and the hash of every case file in a freshly exported dataset's dataset.json. ``known``:
+    records of files that are hard links of the same bytes (the twin's images); returns the records."""
     path = Path(folder) / "dataset.json"
     meta = json.loads(path.read_text(encoding="utf-8"))
     section = meta.setdefault("backsplit", {})
     section["version"] = 1
     section["parent_version"] = None
     section["versions"] = version_history(meta)
-    section["files"] = file_records(folder)
+    names = [f"{sub}/{p.name}" for sub in CASE_FOLDERS if (Path(folder) / sub).is_dir()
+             for p in sorted((Path(folder) / sub).iterdir()) if p.is_file()]
+    known = known or {}
+    records = file_records(folder, [n for n in names if n not in known])
+    records.update({n: known[n] for n in names if n in known})
+    section["files"] = dict(sorted(records.items()))
     write_json_atomic(path, meta)
+    return records
 
 
 def write_json_atomic(path: Path, content: dict) -> None:
@@ -116,8 +123,9 @@ class VersionInfo:
 
     def line(self) -> str:
         where = str(self.folder) if self.folder else "(folder missing)"
-        return (f"v{self.version}  parent {('v' + str(self.parent)) if self.parent else '-':<4} {self.created or '?':<25}"
-                f" {self.how:<12} +{len(self.added_cases)} case(s)  {where}")
+        parent = f"v{self.parent}" if self.parent else "-"
+        return (f"v{self.version}  parent {parent:<4} {self.created or '?':<25} {self.how:<12} "
+                f"+{len(self.added_cases)} case(s)  {where}")
 
 
 def list_versions(dataset_dir: Path) -> list[VersionInfo]:

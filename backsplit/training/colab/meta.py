@@ -13,7 +13,7 @@ Two ways, both on a network called functionally (``torch.func.functional_call``)
 * ``meta_gradient_fd``: the finite-difference Hessian-vector product of DARTS that the CoLab authors use,
   ``d/d omega [grad_theta L_seg] . v ~ (grad_omega L_seg(theta + eps v) - grad_omega L_seg(theta - eps v)) / (2 eps)``
   with ``eps = radius / ||v||``. The two extra segmentation forwards need no graph (``y_hat`` carries omega's), so it
-  costs two forwards instead of a double backward. Error O(eps^2).
+  costs two forwards instead of a double backward. Error O(eps^2) plus rounding (see ``spec.fd_radius``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from typing import Any, Callable, Optional
 class MetaProblem:
     """forward: theta dict -> network output (tensor or deep-supervision list); params: theta (name -> tensor);
     seg_loss(output, targets) -> L_seg; roi_loss(output) -> L_ROI; targets(): y_hat(omega) with its graph to omega;
-    generator_params: omega (list of tensors); step_size: alpha."""
+    generator_params: omega (list of tensors); step_size: alpha; perturbed_forward: the forward used at
+    ``theta +- eps v`` by the fd method (default ``forward``; full precision under mixed precision, where a half-precision
+    difference of two nearby outputs would be rounding noise)."""
     forward: Callable[[dict], Any]
     params: dict
     seg_loss: Callable[[Any, Any], Any]
@@ -34,6 +36,7 @@ class MetaProblem:
     targets: Callable[[], Any]
     generator_params: list
     step_size: float
+    perturbed_forward: Optional[Callable[[dict], Any]] = None
 
 
 @dataclass
@@ -65,7 +68,7 @@ def meta_gradient_exact(problem: MetaProblem) -> MetaResult:
                       float(roi.detach()))
 
 
-def meta_gradient_fd(problem: MetaProblem, radius: float = 0.01, seg_grads: Optional[dict] = None,
+def meta_gradient_fd(problem: MetaProblem, radius: float = 0.001, seg_grads: Optional[dict] = None,
                      targets: Any = None, seg_loss_value: Optional[float] = None,
                      roi_scale: float = 1.0) -> MetaResult:
     """Finite-difference meta-gradient. ``seg_grads`` (name -> grad_theta L_seg, e.g. from the real training step of
@@ -92,9 +95,10 @@ def meta_gradient_fd(problem: MetaProblem, radius: float = 0.01, seg_grads: Opti
         zeros = [torch.zeros_like(p) for p in problem.generator_params]
         return MetaResult(zeros, float(seg_loss_value or 0.0), float(roi.detach()), float(norm))
     unit = [d / norm for d in direction]
+    perturbed = problem.perturbed_forward or problem.forward
     with torch.no_grad():
-        plus = problem.forward({n: v + radius * u for n, v, u in zip(names, values, unit)})
-        minus = problem.forward({n: v - radius * u for n, v, u in zip(names, values, unit)})
+        plus = perturbed({n: v + radius * u for n, v, u in zip(names, values, unit)})
+        minus = perturbed({n: v - radius * u for n, v, u in zip(names, values, unit)})
     # grad_omega of -alpha * (L_seg(theta + eps v) - L_seg(theta - eps v)) / (2 eps), eps = radius / ||v_true||
     factor = -problem.step_size * float(norm) / roi_scale / (2.0 * radius)
     difference = factor * (problem.seg_loss(plus, targets) - problem.seg_loss(minus, targets))

@@ -17,6 +17,7 @@ from typing import Optional
 from ...errors import InputError
 
 LEARNED = "learned"
+LEARNED_TRAINER = "BackSplitLearnedContextTrainer"     # trainer class name = nnU-Net results folder prefix
 META_METHODS = ("fd", "exact")
 CONTEXT_COLORS = [(0.45, 0.55, 0.45), (0.55, 0.5, 0.65), (0.65, 0.6, 0.45), (0.45, 0.6, 0.65),
                   (0.6, 0.5, 0.5), (0.5, 0.5, 0.5), (0.7, 0.7, 0.6), (0.5, 0.65, 0.55)]
@@ -37,7 +38,9 @@ class LearnedContextSpec:
         the paper's identical backbone; 0.5, the default: a lighter generator, about a quarter of the convolution cost).
     meta_method: ``fd`` (finite-difference Hessian-vector product, the authors' choice; less memory) or ``exact``
         (second-order autograd through the virtual step).
-    fd_radius: the finite-difference step, ``epsilon = fd_radius / ||grad_theta L_ROI||`` (DARTS' 0.01).
+    fd_radius: the finite-difference step, ``epsilon = fd_radius / ||grad_theta L_ROI||``. DARTS and the authors use
+        0.01; on nnU-Net's 2d network (float32) the fd meta-gradient's relative error against the exact one was 35%,
+        11%, 3.6%, 1.5% at radius 0.1, 0.01, 0.001, 0.0001 (one run): BackSplit uses 0.001.
     """
     classes: int = 2
     margin_mm: float = 48.0
@@ -46,7 +49,7 @@ class LearnedContextSpec:
     generator_lr: float = 3e-4
     generator_width: float = 0.5
     meta_method: str = "fd"
-    fd_radius: float = 0.01
+    fd_radius: float = 0.001
 
     def __post_init__(self) -> None:
         if not 1 <= int(self.classes) <= 8:
@@ -104,6 +107,11 @@ def parse_context(text: Optional[str]) -> Optional[LearnedContextSpec]:
     except ValueError:
         raise InputError(f"context '{text}' has a value that is not a number; {usage}") from None
     return LearnedContextSpec(**values)
+
+
+def trainer_name(context: Optional[str]) -> str:
+    """The nnU-Net trainer class (and results folder prefix) that trains ``context``: without torch."""
+    return LEARNED_TRAINER if parse_context(context) is not None else "BackSplitTrainer"
 
 
 def spec_from_json(raw: dict) -> LearnedContextSpec:

@@ -140,10 +140,13 @@ class BackSplitLearnedContextTrainer(BackSplitTrainer):
             with self._autocast():
                 return functional_call(network, {**weights, **buffers}, (data,))
 
+        def full_precision_forward(weights):
+            return functional_call(network, {**weights, **buffers}, (data,))
+
         problem = MetaProblem(forward, params, self._seg_loss,
                               lambda out: losses.roi_loss(out, targets[0], self.n_targets),
                               lambda: soft, list(self.generator.parameters()),
-                              float(self.optimizer.param_groups[0]["lr"]))
+                              float(self.optimizer.param_groups[0]["lr"]), full_precision_forward)
         if self.context_spec.meta_method == "exact":
             result = meta_gradient_exact(problem)
         else:
