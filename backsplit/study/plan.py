@@ -126,18 +126,27 @@ class Plan:
         raise InputError(f"the study plan has no unit '{unit_id}'", path=str(Path(self.study_dir) / "plan.json"))
 
     def waves(self) -> list[list[Unit]]:
-        """Units grouped so that every unit's needs are in earlier groups (prepare, runs, fine-tunes, ...)."""
+        """Units grouped so that every unit's needs are in earlier groups: the preparations, then the runs (all arms
+        together, fold by fold, so that an interrupted or partly failed study still has paired folds), then runs
+        that start from another arm's model (fine-tuning), ..."""
         level: dict[str, int] = {}
         by_id = {u.id: u for u in self.units}
+        prepared = 0
 
         def depth(unit: Unit) -> int:
             if unit.id not in level:
-                level[unit.id] = 1 + max((depth(by_id[n]) for n in unit.needs), default=-1)
+                below = max((depth(by_id[n]) for n in unit.needs), default=-1)
+                level[unit.id] = 1 + (max(below, prepared - 1) if unit.kind == "run" else below)
             return level[unit.id]
 
+        prepared = 1 + max((depth(u) for u in self.units if u.kind == "prepare"), default=-1)
+        arm_order = {a["name"]: i for i, a in enumerate(self.arms)}
         groups: dict[int, list[Unit]] = {}
         for unit in self.units:
             groups.setdefault(depth(unit), []).append(unit)
+        for units in groups.values():
+            units.sort(key=lambda u: (u.kind != "prepare", u.spec.get("fold", 0), u.spec.get("seed", 0),
+                                      arm_order.get(u.spec.get("arm"), 0)))
         return [groups[k] for k in sorted(groups)]
 
     def to_json(self) -> dict:

@@ -88,8 +88,10 @@ class BackSplitLearnedContextTrainer(BackSplitTrainer):
         return data, targets
 
     def context_probabilities(self, data, with_grad: bool):
-        """q (b, t, *patch), float32: softmax of the generator's output (Eq. 4)."""
-        with (torch.enable_grad() if with_grad else torch.no_grad()), self._autocast():
+        """q (b, t, *patch), float32: softmax of the generator's output (Eq. 4). With gradient (meta iterations) the
+        generator runs in full precision: its meta-gradients are small enough to underflow in half precision."""
+        with (torch.enable_grad() if with_grad else torch.no_grad()), \
+                (dummy_context() if with_grad else self._autocast()):
             logits = self.generator(data)
         return torch.softmax(logits.float(), 1)
 
@@ -143,11 +145,12 @@ class BackSplitLearnedContextTrainer(BackSplitTrainer):
         def full_precision_forward(weights):
             return functional_call(network, {**weights, **buffers}, (data,))
 
-        problem = MetaProblem(forward, params, self._seg_loss,
+        exact = self.context_spec.meta_method == "exact"    # second order in half precision: not attempted
+        problem = MetaProblem(full_precision_forward if exact else forward, params, self._seg_loss,
                               lambda out: losses.roi_loss(out, targets[0], self.n_targets),
                               lambda: soft, list(self.generator.parameters()),
                               float(self.optimizer.param_groups[0]["lr"]), full_precision_forward)
-        if self.context_spec.meta_method == "exact":
+        if exact:
             result = meta_gradient_exact(problem)
         else:
             grads = {n: (p.grad.detach().clone() if p.grad is not None else None) for n, p in params.items()}
