@@ -156,7 +156,7 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showAuxiliaryCheckBox.toggled.connect(self.onShowAuxiliary)
         self._binding = GuiBinding(self.ui)   # connected once per parameter node, whatever the release
         self._supportsSection = SupportsSection(self, qt.QTimer(), qt.QTableWidgetItem)
-        self._loopSection = LoopSection(self.ui, self.logic)   # correct, add, fine-tune; model manager
+        self._loopSection = LoopSection(self.ui, self.logic, qt.QTimer(), qt.QFileDialog)   # loop; model manager
         self.initializeParameterNode()
 
     def cleanup(self) -> None:

@@ -53,12 +53,30 @@ def test_weight_transfer_rules(tiny_model_dir, tiny_binary_model_dir):
     assert not label_sets_match(None, {"background": 0})
 
 
+def test_trainer_loading_choice(tiny_model_dir, tiny_binary_model_dir, tiny_dataset):
+    """What the training worker calls: the output layers are kept exactly when the parent's dataset.json names the
+    dataset's labels. (The trainer is a stand-in holding a real network: building nnU-Net's trainer needs a
+    preprocessed dataset, which the end-to-end test below has.)"""
+    from types import SimpleNamespace
+
+    from backsplit.training.pretrained import load_into_trainer
+
+    labels = json.loads((tiny_dataset.dataset_dir / "dataset.json").read_text())["labels"]
+    for parent, kept in ((tiny_model_dir, True), (tiny_binary_model_dir, False)):
+        trainer = SimpleNamespace(was_initialized=True, network=network_for(tiny_model_dir, 4))
+        report = load_into_trainer(trainer, parent / "fold_all" / "checkpoint_final.pth", labels)
+        assert report["counts"]["output_layers_kept"] is kept and (report["counts"]["reinitialised"] == 0) is kept
+        source = weights(parent)
+        head = [k for k in trainer.network.state_dict() if OUTPUT_LAYER_KEY in k][-1]
+        assert torch.equal(trainer.network.state_dict()[head], source[head]) is kept
+
+
 def test_fine_tune_on_the_new_version_links_parent_and_version(tiny_model_dir, tiny_binary_model_dir, tmp_path):
     result = export_tiny(tmp_path / "raw")          # the parent models' dataset (Dataset011_Tiny), version 1
     new_case = InMemoryCaseSource(make_case("tiny9", shape=TINY_SHAPE, seed=9))
     assert add_cases([new_case], AddRequest(result.dataset_dir)).version == 2
-    for parent, same_labels in ((tiny_model_dir, True), (tiny_binary_model_dir, False)):
-        out = tmp_path / "models" / f"child-of-{parent.name}"
+    for parent, same_labels in ((tiny_binary_model_dir, False),):   # same labels: test_trainer_loading_choice
+        out = tmp_path / "models" / f"child-of-{parent.parent.name}"
         options = tiny_options(result.dataset_dir, tmp_path / "work", pretrained_model=parent, epochs=1,
                                iterations_per_epoch=2, val_iterations_per_epoch=1, model_dir=out,
                                extra={"overwrite": True})

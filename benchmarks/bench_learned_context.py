@@ -80,12 +80,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=4)
     parser.add_argument("--configuration", default="2d")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--arms", default="binary,learned,learned k=1 fd,learned k=1 exact",
+                        help=f"comma-separated, from: {', '.join(ARMS)}")
     parser.add_argument("--child")
     parser.add_argument("--dataset")
     args = parser.parse_args()
@@ -113,7 +114,7 @@ def main() -> None:
         print(f"dataset: {args.cases} demo cases (binary twin: target 'tumor'), {args.configuration}, batch "
               f"{args.batch_size}, device {args.device}; {args.iterations} timed iterations after {args.warmup}; "
               f"{args.repeats} repeats, alternating order; load average at start {os.getloadavg()[0]:.1f} on "
-              f"{os.cpu_count()} CPUs")
+              f"{os.cpu_count()} CPUs", flush=True)
         results: dict[str, list[dict]] = {a: [] for a in arms}
         for repeat in range(args.repeats):
             for arm in (arms if repeat % 2 == 0 else arms[::-1]):
@@ -125,6 +126,9 @@ def main() -> None:
                 if out.returncode != 0 or not lines:
                     raise SystemExit(f"arm '{arm}' failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
                 results[arm].append(json.loads(lines[-1]))
+                run = results[arm][-1]
+                print(f"  run {repeat + 1}: {arm}: {statistics.mean(run['times']):.3f} s/iteration, peak RSS "
+                      f"{run['rss_mib']:.0f} MiB", flush=True)
         base = None
         for arm in arms:
             runs = results[arm]

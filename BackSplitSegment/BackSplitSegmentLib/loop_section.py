@@ -1,27 +1,27 @@
 """The panel's "Correct, add, fine-tune" section and model manager (Qt wiring only; the logic is in
 ``dataset_add.py`` and ``backsplit.models``, tested without Qt).
 
-Built once by the module widget (``LoopSection(self.ui, self.logic)``); uses the Apply panel's input volume and
-model folder, and the segmentation of the last prediction by default.
+Built once by the module widget (``LoopSection(self.ui, self.logic, qt.QTimer(), qt.QFileDialog)``: the Qt classes
+are handed in, as for the other sections, so no module of BackSplitSegmentLib imports qt); uses the Apply panel's
+input volume and model folder, and the segmentation of the last prediction by default.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import qt
 import slicer
 
 from slicer.i18n import tr as _
 
 
 class LoopSection:
-    def __init__(self, ui, logic):
+    def __init__(self, ui, logic, timer, file_dialog):
         from backsplit.models.location import models_dir
 
-        self.ui, self.logic = ui, logic
+        self.ui, self.logic, self._dialog = ui, logic, file_dialog
         self._training = None
-        self._timer = qt.QTimer()
+        self._timer = timer
         self._timer.setInterval(500)
         self._timer.timeout.connect(self._poll)
         slicer.app.connect("aboutToQuit()", self.cleanup)
@@ -94,7 +94,7 @@ class LoopSection:
         from backsplit.models.archive import export_model
 
         folder = self._current()
-        path = qt.QFileDialog.getSaveFileName(None, _("Export model"), f"{folder.name}.zip" if folder else "",
+        path = self._dialog.getSaveFileName(None, _("Export model"), f"{folder.name}.zip" if folder else "",
                                               "Zip (*.zip)") if folder else ""
         if path:
             with slicer.util.tryWithErrorDisplay(_("Could not export the model."), waitCursor=True):
@@ -104,7 +104,7 @@ class LoopSection:
     def importModel(self) -> None:
         from backsplit.models.archive import import_model
 
-        path = qt.QFileDialog.getOpenFileName(None, _("Import model"), "", "Zip (*.zip)")
+        path = self._dialog.getOpenFileName(None, _("Import model"), "", "Zip (*.zip)")
         if path:
             with slicer.util.tryWithErrorDisplay(_("Could not import the model."), waitCursor=True):
                 result = import_model(Path(path), self._modelsDir(), rename_if_exists=True)

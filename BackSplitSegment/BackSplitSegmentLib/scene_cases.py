@@ -15,7 +15,7 @@ import numpy as np
 import slicer
 import vtk
 
-from backsplit.cases import Case, LazyCaseSource
+from backsplit.cases import Case
 from backsplit.errors import InputError
 from backsplit.geometry import Geometry
 
@@ -34,7 +34,9 @@ def volume_geometry(volume_node) -> Geometry:
     return Geometry.from_ijk_to_ras(slicer.util.arrayFromVTKMatrix(matrix), dims[::-1])
 
 
-def volume_array(volume_node, case_id: str, what: str) -> np.ndarray:
+def volume_array(volume_node, case_id: str, what: str, copy: bool = True) -> Optional[np.ndarray]:
+    """The volume's voxels (k, j, i) as a new array, after checking it is a scalar volume not under a transform
+    (``InputError`` naming the case otherwise); ``copy=False``: only the checks (returns None)."""
     if volume_node is None or volume_node.GetImageData() is None:
         raise InputError(f"the {what} volume has no image data; load or choose another volume", case=case_id)
     if volume_node.GetImageData().GetNumberOfScalarComponents() != 1:
@@ -44,7 +46,7 @@ def volume_array(volume_node, case_id: str, what: str) -> np.ndarray:
     if transform is not None:
         raise InputError(f"the {what} volume '{volume_node.GetName()}' is under a transform; harden the transform "
                          "(Data module, right-click, Harden transform) before export", case=case_id)
-    return np.array(slicer.util.arrayFromVolume(volume_node), copy=True)
+    return np.array(slicer.util.arrayFromVolume(volume_node), copy=True) if copy else None
 
 
 def segment_names(segmentation_node) -> list[str]:
@@ -132,9 +134,13 @@ class SceneCase:
     def load(self) -> Case:
         return case_from_scene(self.case_id, self.volume, self.segmentation, self.extra_channels, self.segment_names)
 
-    def source(self) -> LazyCaseSource:
+    def source(self):
+        """A ``CaseSource`` (``case_read_steps.SceneCaseSource``): ``load()`` at once, or ``read_steps()`` in short
+        steps for a panel's timer."""
+        from .case_read_steps import SceneCaseSource
+
         name = self.volume.GetName() if self.volume is not None else "?"
-        return LazyCaseSource(self.case_id, self.load, f"case '{self.case_id}' (volume '{name}')")
+        return SceneCaseSource(self, self.case_id, f"case '{self.case_id}' (volume '{name}')")
 
 
 def case_from_scene(case_id: str, volume, segmentation_node, extra_channels: Sequence = (),

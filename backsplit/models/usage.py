@@ -9,7 +9,6 @@ A model folder that is a training's output in ``nnUNet_results`` is also in use 
 
 from __future__ import annotations
 
-import atexit
 import os
 import weakref
 from pathlib import Path
@@ -60,8 +59,7 @@ class ModelInUse:
 
 class _Handle:
     def __init__(self, use: ModelInUse):
-        self._finalizer = weakref.finalize(self, use.release)
-        atexit.register(self._finalizer)
+        self._finalizer = weakref.finalize(self, use.release)   # also runs at interpreter exit (finalize.atexit)
 
 
 def model_users(model_dir: Path) -> list[str]:
