@@ -238,3 +238,19 @@ def test_long_cpu_jobs_are_named_with_faster_choices():
     assert all(choice in text for choice in ("--device cuda", "--configuration 2d", "--batch-size 3"))
     assert "long job" not in Estimate("training", 600, "cpu", "x").message()
     assert "long job" not in Estimate("training", 6 * 3600, "cuda", "x").message()
+
+
+def test_heartbeat_keeps_a_slow_step_visible():
+    """Reading and resampling a large case report nothing themselves: the last event is repeated, time counting down."""
+    import time
+
+    from backsplit.inference.watch import PredictionWatch
+
+    events = []
+    watch = PredictionWatch(events.append, ["big"])
+    watch.estimate_s = 100.0
+    with watch.heartbeat(interval=0.05):
+        watch.case_started(0)
+        time.sleep(0.6)
+    beats = [e for e in events if e.data.get("phase") == "preprocessing"]
+    assert len(beats) >= 2 and beats[-1].data["seconds_left"] < beats[0].data["seconds_left"]

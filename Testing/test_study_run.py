@@ -121,8 +121,10 @@ def test_training_panel_starts_one_training_on_the_cluster(tiny_study, slurm_clu
 
     os.environ["SLURM_CONF"] = slurm_cluster["SLURM_CONF"]
     try:
-        job = ClusterTraining(tiny_options(tiny_study["dataset"], tmp_path / "work", epochs=1, iterations_per_epoch=2),
-                              SlurmConfig(cpus_per_task=1)).start()
+        # the study's preparation of this dataset is reused (nnU-Net's preprocessing is the slow part here)
+        work = tiny_study["study"] / "prepared" / "prepare-source"
+        job = ClusterTraining(tiny_options(tiny_study["dataset"], work, epochs=1, iterations_per_epoch=2,
+                                           extra={"overwrite": True}), SlurmConfig(cpus_per_task=1)).start()
         events = []
         deadline = time.time() + TIMEOUT
         while job.returncode is None and time.time() < deadline:

@@ -5,7 +5,8 @@ Data: demo cases exported with target 'tumor'; every arm trains on the binary tw
 context use case), with the same plans, batch size, seed and nnU-Net data pipeline (no augmentation workers). Each
 arm runs in its own process (peak RSS per process is its peak memory; on CUDA also torch's peak allocation); the
 order alternates between repeats. Time per iteration = mean over ``--iterations`` ``train_step`` calls after
-``--warmup`` (a multiple of k, so that meta steps are counted at their share). Arms:
+``--warmup`` (a multiple of k, so that meta steps are counted at their share), as wall time and as the process's CPU
+time (fairer on a shared machine; one torch thread per arm by default). Arms:
 
 * ``binary``: BackSplitTrainer (nnU-Net's DC+CE step);
 * ``learned``: the default learned context (fd meta-gradient every k=5 iterations, generator width 0.5);
@@ -50,7 +51,7 @@ def child(args) -> None:
     os.environ["nnUNet_n_proc_DA"] = "0"
     device = resolve_device(args.device)
     if device.type == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(args.threads)
     np.random.seed(0)
     torch.manual_seed(0)
     BackSplitTrainer.settings = {"epochs": 1, "iterations_per_epoch": 1, "val_iterations_per_epoch": 1,
@@ -59,20 +60,21 @@ def child(args) -> None:
     trainer = cls(plans, args.configuration, "all", meta, device)
     trainer.on_train_start()
     trainer.on_train_epoch_start()
-    times = []
+    times, cpu_times = [], []
     for i in range(args.warmup + args.iterations):
         batch = next(trainer.dataloader_train)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         trainer.train_step(batch)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= args.warmup:
             times.append(time.perf_counter() - started)
+            cpu_times.append(time.process_time() - cpu_started)
     peak_gpu = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024    # KiB -> MiB on Linux
-    print(json.dumps({"arm": args.child, "times": times, "rss_mib": rss, "gpu_mib": peak_gpu,
+    print(json.dumps({"arm": args.child, "times": times, "cpu_times": cpu_times, "rss_mib": rss, "gpu_mib": peak_gpu,
                       "updates": getattr(trainer, "generator_updates", 0)}))
 
 
@@ -85,6 +87,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per arm (default 1)")
     parser.add_argument("--arms", default="binary,learned,learned k=1 fd,learned k=1 exact",
                         help=f"comma-separated, from: {', '.join(ARMS)}")
     parser.add_argument("--child")
@@ -121,24 +124,29 @@ def main() -> None:
                 out = subprocess.run([sys.executable, __file__, "--child", arm, "--dataset", str(twin),
                                       "--configuration", args.configuration, "--batch-size", str(args.batch_size),
                                       "--warmup", str(args.warmup), "--iterations", str(args.iterations),
-                                      "--device", args.device], capture_output=True, text=True, env=env)
+                                      "--device", args.device, "--threads", str(args.threads)],
+                                     capture_output=True, text=True, env=env)
                 lines = [line for line in out.stdout.splitlines() if line.startswith('{"arm"')]
                 if out.returncode != 0 or not lines:
                     raise SystemExit(f"arm '{arm}' failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
                 results[arm].append(json.loads(lines[-1]))
                 run = results[arm][-1]
-                print(f"  run {repeat + 1}: {arm}: {statistics.mean(run['times']):.3f} s/iteration, peak RSS "
+                print(f"  run {repeat + 1}: {arm}: {statistics.mean(run['times']):.3f} s/iteration wall, "
+                      f"{statistics.mean(run['cpu_times']):.3f} s CPU, peak RSS "
                       f"{run['rss_mib']:.0f} MiB", flush=True)
-        base = None
+        base = {}
         for arm in arms:
             runs = results[arm]
-            means = [statistics.mean(r["times"]) for r in runs]
-            per_iteration = statistics.median(means)
-            base = per_iteration if arm == "binary" else base
-            ratio = f", {per_iteration / base:.2f}x binary" if base else ""
+            parts = []
+            for key, what in (("times", "wall"), ("cpu_times", "CPU")):
+                means = [statistics.mean(r[key]) for r in runs]
+                value = statistics.median(means)
+                base.setdefault(key, value if arm == "binary" else None)
+                ratio = f" = {value / base[key]:.2f}x binary" if base.get(key) else ""
+                parts.append(f"{what} {value:.3f} s/iteration (runs {', '.join(f'{m:.3f}' for m in means)}){ratio}")
             gpu = f", GPU peak {max(r['gpu_mib'] for r in runs):.0f} MiB" if runs[0]["gpu_mib"] else ""
-            print(f"{arm:18s} {per_iteration:.3f} s/iteration (runs: {', '.join(f'{m:.3f}' for m in means)}){ratio}; "
-                  f"peak RSS {max(r['rss_mib'] for r in runs):.0f} MiB{gpu}; generator updates {runs[0]['updates']}")
+            print(f"{arm:18s} {'; '.join(parts)}; peak RSS {max(r['rss_mib'] for r in runs):.0f} MiB{gpu}; "
+                  f"generator updates per run {runs[0]['updates']}")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,21 @@
 """How long the panel's timer ticks block the GUI thread, on a 512x512x300 case (slicer-core scene, no Qt).
 
 Times every call of the step functions the panels drive from their timers:
-- export (``ExportRun.step``): the case steps (one whole case each: read from the scene, check, write) and the
-  finishing steps (compression of the last files, dataset.json, version stamp, moves);
+- export, before (``--export one-shot``): the engine's ``iter_export`` stepped on the GUI thread as the panel did up
+  to this change, each case in one tick (read from the scene with one ``ExportSegmentsToLabelmapNode`` per segment,
+  checked, composed, written), then the finishing steps;
+- export, after (``--export stepwise``): ``ExportRun.step`` (the engine runs in a worker thread; each tick reads one
+  slab of a volume or segment labelmap from the scene, or looks at the worker's progress). Also printed: how late
+  the GUI thread woke up from its 10 ms timer sleep (waiting for the GIL held by the worker, or for a CPU);
 - prediction import (``PredictionFinish.step``): from files of a 512x512x300 prediction with 3 classes and a
   probability map (the child process is not run: its output files are made here, its job object is a stand-in).
 
-Prints each step's duration and the longest tick per group. The goal is <= ~100 ms per tick for the finishing and
-import steps; a case step is one whole case by design (Slicer's export of its segments cannot be split).
+Prints each step's duration and the longest tick per group. The goal is <= ~100 ms per tick. The case has 5
+segments (drawn on the volume's grid, as the Segment Editor makes them); ``--other-grid`` draws them on a grid of
+another spacing, which Slicer must resample (one ``ExportSegmentsToLabelmapNode`` tick per segment).
 
-    python benchmarks/bench_ticks.py                 # 512 x 512 x 300
-    python benchmarks/bench_ticks.py --shape 300 256 256
+    python benchmarks/bench_ticks.py                        # 512 x 512 x 300, export before and after, import
+    python benchmarks/bench_ticks.py --shape 300 256 256 --export stepwise --no-import
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ def timed(step):
     return result, 1000 * (time.perf_counter() - started)
 
 
-def volume_and_masks(shape):
+def volume_and_masks(shape, count=3):
     import numpy as np
 
     z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
@@ -45,33 +50,77 @@ def volume_and_masks(shape):
                ((x - centre[2]) / radii[2]) ** 2 <= 1
 
     masks = {"lesion": ellipsoid(c, c * 0.08), "organ": ellipsoid(c, c * 0.6),
-             "vessel": ellipsoid(c + [0, 20, 0], [shape[0] / 2, 10, 10])}
-    return image, masks
+             "vessel": ellipsoid(c + [0, 20, 0], [shape[0] / 2, 10, 10]),
+             "kidney": ellipsoid(c + [0, 0, shape[2] / 4], c * [0.3, 0.2, 0.15]),
+             "bone": ellipsoid(c - [0, shape[1] / 3, 0], c * [0.9, 0.1, 0.5])}
+    return image, dict(list(masks.items())[:count])
 
 
-def bench_export(made, shape, out: Path) -> list:
+def export_scene(made, shape, other_grid: bool):
+    """(volume, segmentation) of 5 segments; on the volume's grid, or drawn on a grid of 1.5x the spacing."""
     from fixtures_slicer import add_segmentation, add_volume
-
-    from backsplit.export import ExportRequest
-    from BackSplitSegmentLib.export_run import ExportRun
-    from BackSplitSegmentLib.scene_cases import SceneCase
 
     import numpy as np
 
-    image, masks = volume_and_masks(shape)
+    image, masks = volume_and_masks(shape, 5)
     volume = add_volume(made.slicer, image, np.eye(4), "CT")
-    segmentation = add_segmentation(made.slicer, made.scene, masks, volume)
-    run = ExportRun([SceneCase("case0", volume, segmentation).source()],
-                    ExportRequest(out, 601, "Ticks", ["lesion"], ["organ", "vessel"]))
+    reference = volume
+    if other_grid:
+        coarse = tuple(int(n / 1.5) for n in shape)
+        reference = add_volume(made.slicer, np.zeros(coarse, np.int16), np.diag([1.5, 1.5, 1.5, 1.0]), "coarse")
+        masks = {name: mask[::3, ::3, ::3].repeat(2, 0).repeat(2, 1).repeat(2, 2)[:coarse[0], :coarse[1], :coarse[2]]
+                 for name, mask in masks.items()}
+    segmentation = add_segmentation(made.slicer, made.scene, masks, reference)
+    return volume, segmentation
+
+
+def export_request(out: Path):
+    from backsplit.export import ExportRequest
+
+    return ExportRequest(out, 601, "Ticks", ["lesion"], ["organ", "vessel", "kidney", "bone"])
+
+
+def bench_export_one_shot(volume, segmentation, out: Path) -> list:
+    """Before: the engine's generator stepped on the GUI thread, one whole case per tick (what ExportRun did)."""
+    from backsplit.export import iter_export
+    from BackSplitSegmentLib.scene_cases import SceneCase
+
+    events = iter_export([SceneCase("case0", volume, segmentation).source()], export_request(out))
+    ticks = []
+    while True:
+        try:
+            event, ms = timed(lambda: next(events))
+        except StopIteration:
+            return ticks
+        kind = "one-shot case" if event.message.startswith("wrote case") else "one-shot finishing"
+        ticks.append((kind, event.message.splitlines()[0][:60], ms))
+        ticks.append(("one-shot timer wake-up", "late wake-up after the 10 ms sleep", sleep_late_ms()))
+
+
+def sleep_late_ms(interval: float = 0.01) -> float:
+    """The panel's timer interval; how much later than asked the GUI thread runs again (GIL or CPU)."""
+    started = time.perf_counter()
+    time.sleep(interval)
+    return 1000 * (time.perf_counter() - started - interval)
+
+
+def bench_export(volume, segmentation, out: Path) -> list:
+    """After: ``ExportRun.step`` as the panel's 10 ms timer drives it."""
+    from BackSplitSegmentLib.export_run import ExportRun
+    from BackSplitSegmentLib.scene_cases import SceneCase
+
+    run = ExportRun([SceneCase("case0", volume, segmentation).source()], export_request(out))
     ticks = []
     while True:
         step, ms = timed(run.step)
-        kind = "case" if step.message.startswith("wrote case") else "finishing"
-        ticks.append((kind, step.message.splitlines()[0][:60], ms))
+        message = step.message.splitlines()[0][:60]
+        kind = "reading" if message.startswith("reading case") else "finishing" \
+            if message.startswith("finishing") else "worker poll"
+        ticks.append((kind, message, ms))
         if step.done:
             assert step.state == "finished", step.message
             return ticks
-        time.sleep(0.01)   # the panel's timer interval: the compression threads run meanwhile
+        ticks.append(("timer wake-up", "late wake-up after the 10 ms sleep", sleep_late_ms()))
 
 
 def bench_prediction_import(made, shape, out: Path) -> list:
@@ -113,31 +162,56 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", type=int, nargs=3, default=[300, 512, 512], metavar=("K", "J", "I"),
                         help="volume size in voxels, slices first (default: 300 512 512)")
+    parser.add_argument("--export", choices=("both", "one-shot", "stepwise", "none"), default="both",
+                        help="which case export to time: one-shot (before), stepwise (after), both (default), none")
+    parser.add_argument("--other-grid", action="store_true",
+                        help="segments drawn on a grid of 1.5x the volume's spacing (Slicer resamples them); "
+                             "default: on the volume's grid")
+    parser.add_argument("--no-import", action="store_true", help="skip the prediction import (default: timed)")
     args = parser.parse_args(argv)
     from fixtures_slicer import make_scene
 
     shape = tuple(args.shape)
     made, restore = make_scene()
+    ticks, walls = [], {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            ticks = bench_export(made, shape, Path(tmp) / "raw")
-            ticks += bench_prediction_import(made, shape, Path(tmp) / "prediction")
+            if args.export != "none":
+                volume, segmentation = export_scene(made, shape, args.other_grid)
+                if args.export in ("both", "one-shot"):
+                    started = time.perf_counter()
+                    ticks += bench_export_one_shot(volume, segmentation, Path(tmp) / "one-shot")
+                    walls["one-shot export"] = time.perf_counter() - started
+                if args.export in ("both", "stepwise"):
+                    started = time.perf_counter()
+                    ticks += bench_export(volume, segmentation, Path(tmp) / "stepwise")
+                    walls["stepwise export"] = time.perf_counter() - started
+            if not args.no_import:
+                ticks += bench_prediction_import(made, shape, Path(tmp) / "prediction")
     finally:
         restore()
-    print(f"volume {shape[2]} x {shape[1]} x {shape[0]} voxels (i x j x k)")
+    print(f"volume {shape[2]} x {shape[1]} x {shape[0]} voxels (i x j x k), 5 segments "
+          f"{'on another grid' if args.other_grid else 'on the volume grid'}")
     groups = []                                   # consecutive ticks with the same message, printed once
     for kind, what, ms in ticks:
         if groups and groups[-1][:2] == [kind, what]:
             groups[-1][2].append(ms)
+        elif kind.endswith("wake-up"):
+            continue
         else:
             groups.append([kind, what, [ms]])
     for kind, what, durations in groups:
         count = f" (x{len(durations)}, longest)" if len(durations) > 1 else ""
-        print(f"  {kind:<9} {max(durations):8.1f} ms  {what}{count}")
-    for kind in ("case", "finishing", "import"):
+        print(f"  {kind:<18} {max(durations):8.1f} ms  {what}{count}")
+    kinds = []
+    for kind, _, _ in ticks:
+        if kind not in kinds:
+            kinds.append(kind)
+    for kind in kinds:
         durations = [ms for k, _, ms in ticks if k == kind]
-        if durations:
-            print(f"max tick {kind:<9}: {max(durations):8.1f} ms over {len(durations)} tick(s)")
+        print(f"max tick {kind:<24}: {max(durations):8.1f} ms over {len(durations)} tick(s)")
+    for what, seconds in walls.items():
+        print(f"wall time {what:<23}: {seconds:8.1f} s")
     return 0
 
 

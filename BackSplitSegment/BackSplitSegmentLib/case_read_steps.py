@@ -6,9 +6,9 @@ the GUI thread (MRML and VTK objects are not thread-safe) and yields a status te
 in a worker thread. The result is voxel for voxel the one of ``scene_cases.case_from_scene`` (tested in
 ``Testing/test_export_steps.py``), with the same checks and the same errors, in the same order:
 
-- volumes are copied in slabs of slices, at most ``budget_s`` seconds of copying per step; the image data is looked
-  up again at each step and its scalars' modification time compared, so a volume changed between two steps is read
-  again (never a torn or freed array);
+- volumes are copied in slabs of slices, about ``budget_s`` seconds of copying per step; the image data is looked
+  up again at each step and its modification time compared, so a volume changed between two steps is read again
+  (never a torn or freed array; no view is kept across steps);
 - a segment whose own binary labelmap lies on the volume's grid as Slicer's ``DoGeometriesMatch`` decides it (every
   element of the image-to-world matrices within 1e-4; segmentation not under a transform; the segmentation already
   holding binary labelmaps) is copied the same way, cropped to the volume's extent, and compared with the
@@ -94,9 +94,9 @@ def overlap(extent: Sequence[int], volume_extent: Sequence[int]) -> Optional[tup
     return own, volume
 
 
-def copy_steps(read_view: Callable[[], np.ndarray], budget_s: float) -> Iterator[None]:
-    """Copy the array ``read_view()`` returns, slab by slab along its first axis, yielding after about ``budget_s``
-    seconds of copying; ``read_view`` is called again at every step (it checks that its source is unchanged and
+def copy_steps(read_view: Callable[[], np.ndarray], budget_s: float, message: str = "") -> Iterator[str]:
+    """Copy the array ``read_view()`` returns, slab by slab along its first axis, yielding ``message`` after about
+    ``budget_s`` seconds of copying (at least one slab); ``read_view`` is called again at every step (it checks that its source is unchanged and
     raises ``_Changed`` otherwise). Returns the copy."""
     view = read_view()
     out = np.empty(view.shape, view.dtype)
@@ -105,13 +105,15 @@ def copy_steps(read_view: Callable[[], np.ndarray], budget_s: float) -> Iterator
     k = 0
     while True:
         started = time.perf_counter()
-        while k < out.shape[0] and time.perf_counter() - started < budget_s:
+        while True:                                   # at least one slab per step
             out[k:k + slab] = view[k:k + slab]
             k += slab
+            if k >= out.shape[0] or time.perf_counter() - started >= budget_s:
+                break
         if k >= out.shape[0]:
             return out
         del view
-        yield
+        yield message
         view = read_view()
 
 
@@ -120,16 +122,18 @@ class _Changed(Exception):
 
 
 class _Watch:
-    """The image data a copy reads, and its scalars' modification time, checked at every step."""
+    """The image data a copy reads, its scalars array and its modification time (``vtkDataSet::GetMTime`` includes
+    its point data and their arrays: edits that call ``Modified()`` on the image or on the scalars both count),
+    checked at every step."""
 
     def __init__(self, image):
         self.image = image
         self.scalars = image.GetPointData().GetScalars()
-        self.mtime = self.scalars.GetMTime()
+        self.mtime = image.GetMTime()
 
     def same(self, image) -> bool:
         scalars = image.GetPointData().GetScalars() if image is not None else None
-        return image is self.image and scalars is self.scalars and scalars.GetMTime() == self.mtime
+        return image is self.image and scalars is self.scalars and image.GetMTime() == self.mtime
 
 
 def image_array(image) -> np.ndarray:
@@ -142,7 +146,7 @@ def image_array(image) -> np.ndarray:
 
 
 def _read_steps(get_image: Callable[[], object], region: tuple, budget_s: float, what: str, case_id: str,
-                segment: Optional[str] = None) -> Iterator[None]:
+                segment: Optional[str] = None) -> Iterator[str]:
     """Copy ``region`` of the image ``get_image()`` returns, in steps; read again from the start when the image
     changed between two steps (at most ``REREADS`` times)."""
     for _ in range(REREADS):
@@ -159,7 +163,7 @@ def _read_steps(get_image: Callable[[], object], region: tuple, budget_s: float,
             return image_array(image)[region]
 
         try:
-            return (yield from copy_steps(read_view, budget_s))
+            return (yield from copy_steps(read_view, budget_s, f"reading case '{case_id}': {what}"))
         except _Changed:
             continue
     raise InputError(f"the {what} kept changing while it was exported; export again when it is not being edited",

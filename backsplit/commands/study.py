@@ -122,9 +122,14 @@ def run(args: argparse.Namespace) -> int:
     if args.report_only:
         from ..study.report import write_report
 
+        from ..study.runner import unit_done
+
         plan.write(Path(plan.study_dir) / "plan.json")
         paths = collect(plan)
-        print(write_report(paths["per_case"].parent, Path(plan.study_dir) / "report"))
+        missing = [u.id for u in plan.units if u.kind == "run" and not unit_done(plan, u)]
+        note = (f"{len(missing)} of {sum(u.kind == 'run' for u in plan.units)} run unit(s) have not finished "
+                f"({', '.join(missing)}); the tables cover the finished units only (see the n columns).") if missing else ""
+        print(write_report(paths["per_case"].parent, Path(plan.study_dir) / "report", note))
         return 0
     _interrupt_on_signals()
     outcome = run_study(plan, executor_from_args(args), echo)

@@ -1,9 +1,10 @@
 """Estimate a prediction's duration before it starts, in seconds of timing on the chosen device.
 
 Two measurements: the network on a few tiles of the plans' patch size (``tiles.seconds_per_tile``, mirrored as
-configured; without mirroring a tile is that over its 2^axes network passes), and the per-voxel work around it (nnU-Net's resampling to the model's spacing and back, the softmax,
-writing a compressed file) on a small synthetic block with the first case's spacing. Tile counts come from the image
-headers (``tiles.tile_count``), so nothing is read in full before the estimate.
+configured; without mirroring a tile is that over its 2^axes network passes), and the per-voxel work around it
+(nnU-Net's resampling to the model's spacing and back, the softmax, writing a compressed file) on a small synthetic
+block with the first case's spacing. Tile counts come from the image headers (``tiles.tile_count``), so nothing is
+read in full before the estimate.
 """
 
 from __future__ import annotations

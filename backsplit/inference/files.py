@@ -180,33 +180,37 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
         return []
     summaries = []
     write_label_table(info, out_dir, lesion_only)
-    for index, case in enumerate(inputs):
-        if cancel():
-            raise CancelledError("prediction cancelled")
-        watch.case_started(index)
-        channels, geometries = [], []
-        for path in case.images:
-            array, geometry = read_image(path, case.case_id)
-            channels.append(array)
-            geometries.append(geometry)
-        for channel_index, geometry in enumerate(geometries[1:], start=1):
-            problems = geometries[0].differences(geometry)
-            if problems:
-                raise InputError(f"channel {channel_index} is not on the grid of channel 0: {'; '.join(problems)}",
-                                 case=case.case_id)
-        # class probabilities always: the summary needs them (maximum lesion probability, the rule's threshold);
-        # measured on the demo they cost no visible time. ``probabilities`` only decides whether the map is written.
-        prediction = predict_arrays(predictor, info, channels, geometries[0], probabilities=True, case=case.case_id)
-        for warning in prediction.warnings:
-            progress(ProgressEvent("warning", f"case '{case.case_id}': {warning}"))
-        paths = write_prediction(prediction, info, case.case_id, out_dir, output_format, lesion_only, probabilities)
-        summary = summarise(case.case_id, prediction.labels, prediction.geometry, info.schema.target_values,
-                            prediction.target_probability, rule)
-        summaries.append(summary)
-        watch.case_finished(index, f"case '{case.case_id}': {summary.lesion_count} lesion(s), "
-                                   f"{summary.lesion_volume_ml:.2f} ml ({prediction.seconds:.1f} s)",
-                            {"case": case.case_id, "seconds": prediction.seconds,
-                             "files": {k: str(v) for k, v in paths.items()}, "summary": summary.to_json()})
+    with watch.heartbeat():   # a large case's reading and resampling are reported too
+        for index, case in enumerate(inputs):
+            if cancel():
+                raise CancelledError("prediction cancelled")
+            watch.case_started(index)
+            channels, geometries = [], []
+            for path in case.images:
+                array, geometry = read_image(path, case.case_id)
+                channels.append(array)
+                geometries.append(geometry)
+            for channel_index, geometry in enumerate(geometries[1:], start=1):
+                problems = geometries[0].differences(geometry)
+                if problems:
+                    raise InputError(f"channel {channel_index} is not on the grid of channel 0: "
+                                     f"{'; '.join(problems)}", case=case.case_id)
+            # class probabilities always: the summary needs them (maximum lesion probability, the rule's
+            # threshold); measured on the demo they cost no visible time. ``probabilities`` only decides whether the
+            # map is written.
+            prediction = predict_arrays(predictor, info, channels, geometries[0], probabilities=True,
+                                        case=case.case_id)
+            for warning in prediction.warnings:
+                progress(ProgressEvent("warning", f"case '{case.case_id}': {warning}"))
+            paths = write_prediction(prediction, info, case.case_id, out_dir, output_format, lesion_only,
+                                     probabilities)
+            summary = summarise(case.case_id, prediction.labels, prediction.geometry, info.schema.target_values,
+                                prediction.target_probability, rule)
+            summaries.append(summary)
+            watch.case_finished(index, f"case '{case.case_id}': {summary.lesion_count} lesion(s), "
+                                       f"{summary.lesion_volume_ml:.2f} ml ({prediction.seconds:.1f} s)",
+                                {"case": case.case_id, "seconds": prediction.seconds,
+                                 "files": {k: str(v) for k, v in paths.items()}, "summary": summary.to_json()})
     write_summaries(summaries, out_dir)
     write_run_record(out_dir, plan, watch)
     return summaries

@@ -146,8 +146,8 @@ def seconds_per_tile(predictor, n_channels: int, repeats: int = 3, min_seconds: 
                      max_tiles: int = 10, max_seconds: float = 10.0) -> float:
     """Time the network on tiles of the plans' patch size on the predictor's device, mirroring as configured: one
     warm-up tile, then the mean of at least ``repeats`` tiles and ``min_seconds`` (at most ``max_tiles``, and no
-    more once ``max_seconds`` are spent); the mean, not the median: on a shared machine the throughput counts. Random input: the weights and
-    values do not change the cost."""
+    more once ``max_seconds`` are spent); the mean, not the median: on a shared machine the throughput counts.
+    Random input: the weights and values do not change the cost."""
     import torch
 
     patch = list(predictor.configuration_manager.patch_size)

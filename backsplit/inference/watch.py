@@ -8,6 +8,8 @@ case done) and ``seconds_left`` (from the rate so far, or the estimate before an
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from typing import Optional, Sequence
 
@@ -26,6 +28,8 @@ class PredictionWatch:
         self.started = time.time()
         self.estimate_s: Optional[float] = None
         self._eta = Eta()
+        self._lock = threading.Lock()          # events come from the heartbeat thread too
+        self._last: Optional[tuple] = None     # (done, total, phase, seconds_left, when) of the last tile event
 
     @property
     def total(self) -> int:
@@ -60,21 +64,52 @@ class PredictionWatch:
         left = self._eta.update(fraction) if done > 0 or self.index > 0 else None
         if left is None and self.estimate_s is not None:
             left = max(0.0, self.estimate_s - (time.time() - self.started))
+        self._last = (done, total, phase, left, time.time())
+        self._send(done, total, phase, left)
+
+    def _send(self, done: int, total: int, phase: str, left: Optional[float]) -> None:
+        overall = self._done_before(self.index) + done
         case_id = self.case_ids[self.index]
         n = len(self.case_ids)
         text = {"preprocessing": "reading and resampling", "network": f"tile {done}/{total}",
                 "writing": "resampling back and writing"}[phase]
-        self.progress(ProgressEvent(
-            "predict", f"case '{case_id}' ({self.index + 1}/{n}): {text}", overall, self.total,
-            {"phase": phase, "case": case_id, "case_index": self.index, "cases": n, "tiles_done": done,
-             "tiles_total": total, "case_fraction": done / max(1, total), "seconds_left": left,
-             "elapsed_s": time.time() - self.started}))
+        with self._lock:
+            self.progress(ProgressEvent(
+                "predict", f"case '{case_id}' ({self.index + 1}/{n}): {text}", overall, self.total,
+                {"phase": phase, "case": case_id, "case_index": self.index, "cases": n, "tiles_done": done,
+                 "tiles_total": total, "case_fraction": done / max(1, total), "seconds_left": left,
+                 "elapsed_s": time.time() - self.started}))
+
+    @contextlib.contextmanager
+    def heartbeat(self, interval: float = 15.0):
+        """While nothing is reported for ``interval`` seconds (reading a large case, nnU-Net's resampling), repeat
+        the last event with the time left counted down, so a bar never looks stuck."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(min(interval, 5.0)):
+                last = self._last
+                if last is not None and time.time() - last[4] >= interval:
+                    done, total, phase, left, when = last
+                    left = None if left is None else max(0.0, left - (time.time() - when))
+                    self._last = (done, total, phase, left, time.time())
+                    self._send(done, total, phase, left)
+
+        thread = threading.Thread(target=beat, name="backsplit-prediction-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join(timeout=10)
 
     def case_finished(self, index: int, message: str, data: dict) -> None:
         overall = self._done_before(index + 1)
-        self.progress(ProgressEvent("predict", message, overall, self.total,
-                                    {"phase": "case done", "case_index": index, "cases": len(self.case_ids),
-                                     "case_fraction": 1.0, **data}))
+        self._last = None
+        with self._lock:
+            self.progress(ProgressEvent("predict", message, overall, self.total,
+                                        {"phase": "case done", "case_index": index, "cases": len(self.case_ids),
+                                         "case_fraction": 1.0, **data}))
 
     def finished_message(self) -> str:
         spent = time.time() - self.started

@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -238,7 +239,10 @@ class TotalSegmentatorRunner:
     def __init__(self, *, task: str = "total", roi_subset: Optional[Sequence[str]] = None, fast: bool = False,
                  device: str = "auto", executable: Optional[str] = None, env: Optional[dict] = None,
                  poll_seconds: float = 0.2):
-        found = executable or shutil.which("TotalSegmentator") or _beside_python("TotalSegmentator")
+        beside = None if executable or shutil.which("TotalSegmentator") else _beside_python("TotalSegmentator")
+        found = executable or shutil.which("TotalSegmentator") or beside
+        # a script installed into this Python's environment runs with this Python (Slicer: PythonSlicer)
+        self.prefix = [sys.executable] if beside and not beside.lower().endswith(".exe") else []
         if not found or not Path(found).is_file():
             where = f" ({executable} does not exist)" if executable else ""
             raise InputError(f"TotalSegmentator is not installed{where}: {TOTALSEGMENTATOR_INSTALL}")
@@ -253,7 +257,7 @@ class TotalSegmentatorRunner:
     def _list_classes(self) -> Optional[list[str]]:
         """``TotalSegmentator --list-classes <task>`` (index, name per line); None for versions without it."""
         try:
-            done = subprocess.run([self.executable, "--list-classes", self.task], capture_output=True, text=True,
+            done = subprocess.run([*self.prefix, self.executable, "--list-classes", self.task], capture_output=True, text=True,
                                   timeout=300, env=self.env)
         except (OSError, subprocess.TimeoutExpired):
             return None
@@ -272,7 +276,7 @@ class TotalSegmentatorRunner:
         pass  # each case is its own process (TotalSegmentator loads its weights per run)
 
     def command(self, image: Path, output: Path) -> list[str]:
-        args = [self.executable, "-i", str(image), "-o", str(output), "--ml", "-ta", self.task, "-d", self.device]
+        args = [*self.prefix, self.executable, "-i", str(image), "-o", str(output), "--ml", "-ta", self.task, "-d", self.device]
         if self.fast:
             args.append("--fast")
         if self.subset:
