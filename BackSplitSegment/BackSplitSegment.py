@@ -36,7 +36,7 @@ class BackSplitSegment(ScriptedLoadableModule):
         self.parent.title = _("BackSplit Segment")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = ["Segmentations"]
-        self.parent.contributors = ["BackSplit for 3D Slicer authors"]
+        self.parent.contributors = ["BackSplit contributors"]
         self.parent.helpText = _(
             "Export segmented cases as an nnU-Net v2 dataset whose background is split into support structures "
             "(BackSplit), plus the matching binary dataset, and apply a trained BackSplit model to a volume. "
@@ -221,7 +221,7 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelExportButton.enabled = False
 
     def _stepExport(self) -> None:
-        """One case (or one finishing step) per timer tick: the application stays responsive."""
+        """One short piece of reading from the scene, or a look at the export thread, per tick (ExportRun)."""
         step = self._export.step()
         self.ui.exportProgressBar.value = step.percent
         self.ui.statusLabel.text = step.message
@@ -408,4 +408,8 @@ class BackSplitSegmentTest(ScriptedLoadableModuleTest):
         self.assertEqual(events[-1].stage, "done")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)   # nothing left behind by the export
         self.assertTrue((out / "Dataset501_BackSplit" / "dataset.json").is_file())
+        parameters.outputFolder = Path(tempfile.mkdtemp())   # the panel's stepwise export (worker thread)
+        step = logic.exportRun([c.source() for c in cases], ["cyst"], ["tumor", "kidney"], parameters).run_to_end()
+        self.assertEqual(step.state, "finished", step.message)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
         self.delayDisplay("Export test passed")

@@ -25,7 +25,7 @@ class BackSplitTrain(ScriptedLoadableModule):
         self.parent.title = _("BackSplit Train")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = ["BackSplitSegment"]  # shares its dependency installer
-        self.parent.contributors = ["BackSplit for 3D Slicer authors"]
+        self.parent.contributors = ["BackSplit contributors"]
         self.parent.helpText = _(
             "Train nnU-Net v2 locally (GPU or CPU) on a dataset exported by BackSplit Segment, optionally with its "
             "binary twin using identical settings. Slicer stays usable while training runs in a background "

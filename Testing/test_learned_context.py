@@ -144,9 +144,9 @@ def test_roi_loss_is_one_versus_all_bce_of_the_target_channel():
 def _tiny_meta_problem():
     """A two-layer segmentation net (1 target, t = 2: 4 outputs) and a one-layer generator, in float64."""
     import torch
-    from torch.func import functional_call
 
     from backsplit.training.colab import aggregation, losses
+    from backsplit.training.colab.functional import functional_forward
     from backsplit.training.colab.meta import MetaProblem
 
     torch.manual_seed(0)
@@ -164,7 +164,7 @@ def _tiny_meta_problem():
     def targets():
         return [aggregation.soft_targets(labels, torch.softmax(gen(x), 1), 1, mask)]
 
-    problem = MetaProblem(lambda p: functional_call(seg, p, (x,)), params,
+    problem = MetaProblem(lambda p: functional_forward(seg, p, x), params,
                           lambda out, t: losses.segmentation_loss(out, t, False),
                           lambda out: losses.roi_loss(out, labels, 1), targets, list(gen.parameters()), 0.5)
     return problem, seg, gen
@@ -229,3 +229,31 @@ def test_generator_is_a_lighter_copy_of_the_planned_network():
     assert generator_arch_kwargs(kwargs, 0.5)["features_per_stage"] == [16, 32, 64, 128]
     assert generator_arch_kwargs(kwargs, 0.1)["features_per_stage"] == [4, 6, 13, 26]
     assert kwargs["features_per_stage"] == [32, 64, 128, 256]
+
+
+def test_functional_forward_restores_nnunets_unet():
+    """nnU-Net's PlainConvUNet reaches its encoder twice (encoder.*, decoder.encoder.*): torch.func.functional_call
+    left the encoder's parameters replaced after the call (torch 2.14.1); functional_forward must not."""
+    import copy
+
+    import torch
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    from backsplit.training.colab.functional import functional_forward
+
+    torch.manual_seed(0)
+    net = PlainConvUNet(1, 3, [4, 8, 16], torch.nn.Conv2d, 3, [1, 2, 2], 1, 4, 1, True, torch.nn.InstanceNorm2d,
+                        {"eps": 1e-5, "affine": True}, None, None, torch.nn.LeakyReLU, {"inplace": True},
+                        deep_supervision=True)
+    before = dict(net.named_parameters())
+    x = torch.randn(2, 1, 16, 16)
+    reference = net(x)[0].detach()
+    halved = {n: (p.detach() * 0.5).requires_grad_(True) for n, p in before.items()}
+    out = functional_forward(net, halved, x)
+    assert all(p is before[n] for n, p in net.named_parameters())            # the module is unchanged
+    assert torch.allclose(net(x)[0], reference)
+    twin = copy.deepcopy(net)
+    twin.load_state_dict({k: v * 0.5 for k, v in net.state_dict().items()})
+    assert torch.allclose(out[0], twin(x)[0], atol=1e-6)                     # and computed with the given values
+    grads = torch.autograd.grad(out[0].sum(), [halved[n] for n in before], allow_unused=True)
+    assert all(g is not None for g in grads[:4])                            # the encoder's values get gradients

@@ -49,6 +49,9 @@ def test_generator_is_trained_checkpointed_and_resumed(learned_runs):
     assert steps and set(steps) == {4}                                       # Adam's state was restored, not reset
     changed = [k for k in g1["weights"] if not torch.equal(g1["weights"][k], g2["weights"][k])]
     assert changed, "the generator's weights did not change in the resumed epoch"
+    seg_1, seg_2 = learned_runs["after_1"]["network_weights"], learned_runs["after_2"]["network_weights"]
+    assert all(not torch.equal(seg_1[k], seg_2[k]) for k in seg_1 if k.startswith("encoder.") and "conv.weight" in k)
+    assert all(isinstance(v, torch.Tensor) and v.dtype == torch.float32 for v in seg_2.values())
     resumed = next(e for e in learned_runs["events_2"] if e.stage == "train" and "resuming" in e.message)
     assert resumed.data["start_epoch"] == 1
     epochs = [e.data for e in learned_runs["events_1"] + learned_runs["events_2"] if e.stage == "epoch"]

@@ -52,7 +52,7 @@ def flipped_copy(case, case_id):
 
 def test_generate_cli_suggest_accept_export_end_to_end(tmp_path, organ_model):
     cases_dir = tmp_path / "cases"
-    cases = write_lesion_only_cases(cases_dir)                  # case1 oblique, case2 flipped
+    cases = write_lesion_only_cases(cases_dir, n=2)             # case1 oblique; case0flip: case0 stored flipped
     twin = flipped_copy(cases[0], "case0flip")
     write_case_files(cases_dir, twin)
     before = digest(cases_dir)
@@ -87,7 +87,7 @@ def test_generate_cli_suggest_accept_export_end_to_end(tmp_path, organ_model):
                      "--min-share", "0.25", "--distance", "20"]) == 0
     report = json.loads(buffer.getvalue())
     report_file.write_text(buffer.getvalue())
-    assert report["cases"] == 4 and report["target_cases"] == 4
+    assert report["cases"] == 3 and report["target_cases"] == 3
     assert {c["name"] for c in report["candidates"]} == {"Organ", "Vessel"}
     accepted = report["accepted"]
     assert accepted, report["candidates"]

@@ -92,35 +92,39 @@ def bench_prediction(model: Path, test: Path, out: Path, args) -> None:
     print(f"  actual / estimate: {spread(ratios)}")
 
 
-def bench_probability_sizes(model: Path, test: Path, out: Path) -> None:
+def bench_probability_sizes(model: Path, test: Path, maps: list) -> None:
+    """Sizes of the exact float32 map (as computed by the network, written as before) and of the uint8 map."""
     import SimpleITK as sitk
 
     from backsplit.geometry import Geometry
-    from backsplit.inference.files import discover_inputs, predict_files
+    from backsplit.inference.files import discover_inputs
+    from backsplit.inference.model import load_predictor, read_model_info
+    from backsplit.inference.predict import predict_arrays
     from backsplit.inference.probability import PRECISION, read_probability_map, write_probability_map
+    from backsplit.readers import read_image
 
     case = discover_inputs(test / "imagesTr", 1)[0]
-    folder = out / "probability"
-    predict_files(model, [case], folder, device="cpu", overwrite=True, probabilities=True, use_mirroring=False,
-                  estimate=False)
-    current = folder / f"{case.case_id}_lesion_probability.nii.gz"
-    probability = read_probability_map(current)
-    image = sitk.ReadImage(str(current))
+    info = read_model_info(model)
+    array, geometry = read_image(case.images[0], case.case_id)
+    prediction = predict_arrays(load_predictor(info, "cpu", use_mirroring=False), info, [array], geometry,
+                                probabilities=True)
+    image = geometry.to_sitk(prediction.target_probability.astype(np.float32))
     print("probability map per case (float32 .nii.gz before, scaled uint8 .nii.gz now):")
+    items = [("demo case, exact float32 map", image), ("the same map resampled to 512x512x120", _resampled_512(image))]
+    items += [(f"{Path(m).name} (float32 = its decoded uint8 values: a lower bound of the former size)",
+               sitk.ReadImage(str(m))) for m in maps]
     with tempfile.TemporaryDirectory() as tmp:
-        for name, img in (("demo case", image), ("512x512x120 grid", _resampled_512(image))):
+        for name, img in items:
             array = sitk.GetArrayFromImage(img).astype(np.float32)
             before = Path(tmp) / "float32.nii.gz"
-            sitk.WriteImage(img if img.GetPixelID() == sitk.sitkFloat32 else sitk.Cast(img, sitk.sitkFloat32),
-                            str(before), True)
+            sitk.WriteImage(sitk.Cast(img, sitk.sitkFloat32), str(before), True)
             geometry = Geometry.create(img.GetSpacing(), img.GetOrigin(), img.GetDirection(), array.shape)
             after = write_probability_map(array, geometry, Path(tmp) / "uint8.nii.gz")
             error = float(np.abs(read_probability_map(after) - array).max())
             b, a = before.stat().st_size, after.stat().st_size
             print(f"  {name} {array.shape[::-1]}: {b / 1e6:.2f} MB -> {a / 1e6:.2f} MB ({b / a:.1f}x smaller); "
                   f"largest difference {error:.4f} (stated: {PRECISION:.4f}); {100 * np.mean(array > 0.01):.1f}% "
-                  "voxels above 0.01")
-    del probability
+                  "of voxels above 0.01")
 
 
 def _resampled_512(image):
@@ -148,6 +152,11 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=12, help="batch size (default 12, as the demo)")
     parser.add_argument("--no-mirroring", action="store_true",
                         help="predict without test-time mirroring (4x fewer network passes; default: mirroring on)")
+    parser.add_argument("--sizes-only", action="store_true", help="only the probability map sizes (needs "
+                        "--skip-training MODEL)")
+    parser.add_argument("--map", action="append", default=[], type=Path, metavar="FILE",
+                        help="also measure this probability map written by backsplit predict (repeatable; default: "
+                             "none)")
     parser.add_argument("--skip-training", type=Path, metavar="MODEL",
                         help="use this trained model folder instead of training (prediction and sizes only)")
     args = parser.parse_args()
@@ -155,8 +164,9 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     dataset, test = ensure_demo(args.out / "demo", args.cases, args.predict_cases)
     model = args.skip_training or bench_training(dataset, args.out / "work", args)
-    bench_prediction(model, test, args.out, args)
-    bench_probability_sizes(model, test, args.out)
+    if not args.sizes_only:
+        bench_prediction(model, test, args.out, args)
+    bench_probability_sizes(model, test, args.map)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
 

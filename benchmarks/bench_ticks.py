@@ -32,9 +32,16 @@ sys.path[:0] = [str(REPO / "Testing"), str(REPO / "BackSplitSegment")]
 
 
 def timed(step):
-    started = time.perf_counter()
+    """(result, wall ms); the GUI thread's own CPU ms of the call is kept for ``cpu_ms`` (wall minus CPU: waiting
+    for a core or for the GIL; on a loaded machine most of it is waiting for a core)."""
+    started, cpu = time.perf_counter(), time.thread_time()
     result = step()
+    global LAST_CPU_MS
+    LAST_CPU_MS = 1000 * (time.thread_time() - cpu)
     return result, 1000 * (time.perf_counter() - started)
+
+
+LAST_CPU_MS = 0.0
 
 
 def volume_and_masks(shape, count=3):
@@ -93,8 +100,22 @@ def bench_export_one_shot(volume, segmentation, out: Path) -> list:
         except StopIteration:
             return ticks
         kind = "one-shot case" if event.message.startswith("wrote case") else "one-shot finishing"
-        ticks.append((kind, event.message.splitlines()[0][:60], ms))
-        ticks.append(("one-shot timer wake-up", "late wake-up after the 10 ms sleep", sleep_late_ms()))
+        ticks.append((kind, event.message.splitlines()[0][:60], ms, LAST_CPU_MS))
+        ticks.append(("one-shot timer wake-up", "late wake-up after the 10 ms sleep", sleep_late_ms(), 0.0))
+
+
+STALLS: list = []   # (ms, where the export thread was) for polling ticks over 150 ms
+
+
+def worker_at(run) -> str:
+    """The export thread's innermost frames right after a long tick (where it held the GIL, or ran meanwhile)."""
+    import traceback
+
+    frame = sys._current_frames().get(run._thread.ident) if run._thread is not None else None
+    if frame is None:
+        return "(thread ended)"
+    return " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in
+                       reversed(traceback.extract_stack(frame)[-3:]))
 
 
 def sleep_late_ms(interval: float = 0.01) -> float:
@@ -116,11 +137,13 @@ def bench_export(volume, segmentation, out: Path) -> list:
         message = step.message.splitlines()[0][:60]
         kind = "reading" if message.startswith("reading case") else "finishing" \
             if message.startswith("finishing") else "worker poll"
-        ticks.append((kind, message, ms))
+        ticks.append((kind, message, ms, LAST_CPU_MS))
+        if ms > 150 and kind == "worker poll":
+            STALLS.append((ms, worker_at(run)))
         if step.done:
             assert step.state == "finished", step.message
             return ticks
-        ticks.append(("timer wake-up", "late wake-up after the 10 ms sleep", sleep_late_ms()))
+        ticks.append(("timer wake-up", "late wake-up after the 10 ms sleep", sleep_late_ms(), 0.0))
 
 
 def bench_prediction_import(made, shape, out: Path) -> list:
@@ -151,7 +174,7 @@ def bench_prediction_import(made, shape, out: Path) -> list:
     ticks = []
     while True:
         (done, ms) = timed(finish.step)
-        ticks.append(("import", finish.phase, ms))
+        ticks.append(("import", finish.phase, ms, LAST_CPU_MS))
         if done:
             assert finish.outcome is not None
             return ticks
@@ -193,23 +216,28 @@ def main(argv=None) -> int:
     print(f"volume {shape[2]} x {shape[1]} x {shape[0]} voxels (i x j x k), 5 segments "
           f"{'on another grid' if args.other_grid else 'on the volume grid'}")
     groups = []                                   # consecutive ticks with the same message, printed once
-    for kind, what, ms in ticks:
+    for kind, what, ms, cpu in ticks:
         if groups and groups[-1][:2] == [kind, what]:
             groups[-1][2].append(ms)
-        elif kind.endswith("wake-up"):
-            continue
-        else:
-            groups.append([kind, what, [ms]])
-    for kind, what, durations in groups:
+            groups[-1][3].append(cpu)
+        elif not kind.endswith("wake-up"):
+            groups.append([kind, what, [ms], [cpu]])
+    print("  group              longest tick: wall ms (GUI-thread CPU ms)  step")
+    for kind, what, durations, cpus in groups:
         count = f" (x{len(durations)}, longest)" if len(durations) > 1 else ""
-        print(f"  {kind:<18} {max(durations):8.1f} ms  {what}{count}")
+        print(f"  {kind:<18} {max(durations):8.1f} ms ({max(cpus):7.1f})  {what}{count}")
     kinds = []
-    for kind, _, _ in ticks:
+    for kind, *_ in ticks:
         if kind not in kinds:
             kinds.append(kind)
     for kind in kinds:
-        durations = [ms for k, _, ms in ticks if k == kind]
-        print(f"max tick {kind:<24}: {max(durations):8.1f} ms over {len(durations)} tick(s)")
+        durations = sorted(ms for k, _, ms, _ in ticks if k == kind)
+        cpus = [cpu for k, _, _, cpu in ticks if k == kind]
+        cpu_text = "" if kind.endswith("wake-up") else f", GUI-thread CPU longest {max(cpus):7.1f} ms"
+        print(f"max tick {kind:<24}: {durations[-1]:8.1f} ms wall (median {durations[len(durations) // 2]:6.1f})"
+              f"{cpu_text} over {len(durations)} tick(s)")
+    for ms, where in STALLS:
+        print(f"long polling tick {ms:8.1f} ms; the export thread was then at {where}")
     for what, seconds in walls.items():
         print(f"wall time {what:<23}: {seconds:8.1f} s")
     return 0

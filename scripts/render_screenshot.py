@@ -143,7 +143,9 @@ def render(files: CaseFiles, out: Path, case_id: str, slice_index: Optional[int]
               "kidney."]
     if files.manifest and files.manifest.is_file():
         footer.append(_training_note(json.loads(files.manifest.read_text(encoding="utf-8"))))
-    fig.text(0.5, -0.01, "\n".join(footer), ha="center", va="top", fontsize=8)
+    import textwrap
+
+    fig.text(0.5, -0.01, "\n".join(textwrap.fill(line, 150) for line in footer), ha="center", va="top", fontsize=8)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial.png")
     fig.savefig(tmp, bbox_inches="tight", pad_inches=0.1, metadata={"Software": None})

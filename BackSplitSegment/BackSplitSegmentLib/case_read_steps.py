@@ -96,8 +96,8 @@ def overlap(extent: Sequence[int], volume_extent: Sequence[int]) -> Optional[tup
 
 def copy_steps(read_view: Callable[[], np.ndarray], budget_s: float, message: str = "") -> Iterator[str]:
     """Copy the array ``read_view()`` returns, slab by slab along its first axis, yielding ``message`` after about
-    ``budget_s`` seconds of copying (at least one slab); ``read_view`` is called again at every step (it checks that its source is unchanged and
-    raises ``_Changed`` otherwise). Returns the copy."""
+    ``budget_s`` seconds of copying (at least one slab); ``read_view`` is called again at every step (it checks that
+    its source is unchanged and raises ``_Changed`` otherwise). Returns the copy."""
     view = read_view()
     out = np.empty(view.shape, view.dtype)
     per_slice = max(1, int(np.prod(view.shape[1:])) * view.dtype.itemsize)
@@ -110,10 +110,10 @@ def copy_steps(read_view: Callable[[], np.ndarray], budget_s: float, message: st
             k += slab
             if k >= out.shape[0] or time.perf_counter() - started >= budget_s:
                 break
+        del view
+        yield message                                 # the message names the work this step did
         if k >= out.shape[0]:
             return out
-        del view
-        yield message
         view = read_view()
 
 
@@ -225,7 +225,7 @@ def read_case_steps(scene_case, budget_s: float = 0.04) -> Iterator[str]:
                 raise InputError(f"channel {index} ('{node.GetName()}') is not on the grid of the main volume "
                                  f"('{volume.GetName()}'): {'; '.join(problems)}; resample it to the main volume "
                                  "(Resample Scalar/Vector/DWI Volume module)", case=case_id)
-        yield f"reading case '{case_id}': volume '{node.GetName()}'"
+        yield f"reading case '{case_id}': checked volume '{node.GetName()}'"
         array = yield from _read_steps(node.GetImageData, (), budget_s, f"volume '{node.GetName()}'", case_id)
         channels.append(array)
     wanted = list(scene_case.segment_names) if scene_case.segment_names is not None \
@@ -233,7 +233,6 @@ def read_case_steps(scene_case, budget_s: float = 0.04) -> Iterator[str]:
     segmentation = segmentation_node.GetSegmentation()
     pieces, layers, layer_index = [], [], {}
     for name in wanted:
-        yield f"reading case '{case_id}': segment '{name}'"
         segment_id = segmentation.GetSegmentIdBySegmentName(name)
         segment = segmentation.GetSegment(segment_id) if segment_id else None
         placed = labelmap_on_volume_grid(segmentation_node, segment, volume) \
@@ -241,6 +240,7 @@ def read_case_steps(scene_case, budget_s: float = 0.04) -> Iterator[str]:
         if placed is None:     # Slicer resamples (or the segment is missing: same errors as the one-shot path)
             pieces.append(SegmentPiece(name, mask=segment_mask(segmentation_node, name, volume, case_id),
                                        route="slicer export"))
+            yield f"reading case '{case_id}': segment '{name}' (resampled by Slicer)"
             continue
         image, own, into = placed
         piece = SegmentPiece(name, label_value=int(segment.GetLabelValue()), slices=into or ())

@@ -124,13 +124,13 @@ class ExportRun:
             return self._last
         if self._thread is None:
             self._start()
-        if self._read_one_piece():
-            return self._last
-        try:
-            kind, value = self._reports.get(timeout=wait) if wait > 0 else self._reports.get_nowait()
+        read = self._read_one_piece()
+        try:   # also while reading: the worker goes on with the case before (its report would block it)
+            kind, value = self._reports.get(timeout=wait) if wait > 0 and not read else self._reports.get_nowait()
         except queue.Empty:
             return self._last
-        self._last = self._step_from_report(kind, value)
+        step = self._step_from_report(kind, value)
+        self._last = step if step.done or not read else ExportStep(RUNNING, step.percent, self._last.message)
         if self._last.done:
             self.close()
         return self._last
@@ -182,7 +182,9 @@ class ExportRun:
         except StopIteration as stop:
             self._handoff.deliver(index, stop.value)
             self._reading, self._next_read = None, index + 1
-            return False
+            self._last = ExportStep(RUNNING, self._last.percent if self._last else 0,
+                                    f"checking and writing case '{self.sources[index].case_id}'")
+            return True
         except BaseException as error:         # the worker raises it when it comes to this case
             self._handoff.deliver(index, error, ok=False)
             self._reading, self._next_read = None, len(self.sources)

@@ -3,7 +3,8 @@
 Masks are produced by Slicer's own segmentation logic (``ExportSegmentsToLabelmapNode`` into the volume's geometry),
 one segment at a time so overlapping segments keep all their voxels; a segmentation on another grid than the volume
 is resampled by Slicer. Arrays are (k, j, i) as SimpleITK gives them; geometry goes from Slicer's RAS to the engine's
-LPS. Nothing here starts a process or touches Qt.
+LPS. Nothing here starts a process or touches Qt. The panel's export reads the same cases in short steps instead
+(``case_read_steps``, same masks and errors; ``SceneCase.source()`` offers both).
 """
 
 from __future__ import annotations

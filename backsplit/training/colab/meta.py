@@ -6,7 +6,8 @@ current learning rate; plain SGD, no momentum or clipping), the generator's grad
     grad_omega L_ROI(theta*) = -alpha * d/d omega [ grad_theta L_seg(theta, y_hat(omega)) ] . v,
     v = grad_theta L_ROI(theta*)                                               (Eq. 12, 14; Eq. 15 is the step)
 
-Two ways, both on a network called functionally (``torch.func.functional_call``):
+Two ways, both on a network called with explicit weights (``forward(theta)``; the trainer uses
+``functional.functional_forward``, since ``torch.func.functional_call`` does not restore nnU-Net's U-Net):
 
 * ``meta_gradient_exact``: second-order autograd through the virtual step (create_graph); exact, keeps the double
   backward graph (more memory).

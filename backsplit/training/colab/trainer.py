@@ -31,6 +31,7 @@ from torch import autocast
 from ..trainer import BackSplitTrainer
 from . import aggregation, losses
 from .checkpoints import add_generator_state, read_generator_state
+from .functional import functional_forward, parameter_slots
 from .generator import build_generator
 from .meta import MetaProblem, meta_gradient_exact, meta_gradient_fd
 from .spec import spec_from_json
@@ -132,18 +133,16 @@ class BackSplitLearnedContextTrainer(BackSplitTrainer):
 
     def _meta_step(self, data, targets, soft, seg_loss_value: float) -> None:
         """Eq. 12-15 on this batch with the current (not yet updated) segmentation weights."""
-        from torch.func import functional_call
-
         network = self._plain_network()
         params = dict(network.named_parameters())
-        buffers = dict(network.named_buffers())
+        slots = parameter_slots(network)
 
         def forward(weights):
             with self._autocast():
-                return functional_call(network, {**weights, **buffers}, (data,))
+                return functional_forward(network, weights, data, slots=slots)
 
         def full_precision_forward(weights):
-            return functional_call(network, {**weights, **buffers}, (data,))
+            return functional_forward(network, weights, data, slots=slots)
 
         exact = self.context_spec.meta_method == "exact"    # second order in half precision: not attempted
         problem = MetaProblem(full_precision_forward if exact else forward, params, self._seg_loss,
