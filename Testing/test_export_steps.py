@@ -210,3 +210,17 @@ def test_export_run_failures_and_cancel_write_nothing(slicer_scene, tmp_path):
     assert step.state == "cancelled" and "nothing was written" in step.message
     assert not [p for p in (tmp_path / "b").iterdir()]
     assert node_counts(scene) == before
+
+
+def test_segmentation_loaded_from_file_reads_its_labelmaps_directly(slicer_scene, tmp_path):
+    """The demo sample as Sample Data / drag and drop load it (.seg.nrrd, layers cropped to their extent)."""
+    from BackSplitSegmentLib.demo_scene import demo_sample_files
+    from BackSplitSegmentLib.scene_cases import scene_pairings
+
+    (image, seg_file), = demo_sample_files(tmp_path, count=1)
+    slicer_scene.logics["volumes"].AddArchetypeVolume(str(image), "kits23 CT", 0)
+    slicer_scene.logics["segmentations"].LoadSegmentationFromFile(str(seg_file), False)
+    (case,), _ = scene_pairings(slicer_scene.scene)
+    parts, _ = read_stepwise(case)
+    assert {piece.route for piece in parts.pieces} == {"labelmap"}
+    assert_same_case(parts.assemble(), case.load())
