@@ -216,7 +216,8 @@ def test_cases_in_scene_pairs_segmentations_with_their_volumes(slicer_scene):
     mask = np.zeros(shape, bool)
     mask[1:3, 1:3, 1:3] = True
     add_segmentation(slicer, scene, {"Lesion": mask, "Kidney": mask}, a)
-    add_segmentation(slicer, scene, {"lesion": mask, "Liver": mask}, b)
+    # 'liver' + a zero-width space (text pasted from a PDF) reads as 'Liver' and is one entry, as in the export
+    add_segmentation(slicer, scene, {"lesion": mask, "Liver": mask, "liver\u200b": mask}, b)
     cases = cases_in_scene(scene)
     assert [c.case_id for c in cases] == ["patient 1", "patient 1_2"]
     assert [c.volume for c in cases] == [a, b]

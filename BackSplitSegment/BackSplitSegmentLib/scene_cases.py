@@ -255,11 +255,15 @@ def unique_case_id(name: str, used: set[str]) -> str:
 
 
 def segment_names_in_cases(cases: Sequence[SceneCase]) -> list[str]:
-    """Segment names found across the listed cases, first spelling kept, compared ignoring case."""
+    """Segment names found across the listed cases, first spelling kept (invisible characters removed), compared as
+    the export compares them (``backsplit.schema.name_key``: Unicode-normalised, invisible characters ignored,
+    whitespace folded, case ignored), so 'cyst' and 'cyst' + a zero-width space are one entry."""
+    from backsplit.schema import display_name, name_key
+
     seen: dict[str, str] = {}
     for case in cases:
         if case.segmentation is None:
             continue
         for name in segment_names(case.segmentation):
-            seen.setdefault(name.strip().casefold(), name)
+            seen.setdefault(name_key(name), display_name(name))
     return list(seen.values())
