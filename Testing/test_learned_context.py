@@ -43,6 +43,18 @@ def test_train_options_check_the_context(tmp_path):
         TrainOptions(tmp_path, tmp_path, context="learnt").validate()
 
 
+def test_command_line_passes_the_context():
+    import argparse
+
+    from backsplit.commands import train
+
+    parser = argparse.ArgumentParser()
+    train.register(parser.add_subparsers())
+    args = parser.parse_args(["train", "Dataset001_X", "--work-dir", "w", "--context", "learned:3,k=2"])
+    assert train.options_from_args(args).context == "learned:3,k=2"
+    assert train.options_from_args(parser.parse_args(["train", "D", "--work-dir", "w"])).context == "none"
+
+
 def test_dataset_json_gets_context_classes_as_supports():
     meta = {"labels": {"background": 0, "Lesion": 1, "Organ": 2}, "channel_names": {"0": "CT"},
             "backsplit": {"variant": "backsplit", "schema": {
