@@ -24,6 +24,7 @@ from slicer.util import VTKObservationMixin
 
 from BackSplitSegmentLib.case_list import CaseList
 from BackSplitSegmentLib.export_run import ExportRun
+from BackSplitSegmentLib.prediction_run import apply_progress
 from BackSplitSegmentLib.supports_section import SupportsSection
 from BackSplitSegmentLib.loop_section import LoopSection
 
@@ -281,10 +282,12 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Follow the child; when it ended, import the result in short steps (one class per tick)."""
         if self._finish is None:
             for event in self._prediction.poll_events():
-                if event.stage != "log" and event.fraction is not None:
-                    self.ui.applyProgressBar.value = int(100 * event.fraction)
-                if event.stage != "log":
-                    self.ui.summaryLabel.text = event.message
+                shown = apply_progress(event)           # (percent or None, text with the time left); None: log line
+                if shown is None:
+                    continue
+                if shown[0] is not None:
+                    self.ui.applyProgressBar.value = shown[0]
+                self.ui.summaryLabel.text = shown[1]
             if self._prediction.is_running():
                 return
             self._finish = self.logic.finishPrediction(self._prediction, self._parameterNode,

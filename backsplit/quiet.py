@@ -70,7 +70,23 @@ class ThirdPartyOutput:
             self._stack.enter_context(contextlib.redirect_stderr(self._log))
         self._stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("default")   # shown once each, into the log
+        self._show_input_warnings_on_console()
         return self
+
+    def _show_input_warnings_on_console(self) -> None:
+        """Warnings about the user's data (``InputWarning``: translated ITK messages) stay on the console; other
+        warnings go to the log. ``catch_warnings`` restores ``showwarning`` when the block ends."""
+        from .itkmessages import InputWarning
+
+        previous, console = warnings.showwarning, self.console()
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, InputWarning):
+                console.write(f"backsplit: warning: {message}\n")
+                return
+            previous(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.verbose:

@@ -318,8 +318,8 @@ def run(options: TrainOptions) -> list[Path]:
     folds = resolve_folds(options.fold, len(dataset.case_ids))
     cross_validation = options.fold == CROSS_VALIDATION
     device = resolve_device(options.device)
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
+        torch.set_num_threads(max(1, os.cpu_count() or 1))    # all cores unless OMP_NUM_THREADS says otherwise
     pretrained_plans, checkpoint = (check_pretrained(options.pretrained_model, dataset, options.configuration)
                                     if options.pretrained_model is not None else (None, None))
     _in_use = ModelInUse(options.pretrained_model, "fine-tuning").hold() if checkpoint else None  # noqa: F841

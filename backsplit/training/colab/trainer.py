@@ -129,6 +129,8 @@ class BackSplitLearnedContextTrainer(BackSplitTrainer):
             self.grad_scaler.update()
         else:
             self.optimizer.step()
+        if type(self).step_sink is not None:          # the training estimate times this step too (BackSplitTrainer)
+            type(self).step_sink("train", self, batch)
         return {"loss": loss.detach().cpu().numpy()}
 
     def _meta_step(self, data, targets, soft, seg_loss_value: float) -> None:
@@ -192,6 +194,8 @@ class BackSplitLearnedContextTrainer(BackSplitTrainer):
         onehot.scatter_(1, predicted, 1)
         axes = [0] + list(range(2, logits.ndim))
         tp, fp, fn, _ = get_tp_fp_fn_tn(onehot, targets[0].clamp(0, self.n_fixed), axes=axes)
+        if type(self).step_sink is not None:
+            type(self).step_sink("val", self, batch)
         return {"loss": loss.detach().cpu().numpy(), "tp_hard": tp.detach().cpu().numpy()[1:],
                 "fp_hard": fp.detach().cpu().numpy()[1:], "fn_hard": fn.detach().cpu().numpy()[1:]}
 
