@@ -41,7 +41,11 @@ class Estimate:
 
     def message(self) -> str:
         where = "on this CPU" if self.device == "cpu" else f"on {self.device}"
-        text = f"expected {self.job} time: about {format_duration(self.seconds)} {where} (timed: {self.basis})"
+        text = f"expected {self.job} time: about {format_duration(self.seconds)} {where}"
+        if self.made_after_s >= 10:  # planning/preprocessing already ran: the total alone read as the time to come
+            left = max(0.0, self.seconds - self.made_after_s)
+            text += f" in all, {format_duration(self.made_after_s)} done, about {format_duration(left)} left"
+        text += f" (timed: {self.basis})"
         if self.long_on_cpu:
             text += f". This is a long job for a CPU. Faster choices: " + "; ".join(self.advice)
         return text

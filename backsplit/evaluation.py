@@ -31,6 +31,8 @@ def evaluate_case(case_id: str, prediction_path: Path, reference_path: Path, sch
     """Metrics for every target class. The reference may use another label numbering (``reference_schema``)."""
     prediction, pred_geometry = read_image(Path(prediction_path), case_id, "prediction")
     reference, ref_geometry = read_image(Path(reference_path), case_id, "reference")
+    for array, what, path in ((prediction, "prediction", prediction_path), (reference, "reference", reference_path)):
+        check_labelmap(array, what, case_id, Path(path))
     problems = pred_geometry.differences(ref_geometry)
     if problems:
         raise InputError(f"the reference is on another grid than the prediction: {'; '.join(problems)}; resample the "
@@ -43,6 +45,27 @@ def evaluate_case(case_id: str, prediction_path: Path, reference_path: Path, sch
         metrics = class_metrics(reference == ref_value, prediction == value, pred_geometry.spacing, nsd_tolerance_mm)
         rows.append(EvaluationRow(case_id, spec.name, value, metrics.to_json()))
     return rows
+
+
+MAX_LABEL = 255  # nnU-Net label values are small non-negative integers; an image (CT in HU, MR) is not
+
+
+def check_labelmap(array, what: str, case_id: str, path: Path) -> None:
+    """Refuse an image given where a labelmap is expected (e.g. ``<case>.nii.gz`` CT next to ``<case>.seg.nrrd``):
+    negative, non-integer or > 255 values. Raises InputError."""
+    import numpy as np
+
+    if array.size == 0:
+        return
+    low, high = float(np.min(array)), float(np.max(array))
+    fractional = np.issubdtype(array.dtype, np.floating) and bool(np.any(array != np.round(array)))
+    if low < 0 or high > MAX_LABEL or fractional:
+        found = f"values {low:g} to {high:g}" + (", not whole numbers" if fractional else "")
+        raise InputError(f"the {what} is not a labelmap ({found}; label values are whole numbers 0-{MAX_LABEL}): it "
+                         f"looks like an image; give the folder of {what} labelmaps"
+                         + (" (e.g. labelsTr of a dataset written by backsplit export)" if what == "reference" else
+                            " written by backsplit predict"),
+                         case=case_id, path=str(path))
 
 
 def find_pairs(prediction_dir: Path, reference_dir: Path, file_ending: str = ".nii.gz") -> list[tuple[str, Path, Path]]:

@@ -129,7 +129,7 @@ def check_output(request: ExportRequest) -> None:
             found = existing_datasets(out_root, dataset_id)
             if found:
                 raise OutputError(f"dataset id {dataset_id} already exists in '{out_root}' ({found[0].name}); "
-                                  "choose another id, or allow overwriting it")
+                                  "choose another id, or allow overwriting it (--overwrite)")
     try:
         out_root.mkdir(parents=True, exist_ok=True)
         probe = tempfile.mkdtemp(prefix=".backsplit-probe-", dir=out_root)

@@ -122,7 +122,7 @@ def comparison_picture(rows_a: Sequence[EvaluationRow], rows_b: Sequence[Evaluat
               f"{sum(pair['left_out'].values())} left out" if pair["left_out"] else
               f"{len(pair['cases'])} case(s), the same for both models")
     title = slice_view.get("title", "") if slice_view else f"{names[0]} vs {names[1]}"
-    fig.suptitle(f"{title} ({counts}; bars per case, no mean is compared across different cases)")
+    fig.suptitle(f"{title}\n({counts}; bars per case, no mean is compared across different cases)")
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)

@@ -74,11 +74,13 @@ def case_labels(case: Case, schema: LabelSchema, *, mapping: Mapping[str, str] |
     missing_target = [cls for cls in absent if cls in {c.name for c in schema.targets}]
     if missing_support and missing != MISSING_ABSENT:
         raise InputError(f"{missing_message('support', missing_support[0], list(case.segments))}; add it, map "
-                         "another name to it, or choose 'treat missing support segments as absent'",
+                         "another name to it, or choose 'treat missing support segments as absent' "
+                         "(export --missing-as-absent)",
                          case=case.case_id, segment=missing_support[0])
     if missing_target and not allow_negative:
         raise InputError(f"{missing_message('target', missing_target[0], list(case.segments))}; add it, map "
-                         "another name to it, or mark the case as a negative case (no lesion)", case=case.case_id,
+                         "another name to it, or mark the case as a negative case (no lesion) "
+                         "(export --allow-negative)", case=case.case_id,
                          segment=missing_target[0])
     masks: dict[str, np.ndarray] = {}
     for cls, names in matched.items():
@@ -95,7 +97,8 @@ def case_labels(case: Case, schema: LabelSchema, *, mapping: Mapping[str, str] |
     negative = not any(cls in masks and cls not in empty for cls in (c.name for c in schema.targets))
     if negative and not allow_negative:
         raise InputError(f"the case has no target voxel ({_are_empty([c.name for c in schema.targets])}); draw the "
-                         "lesion, or mark the case as a negative case (no lesion) to keep it", case=case.case_id)
+                         "lesion, or mark the case as a negative case (no lesion; export --allow-negative) to keep it",
+                         case=case.case_id)
     return CaseLabels(labels, absent, empty, negative, {cls: list(names) for cls, names in matched.items()})
 
 

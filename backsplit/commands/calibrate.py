@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
     from ..errors import InputError
-    from ..evaluation import schema_from_model_or_dataset
+    from ..evaluation import check_labelmap, schema_from_model_or_dataset
     from ..summary import calibrate_min_volume, decision_counts
 
     summary_path = args.predictions / "summary.json"
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
             missing.append(summary["case_id"])
             continue
         labels = sitk.GetArrayFromImage(sitk.ReadImage(str(reference)))
+        check_labelmap(labels, "reference", summary["case_id"], reference)  # a CT given as reference: refused
         scores.append(float(summary["lesion_score_ml"]))
         positives.append(bool(np.isin(labels, list(targets)).any()))
     if missing:
@@ -66,14 +67,17 @@ def run(args: argparse.Namespace) -> int:
     counts = decision_counts(scores, positives, min_volume)
     print(f"{len(scores)} cases ({sum(positives)} with a lesion), probability threshold {threshold:g}")
     print(f"minimum lesion volume for sensitivity >= {args.sensitivity:g}: {min_volume:.4f} ml")
-    print(f"on these cases: sensitivity {counts['sensitivity']:.3f}, specificity {counts['specificity']:.3f} "
+    specificity = (f"{counts['specificity']:.3f}" if counts["true_negative"] + counts["false_positive"] else
+                   "undefined (no case without a lesion: add lesion-free validation cases to check false alarms)")
+    print(f"on these cases: sensitivity {counts['sensitivity']:.3f}, specificity {specificity} "
           f"(TP {counts['true_positive']}, FN {counts['false_negative']}, TN {counts['true_negative']}, "
           f"FP {counts['false_positive']})")
     if counts["sensitivity"] < args.sensitivity:
         print("note: some lesion cases have no voxel above the threshold; no minimum volume reaches the sensitivity "
               "asked for (lower --threshold when predicting)")
     rule = {"threshold": threshold, "min_volume_ml": min_volume, "sensitivity_target": args.sensitivity,
-            "calibration": counts, "cases": len(scores)}
+            "calibration": {k: (None if isinstance(v, float) and v != v else v) for k, v in counts.items()},
+            "cases": len(scores)}  # undefined specificity: JSON null (NaN is not JSON)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_name(args.out.name + ".partial")

@@ -25,13 +25,23 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
     from ..evaluation import read_evaluation
     from ..report import comparison_picture, comparison_table, slice_view_for_case
 
     rows_a, rows_b = read_evaluation(args.evaluation_a), read_evaluation(args.evaluation_b)
     table = comparison_table(rows_a, rows_b, args.names)
     view = None
-    if args.case and args.images and args.references and args.predictions_a and args.predictions_b:
+    slice_options = {"--case": args.case, "--images": args.images, "--references": args.references,
+                     "--predictions-a": args.predictions_a, "--predictions-b": args.predictions_b}
+    missing = [name for name, value in slice_options.items() if not value]
+    if len(missing) < len(slice_options) and missing:  # a slice view asked for, not all of its inputs given
+        raise InputError(f"the slice view needs {', '.join(slice_options)}; missing: {', '.join(missing)}")
+    evaluated = list(dict.fromkeys(r.case_id for r in rows_a))
+    if args.case and args.case not in evaluated:
+        raise InputError(f"case '{args.case}' is not in '{args.evaluation_a}'; evaluated cases: "
+                         f"{', '.join(evaluated) or 'none'}")
+    if not missing:
         image = args.images / f"{args.case}_0000.nii.gz"
         if not image.is_file():
             image = args.images / f"{args.case}.nii.gz"

@@ -116,8 +116,12 @@ def follow(process, *, jsonl: bool = False, show_log: bool = False, stream=None)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
     from ..training.process import TrainingProcess
 
+    if not Path(args.dataset).is_dir():  # a typo: answered at once, before a child process and <work-dir>/jobs/
+        raise InputError("the dataset folder does not exist; choose the DatasetNNN_Name folder written by export",
+                         path=str(args.dataset))
     process = TrainingProcess(options_from_args(args)).start()
     code = follow(process, jsonl=args.jsonl, show_log=args.log)
     if code == 0 and process.result_models:

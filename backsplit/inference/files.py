@@ -162,7 +162,8 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
         for case in inputs:
             for path in output_paths(out_dir, case.case_id, output_format, probabilities).values():
                 if path.exists():
-                    raise OutputError(f"'{path}' already exists; choose another output folder or allow overwriting")
+                    raise OutputError(f"'{path}' already exists; choose another output folder or allow overwriting "
+                                      "(--overwrite)")
     from ..imagefile import check_image_file  # damaged, sheared or 4D inputs: refused before the model loads
 
     for case in inputs:

@@ -28,6 +28,13 @@ def _f(value: float, digits: int = 3, sign: bool = False) -> str:
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
+def _num(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _p(value: float) -> str:
     if not math.isfinite(value):
         return "-"
@@ -62,6 +69,11 @@ def build_report(per_case: Sequence[dict], lesions: Sequence[dict], curves: Sequ
                        for arm in arms if arm != REFERENCE}
         lines += [f"## Target `{target}`", "", "### Verdict", ""]
         lines += [f"- {verdict_line(c)}" for c in comparisons.values()] or ["- only the binary arm: nothing to compare"]
+        for arm in arms:
+            predicted = [r.get("predicted_ml") for r in per_case if r["arm"] == arm and r["target"] == target]
+            if predicted and all(_num(v) == 0 for v in predicted):
+                lines.append(f"- warning: arm `{arm}` predicted no `{target}` voxel in any case; fewer false-positive "
+                             "lesions or a Dice of 1 on cases without a lesion are then no detection gain")
         lines += ["", "A difference is claimed only where the paired bootstrap 95 % CI of the mean difference excludes "
                   "0; Wilcoxon p-values are not corrected for the number of comparisons.", "",
                   "### Per arm vs binary (paired by case)", "",

@@ -23,6 +23,8 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..matching import near_miss
+from ..schema import name_key as _schema_name_key
 from ..progress import ProgressCallback, ProgressEvent, ignore_progress
 
 HOST, NEIGHBOUR, FALSE_POSITIVE, NONE = "host organ", "neighbour", "false-positive prone", "not suggested"
@@ -48,7 +50,9 @@ class SuggestCase:
 
 
 def name_key(name: str) -> str:
-    return " ".join(name.split()).casefold()
+    """Segment names compared as the export compares them (NFKC, invisible characters dropped, whitespace folded,
+    case ignored): ``backsplit.schema.name_key``."""
+    return _schema_name_key(name)
 
 
 # ---- pure measures over masks ---------------------------------------------------------------------------------------
@@ -264,7 +268,11 @@ def suggest(cases: Iterable[SuggestCase], options: SuggestOptions,
     if n_cases == 0:
         raise InputError("there are no cases to measure")
     if target_cases == 0:
-        raise InputError(f"no case has voxels of the target '{options.target}'; check the target's name")
+        found = sorted(entry.name for entry in stats.values() if entry.present)
+        hint = near_miss(options.target, found) if found else None
+        raise InputError(f"no case has voxels of the target '{options.target}' (segments found: "
+                         f"{', '.join(repr(n) for n in found) or 'none'})" + (f"; {hint}" if hint else "")
+                         + "; check the target's name (--target)")
     if wanted is not None:
         for key in wanted - set(stats):
             stats[key] = CandidateStats(next(n for n in options.candidates if name_key(n) == key), cases=n_cases,

@@ -1,0 +1,38 @@
+"""Export errors on the command line name the command-line option that fixes them (not only the panel's wording)."""
+
+from backsplit.cli import main
+
+from fixtures_data import make_case, write_case_files
+
+
+def _folder(tmp_path):
+    folder = tmp_path / "my_cases"
+    for i in range(2):
+        write_case_files(folder, make_case(f"case{i}", seed=i))
+    return folder
+
+
+def test_missing_support_names_missing_as_absent(tmp_path, capsys):
+    folder = _folder(tmp_path)
+    code = main(["export", "--folder", str(folder), "--targets", "lesion", "--supports", "liver",
+                 "--out", str(tmp_path / "raw"), "--id", "7", "--name", "T", "--quiet"])
+    assert code != 0
+    assert "--missing-as-absent" in capsys.readouterr().err
+
+
+def test_existing_dataset_id_names_overwrite(tmp_path, capsys):
+    folder = _folder(tmp_path)
+    args = ["export", "--folder", str(folder), "--targets", "lesion", "--out", str(tmp_path / "raw"),
+            "--id", "7", "--name", "T", "--quiet"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) != 0
+    assert "(--overwrite)" in capsys.readouterr().err
+
+
+def test_train_with_a_missing_dataset_folder_is_refused_at_once(tmp_path, capsys):
+    work = tmp_path / "work"
+    code = main(["train", str(tmp_path / "Dataset509_Typo"), "--work-dir", str(work)])
+    assert code != 0
+    assert "dataset folder does not exist" in capsys.readouterr().err
+    assert not work.exists()  # no job folder, no child process for a typo
