@@ -126,9 +126,11 @@ def test_scene_adapters_never_import_qt_or_start_processes():
 
 
 def test_nnunet_variables_are_never_set_in_the_calling_process():
-    """Only the training child (worker.py) touches os.environ; everything else builds an env for Popen."""
+    """Only child-process entry points touch os.environ (the training child ``training/worker.py`` and the study's
+    ``study/runtask.py``, each run as ``python -m ...`` by an executor); everything else builds an env for Popen."""
+    child_entry_points = {("training", "worker.py"), ("study", "runtask.py")}
     for path in list((REPO / "backsplit").rglob("*.py")) + list(REPO.glob("BackSplit*/**/*.py")):
-        if path.name == "worker.py" and path.parent.name == "training":
+        if (path.parent.name, path.name) in child_entry_points:
             continue
         source = path.read_text()
         assert not re.search(r"os\.environ\[[^\]]+\]\s*=|os\.environ\.(update|setdefault)\(|putenv\(", source), path

@@ -129,3 +129,21 @@ def test_scanned_file_hashes_follow_content_not_times(tmp_path):
     sitk.WriteImage(image, str(label), True)
     changed, twin_again = scan_study_inputs(result.dataset_dir)
     assert changed.content_hash != source.content_hash and twin_again.content_hash == twin.content_hash
+
+
+def test_learned_context_arm_trains_the_twin_with_its_own_trainer():
+    from backsplit.study.runtask import model_dir
+
+    [binary, learned] = parse_arms(["learned:3"], CONTEXT)
+    assert (learned.kind, learned.dataset, learned.train_context) == ("learned", "twin", "learned:3")
+    p = plan(("learned:3",))
+    unit = p.unit("learned-3-fold0-seed1")
+    assert unit.spec["context"] == "learned:3" and unit.spec["dataset_dir"] == p.unit("binary-fold0-seed1").spec[
+        "dataset_dir"]
+    assert "BackSplitLearnedContextTrainer__" in model_dir(p, unit).name
+    assert "BackSplitTrainer__" in model_dir(p, p.unit("binary-fold0-seed1")).name
+    # the context is part of what is trained: another t changes the training hash
+    other = plan(("learned:2",)).unit("learned-2-fold0-seed1")
+    assert other.hashes["train"] != unit.hashes["train"]
+    with pytest.raises(InputError):
+        parse_arms(["learned:0"], CONTEXT)

@@ -41,6 +41,7 @@ class Arm:
     sampling: Optional[str] = None              # None: the study's sampling
     initial_lr: Optional[float] = None          # None: nnU-Net's 1e-2 (or 1e-3 when fine-tuning)
     pretrained_arm: Optional[str] = None        # start from this arm's model of the same fold and seed
+    train_context: Optional[str] = None         # training-time context (``--context learned[:t]``); None: none
 
     @property
     def slug(self) -> str:
@@ -50,7 +51,8 @@ class Arm:
     def training_json(self) -> dict:
         """What of the arm changes its training (part of the content hash)."""
         return {"dataset": self.dataset, "recipe": self.recipe, "sampling": self.sampling,
-                "initial_lr": self.initial_lr, "pretrained_arm": self.pretrained_arm}
+                "initial_lr": self.initial_lr, "pretrained_arm": self.pretrained_arm,
+                "train_context": self.train_context}
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,14 @@ def _sampling(parameter, context):
     return Arm(f"sampling:{parameter}", "sampling", SOURCE, sampling=parameter)
 
 
+def _learned(parameter, context):
+    from ..training.colab.spec import parse_context
+
+    text = f"learned:{parameter}" if parameter else "learned"
+    spec = parse_context(text)                       # InputError naming what is allowed on a bad parameter
+    return Arm(text, "learned", TWIN, train_context=spec.to_option())
+
+
 register_arm(ArmType("binary", "the binary twin (reference)", _binary))
 register_arm(ArmType("backsplit", "the dataset's support structures", _backsplit))
 register_arm(ArmType("drop", "drop:<support>: leave one support structure out", _drop))
@@ -197,3 +207,5 @@ register_arm(ArmType("rings", "rings[:W1,W2] generated shells around the lesions
 register_arm(ArmType("kmeans", "kmeans[:T] generated intensity clusters instead of supports", _context("kmeans")))
 register_arm(ArmType("finetune", "binary model fine-tuned on the BackSplit dataset at lr 1e-3", _finetune))
 register_arm(ArmType("sampling", "sampling:stock | sampling:target", _sampling))
+register_arm(ArmType("learned", "learned[:t] CoLab task generator: t learned context classes on the binary twin",
+                     _learned))

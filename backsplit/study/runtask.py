@@ -54,8 +54,12 @@ def _set_environment(raw_dir: Path, work_dir: Path) -> None:
 
 def model_dir(plan: Plan, unit: Unit) -> Path:
     """Where the unit's trained model folder is (nnU-Net's output folder with backsplit_model.json)."""
+    from ..training.colab.spec import trainer_name
+
     name = Path(unit.spec["dataset_dir"]).name
-    return unit_dir(plan, unit) / "work" / "nnUNet_results" / name / trainer_folder_name(plan.settings.configuration)
+    trainer = trainer_name(unit.spec.get("context", "none"))      # the learned-context arm has its own trainer
+    return unit_dir(plan, unit) / "work" / "nnUNet_results" / name / trainer_folder_name(plan.settings.configuration,
+                                                                                         trainer)
 
 
 def preprocessed_folder(plan: Plan, prepare: Unit) -> Path:
@@ -141,6 +145,7 @@ def run_train(plan: Plan, unit: Unit) -> None:
                            iterations_per_epoch=settings.iterations_per_epoch,
                            val_iterations_per_epoch=settings.val_iterations_per_epoch, device=settings.device,
                            sampling=spec["sampling"], pretrained_model=pretrained, initial_lr=spec.get("initial_lr"),
+                           context=spec.get("context", "none"),
                            resume=resume, seed=int(spec["seed"]), batch_size=settings.batch_size,
                            save_every=max(1, min(settings.save_every, settings.epochs)),
                            preprocess_processes=processes())
