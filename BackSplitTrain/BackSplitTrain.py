@@ -47,6 +47,9 @@ class BackSplitTrainParameterNode:
     device: Annotated[str, Choice(["auto", "cuda", "mps", "cpu"])] = "auto"
     targetSampling: bool = True
     learnedContext: Annotated[str, Choice(["none", "learned:2", "learned:4"])] = "none"   # CoLab task generator
+    executor: Annotated[str, Choice(["local", "slurm"])] = "local"   # slurm: one sbatch job, followed with squeue
+    slurmPartition: str = ""
+    slurmConfig: Path
     pretrainedModel: Path
     learningRate: Annotated[float, WithinRange(0.0, 1.0)] = 0.0   # 0: default (1e-2, or 1e-3 when fine-tuning)
     resume: bool = False
@@ -270,7 +273,14 @@ class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
         from backsplit.training.status import TrainingStatus
 
         options = self.trainOptions(parameters)
-        job = TrainingProcess(options).start()
+        if parameters.executor == "slurm":
+            from BackSplitTrainLib.cluster import ClusterTraining, slurm_config
+            from BackSplitTrainLib.paths import resolve_folder
+
+            config = slurm_config(resolve_folder(parameters.slurmConfig), parameters.slurmPartition)
+            job = ClusterTraining(options, config).start()
+        else:
+            job = TrainingProcess(options).start()
         return job, TrainingStatus(models_total=options.runs_total)
 
     def createPlot(self):

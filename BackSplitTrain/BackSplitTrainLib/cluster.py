@@ -116,7 +116,17 @@ class ClusterTraining:
         self.poll_events()
         return self._final if self._final is not None else (130 if self.cancelled else 2)
 
-    def cancel(self) -> None:
+    def cancel(self, grace_seconds: float = 0.0, wait: bool = False) -> None:
+        """``scancel`` the job (SLURM ends the process tree on the node). Same signature as ``ChildProcess.cancel``
+        so the panel treats both alike; ``scancel`` returns at once, so ``wait`` and ``grace_seconds`` change
+        nothing (SLURM applies its own KillWait grace)."""
         if self.job_id is not None:
             self.cancelled = True
             self._call(["scancel", self.job_id])
+
+
+def slurm_config(config_file: Optional[Path], partition: str = "") -> SlurmConfig:
+    """The panel's SLURM settings: the optional JSON config file (``backsplit study --slurm-config`` format), then
+    the partition typed in the panel when not empty. InputError names the file and the allowed keys."""
+    return SlurmConfig.load(config_file,
+                            partition=(partition or "").strip() or None)

@@ -1,0 +1,50 @@
+"""The training panel's SLURM choice (BackSplitTrain/BackSplitTrainLib/cluster.py): settings from the panel and an
+optional config file, and a cancel with the same signature as a local training's. The real sbatch/squeue round trip
+is Testing/test_study_run.py::test_training_panel_starts_one_training_on_the_cluster."""
+
+import json
+import subprocess
+
+import pytest
+
+from backsplit.errors import InputError
+from fixtures_nnunet import tiny_options
+
+
+def test_panel_settings_merge_config_file_and_partition(tmp_path):
+    from BackSplitTrainLib.cluster import slurm_config
+
+    assert slurm_config(None, "").partition is None
+    assert slurm_config(None, "  gpu ").partition == "gpu"
+    config = tmp_path / "slurm.json"
+    config.write_text(json.dumps({"partition": "cpu", "gres": "gpu:1", "mem": "16G"}))
+    merged = slurm_config(config, "")
+    assert (merged.partition, merged.gres, merged.mem) == ("cpu", "gpu:1", "16G")
+    assert slurm_config(config, "gpu").partition == "gpu"           # the panel's field wins
+    config.write_text(json.dumps({"partiton": "cpu"}))
+    with pytest.raises(InputError) as error:
+        slurm_config(config, "")
+    assert "partiton" in str(error.value) and "partition" in str(error.value)
+    with pytest.raises(InputError):
+        slurm_config(tmp_path / "missing.json", "")
+
+
+def test_cancel_takes_the_local_signature_and_calls_scancel(tmp_path):
+    from BackSplitTrainLib.cluster import ClusterTraining
+
+    calls = []
+
+    def run(args, **kwargs):   # stands in for the SLURM client commands (the real ones: test_study_run.py)
+        calls.append(args)
+        output = "4242\n" if args[0] == "sbatch" else ""
+        return subprocess.CompletedProcess(args, 0, output, "")
+
+    dataset = tmp_path / "Dataset900_X"
+    dataset.mkdir()
+    (dataset / "dataset.json").write_text("{}")
+    job = ClusterTraining(tiny_options(dataset, tmp_path / "work", extra={"overwrite": True}), run=run).start()
+    assert job.job_id == "4242" and calls[0][:2] == ["sbatch", "--parsable"]
+    job.cancel(wait=False)
+    job.cancel(grace_seconds=1.0, wait=True)
+    assert calls[-1] == ["scancel", "4242"] and job.cancelled
+    assert job.returncode == 130                                   # squeue says gone, no final event: cancelled
