@@ -34,3 +34,11 @@ def test_labelmap_reference_is_evaluated(tmp_path):
     _write(labels.astype(np.float32), tmp_path / "refs" / "c1.nii.gz")  # float labelmaps (whole numbers) are fine
     rows = evaluate_folders(tmp_path / "pred", tmp_path / "refs", LabelSchema.create(["cyst"], ["kidney"]))
     assert rows[0].metrics["dice"] == pytest.approx(1.0)
+
+
+def test_seg_nrrd_predictions_say_how_to_evaluate(tmp_path):
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "c1.seg.nrrd").write_bytes(b"NRRD0004\n")
+    (tmp_path / "refs").mkdir()
+    with pytest.raises(InputError, match="--format nii.gz"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "refs", LabelSchema.create(["cyst"]))

@@ -84,7 +84,10 @@ def find_pairs(prediction_dir: Path, reference_dir: Path, file_ending: str = ".n
                              case=case_id, path=str(ref))
         pairs.append((case_id, pred, ref))
     if not pairs:
-        raise InputError(f"no predictions (*{file_ending}) found", path=str(prediction_dir))
+        seg_nrrd = any(prediction_dir.glob("*.seg.nrrd"))
+        raise InputError(f"no predictions (*{file_ending}) found" + (
+            "; the folder holds .seg.nrrd predictions: evaluation reads labelmaps, predict again with the default "
+            "--format nii.gz" if seg_nrrd else ""), path=str(prediction_dir))
     return pairs
 
 
