@@ -36,3 +36,13 @@ def test_train_with_a_missing_dataset_folder_is_refused_at_once(tmp_path, capsys
     assert code != 0
     assert "dataset folder does not exist" in capsys.readouterr().err
     assert not work.exists()  # no job folder, no child process for a typo
+
+
+def test_labelmaps_without_a_name_map_ask_for_names(tmp_path, capsys):
+    folder = tmp_path / "lm"
+    for i in range(2):
+        write_case_files(folder, make_case(f"case{i}", seed=i), as_labelmap=True)
+    code = main(["export", "--folder", str(folder), "--targets", "lesion", "--out", str(tmp_path / "raw"),
+                 "--id", "7", "--name", "T", "--quiet"])
+    assert code != 0
+    assert "name their values with --names" in capsys.readouterr().err

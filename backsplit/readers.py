@@ -237,6 +237,10 @@ def cases_from_folder(folder: Path, default_name_map: Optional[dict[int, str]] =
             raise InputError(f"no image found for the segmentation; name it '{case_id}.nii.gz' or "
                              f"'{case_id}_0000.nii.gz'", case=case_id, path=str(seg))
         sources.append(FileCaseSource(case_id, images, seg, default_name_map))
+    labelmaps = [p.name for p in files if re.search(r"(\.label|_seg|_label)\.(nii\.gz|nii|nrrd|mha)$", p.name.lower())]
+    if not sources and labelmaps and not default_name_map:
+        raise InputError(f"no cases found: the folder holds labelmaps ('{labelmaps[0]}', ...) but no name map was "
+                         "given; name their values with --names (JSON, CSV or Slicer .ctbl)", path=str(folder))
     if not sources:
         raise InputError("no cases found: the folder holds no '<case>.seg.nrrd' files (or labelmaps named "
                          "'<case>.label.nii.gz' with a name map)", path=str(folder))

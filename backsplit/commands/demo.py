@@ -55,6 +55,17 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import InputError
 
         raise InputError(f"only {available} demo cases are shipped; ask for at most {available} training + test cases")
+    if args.cases < 1 or args.test_cases < 1:
+        from ..errors import InputError
+
+        raise InputError(f"--cases {args.cases} --test-cases {args.test_cases}: the demo needs at least 1 of each "
+                         "(defaults 12 and 4)")
+    earlier = [sub for sub in ("cases", "test-cases", "nnUNet_raw") if (out / sub).exists()]
+    if earlier and not args.overwrite:  # checked before any file is written: nothing of the earlier demo changes
+        from ..errors import OutputError
+
+        raise OutputError(f"'{out}' already holds a demo ({', '.join(s + '/' for s in earlier)}); add --overwrite "
+                          "to replace it, or choose another --out")
     if args.overwrite:
         for sub in ("cases", "test-cases", "nnUNet_raw", "work", "predictions", "evaluation"):
             shutil.rmtree(out / sub, ignore_errors=True)

@@ -82,6 +82,8 @@ def follow(process, *, jsonl: bool = False, show_log: bool = False, stream=None)
                 status.update(event)
                 if jsonl:
                     print(event.to_json(), flush=True)
+                elif event.stage == "error":  # as every other command prints its errors
+                    print(f"backsplit: error: {event.message}", file=stream)
                 else:
                     from ..progress import ProgressEvent
 
@@ -97,7 +99,8 @@ def follow(process, *, jsonl: bool = False, show_log: bool = False, stream=None)
                 for event in process.poll_events():
                     status.update(event)
                     if event.stage in ("done", "error") and not jsonl:
-                        print(event.message, file=stream)
+                        print(f"backsplit: error: {event.message}" if event.stage == "error" else event.message,
+                              file=stream)
                 break
             time.sleep(0.2)
     except KeyboardInterrupt:

@@ -183,8 +183,9 @@ def train_one(dataset: TrainingDataset, options: TrainOptions, fold: str, device
         has_latest = (fold_dir / "checkpoint_latest.pth").is_file()
         if not options.resume and (has_final or has_latest) and not options.extra.get("overwrite"):
             state = "a finished model" if has_final else "an unfinished training"
-            raise OutputError(f"{state} already exists in '{fold_dir}'; resume it (continue training), or allow "
-                              "overwriting it, or use another work folder")
+            raise OutputError(f"{state} already exists in '{fold_dir}'; resume it (continue training: --resume, "
+                              "with a larger --epochs for a finished model), or allow overwriting it (--overwrite), "
+                              "or use another work folder")
         if options.seed is not None:
             np.random.seed(options.seed)
             torch.manual_seed(options.seed)
