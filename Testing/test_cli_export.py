@@ -39,7 +39,7 @@ def test_export_from_csv_with_mapping_and_labelmaps(tmp_path):
                    "--map", "renal lesion=lesion", "--out", out, "--id", "7", "--name", "Pats")
     assert proc.returncode == 0, proc.stderr
     assert "Dataset007_Pats" in proc.stdout and "Dataset008_PatsBinary" in proc.stdout
-    assert "[" in proc.stderr and "3/3" in proc.stderr  # progress bar
+    assert "[" in proc.stderr and "100%" in proc.stderr  # progress bar
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "Dataset007_Pats" / "labelsTr" / "pat 1.nii.gz")))
     assert set(np.unique(labels)) == {0, 1, 2, 3}
     # Second run refuses to overwrite, with a clear message and exit code 1.

@@ -229,7 +229,9 @@ def test_fine_tune_binary_model_into_backsplit_model(tiny_dataset, tiny_binary_m
                            pretrained_model=tiny_binary_model_dir, model_dir=tmp_path / "fine tuned")
     process, events = run_training(options)
     assert process.returncode == 0, "\n".join(process.log_lines[-30:])
-    assert any("load_pretrained_weights" in line or "pretrained" in line.lower() for line in process.log_lines)
+    # nnU-Net's rule: everything but the output layers loaded; the binary model's 2-class output layers re-initialised
+    [transfer] = [e.data["weights_transfer"] for e in events if "weights_transfer" in (e.data or {})]
+    assert transfer["loaded"] > 0 and transfer["reinitialised"] > 0 and not transfer["output_layers_kept"]
     manifest = json.loads((tmp_path / "fine tuned" / "backsplit_model.json").read_text())
     assert manifest["initial_lr"] == 1e-3 and manifest["pretrained_from"] == str(tiny_binary_model_dir)
     assert manifest["labels"] == {"background": 0, "Lesion": 1, "Vessel": 2, "Organ": 3}
