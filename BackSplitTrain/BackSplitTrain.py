@@ -107,6 +107,9 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.startButton.clicked.connect(self.onStart)
         self.ui.cancelButton.clicked.connect(self.onCancel)
         self.ui.probeDevicesButton.clicked.connect(self.onProbeDevices)
+        self._modelFolders = []
+        self.ui.modelListRefreshButton.clicked.connect(self.onRefreshModels)
+        self.ui.modelListCombo.activated.connect(self.onModelChosen)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self._binding = GuiBinding(self.ui)   # connected once per parameter node
@@ -140,6 +143,22 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._probe.job.cancel(grace_seconds=1.0, wait=False)
         if self._job is not None and self._job.is_running():
             self._job.cancel(wait=True)   # Slicer is closing: end the tree before leaving
+
+    def onRefreshModels(self) -> None:
+        """List the models folder's models that take the chosen dataset's channels (newest first)."""
+        from BackSplitTrainLib.model_list import fine_tune_choices
+        from BackSplitTrainLib.paths import resolve_folder
+
+        with slicer.util.tryWithErrorDisplay(_("Could not list the models.")):
+            choices = fine_tune_choices(None, resolve_folder(self._parameterNode.datasetFolder))
+            self.ui.modelListCombo.clear()
+            self._modelFolders = [folder for _label, folder in choices]
+            for label, _folder in choices:
+                self.ui.modelListCombo.addItem(label)
+
+    def onModelChosen(self, index: int) -> None:
+        if 0 <= index < len(self._modelFolders):
+            self._parameterNode.pretrainedModel = self._modelFolders[index]
 
     def onProbeDevices(self) -> None:
         if self._probeTimer.isActive():

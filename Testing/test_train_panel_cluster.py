@@ -48,3 +48,31 @@ def test_cancel_takes_the_local_signature_and_calls_scancel(tmp_path):
     job.cancel(grace_seconds=1.0, wait=True)
     assert calls[-1] == ["scancel", "4242"] and job.cancelled
     assert job.returncode == 130                                   # squeue says gone, no final event: cancelled
+
+
+def test_fine_tune_list_follows_the_models_folder_and_the_dataset_channels(tiny_model_dir, tmp_path):
+    """The training panel's 'from the models folder' list (BackSplitTrainLib/model_list.py)."""
+    import shutil
+
+    from BackSplitTrainLib.model_list import fine_tune_choices
+
+    models = tmp_path / "models"
+    for name, created, channels in (("old", "2026-01-01T10:00:00+0000", None),
+                                    ("new", "2026-02-01T10:00:00+0000", None),
+                                    ("ct-pet", "2026-03-01T10:00:00+0000", {"0": "CT", "1": "PET"})):
+        target = models / name
+        shutil.copytree(tiny_model_dir, target, ignore=shutil.ignore_patterns("checkpoint_latest.pth",
+                                                                              "checkpoint_best.pth", ".backsplit-*"))
+        manifest = json.loads((target / "backsplit_model.json").read_text())
+        manifest["created"] = created
+        if channels:
+            manifest["channel_names"] = channels
+        (target / "backsplit_model.json").write_text(json.dumps(manifest))
+    one_channel = tmp_path / "Dataset900_X"
+    one_channel.mkdir()
+    (one_channel / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}}))
+    choices = fine_tune_choices(models, one_channel)
+    assert [folder.name for _label, folder in choices] == ["new", "old"]         # newest first, CT+PET left out
+    assert choices[0][0].startswith("new (") and "dataset v" in choices[0][0]
+    assert [folder.name for _label, folder in fine_tune_choices(models, None)] == ["ct-pet", "new", "old"]
+    assert fine_tune_choices(tmp_path / "no models here", one_channel) == []

@@ -145,10 +145,11 @@ def in_use_by(entry: ModelEntry) -> list[str]:
 def model_choices(models_dir: Path, n_channels: int) -> list[tuple[str, Path]]:
     """(label, folder) for the Apply panel's model list: models taking ``n_channels`` volumes, newest first; the
     label names the task, dataset version, date and whether the model is untrusted."""
-    choices = []
-    for entry in models_for_channels(list_models(models_dir), n_channels):
-        task = ", ".join(entry.targets) + (f" + {len(entry.supports)} support(s)" if entry.supports else "")
-        flag = "" if entry.trusted else " [untrusted]"
-        choices.append((f"{entry.name} ({task}; dataset v{entry.manifest.get('dataset_version', 1)}; "
-                        f"{entry.created[:10]}){flag}", entry.folder))
-    return choices
+    return [(choice_label(entry), entry.folder) for entry in models_for_channels(list_models(models_dir), n_channels)]
+
+
+def choice_label(entry: "ModelEntry") -> str:
+    """One line for a model list: name, task, dataset version, date, and '[untrusted]' for imported models."""
+    task = ", ".join(entry.targets) + (f" + {len(entry.supports)} support(s)" if entry.supports else "")
+    flag = "" if entry.trusted else " [untrusted]"
+    return f"{entry.name} ({task}; dataset v{entry.manifest.get('dataset_version', 1)}; {entry.created[:10]}){flag}"
