@@ -51,6 +51,15 @@ def format_event_line(event: ProgressEvent) -> str:
     return EVENT_PREFIX + event.to_json()
 
 
+def emit_event(event: ProgressEvent) -> None:
+    """Print one event as a prefixed JSON line on stdout and flush: how every child process (training, prediction,
+    organ-model generation) reports to its parent, which reads it back with ``parse_event_line``."""
+    import sys
+
+    sys.stdout.write(format_event_line(event) + "\n")
+    sys.stdout.flush()
+
+
 def parse_event_line(line: str) -> Optional[ProgressEvent]:
     """Parse a line written by ``format_event_line`` (or a bare ``ProgressEvent.to_json``); other lines give None."""
     line = line.strip()

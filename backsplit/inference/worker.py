@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import BackSplitError
-from ..progress import ProgressEvent, format_event_line
+from ..progress import ProgressEvent, emit_event
 from ..summary import DecisionRule
 
 
@@ -38,9 +38,7 @@ class PredictionRequest:
         return PredictionRequest(**json.loads(text))
 
 
-def emit(event: ProgressEvent) -> None:
-    sys.stdout.write(format_event_line(event) + "\n")
-    sys.stdout.flush()
+emit = emit_event   # one JSON event line per call, read back by the parent process
 
 
 def main(argv: Optional[list] = None) -> int:

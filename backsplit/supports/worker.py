@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 from ..cases import Case
 from ..errors import BackSplitError
 from ..process import ChildProcess, PopenFactory, child_environment, python_executable
-from ..progress import ProgressEvent, format_event_line
+from ..progress import ProgressEvent, emit_event
 
 
 @dataclass
@@ -68,9 +68,7 @@ class GenerationRequest:
                                       device=self.device, executable=self.executable)
 
 
-def emit(event: ProgressEvent) -> None:
-    sys.stdout.write(format_event_line(event) + "\n")
-    sys.stdout.flush()
+emit = emit_event   # one JSON event line per call, read back by the parent process
 
 
 def main(argv: Optional[list] = None) -> int:

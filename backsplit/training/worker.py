@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 from ..devices import resolve_device
 from ..errors import BackSplitError, InputError, OutputError
 from ..estimate_training import TrainingClock
-from ..progress import ProgressEvent, format_event_line
+from ..progress import ProgressEvent, emit_event
 from .case_counter import FolderProgress
 from .datasets import TrainingDataset, load_training_dataset
 from .lock import TrainingLock
@@ -36,9 +36,7 @@ from .options import PLANS_NAME, TRAINER_NAME, TrainOptions, CROSS_VALIDATION, r
 _CLOCK: Optional[TrainingClock] = None   # times the first iterations: the up-front estimate (set by ``run``)
 
 
-def emit(event: ProgressEvent) -> None:
-    sys.stdout.write(format_event_line(event) + "\n")
-    sys.stdout.flush()
+emit = emit_event   # one JSON event line per call, read back by the parent process
 
 
 def preprocessed_dir(dataset: TrainingDataset) -> Path:
