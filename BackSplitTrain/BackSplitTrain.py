@@ -72,6 +72,9 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._probeTimer.setInterval(300)
         self._installTimer = qt.QTimer()
         self._installTimer.setInterval(250)
+        self._contextJob = None
+        self._contextTimer = qt.QTimer()
+        self._contextTimer.setInterval(500)
 
     @property
     def _parameterNode(self):
@@ -105,6 +108,10 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._installTimer.timeout.connect(TickGuard(self._installTimer, self._idle, report,
                                                      _("Installation failed")).wrap(self._gate.tick))
         self.ui.startButton.clicked.connect(self.onStart)
+        self.ui.showContextButton.clicked.connect(self.onShowContext)
+        self._contextTimer.timeout.connect(TickGuard(self._contextTimer, self._contextIdle, report,
+                                                     _("Showing the learned context failed"))
+                                           .wrap(self._pollContext))
         self.ui.cancelButton.clicked.connect(self.onCancel)
         self.ui.probeDevicesButton.clicked.connect(self.onProbeDevices)
         self._modelFolders = []
@@ -138,6 +145,9 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.stop()
         self._probeTimer.stop()
         self._installTimer.stop()
+        self._contextTimer.stop()
+        if self._contextJob is not None and self._contextJob.is_running():
+            self._contextJob.cancel(grace_seconds=1.0, wait=False)
         self._gate.cancel()
         if self._probe is not None and self._probe.job is not None and self._probe.job.is_running():
             self._probe.job.cancel(grace_seconds=1.0, wait=False)
@@ -228,6 +238,30 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(_("Training failed: {error}").format(error=message))
         elif not self._job.cancelled:
             self.ui.progressBar.value = 100
+
+    def onShowContext(self) -> None:
+        """The learned-context generator's labels of the first training cases, as segmentations (child process)."""
+        with slicer.util.tryWithErrorDisplay(_("Could not show the learned context."), waitCursor=True):
+            self._contextJob = self.logic.startContextShow(self._parameterNode)
+            self.ui.showContextButton.enabled = False
+            self.ui.statusLabel.text = _("Running the context generator...")
+            self._contextTimer.start()
+
+    def _contextIdle(self) -> None:
+        self._contextTimer.stop()
+        self.ui.showContextButton.enabled = True
+
+    def _pollContext(self) -> None:
+        for event in self._contextJob.poll_events():
+            if event.stage != "log" and event.message:
+                self.ui.statusLabel.text = event.message
+        if self._contextJob.is_running():
+            return
+        self._contextIdle()
+        with slicer.util.tryWithErrorDisplay(_("Could not show the learned context."), waitCursor=True):
+            loaded = self.logic.finishContextShow(self._contextJob)
+            self.ui.statusLabel.text = _("Learned context of {count} case(s) loaded as segmentations.").format(
+                count=len(loaded))
 
     def onCancel(self) -> None:
         if self._gate.busy:
@@ -327,6 +361,24 @@ class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
         from BackSplitTrainLib.training_run import apply_events, dataset_target_count
 
         return apply_events(job.poll_events(), status, plot, dataset_target_count(job.options.dataset_dir))
+
+    def startContextShow(self, p):
+        """``backsplit context show`` on the dataset's first training cases, in a child process (see
+        ``BackSplitTrainLib.context_view``); the work folder must hold a learned-context training."""
+        from backsplit.errors import InputError
+        from BackSplitTrainLib.context_view import start_context_show
+        from BackSplitTrainLib.paths import default_work_folder, resolve_folder
+
+        dataset = resolve_folder(p.datasetFolder)
+        if dataset is None:
+            raise InputError("choose the dataset folder that the learned-context training used")
+        return start_context_show(resolve_folder(p.workFolder, default_work_folder()), dataset, device=p.device)
+
+    @staticmethod
+    def finishContextShow(job):
+        from BackSplitTrainLib.context_view import finish_context_show
+
+        return finish_context_show(job)
 
     @staticmethod
     def finalMessage(job, status):

@@ -2,6 +2,7 @@
 
   python benchmarks/bench_study.py --profile quick --out /tmp/bench-study     # CPU, 2d (about 45 min on 2 free cores)
   python benchmarks/bench_study.py --profile gpu --out /tmp/bench-study-gpu   # one GPU, 3d_fullres (about 12 min)
+  python benchmarks/bench_study.py --profile context --out /tmp/bench-study   # learned vs rings, kmeans (after quick)
 
 Cases: the 20 shipped KiTS23 label maps with synthetic CT (``backsplit.demo``); ``--negatives`` of them get their
 cysts relabelled as kidney before the image is synthesised (cyst-free kidneys), so the case-level decision (AUROC,
@@ -24,6 +25,11 @@ PROFILES = {
     "quick": dict(arms="binary,backsplit,drop:tumor,noisy:erode:2,finetune", folds=3, configuration="2d", epochs=6,
                   iterations=40, val_iterations=5, batch_size=12, cases=15, negatives=3, mirroring=False,
                   device="cpu"),
+    # generated and learned context (CoLab) vs binary, the quick profile's budget: with the same --out as quick,
+    # the binary units are reused (same content hash)
+    "context": dict(arms="binary,learned,rings,kmeans", folds=3, configuration="2d", epochs=6,
+                    iterations=40, val_iterations=5, batch_size=12, cases=15, negatives=3, mirroring=False,
+                    device="cpu"),
     # one modern GPU: binary vs backsplit, 3 folds, 3d_fullres, planned batch
     "gpu": dict(arms="binary,backsplit", folds=3, configuration="3d_fullres", epochs=10, iterations=50,
                 val_iterations=10, batch_size=None, cases=20, negatives=4, mirroring=True, device="cuda"),

@@ -39,10 +39,15 @@ def register(subparsers) -> None:
     p.add_argument("--sensitivity", type=float, default=0.95,
                    help="sensitivity the case rule's minimum volume is calibrated for, on training folds (default 0.95)")
     p.add_argument("--save-every", type=int, default=5, help="epochs between resume checkpoints (default 5)")
+    p.add_argument("--num-gpus", type=int, default=1, metavar="N",
+                   help="GPUs per training: N > 1 trains each unit on N GPUs with PyTorch DDP (CUDA only; batch size "
+                        "at least N; not with learned-context arms); local: each unit gets N GPUs of --gpus, SLURM: "
+                        "each array task requests gpu:N (--gres); part of the training hash when > 1 (default 1)")
     p.add_argument("--executor", default="local", choices=["local", "slurm"], help="where units run (default local)")
     p.add_argument("--gpus", default="auto",
-                   help="local: GPU indices to run units on in parallel, one per GPU (e.g. 0,1), 'auto' (all that "
-                        "nvidia-smi lists) or 'none' (one unit at a time; default auto)")
+                   help="local: GPU indices to run units on in parallel, one per GPU (e.g. 0,1; with --num-gpus N: "
+                        "N per unit, e.g. 0,1,2,3 runs two units on 0,1 and 2,3), 'auto' (all that nvidia-smi lists) "
+                        "or 'none' (one unit at a time; default auto)")
     p.add_argument("--nice", type=int, default=0, help="local: run units with this nice value (default 0)")
     g = p.add_argument_group("SLURM (--executor slurm)")
     g.add_argument("--slurm-config", type=Path, help="JSON file with partition, time, cpus_per_task, mem, gres, "
@@ -51,7 +56,8 @@ def register(subparsers) -> None:
     g.add_argument("--time", dest="slurm_time", help="wall time per unit, SLURM format, e.g. 04:00:00")
     g.add_argument("--cpus-per-task", type=int, help="CPUs per unit")
     g.add_argument("--mem", help="memory per unit, e.g. 32G")
-    g.add_argument("--gres", help="generic resources per unit, e.g. gpu:1")
+    g.add_argument("--gres", help="generic resources per unit, e.g. gpu:1 (--num-gpus N sets its GPU count to N, "
+                                  "keeping a GPU type such as gpu:a100)")
     g.add_argument("--poll", type=float, help="seconds between squeue checks (default 5)")
     p.add_argument("--plan-only", action="store_true", help="print the plan (units and content hashes) and stop")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from finished units and stop")
@@ -70,16 +76,20 @@ def settings_from_args(args: argparse.Namespace):
                          iterations_per_epoch=args.iterations_per_epoch, val_iterations_per_epoch=args.val_iterations,
                          batch_size=args.batch_size, sampling=args.sampling, device=args.device,
                          mirroring=not args.no_mirroring, nsd_tolerance_mm=args.nsd_tolerance,
-                         sensitivity=args.sensitivity, save_every=args.save_every)
+                         sensitivity=args.sensitivity, save_every=args.save_every,
+                         num_gpus=getattr(args, "num_gpus", 1))
 
 
 def executor_from_args(args: argparse.Namespace):
+    num_gpus = getattr(args, "num_gpus", 1)
     if args.executor == "slurm":
+        from ..study.gpus import slurm_gres
         from ..study.slurm import SlurmConfig, SlurmExecutor
 
-        return SlurmExecutor(SlurmConfig.load(args.slurm_config, partition=args.partition, time=args.slurm_time,
-                                              cpus_per_task=args.cpus_per_task, mem=args.mem, gres=args.gres,
-                                              poll_s=args.poll))
+        config = SlurmConfig.load(args.slurm_config, partition=args.partition, time=args.slurm_time,
+                                  cpus_per_task=args.cpus_per_task, mem=args.mem, gres=args.gres, poll_s=args.poll)
+        config.gres = slurm_gres(config.gres, num_gpus, config.extra_args)   # N > 1: each array task asks gpu:N
+        return SlurmExecutor(config)
     from ..study.local import LocalExecutor, visible_gpus
 
     if args.gpus == "auto":
@@ -88,6 +98,9 @@ def executor_from_args(args: argparse.Namespace):
         gpus = []
     else:
         gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+    if num_gpus > 1:   # N GPUs a unit; 'auto' seeing fewer: one unit at a time, the training checks what torch sees
+        return LocalExecutor(gpus=[] if args.gpus == "auto" and len(gpus) < num_gpus else gpus, nice=args.nice,
+                             gpus_per_unit=num_gpus)
     return LocalExecutor(gpus=gpus if len(gpus) > 1 else [], nice=args.nice)
 
 

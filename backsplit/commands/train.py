@@ -39,6 +39,10 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, help="override the plans' batch size (smaller: less GPU memory, more "
                                                   "optimiser steps per minute on a CPU)")
     p.add_argument("--seed", type=int, help="random seed for repeatable runs (default: none, random)")
+    p.add_argument("--num-gpus", type=int, default=1, metavar="N",
+                   help="train one model on N GPUs of this machine with PyTorch DDP (nnU-Net's multi-GPU training): "
+                        "the batch is split across the GPUs (CUDA only; needs a batch size of at least N; not with "
+                        "--context learned); the first N GPUs of CUDA_VISIBLE_DEVICES are used (default 1)")
     p.add_argument("--context", default="none", metavar="learned[:t]",
                    help="learned context classes (CoLab task generator, meta-learned during training): learned[:t] "
                         "adds t classes (default 2) for background near the targets; settings as "
@@ -60,7 +64,7 @@ def options_from_args(args: argparse.Namespace):
         val_iterations_per_epoch=args.val_iterations, device=args.device, sampling=args.sampling,
         pretrained_model=args.pretrained, initial_lr=args.lr, resume=args.resume, with_binary=args.with_binary,
         save_every=args.save_every, num_workers=args.workers, final_validation=args.validate, seed=args.seed,
-        batch_size=args.batch_size, context=getattr(args, "context", "none"),
+        batch_size=args.batch_size, context=getattr(args, "context", "none"), num_gpus=getattr(args, "num_gpus", 1),
         extra={"overwrite": True} if args.overwrite else {})
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .executors import Echo, UnitResult, log_path, read_result, unit_command
+from .gpus import gpu_groups
 
 
 def visible_gpus() -> list[str]:
@@ -23,11 +24,13 @@ def visible_gpus() -> list[str]:
 
 
 class LocalExecutor:
-    """``gpus``: device indices to spread units over (one unit per GPU at a time); empty: one unit at a time."""
+    """``gpus``: device indices to spread units over (one unit per GPU at a time); empty: one unit at a time.
+    ``gpus_per_unit`` > 1 (a DDP training per unit): each unit gets a group of that many GPUs of the pool as its
+    CUDA_VISIBLE_DEVICES (e.g. "0,1"), one unit per group at a time (``gpus.gpu_groups``)."""
 
     def __init__(self, gpus: Sequence[str] = (), python: Optional[str] = None, poll_s: float = 0.5,
-                 popen: Callable[..., subprocess.Popen] = subprocess.Popen, nice: int = 0):
-        self.gpus = list(gpus)
+                 popen: Callable[..., subprocess.Popen] = subprocess.Popen, nice: int = 0, gpus_per_unit: int = 1):
+        self.gpus = gpu_groups(gpus, gpus_per_unit)   # slots: "0" (or "0,1" for 2 GPUs a unit)
         self.python = python
         self.poll_s = poll_s
         self.popen = popen

@@ -45,6 +45,7 @@ class StudySettings:
     nsd_tolerance_mm: float = 2.0
     sensitivity: float = 0.95               # the case rule's calibration target (training folds only)
     save_every: int = 5                     # epochs between resume checkpoints (not part of any hash)
+    num_gpus: int = 1                       # GPUs per training (> 1: PyTorch DDP); in the hash only when > 1
 
     def validate(self, n_cases: int) -> None:
         if self.configuration not in CONFIGURATIONS:
@@ -64,12 +65,16 @@ class StudySettings:
                 raise InputError(f"{name.replace('_', ' ')} must be at least 1")
         if not 0 < self.sensitivity <= 1:
             raise InputError("the calibration sensitivity must be above 0 and at most 1")
+        if self.num_gpus != 1:
+            from ..training.ddp import check_options
+
+            check_options(self.num_gpus, self.device, self.batch_size, None)
 
     def training_json(self) -> dict:
         return {"configuration": self.configuration, "epochs": self.epochs,
                 "iterations_per_epoch": self.iterations_per_epoch,
                 "val_iterations_per_epoch": self.val_iterations_per_epoch, "batch_size": self.batch_size,
-                "sampling": self.sampling}
+                "sampling": self.sampling, **({"num_gpus": self.num_gpus} if self.num_gpus > 1 else {})}
 
     def to_json(self) -> dict:
         raw = asdict(self)
@@ -240,6 +245,10 @@ def build_plan(study_dir: Path, source: DatasetScan, twin: DatasetScan, arms: Se
     prepare_dirs = {u.id: u.spec["dataset_dir"] for u in units}
     train_hashes: dict[str, str] = {}
     for arm in arms:
+        if settings.num_gpus > 1 and arm.train_context:   # refused now rather than in every unit's training
+            from ..training.ddp import check_options
+
+            check_options(settings.num_gpus, settings.device, settings.batch_size, arm.train_context)
         for fold, split in enumerate(splits):
             for seed in settings.seeds:
                 uid = run_id(arm, fold, seed)

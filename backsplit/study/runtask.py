@@ -147,6 +147,7 @@ def run_train(plan: Plan, unit: Unit) -> None:
                            sampling=spec["sampling"], pretrained_model=pretrained, initial_lr=spec.get("initial_lr"),
                            context=spec.get("context", "none"),
                            resume=resume, seed=int(spec["seed"]), batch_size=settings.batch_size,
+                           num_gpus=getattr(settings, "num_gpus", 1),
                            save_every=max(1, min(settings.save_every, settings.epochs)),
                            preprocess_processes=processes())
     emit("train", f"{unit.id}: {'resuming' if resume else 'training'} arm '{spec['arm']}' fold {spec['fold']} "

@@ -41,6 +41,7 @@ class TrainOptions:
     batch_size: Optional[int] = None          # override the plans' batch size (GPU memory; more steps on a CPU)
     preprocess_processes: int = 2
     context: str = "none"                     # "learned[:t][,m=MM,...]": learned context classes (CoLab), or "none"
+    num_gpus: int = 1                         # > 1: one training on that many GPUs with PyTorch DDP (training/ddp.py)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -68,6 +69,10 @@ class TrainOptions:
             parse_context(self.context)  # raises InputError naming the accepted form
         if self.batch_size is not None and int(self.batch_size) < 1:
             raise InputError("batch size must be at least 1 (or left empty for the plans' value)")
+        if self.num_gpus != 1:
+            from .ddp import check_options
+
+            check_options(self.num_gpus, self.device, self.batch_size, self.context)  # CUDA, batch >= GPUs, no learned
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch", "save_every"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name.replace('_', ' ')} must be at least 1")

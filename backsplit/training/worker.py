@@ -30,6 +30,7 @@ from ..models.lineage import model_lineage
 from ..models.usage import ModelInUse
 from .manifest import build_manifest, read_manifest, write_manifest
 from .pretrained import load_into_trainer
+from .ddp import check_request, train_one_ddp
 from .options import PLANS_NAME, TRAINER_NAME, TrainOptions, CROSS_VALIDATION, resolve_folds, trainer_folder_name
 
 
@@ -317,6 +318,8 @@ def run(options: TrainOptions) -> list[Path]:
     folds = resolve_folds(options.fold, len(dataset.case_ids))
     cross_validation = options.fold == CROSS_VALIDATION
     device = resolve_device(options.device)
+    if options.num_gpus > 1:   # refused before preprocessing: not CUDA, or fewer GPUs visible than asked
+        check_request(options.num_gpus, device.type, torch.cuda.device_count(), options.batch_size)
     if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
         torch.set_num_threads(max(1, os.cpu_count() or 1))    # all cores unless OMP_NUM_THREADS says otherwise
     pretrained_plans, checkpoint = (check_pretrained(options.pretrained_model, dataset, options.configuration)
@@ -336,10 +339,10 @@ def run(options: TrainOptions) -> list[Path]:
             if index == 0 and checkpoint is not None:  # fine-tune fold k from the pretrained model's fold k if any
                 same_fold = checkpoint.parent.parent / f"fold_{fold}" / checkpoint.name
                 fold_checkpoint = same_fold if same_fold.is_file() else checkpoint
-            output = train_one(ds, options, fold, device, ds_plans, fold_checkpoint,
-                               f"{label} fold {fold}" if cross_validation else label,
-                               folds if cross_validation else (),
-                               context=options.context if index == 0 else "none")
+            output = (train_one_ddp if options.num_gpus > 1 else train_one)(   # DDP: one training on N GPUs
+                ds, options, fold, device, ds_plans, fold_checkpoint,
+                f"{label} fold {fold}" if cross_validation else label, folds if cross_validation else (),
+                context=options.context if index == 0 else "none")
         outputs.append(output)
     if len(outputs) == 2:  # record the pairing in both manifests
         for this, other in ((outputs[0], outputs[1]), (outputs[1], outputs[0])):

@@ -1,0 +1,47 @@
+"""Jobs written as step-by-step progress generators (export, ``dataset add``): run one to its result, and turn the
+OSError of a failed write into the user's OutputError.
+
+A step generator yields ``ProgressEvent``s; its last event has stage ``"done"`` and carries the job's result in
+``event.data["result"]``. A Slicer panel steps such a generator from a timer; the command line and the tests run it
+to the end with ``run_to_result``.
+"""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+from typing import Any, Iterable, NoReturn, Union
+
+from .errors import OutputError
+from .progress import ProgressCallback, ProgressEvent, ignore_progress
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))   # no space left; disk quota exceeded
+
+
+def run_to_result(events: Iterable[ProgressEvent], progress: ProgressCallback = ignore_progress) -> Any:
+    """Step ``events`` to the end, pass every event to ``progress`` and return the result of the ``"done"`` event.
+
+    The result is taken out of that event's data before ``progress`` sees it (it is a Python object, not for
+    display). Cancelling is the generator's business: give it the ``cancel`` callable when creating it. Raises
+    whatever the generator raises; ``RuntimeError`` if it ends without a ``"done"`` event carrying a result."""
+    found = False
+    result = None
+    for event in events:
+        if event.stage == "done" and "result" in event.data:
+            result, found = event.data.pop("result"), True
+        progress(event)
+    if not found:
+        raise RuntimeError("the job ended without a result (no 'done' event with data['result'])")
+    return result
+
+
+def raise_write_error(exc: OSError, folder: Union[str, Path], *, failed: str, fix: str, unchanged: str) -> NoReturn:
+    """Raise the OutputError for an OSError met while writing into ``folder``; call it from ``except OSError``.
+
+    A full disk or exceeded quota (``DISK_FULL_ERRNOS``) gives "the disk holding '<folder>' is full; <fix>
+    (<unchanged>)" without the low-level error chained; any other OSError gives "<failed> (<exc>); <unchanged>" with
+    ``exc`` as its cause. ``failed`` says what failed ("writing the dataset into '...' failed"), ``fix`` what to do
+    on a full disk, ``unchanged`` what the user still has ("nothing was written")."""
+    if exc.errno in DISK_FULL_ERRNOS:
+        raise OutputError(f"the disk holding '{folder}' is full; {fix} ({unchanged})") from None
+    raise OutputError(f"{failed} ({exc}); {unchanged}") from exc
