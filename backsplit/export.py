@@ -12,7 +12,6 @@ never touches an existing dataset. An existing dataset id is replaced only with 
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from .context import ContextSpec, add_context
 from .errors import BackSplitError, CancelledError, InputError, OutputError
 from .niftiio import NiftiGzWriter
 from .progress import ProgressCallback, ProgressEvent, ignore_progress
+from .runsteps import raise_write_error, run_to_result
 from .schema import LabelSchema
 from .terminology import class_terminology
 from .validation import MISSING_ABSENT, MISSING_ERROR, case_labels, check_case_ids
@@ -224,10 +224,8 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
         yield ProgressEvent("done", f"exported {total} case(s) to {final_main.name}", total, total,
                             {"result": result})
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OutputError(f"the disk holding '{out_root}' is full; free space or choose another output folder "
-                              "(nothing was written)") from None
-        raise OutputError(f"writing the dataset into '{out_root}' failed ({exc}); nothing was written") from exc
+        raise_write_error(exc, out_root, failed=f"writing the dataset into '{out_root}' failed",
+                          fix="free space or choose another output folder", unchanged="nothing was written")
     finally:
         writer.close()
         shutil.rmtree(staging, ignore_errors=True)
@@ -237,13 +235,7 @@ def export_dataset(sources: Sequence[CaseSource], request: ExportRequest,
                    progress: ProgressCallback = ignore_progress,
                    cancel: Callable[[], bool] = lambda: False) -> ExportResult:
     """Export every case and return where the datasets are. See ``iter_export``."""
-    result = None
-    for event in iter_export(sources, request, cancel):
-        if event.stage == "done":
-            result = event.data.pop("result")
-        progress(event)
-    assert result is not None
-    return result
+    return run_to_result(iter_export(sources, request, cancel), progress)
 
 
 def _image_to_write(channel: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ its own starter (``training/process.py``: options file in the work folder, nnU-N
 The parent writes the request into a temporary file, starts the worker with ``child_environment`` (this package
 on PYTHONPATH, unbuffered output) and ``nnUNet_compile=f`` in the child's environment only, and follows it through
 ``ChildProcess`` (progress events from stdout, ``cancel()`` ends the whole process tree, no console window on
-Windows). The worker's ``main`` reads the request back with ``from_json`` and reports through ``run_worker``.
+Windows). The worker's ``main`` is ``run_worker``: it reads the request back, runs the job and reports.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ dataset and its twin as they were.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import os
 import shutil
 import tempfile
@@ -26,6 +25,7 @@ from ..errors import BackSplitError, CancelledError, InputError, OutputError
 from ..export import FILE_ENDING, _link_or_copy, _link_twin_images, _write_case, read_dataset_json
 from ..niftiio import NiftiGzWriter
 from ..progress import ProgressCallback, ProgressEvent, ignore_progress
+from ..runsteps import raise_write_error, run_to_result
 from ..schema import LabelSchema
 from ..validation import MISSING_ABSENT, MISSING_ERROR, case_labels, check_case_ids
 from . import versions
@@ -219,10 +219,8 @@ def iter_add(sources: Sequence[CaseSource], request: AddRequest,
         yield ProgressEvent("done", f"{target.live.name}: version {parent + 1} with {total} new case(s)", total, total,
                             {"result": result})
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OutputError(f"the disk holding '{out_root}' is full; free space and add again (the dataset is "
-                              "unchanged)") from None
-        raise OutputError(f"adding cases to '{target.live}' failed ({exc}); the dataset is unchanged") from exc
+        raise_write_error(exc, out_root, failed=f"adding cases to '{target.live}' failed",
+                          fix="free space and add again", unchanged="the dataset is unchanged")
     finally:
         writer.close()
         shutil.rmtree(staging, ignore_errors=True)
@@ -232,13 +230,7 @@ def iter_add(sources: Sequence[CaseSource], request: AddRequest,
 def add_cases(sources: Sequence[CaseSource], request: AddRequest, progress: ProgressCallback = ignore_progress,
               cancel: Callable[[], bool] = lambda: False) -> AddResult:
     """Add every case as one new version and return where it is. See ``iter_add``."""
-    result = None
-    for event in iter_add(sources, request, cancel):
-        if event.stage == "done":
-            result = event.data.pop("result")
-        progress(event)
-    assert result is not None
-    return result
+    return run_to_result(iter_add(sources, request, cancel), progress)
 
 
 @dataclass

@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Optional
 
-from ..process import ChildProcess, PopenFactory, child_environment, python_executable
+from ..process import PopenFactory
 from ..progress import ProgressEvent
 from ..training.process import append_log
+from ..workerprocess import WorkerProcess
 from .worker import PredictionRequest
 
 
-class PredictionProcess(ChildProcess):
+class PredictionProcess(WorkerProcess):
+    """``python -m backsplit.inference.worker REQUEST.json`` as a child (see ``WorkerProcess``); collects the
+    'estimate' and the case summaries of the 'done' event, and the nnU-Net/torch output into the output folder's
+    ``backsplit.log``."""
+
     def __init__(self, request: PredictionRequest, python: Optional[str] = None,
                  popen: PopenFactory = subprocess.Popen, base_env=None):
-        self.request = request
-        handle, name = tempfile.mkstemp(prefix="backsplit-predict-", suffix=".json")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(request.to_json())
-        self.request_file = Path(name)
-        env = child_environment(base_env)
-        env["nnUNet_compile"] = "f"
-        super().__init__([python or python_executable(), "-m", "backsplit.inference.worker", str(self.request_file)],
-                         env, popen=popen)
+        super().__init__("backsplit.inference.worker", request, "backsplit-predict-", python, popen, base_env)
         self.summaries: list[dict] = []
-        self.error: Optional[str] = None
         self.estimate: Optional[dict] = None
         self.log_file = Path(request.out_dir) / "backsplit.log"   # nnU-Net's and torch's own output, kept aside
 

@@ -5,20 +5,16 @@ segmentation node); progress events on stdout, one per case with its file."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
-import tempfile
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 from ..cases import Case
-from ..errors import BackSplitError
-from ..process import ChildProcess, PopenFactory, child_environment, python_executable
+from ..process import PopenFactory
 from ..progress import ProgressEvent, emit_event
+from ..workerprocess import JsonRequest, WorkerProcess, run_worker
 
 
 @dataclass
@@ -40,7 +36,7 @@ class ImageOnlySource:
 
 
 @dataclass
-class GenerationRequest:
+class GenerationRequest(JsonRequest):
     cases: list                          # [[case_id, [image paths, one per channel]], ...]
     out_dir: str
     model_dir: Optional[str] = None      # an nnU-Net model folder, or None for TotalSegmentator
@@ -50,13 +46,6 @@ class GenerationRequest:
     fast: bool = False
     executable: Optional[str] = None
     use_mirroring: bool = True
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @staticmethod
-    def from_json(text: str) -> "GenerationRequest":
-        return GenerationRequest(**json.loads(text))
 
     def runner(self):
         from .runners import NnUNetModelRunner, TotalSegmentatorRunner
@@ -72,42 +61,28 @@ emit = emit_event   # one JSON event line per call, read back by the parent proc
 
 
 def main(argv: Optional[list] = None) -> int:
+    """``python -m backsplit.supports.worker REQUEST.json``: generate, report events on stdout; exit 0, 1 (the
+    user's error) or 2 (unexpected, traceback in the log)."""
+    return run_worker(_generate, GenerationRequest, "generation", emit, argv)
+
+
+def _generate(request: GenerationRequest) -> ProgressEvent:
     from .generate import GenerateRequest, generate_supports
 
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        request = GenerationRequest.from_json(Path(argv[0]).read_text(encoding="utf-8"))
-        sources = [ImageOnlySource(case_id, [Path(p) for p in paths]) for case_id, paths in request.cases]
-        outcomes = generate_supports(sources, request.runner(),
-                                     GenerateRequest(Path(request.out_dir), include_user_segments=False), emit)
-    except BackSplitError as exc:
-        emit(ProgressEvent("error", str(exc)))
-        return 1
-    except Exception as exc:  # noqa: BLE001 - reported, traceback in the log
-        traceback.print_exc()
-        emit(ProgressEvent("error", f"generation failed: {type(exc).__name__}: {exc}"))
-        return 2
-    emit(ProgressEvent("done", f"{sum(o.status != 'failed' for o in outcomes)} of {len(outcomes)} case(s) done",
-                       len(outcomes), len(outcomes), {"outcomes": [asdict(o) for o in outcomes]}))
-    return 0
+    sources = [ImageOnlySource(case_id, [Path(p) for p in paths]) for case_id, paths in request.cases]
+    outcomes = generate_supports(sources, request.runner(),
+                                 GenerateRequest(Path(request.out_dir), include_user_segments=False), emit)
+    return ProgressEvent("done", f"{sum(o.status != 'failed' for o in outcomes)} of {len(outcomes)} case(s) done",
+                         len(outcomes), len(outcomes), {"outcomes": [asdict(o) for o in outcomes]})
 
 
-class GenerationProcess(ChildProcess):
+class GenerationProcess(WorkerProcess):
     """The worker as a child process: ``start()``, ``poll_events()``, ``cancel()`` (whole tree)."""
 
     def __init__(self, request: GenerationRequest, python: Optional[str] = None,
                  popen: PopenFactory = subprocess.Popen, base_env=None):
-        self.request = request
-        handle, name = tempfile.mkstemp(prefix="backsplit-supports-", suffix=".json")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(request.to_json())
-        self.request_file = Path(name)
-        env = child_environment(base_env)
-        env["nnUNet_compile"] = "f"
-        super().__init__([python or python_executable(), "-m", "backsplit.supports.worker", str(self.request_file)],
-                         env, popen=popen)
+        super().__init__("backsplit.supports.worker", request, "backsplit-supports-", python, popen, base_env)
         self.outcomes: list[dict] = []
-        self.error: Optional[str] = None
 
     def poll_events(self) -> list[ProgressEvent]:
         events = super().poll_events()

@@ -22,6 +22,7 @@ import numpy as np
 
 from ...errors import InputError, OutputError
 from ...progress import ProgressCallback, ProgressEvent, ignore_progress
+from ...workerprocess import JsonRequest
 from .show import (EXTENTS, GeneratorModel, context_label_map, context_probabilities, find_generator_checkpoint,
                    generator_predictor, load_generator_model)
 
@@ -32,7 +33,7 @@ CONTEXT_TAG = "BackSplit.Context"        # "learned": a class proposed by the le
 
 
 @dataclass
-class ShowRequest:
+class ShowRequest(JsonRequest):
     """What to show. ``work_dir``: the training work folder (or a trainer folder, fold folder or checkpoint in it);
     ``cases``: case ids (empty: every training case); ``extent``: see ``show.context_label_map``."""
     work_dir: str
@@ -46,13 +47,6 @@ class ShowRequest:
     device: str = "auto"
     use_mirroring: bool = False
     overwrite: bool = False
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @staticmethod
-    def from_json(text: str) -> "ShowRequest":
-        return ShowRequest(**json.loads(text))
 
 
 @dataclass
