@@ -17,7 +17,7 @@ from backsplit.geometry import Geometry
 from backsplit.readers import FileCaseSource, read_image
 
 from fixtures_data import make_case
-from fixtures_fidelity import segment_fields, sheared_directions, unit_directions, write_nrrd
+from fixtures_fidelity import segment_fields, sheared_directions, write_nrrd
 
 SHAPE = (32, 64, 64)  # z, y, x: the 64x64x32 grid
 

@@ -84,7 +84,7 @@ def test_every_layout_slicer_reads(tmp_path, layout):
         offset = (1, 0, 2)              # segment extents are given in the common extent's index space
         fields = segment_fields(names, [" ".join(str(int(v) + offset[i // 2]) for i, v in
                                                  enumerate(extent_of(segments[n]).split())) for n in names])
-        fields["Segmentation_Extent"] = f"1 12 0 9 2 9"
+        fields["Segmentation_Extent"] = "1 12 0 9 2 9"
         for key, value in fields.items():
             image.SetMetaData(key, value)
         sitk.WriteImage(image, str(path), True)

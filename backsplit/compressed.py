@@ -22,7 +22,6 @@ from __future__ import annotations
 import bz2
 import contextlib
 import errno
-import os
 import re
 import shutil
 import tempfile

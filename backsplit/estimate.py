@@ -47,7 +47,7 @@ class Estimate:
             text += f" in all, {format_duration(self.made_after_s)} done, about {format_duration(left)} left"
         text += f" (timed: {self.basis})"
         if self.long_on_cpu:
-            text += f". This is a long job for a CPU. Faster choices: " + "; ".join(self.advice)
+            text += ". This is a long job for a CPU. Faster choices: " + "; ".join(self.advice)
         return text
 
     def to_json(self) -> dict:
