@@ -229,9 +229,15 @@ def test_fd_meta_gradient_reuses_the_real_step_and_is_scale_free():
     loss = problem.seg_loss(problem.forward(leaves), [t.detach() for t in targets])
     grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
     own = meta_gradient_fd(problem).generator_grads
+    before = {k: g.clone() for k, g in grads.items()}
+    params_before = {k: v.detach().clone() for k, v in problem.params.items()}
     reused = meta_gradient_fd(problem, seg_grads=grads, targets=targets, roi_scale=4096.0).generator_grads
     for a, b in zip(own, reused):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-12)
+    # the trainer passes the real step's .grad tensors without copying them: the meta step must leave them (and theta)
+    # exactly as they were, for the segmentation step that follows
+    assert all(torch.equal(grads[k], before[k]) for k in grads)
+    assert all(torch.equal(problem.params[k].detach(), params_before[k]) for k in params_before)
 
 
 def test_generator_is_a_lighter_copy_of_the_planned_network():

@@ -5,13 +5,16 @@ Data: demo cases exported with target 'tumor'; every arm trains on the binary tw
 context use case), with the same plans, batch size, seed and nnU-Net data pipeline (no augmentation workers). Each
 arm runs in its own process (peak RSS per process is its peak memory; on CUDA also torch's peak allocation); the
 order alternates between repeats. Time per iteration = mean over ``--iterations`` ``train_step`` calls after
-``--warmup`` (a multiple of k, so that meta steps are counted at their share), as wall time and as the process's CPU
-time (fairer on a shared machine; one torch thread per arm by default). Arms:
+``--warmup``, both rounded up to multiples of the arm's k (so that meta steps are counted at their share), as wall
+time and as the process's CPU time (fairer on a shared machine; one torch thread per arm by default). Arms:
 
 * ``binary``: BackSplitTrainer (nnU-Net's DC+CE step);
-* ``learned``: the default learned context (fd meta-gradient every k=5 iterations, generator width 0.5);
+* ``learned``: the default learned context (``LearnedContextSpec()``: fd meta-gradient every k-th iteration,
+  generator width 0.5);
+* ``learned k=5``: the authors' interval k=5 (BackSplit's default before the cost measurement that set k=8);
+* ``learned KEY=VALUE ...``: any other setting, e.g. ``learned k=8`` (= ``--context learned:2,k=8``);
 * ``learned k=1 fd`` / ``learned k=1 exact``: a meta step every iteration (the meta step's own cost, both methods);
-* ``learned w=1``: the paper's generator (same width as the segmentation network), k=5.
+* ``learned w=1``: the paper's generator (same width as the segmentation network), default k.
 
     python benchmarks/bench_learned_context.py                       # 2d on the CPU
     python benchmarks/bench_learned_context.py --configuration 3d_fullres --device cuda --batch-size 2
@@ -31,7 +34,17 @@ import time
 from pathlib import Path
 
 ARMS = {"binary": "none", "learned": "learned:2", "learned k=1 fd": "learned:2,k=1,meta=fd",
-        "learned k=1 exact": "learned:2,k=1,meta=exact", "learned w=1": "learned:2,w=1"}
+        "learned k=1 exact": "learned:2,k=1,meta=exact", "learned w=1": "learned:2,w=1", "learned k=5": "learned:2,k=5"}
+
+
+def arm_context(arm: str) -> str:
+    """The ``--context`` text of an arm: a name of ARMS, or ``learned KEY=VALUE ...`` -> ``learned:2,KEY=VALUE,...``."""
+    if arm in ARMS:
+        return ARMS[arm]
+    head, *settings = arm.split()
+    if head != "learned" or not settings:
+        raise SystemExit(f"arm '{arm}' is unknown: use one of {', '.join(ARMS)} or 'learned KEY=VALUE ...'")
+    return ",".join(["learned:2"] + settings)
 
 
 def child(args) -> None:
@@ -56,12 +69,14 @@ def child(args) -> None:
     torch.manual_seed(0)
     BackSplitTrainer.settings = {"epochs": 1, "iterations_per_epoch": 1, "val_iterations_per_epoch": 1,
                                  "sampling": "target", "target_labels": dataset.target_labels}
-    cls, meta = learned_context_trainer(ARMS[args.child], dataset.meta) or (BackSplitTrainer, dataset.meta)
+    cls, meta = learned_context_trainer(arm_context(args.child), dataset.meta) or (BackSplitTrainer, dataset.meta)
     trainer = cls(plans, args.configuration, "all", meta, device)
     trainer.on_train_start()
     trainer.on_train_epoch_start()
+    k = int(trainer.context_spec.update_every) if hasattr(trainer, "context_spec") else 1
+    warmup, iterations = (-(-n // k) * k for n in (args.warmup, args.iterations))
     times, cpu_times = [], []
-    for i in range(args.warmup + args.iterations):
+    for i in range(warmup + iterations):
         batch = next(trainer.dataloader_train)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -69,7 +84,7 @@ def child(args) -> None:
         trainer.train_step(batch)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if i >= args.warmup:
+        if i >= warmup:
             times.append(time.perf_counter() - started)
             cpu_times.append(time.process_time() - cpu_started)
     peak_gpu = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else None
@@ -88,8 +103,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per arm (default 1)")
-    parser.add_argument("--arms", default="binary,learned,learned k=1 fd,learned k=1 exact",
-                        help=f"comma-separated, from: {', '.join(ARMS)}")
+    parser.add_argument("--arms", default="binary,learned,learned k=5,learned k=1 fd,learned k=1 exact",
+                        help=f"comma-separated, from: {', '.join(ARMS)}, or 'learned KEY=VALUE ...'")
     parser.add_argument("--child")
     parser.add_argument("--dataset")
     args = parser.parse_args()
@@ -102,6 +117,9 @@ def main() -> None:
     from backsplit.training.environment import nnunet_environment
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    from backsplit.training.colab.spec import parse_context
+    for arm in arms:                 # fail before the export on a malformed arm
+        parse_context(arm_context(arm))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         result = export_dataset(demo_case_sources(args.cases),

@@ -46,7 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("--context", default="none", metavar="learned[:t]",
                    help="learned context classes (CoLab task generator, meta-learned during training): learned[:t] "
                         "adds t classes (default 2) for background near the targets; settings as "
-                        "learned:2,m=48,tau=32,k=5 (margin and temperature in mm from the lesion, generator step every "
+                        "learned:2,m=48,tau=32,k=8 (margin and temperature in mm from the lesion, generator step every "
                         "k iterations; also w=generator width, meta=fd|exact, lr=generator Adam rate). Default: none")
     p.add_argument("--jsonl", action="store_true", help="print progress events as JSON lines instead of a bar")
     p.add_argument("--verbose", "--log", action="store_true", dest="log",

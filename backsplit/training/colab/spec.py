@@ -32,7 +32,13 @@ class LearnedContextSpec:
 
     classes: ``t``, the number of learned context classes (paper: 2, or 4 when false positives sit close to the ROI).
     margin_mm / temperature_mm: Eq. 8's ``m`` and ``tau`` in mm from the target boundary (see the module docstring).
-    update_every: ``k``, the generator's meta step every k-th iteration (the authors' default 5).
+    update_every: ``k``, the generator's meta step every k-th iteration (Algorithm 1 of the paper writes one every
+        iteration; the authors' default is 5). BackSplit's default is 8, for cost: a meta step (virtual step, its
+        L_ROI backward, two finite-difference forwards, the generator's backward) costs about 2x a plain nnU-Net
+        iteration on its own. On the CPU (2d, batch 4, ``benchmarks/bench_learned_context.py``, process CPU time,
+        two benchmarks of 3 alternated runs each on a shared machine) k=5 took 1.44x and 1.33x the binary trainer's
+        time per iteration (runs 1.31-1.50x), k=8 1.27x and 1.25x (runs 1.20-1.30x), k=10 1.24x: k=8 is the
+        smallest measured k within the paper's "about 30% extra" (target <= 1.35x). ``k=5``: the authors' schedule.
     generator_lr: Adam learning rate of the generator (paper: 3e-4).
     generator_width: the generator is the plans' network with every stage's feature count times this factor (1.0:
         the paper's identical backbone; 0.5, the default: a lighter generator, about a quarter of the convolution cost).
@@ -45,7 +51,7 @@ class LearnedContextSpec:
     classes: int = 2
     margin_mm: float = 48.0
     temperature_mm: float = 32.0
-    update_every: int = 5
+    update_every: int = 8
     generator_lr: float = 3e-4
     generator_width: float = 0.5
     meta_method: str = "fd"

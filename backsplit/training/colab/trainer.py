@@ -39,6 +39,12 @@ from .spec import spec_from_json
 AMP_ROI_SCALE = 2.0 ** 12     # L_ROI multiplier before its half-precision backward (fd; the result is scale-free)
 
 
+def _finite(tensors: list) -> bool:
+    """Whether every value of ``tensors`` is finite, from their total 2-norm (one multi-tensor kernel instead of two
+    ops and a sync per tensor; a norm that overflows float32, |g| > ~1e19, also counts as not finite)."""
+    return not tensors or bool(torch.isfinite(torch.nn.utils.get_total_norm(tensors, 2.0)))
+
+
 class BackSplitLearnedContextTrainer(BackSplitTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -56,6 +62,7 @@ class BackSplitLearnedContextTrainer(BackSplitTrainer):
         self.generator_updates = 0
         self.skipped_meta_steps = 0
         self._epoch_meta: list[tuple[float, float]] = []
+        self._slots = None                   # (network, functional.parameter_slots(network)) of the meta step
 
     # ---- set-up --------------------------------------------------------------------------------------------------
     def initialize(self):
@@ -63,7 +70,7 @@ class BackSplitLearnedContextTrainer(BackSplitTrainer):
         self.generator = build_generator(self.configuration_manager, self.num_input_channels, self.n_context,
                                          self.context_spec.generator_width).to(self.device)
         self.generator_optimizer = torch.optim.Adam(self.generator.parameters(), lr=self.context_spec.generator_lr,
-                                                    betas=(0.9, 0.999), weight_decay=0.0)
+                                                    betas=(0.9, 0.999), weight_decay=0.0, foreach=True)
         n_gen = sum(p.numel() for p in self.generator.parameters())
         n_seg = sum(p.numel() for p in self.network.parameters())
         self.print_to_log_file(f"learned context: {self.context_spec.to_option()}; segmentation network "
@@ -137,7 +144,9 @@ class BackSplitLearnedContextTrainer(BackSplitTrainer):
         """Eq. 12-15 on this batch with the current (not yet updated) segmentation weights."""
         network = self._plain_network()
         params = dict(network.named_parameters())
-        slots = parameter_slots(network)
+        if self._slots is None or self._slots[0] is not network:      # fixed after initialize: computed once
+            self._slots = (network, parameter_slots(network))
+        slots = self._slots[1]
 
         def forward(weights):
             with self._autocast():
@@ -154,13 +163,14 @@ class BackSplitLearnedContextTrainer(BackSplitTrainer):
         if exact:
             result = meta_gradient_exact(problem)
         else:
-            grads = {n: (p.grad.detach().clone() if p.grad is not None else None) for n, p in params.items()}
-            if not all(g is None or bool(torch.isfinite(g).all()) for g in grads.values()):
+            # the real step's gradients as they are: nothing changes them before clipping, after the meta step
+            grads = {n: (p.grad.detach() if p.grad is not None else None) for n, p in params.items()}
+            if not _finite([g for g in grads.values() if g is not None]):
                 self.skipped_meta_steps += 1       # an AMP overflow step: nnU-Net's scaler skips it too
                 return
             result = meta_gradient_fd(problem, self.context_spec.fd_radius, grads, soft, seg_loss_value,
                                       AMP_ROI_SCALE if self.grad_scaler is not None else 1.0)
-        if not all(bool(torch.isfinite(g).all()) for g in result.generator_grads):
+        if not _finite(result.generator_grads):
             self.skipped_meta_steps += 1
             return
         self.generator_optimizer.zero_grad(set_to_none=True)
