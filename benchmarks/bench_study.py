@@ -82,6 +82,8 @@ def main() -> int:
     parser.add_argument("--cases", type=int)
     parser.add_argument("--negatives", type=int)
     parser.add_argument("--nice", type=int, default=0, help="nice value of the units (shared machines)")
+    parser.add_argument("--parallel", type=int, default=1, help="units at the same time on the CPU (study --parallel)")
+    parser.add_argument("--seeds", default="1", help="comma-separated seeds (default 1)")
     args = parser.parse_args()
     profile = dict(PROFILES[args.profile])
     for key in ("arms", "folds", "epochs", "iterations", "cases", "negatives"):
@@ -104,7 +106,7 @@ def main() -> int:
                        ExportRequest(out_root=out / "raw", dataset_id=601, dataset_name="BenchKidneyCyst",
                                      targets=list(DEMO_TARGETS), supports=list(DEMO_SUPPORTS), colors=DEMO_COLORS,
                                      allow_negative_cases=True))
-    settings = StudySettings(configuration=profile["configuration"], folds=profile["folds"], seeds=(1,),
+    settings = StudySettings(configuration=profile["configuration"], folds=profile["folds"], seeds=tuple(int(x) for x in args.seeds.split(",")),
                              epochs=profile["epochs"], iterations_per_epoch=profile["iterations"],
                              val_iterations_per_epoch=profile["val_iterations"], batch_size=profile["batch_size"],
                              device=profile["device"], mirroring=profile["mirroring"],
@@ -117,7 +119,7 @@ def main() -> int:
     from backsplit.commands.study import _interrupt_on_signals
 
     _interrupt_on_signals()  # Ctrl-C / SIGTERM end the running unit's process group
-    outcome = run_study(plan, LocalExecutor(nice=args.nice), echo)
+    outcome = run_study(plan, LocalExecutor(nice=args.nice, parallel=args.parallel), echo)
     elapsed = time.time() - started
     record = {"profile": args.profile, "settings": profile, "command": " ".join(sys.argv), "wall_s": round(elapsed),
               "units_run": len(outcome.done), "units_reused": len(outcome.reused),

@@ -1,5 +1,6 @@
 """Local executor: units one after another, or one per GPU at the same time when several GPUs are given
-(nnU-Net's guidance: one fold per GPU). Each unit runs in its own process group; Ctrl-C ends them all."""
+(nnU-Net's guidance: one fold per GPU), or on a CPU-only machine ``parallel`` units at the same time, each with its
+share of the cores. Each unit runs in its own process group; Ctrl-C ends them all."""
 
 from __future__ import annotations
 
@@ -26,11 +27,20 @@ def visible_gpus() -> list[str]:
 class LocalExecutor:
     """``gpus``: device indices to spread units over (one unit per GPU at a time); empty: one unit at a time.
     ``gpus_per_unit`` > 1 (a DDP training per unit): each unit gets a group of that many GPUs of the pool as its
-    CUDA_VISIBLE_DEVICES (e.g. "0,1"), one unit per group at a time (``gpus.gpu_groups``)."""
+    CUDA_VISIBLE_DEVICES (e.g. "0,1"), one unit per group at a time (``gpus.gpu_groups``).
+    ``parallel`` (no GPUs given): that many units at the same time, each with ``OMP_NUM_THREADS`` = cores // parallel
+    (at least 1) unless the environment already sets it; on few cores this is faster than one unit using every
+    core, since nnU-Net's data loading and augmentation run in the unit's main thread.
+
+    Raises ValueError when ``parallel`` < 1."""
 
     def __init__(self, gpus: Sequence[str] = (), python: Optional[str] = None, poll_s: float = 0.5,
-                 popen: Callable[..., subprocess.Popen] = subprocess.Popen, nice: int = 0, gpus_per_unit: int = 1):
+                 popen: Callable[..., subprocess.Popen] = subprocess.Popen, nice: int = 0, gpus_per_unit: int = 1,
+                 parallel: int = 1):
+        if int(parallel) < 1:
+            raise ValueError(f"parallel must be at least 1 unit, not {parallel}")
         self.gpus = gpu_groups(gpus, gpus_per_unit)   # slots: "0" (or "0,1" for 2 GPUs a unit)
+        self.parallel = 1 if self.gpus else int(parallel)
         self.python = python
         self.poll_s = poll_s
         self.popen = popen
@@ -42,6 +52,8 @@ class LocalExecutor:
         env = dict(os.environ)
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
+        if self.parallel > 1 and not env.get("OMP_NUM_THREADS", "").strip().isdigit():
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.parallel))
         command = unit_command(study_dir, unit_id, self.python)
         if self.nice:
             command = ["nice", "-n", str(self.nice)] + command
@@ -59,7 +71,7 @@ class LocalExecutor:
         try:
             while pending or running:
                 free = [s for s in slots if s not in {gpu for _, gpu in running.values()}] if self.gpus else \
-                    ([None] if not running else [])
+                    [None] * max(0, self.parallel - len(running))
                 while pending and free:
                     unit_id, gpu = pending.pop(0), free.pop(0)
                     running[unit_id] = (self._start(study_dir, unit_id, gpu), gpu)
