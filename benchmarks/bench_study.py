@@ -106,7 +106,8 @@ def main() -> int:
                        ExportRequest(out_root=out / "raw", dataset_id=601, dataset_name="BenchKidneyCyst",
                                      targets=list(DEMO_TARGETS), supports=list(DEMO_SUPPORTS), colors=DEMO_COLORS,
                                      allow_negative_cases=True))
-    settings = StudySettings(configuration=profile["configuration"], folds=profile["folds"], seeds=tuple(int(x) for x in args.seeds.split(",")),
+    settings = StudySettings(configuration=profile["configuration"], folds=profile["folds"],
+                             seeds=tuple(int(x) for x in args.seeds.split(",")),
                              epochs=profile["epochs"], iterations_per_epoch=profile["iterations"],
                              val_iterations_per_epoch=profile["val_iterations"], batch_size=profile["batch_size"],
                              device=profile["device"], mirroring=profile["mirroring"],
