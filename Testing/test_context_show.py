@@ -56,9 +56,11 @@ def test_one_label_map_per_case_on_the_image_grid_with_context_only_within_the_m
 
     from backsplit.segnrrd import read_seg_nrrd
 
-    dataset, _, _ = learned_work
+    dataset, work, _ = learned_work
     code, out = shown
     assert code == 0
+    plans = json.loads(next(work.glob("nnUNet_preprocessed/*/nnUNetPlans.json")).read_text())
+    axis = plans["transpose_forward"][0]      # a 2d training: distances within the slices nnU-Net trained on
     case_ids = sorted(p.name[:-len(".nii.gz")] for p in (dataset / "labelsTr").glob("*.nii.gz"))
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{c}.nii.gz" for c in case_ids] + [f"{c}.seg.nrrd" for c in case_ids] + ["learned_context.json"])
@@ -77,11 +79,19 @@ def test_one_label_map_per_case_on_the_image_grid_with_context_only_within_the_m
         assert set(np.unique(labels)) <= {0, 1, 2, 3, 4, 5}
         labelled = reference > 0
         assert np.array_equal(labels[labelled], reference[labelled])          # targets and supports kept
-        distance = distance_transform_edt(reference != 1, sampling=image.GetSpacing()[::-1])
+        spacing = image.GetSpacing()[::-1]
+        distance = np.full(reference.shape, np.inf)
+        for k in range(reference.shape[axis]):
+            plane = np.take(reference, k, axis=axis) != 1
+            if not plane.all():
+                index = [slice(None)] * 3
+                index[axis] = k
+                distance[tuple(index)] = distance_transform_edt(
+                    plane, sampling=[s for a, s in enumerate(spacing) if a != axis])
         context = labels >= 4
         assert not (context & labelled).any()                                  # only on background
-        assert (distance[context] <= MARGIN_MM + 1e-6).all()                   # only within the margin
-        near = (reference == 0) & (distance <= MARGIN_MM)
+        assert (distance[context] < MARGIN_MM).all()                           # only within the margin
+        near = (reference == 0) & (distance < MARGIN_MM)
         assert np.array_equal(context, near)                                   # all of the margin's background
         context_seen += int(context.sum())
         segments = read_seg_nrrd(out / f"{case_id}.seg.nrrd", case_id)
@@ -104,15 +114,24 @@ def test_label_extent_is_the_argmax_of_the_eq9_soft_label():
     probability = np.full(reference.shape, 0.9, np.float32)
     labels = context_label_map(reference, index, probability, (1.0, 1.0, 1.0), [1], 4, 10.0, 5.0, "label")
     d = np.arange(40.0)
-    mask = np.where(d <= 10, 1.0, np.exp((10 - d) / 5.0))
+    mask = np.where(d < 10, 1.0, np.exp((10 - d) / 5.0))
     expected = np.where(mask * 0.9 > 1 - mask, 4 + index[0, 0], 0)
     expected[0] = 1
     assert np.array_equal(labels[0, 0], expected)
     assert labels[0, 0, 11] == 4 and labels[0, 0, 30] == 0                   # past m = 10 mm, not far away
     margin = context_label_map(reference, index, probability, (1.0, 1.0, 1.0), [1], 4, 10.0, 5.0, "margin")
-    assert (margin[0, 0, 1:11] == 4).all() and (margin[0, 0, 11:] == 0).all()
+    assert (margin[0, 0, 1:10] == 4).all() and (margin[0, 0, 10:] == 0).all()     # d < m
     no_target = context_label_map(reference * 0 + (reference > 0) * 2, index, probability, (1, 1, 1), [1], 4, 10, 5)
     assert set(np.unique(no_target)) <= {0, 2}                                # no target: no context
+    reference2 = np.zeros((3, 1, 40), np.uint8)
+    reference2[1, 0, 0] = 1                                                   # a target in slice 1 only
+    index2, probability2 = np.zeros_like(reference2), np.full(reference2.shape, 0.9, np.float32)
+    by_slice = context_label_map(reference2, index2, probability2, (2.0, 1.0, 1.0), [1], 4, 10.0, 5.0, "margin",
+                                 slice_axis=0)
+    assert (by_slice[1, 0, 1:10] == 4).all() and (by_slice[1, 0, 10:] == 0).all()
+    assert not by_slice[0].any() and not by_slice[2].any()                   # 2d: no target in the slice, no context
+    whole = context_label_map(reference2, index2, probability2, (2.0, 1.0, 1.0), [1], 4, 10.0, 5.0, "margin")
+    assert whole[0, 0, 0] == 4                                                # 3d: 2 mm away in the next slice
 
 
 def test_user_errors(learned_work, shown, tmp_path, capsys):

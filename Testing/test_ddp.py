@@ -242,7 +242,7 @@ def test_study_hash_includes_num_gpus_only_above_one():
 @pytest.mark.parametrize("kwargs, words", [
     (dict(num_gpus=2, device="cpu"), ["'cpu'"]),
     (dict(num_gpus=2, batch_size=1), ["batch size is 1"]),
-    (dict(num_gpus=2, arms=["learned:2"]), ["learned:2", "one GPU"]),
+    (dict(num_gpus=2, arms=["learned:2"]), ["arm 'learned:2'", "remove it from --arms", "--num-gpus 1"]),
 ])
 def test_study_refuses_what_ddp_cannot_run(kwargs, words):
     with pytest.raises(InputError) as info:

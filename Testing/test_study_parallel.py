@@ -70,3 +70,27 @@ def test_parallel_option(tmp_path):
     assert executor_from_args(args()).parallel == 1
     with pytest.raises(InputError, match="--parallel must be at least 1 unit, not 0"):
         executor_from_args(args("--parallel", "0"))
+
+
+def test_parallel_is_refused_where_units_use_gpus(tmp_path, monkeypatch):
+    """No GPU here: the GPU list is a stand-in (``visible_gpus``)."""
+    from backsplit.commands.study import executor_from_args
+    from backsplit.study import local
+
+    monkeypatch.setattr(local, "visible_gpus", lambda: ["0"])
+    parsed = build_parser().parse_args(["study", str(tmp_path / "ds"), "--out", str(tmp_path / "s"),
+                                        "--parallel", "2"])
+    with pytest.raises(InputError, match="--parallel 2 runs units side by side on the CPU.*--device cpu"):
+        executor_from_args(parsed)
+    parsed.device = "cpu"
+    assert executor_from_args(parsed).parallel == 2
+
+
+def test_auto_gpus_follow_cuda_visible_devices(monkeypatch):
+    """A shared machine's share of GPUs (nvidia-smi ignores CUDA_VISIBLE_DEVICES); no GPU is needed to check it."""
+    from backsplit.study.local import visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert visible_gpus() == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == []

@@ -2,7 +2,8 @@
 and seeds, predict each fold's held-out cases, evaluate, and write a report with paired statistics.
 
 Arms: binary (always included: the reference), backsplit, drop:<support>, noisy:erode:<mm>, noisy:dilate:<mm>,
-noisy:missing:<fraction>, rings[:W1,W2], kmeans[:T], finetune, sampling:stock, sampling:target.
+noisy:missing:<fraction>, rings[:W1,W2], kmeans[:T], learned[:t] (CoLab's learned context), finetune,
+sampling:stock, sampling:target.
 
 The study folder holds plan.json, units/<unit>/ (log.txt, model, predictions, per-case tables), results/ (all
 per-case numbers as CSV) and report/ (report.md + PNG plots). Run the same command again to continue an interrupted
@@ -46,12 +47,14 @@ def register(subparsers) -> None:
     p.add_argument("--executor", default="local", choices=["local", "slurm"], help="where units run (default local)")
     p.add_argument("--gpus", default="auto",
                    help="local: GPU indices to run units on in parallel, one per GPU (e.g. 0,1; with --num-gpus N: "
-                        "N per unit, e.g. 0,1,2,3 runs two units on 0,1 and 2,3), 'auto' (all that nvidia-smi lists) "
-                        "or 'none' (one unit at a time; default auto)")
+                        "N per unit, e.g. 0,1,2,3 runs two units on 0,1 and 2,3), 'auto' (the entries of "
+                        "CUDA_VISIBLE_DEVICES when set, else all that nvidia-smi lists) or 'none' (no GPU spreading: "
+                        "one unit at a time, or --parallel on the CPU; default auto)")
     p.add_argument("--nice", type=int, default=0, help="local: run units with this nice value (default 0)")
     p.add_argument("--parallel", type=int, default=1, metavar="N",
-                   help="local, without GPUs: run N units at the same time, each with cores/N CPU threads "
-                        "(default 1; 2 is faster on a few cores, since data loading runs in each unit's main thread)")
+                   help="local, --device cpu or no GPU visible: run N units at the same time, each with cores/N "
+                        "CPU threads (default 1; can be faster on a few cores, since nnU-Net's data loading runs in "
+                        "each unit's main thread)")
     g = p.add_argument_group("SLURM (--executor slurm)")
     g.add_argument("--slurm-config", type=Path, help="JSON file with partition, time, cpus_per_task, mem, gres, "
                                                      "account, extra_args, python, max_parallel, poll_s")
@@ -102,13 +105,17 @@ def executor_from_args(args: argparse.Namespace):
         gpus = []
     else:
         gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+    parallel = getattr(args, "parallel", 1)
+    if parallel < 1:
+        raise InputError(f"--parallel must be at least 1 unit, not {parallel}")
+    if parallel > 1 and args.device != "cpu" and (gpus or num_gpus > 1):
+        raise InputError(f"--parallel {parallel} runs units side by side on the CPU, but this study uses GPUs "
+                         f"({', '.join(gpus) or 'DDP'}); on GPUs units run one per GPU (--gpus), so drop --parallel, "
+                         "or train on the CPU with --device cpu")
     if num_gpus > 1:   # N GPUs a unit; 'auto' seeing fewer: one unit at a time, the training checks what torch sees
         return LocalExecutor(gpus=[] if args.gpus == "auto" and len(gpus) < num_gpus else gpus, nice=args.nice,
                              gpus_per_unit=num_gpus)
-    if getattr(args, "parallel", 1) < 1:
-        raise InputError(f"--parallel must be at least 1 unit, not {args.parallel}")
-    return LocalExecutor(gpus=gpus if len(gpus) > 1 else [], nice=args.nice,
-                         parallel=getattr(args, "parallel", 1) if len(gpus) <= 1 else 1)
+    return LocalExecutor(gpus=gpus if len(gpus) > 1 else [], nice=args.nice, parallel=parallel)
 
 
 def _interrupt_on_signals() -> None:
@@ -133,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
     def echo(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    plan = plan_study(args.dataset, args.out, [a for a in args.arms.split(",") if a.strip()], settings_from_args(args))
+    settings = settings_from_args(args)
+    executor = None if args.plan_only or args.report_only else executor_from_args(args)   # its errors come first
+    plan = plan_study(args.dataset, args.out, [a for a in args.arms.split(",") if a.strip()], settings)
     if args.plan_only:
         for wave, units in enumerate(plan.waves(), start=1):
             for unit in units:
@@ -152,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         print(write_report(paths["per_case"].parent, Path(plan.study_dir) / "report", note))
         return 0
     _interrupt_on_signals()
-    outcome = run_study(plan, executor_from_args(args), echo)
+    outcome = run_study(plan, executor, echo)
     print(Path(plan.study_dir) / "report" / "report.md")
     require_success(outcome)
     return 0

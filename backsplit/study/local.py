@@ -16,7 +16,12 @@ from .gpus import gpu_groups
 
 
 def visible_gpus() -> list[str]:
-    """GPU indices from ``nvidia-smi -L`` (none when the tool is missing or fails); no torch import needed."""
+    """The GPUs units may use: the entries of ``CUDA_VISIBLE_DEVICES`` when it is set (a shared machine's share;
+    ``nvidia-smi`` ignores it), else the indices from ``nvidia-smi -L`` (none when the tool is missing or fails);
+    no torch import needed."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [entry.strip() for entry in visible.split(",") if entry.strip() and entry.strip() != "-1"]
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):

@@ -246,9 +246,10 @@ def build_plan(study_dir: Path, source: DatasetScan, twin: DatasetScan, arms: Se
     train_hashes: dict[str, str] = {}
     for arm in arms:
         if settings.num_gpus > 1 and arm.train_context:   # refused now rather than in every unit's training
-            from ..training.ddp import check_options
-
-            check_options(settings.num_gpus, settings.device, settings.batch_size, arm.train_context)
+            raise InputError(f"arm '{arm.name}' (learned context) cannot run with --num-gpus {settings.num_gpus}: "
+                             "its task generator is not synchronised across GPUs; remove it from --arms, or run the "
+                             "study with --num-gpus 1 (as a study of its own: --num-gpus above 1 changes the other "
+                             "arms' content hashes)")
         for fold, split in enumerate(splits):
             for seed in settings.seeds:
                 uid = run_id(arm, fold, seed)

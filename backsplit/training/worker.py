@@ -319,6 +319,10 @@ def run(options: TrainOptions) -> list[Path]:
     cross_validation = options.fold == CROSS_VALIDATION
     device = resolve_device(options.device)
     if options.num_gpus > 1:   # refused before preprocessing: not CUDA, or fewer GPUs visible than asked
+        if options.device == "auto" and device.type != "cuda":
+            raise InputError(f"--num-gpus {options.num_gpus} needs {options.num_gpus} NVIDIA GPUs, but --device auto "
+                             f"found none (PyTorch sees {torch.cuda.device_count()} CUDA GPU(s), CUDA_VISIBLE_DEVICES="
+                             f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'not set')}); use --num-gpus 1 on this machine")
         check_request(options.num_gpus, device.type, torch.cuda.device_count(), options.batch_size)
     if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
         torch.set_num_threads(max(1, os.cpu_count() or 1))    # all cores unless OMP_NUM_THREADS says otherwise

@@ -201,14 +201,17 @@ def context_probabilities(predictor, data: np.ndarray, spacing_zyx: Sequence[flo
 
 def context_label_map(reference: np.ndarray, context_index: np.ndarray, context_probability: np.ndarray,
                       spacing_zyx: Sequence[float], target_values: Sequence[int], first_context_value: int,
-                      margin_mm: float, temperature_mm: float, extent: str = "margin") -> np.ndarray:
+                      margin_mm: float, temperature_mm: float, extent: str = "margin",
+                      slice_axis: Optional[int] = None) -> np.ndarray:
     """The reference labels with the generator's context painted on background voxels near the targets.
 
     reference: (z, y, x) labels (0 background, targets, supports); context_index / context_probability: argmax of
     ``q`` (0-based) and its value, same shape; spacing in mm in the same axis order. Distances are Euclidean, in mm,
-    from the nearest target voxel (scipy's exact ``distance_transform_edt`` with the voxel spacing), over the whole
-    case on its original grid (the trainer measured them inside each training patch: in-plane for 2d).
-    ``extent``: ``margin`` paints background voxels with ``d <= m`` (where Eq. 8's mask is 1, so the soft label is
+    from the nearest target voxel (scipy's exact ``distance_transform_edt`` with the voxel spacing): over the whole
+    case in 3d, or, with ``slice_axis`` (a 2d training: the axis nnU-Net slices along), within each slice, as the
+    trainer measured them in its 2d patches (a slice without target voxels gets no context). The trainer measured
+    them inside each training patch; the whole case or slice is the view a user can look at.
+    ``extent``: ``margin`` paints background voxels with ``d < m`` (where Eq. 8's mask is 1, so the soft label is
     the generator's ``q`` alone); ``label`` paints background voxels whose Eq. 9 soft label has its maximum on a
     context class (``M * max q > 1 - M``, which reaches beyond the margin as ``M`` decays with ``tau``).
     Targets and supports are kept; other background stays 0. Returns uint8 (z, y, x) with context classes
@@ -223,12 +226,22 @@ def context_label_map(reference: np.ndarray, context_index: np.ndarray, context_
     target = np.isin(reference, list(target_values))
     if not target.any():
         return out
-    distance = distance_transform_edt(~target, sampling=[float(s) for s in spacing_zyx])
+    spacing = [float(s) for s in spacing_zyx]
+    if slice_axis is None:
+        distance = distance_transform_edt(~target, sampling=spacing)
+    else:   # 2d: within each slice along slice_axis, with the in-plane spacing; no target in a slice: infinite
+        planes = np.moveaxis(target, slice_axis, 0)
+        in_plane = [s for axis, s in enumerate(spacing) if axis != slice_axis]
+        distance = np.full(planes.shape, np.inf)
+        for k, plane in enumerate(planes):
+            if plane.any():
+                distance[k] = distance_transform_edt(~plane, sampling=in_plane)
+        distance = np.moveaxis(distance, 0, slice_axis)
     background = reference == 0
     if extent == "margin":
-        region = background & (distance <= margin_mm)
+        region = background & (distance < margin_mm)
     else:
-        mask = np.where(distance <= margin_mm, 1.0, np.exp((margin_mm - distance) / temperature_mm))
+        mask = np.where(distance < margin_mm, 1.0, np.exp((margin_mm - distance) / temperature_mm))
         region = background & (mask * np.asarray(context_probability, np.float64) > 1.0 - mask)
     out[region] = (first_context_value + np.asarray(context_index)[region]).astype(np.uint8)
     return out

@@ -178,7 +178,8 @@ def _show_case(model: GeneratorModel, predictor, dataset, case_id: str, staging:
                          f"image's grid {geometry.shape}; re-export the dataset", case=case_id, path=str(images[0]))
     index, probability = context_probabilities(predictor, data, spacing, int(model.spec.classes))
     labels = context_label_map(reference[0], index, probability, spacing, model.target_values,
-                               model.first_context_value, model.spec.margin_mm, model.spec.temperature_mm, extent)
+                               model.first_context_value, model.spec.margin_mm, model.spec.temperature_mm, extent,
+                               slice_axis=slicing_axis(model))
     image = sitk.GetImageFromArray(labels)
     image.SetSpacing(header.GetSpacing())
     image.SetOrigin(header.GetOrigin())
@@ -214,3 +215,12 @@ def read_summary(out_dir: Path) -> dict:
     except (OSError, ValueError) as exc:
         raise InputError(f"learned_context.json cannot be read ({exc}); run 'backsplit context show' again",
                          path=str(path)) from None
+
+
+def slicing_axis(model) -> Optional[int]:
+    """The array axis (reader order, e.g. z, y, x) a 2d training sliced along: nnU-Net's 2d patches span the last two
+    axes after ``transpose_forward``, so the slices run along ``transpose_forward[0]``; None for a 3d training."""
+    configuration = model.plans.get("configurations", {}).get(model.configuration, {})
+    if len(configuration.get("patch_size", ())) != 2:
+        return None
+    return int(model.plans.get("transpose_forward", [0, 1, 2])[0])
