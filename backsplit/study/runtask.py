@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import BackSplitError, InputError
-from ..progress import ProgressEvent, format_event_line, parse_event_line
+from ..progress import ProgressEvent, format_event_line
 from ..training.environment import nnunet_environment
 from ..training.options import TrainOptions, trainer_folder_name
+from .curves import unit_curve
 from .markers import clear_markers, read_marker, step_done, write_marker
 from .plan import EVALUATE, PREDICT, PREPARE, TRAIN, Plan, Unit
 
@@ -183,24 +184,6 @@ def run_predict(plan: Plan, unit: Unit) -> None:
                  [out / "summary.csv"] + [out / f"{c.case_id}.nii.gz" for c in inputs])
 
 
-def learning_curve(log_text: str) -> list[dict]:
-    """Per-epoch rows from a training log's 'epoch' events (the last report of an epoch wins: resumed runs)."""
-    epochs: dict[int, dict] = {}
-    for line in log_text.splitlines():
-        event = parse_event_line(line)
-        if event is None or event.stage != "epoch":
-            continue
-        data = event.data
-        dice = data.get("pseudo_dice") or [float("nan")]
-        epochs[int(data["epoch"])] = {"epoch": int(data["epoch"]), "train_loss": data.get("train_loss"),
-                                      "val_loss": data.get("val_loss"), "target_pseudo_dice": dice[0],
-                                      "ema_fg_dice": data.get("ema_fg_dice"),
-                                      "learning_rate": data.get("learning_rate"),
-                                      "epoch_time": data.get("epoch_time"),
-                                      "pseudo_dice_all": json.dumps([round(float(d), 4) for d in dice])}
-    return [epochs[k] for k in sorted(epochs)]
-
-
 def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
@@ -234,9 +217,8 @@ def run_evaluate(plan: Plan, unit: Unit) -> None:
                 lesion_rows.append({"case_id": case, "target": spec.name, **row})
     lesions_csv = _write_csv(out / "lesions.csv", ["case_id", "target", "kind", "volume_ml", "matched_ml", "matched"],
                              lesion_rows)
-    log = folder / "log.txt"
-    curve_csv = _write_csv(out / "curve.csv", CURVE_FIELDS,
-                           learning_curve(log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""))
+    curve_csv = _write_csv(out / "curve.csv", CURVE_FIELDS,     # the log's events, else the checkpoint's logging
+                           unit_curve(folder / "log.txt", model_dir(plan, unit)))
     write_marker(folder, EVALUATE, content_hash, [cases_csv, lesions_csv, curve_csv, pred / "summary.csv"])
 
 
