@@ -152,7 +152,7 @@ def train_one_ddp(dataset, options, fold: str, device, plans: dict, pretrained_c
     import torch
 
     from . import worker
-    from .lock import TrainingLock
+    from .lock import TrainingLock, refuse_existing_model
     from .options import TRAINER_NAME
 
     n = int(options.num_gpus)
@@ -162,13 +162,7 @@ def train_one_ddp(dataset, options, fold: str, device, plans: dict, pretrained_c
     base = worker.results_dir(dataset, options.configuration, TRAINER_NAME)
     fold_dir = base / f"fold_{fold}"
     with TrainingLock(base.parent / f".backsplit-train-{base.name}-fold_{fold}.lock"):
-        has_final = (fold_dir / "checkpoint_final.pth").is_file()
-        has_latest = (fold_dir / "checkpoint_latest.pth").is_file()
-        if not options.resume and (has_final or has_latest) and not options.extra.get("overwrite"):
-            state = "a finished model" if has_final else "an unfinished training"
-            raise OutputError(f"{state} already exists in '{fold_dir}'; resume it (continue training: --resume, "
-                              "with a larger --epochs for a finished model), or allow overwriting it (--overwrite), "
-                              "or use another work folder")
+        refuse_existing_model(fold_dir, options.resume, bool(options.extra.get("overwrite")))
         clock = None
         if worker._CLOCK is not None:
             c = worker._CLOCK

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import BackSplitError
+from ..errors import BackSplitError, OutputError
 
 
 def pid_alive(pid: int) -> bool:
@@ -59,3 +59,15 @@ class TrainingLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def refuse_existing_model(fold_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Raise OutputError when ``fold_dir`` already holds a finished model or an unfinished training and the user
+    asked neither to resume it nor to overwrite it (called with the fold's TrainingLock held)."""
+    has_final = (Path(fold_dir) / "checkpoint_final.pth").is_file()
+    has_latest = (Path(fold_dir) / "checkpoint_latest.pth").is_file()
+    if not resume and (has_final or has_latest) and not overwrite:
+        state = "a finished model" if has_final else "an unfinished training"
+        raise OutputError(f"{state} already exists in '{fold_dir}'; resume it (continue training: --resume, "
+                          "with a larger --epochs for a finished model), or allow overwriting it (--overwrite), "
+                          "or use another work folder")

@@ -25,7 +25,7 @@ from ..estimate_training import TrainingClock
 from ..progress import ProgressEvent, emit_event
 from .case_counter import FolderProgress
 from .datasets import TrainingDataset, load_training_dataset
-from .lock import TrainingLock
+from .lock import TrainingLock, refuse_existing_model
 from ..models.lineage import model_lineage
 from ..models.usage import ModelInUse
 from .manifest import build_manifest, read_manifest, write_manifest
@@ -178,13 +178,7 @@ def train_one(dataset: TrainingDataset, options: TrainOptions, fold: str, device
     base = results_dir(dataset, options.configuration, trainer_class.__name__)
     fold_dir = base / f"fold_{fold}"
     with TrainingLock(base.parent / f".backsplit-train-{base.name}-fold_{fold}.lock"):
-        has_final = (fold_dir / "checkpoint_final.pth").is_file()
-        has_latest = (fold_dir / "checkpoint_latest.pth").is_file()
-        if not options.resume and (has_final or has_latest) and not options.extra.get("overwrite"):
-            state = "a finished model" if has_final else "an unfinished training"
-            raise OutputError(f"{state} already exists in '{fold_dir}'; resume it (continue training: --resume, "
-                              "with a larger --epochs for a finished model), or allow overwriting it (--overwrite), "
-                              "or use another work folder")
+        refuse_existing_model(fold_dir, options.resume, bool(options.extra.get("overwrite")))
         if options.seed is not None:
             np.random.seed(options.seed)
             torch.manual_seed(options.seed)
