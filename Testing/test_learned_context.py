@@ -24,6 +24,10 @@ def test_context_option_parses_and_round_trips():
     for bad in ("rings", "learned:0", "learned:2,m=-1", "learned:x", "learned:2,foo=1", "learned:2,meta=svd"):
         with pytest.raises(InputError):
             parse_context(bad)
+    for bad, words in (("learned:2,w=0", "w=0 is out of range; w must be from 0.05 to 2"),
+                       ("learned:2,lr=2", "lr=2 is out of range; lr must be between 0 and 1")):
+        with pytest.raises(InputError, match=words):   # the value received and what is allowed
+            parse_context(bad)
 
 
 def test_trainer_name_is_known_without_torch():

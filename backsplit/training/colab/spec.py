@@ -65,8 +65,12 @@ class LearnedContextSpec:
                              f"tau={self.temperature_mm})")
         if int(self.update_every) < 1:
             raise InputError(f"the generator update interval k must be at least 1 iteration, not {self.update_every}")
-        if not 0 < self.generator_lr < 1 or not 0.05 <= self.generator_width <= 2 or not 0 < self.fd_radius < 1:
-            raise InputError("learned context: generator lr must be in (0, 1), width in [0.05, 2], radius in (0, 1)")
+        for key, value, ok, allowed in (("lr", self.generator_lr, 0 < self.generator_lr < 1, "between 0 and 1"),
+                                        ("w", self.generator_width, 0.05 <= self.generator_width <= 2,
+                                         "from 0.05 to 2 (the generator's width relative to the network)"),
+                                        ("radius", self.fd_radius, 0 < self.fd_radius < 1, "between 0 and 1")):
+            if not ok:
+                raise InputError(f"learned context: {key}={value:g} is out of range; {key} must be {allowed}")
         if self.meta_method not in META_METHODS:
             raise InputError(f"meta-gradient method '{self.meta_method}' is unknown; choose fd or exact")
 
