@@ -41,6 +41,9 @@ def register(subparsers) -> None:
                    help="skip the up-front estimate (it times 3 network tiles, seconds; default: estimate first)")
     p.add_argument("--estimate-only", action="store_true",
                    help="print the expected duration (and faster choices) and stop without predicting")
+    p.add_argument("--trust-model", action="store_true",
+                   help="load an imported model not yet trusted, for this run only (its checkpoints are pickles that "
+                        "can run code; default: refuse until 'backsplit model trust')")
     p.set_defaults(func=run)
 
 
@@ -51,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from ..quiet import ThirdPartyOutput
     from ..summary import DecisionRule, read_rule
 
+    from ..models.trust import require_trusted
+
+    require_trusted(args.model, args.trust_model)   # before anything unpickles its checkpoints
     info = read_model_info(args.model)
     rule = read_rule(args.rule) if args.rule else DecisionRule(args.threshold, args.min_volume)
     inputs = discover_inputs(args.input, len(info.channel_names))

@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--sampling", default="target", choices=["target", "stock"],
                    help="target: forced-foreground patches centred on target classes (default); stock: nnU-Net's")
     p.add_argument("--pretrained", type=Path, help="fine-tune from this model folder (learning rate 1e-3 by default)")
+    p.add_argument("--trust-model", action="store_true",
+                   help="fine-tune from an imported model not yet trusted, for this run only (its checkpoints are "
+                        "pickles that can run code; default: refuse until 'backsplit model trust')")
     p.add_argument("--lr", type=float, help="initial learning rate (default 1e-2, fine-tuning 1e-3)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint (or train more epochs)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier model in the same work folder")
@@ -129,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.dataset).is_dir():  # a typo: answered at once, before a child process and <work-dir>/jobs/
         raise InputError("the dataset folder does not exist; choose the DatasetNNN_Name folder written by export",
                          path=str(args.dataset))
+    if args.pretrained:   # an imported model's pickled checkpoints are not loaded until the user trusts it
+        from ..models.trust import require_trusted
+
+        require_trusted(args.pretrained, args.trust_model)
     process = TrainingProcess(options_from_args(args)).start()
     code = follow(process, jsonl=args.jsonl, show_log=args.log)
     if code == 0 and process.result_models:

@@ -55,3 +55,17 @@ def confirm_trust(model_dir: Path) -> None:
     origin["trusted"] = True
     origin["trusted_since"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_origin(model_dir, origin)
+
+
+def require_trusted(model_dir: Path, allow_once: bool = False) -> None:
+    """Refuse to load an untrusted (imported, not yet confirmed) model from the command line.
+
+    ``allow_once``: the user passed ``--trust-model`` for this run (the origin file is left as it is). Raises
+    InputError with the reason (pickled checkpoints can run code) and both ways to go on."""
+    from ..errors import InputError
+
+    warning = trust_warning(model_dir)
+    if warning is None or allow_once:
+        return
+    raise InputError(f"{warning} If you trust it, confirm once with `backsplit model trust \"{Path(model_dir)}\"`, or "
+                     "pass --trust-model to load it for this run only", path=str(model_dir))
