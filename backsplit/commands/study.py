@@ -34,7 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, help="override the plans' batch size (default: as planned)")
     p.add_argument("--sampling", default="target", choices=["target", "stock"],
                    help="patch sampling of arms that do not set their own (default target)")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"], help="default auto")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
+                   help="where every unit trains and predicts (default auto: CUDA when present, else MPS, else CPU)")
     p.add_argument("--no-mirroring", action="store_true", help="predict without test-time mirroring (faster)")
     p.add_argument("--nsd-tolerance", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
     p.add_argument("--sensitivity", type=float, default=0.95,
@@ -59,9 +60,10 @@ def register(subparsers) -> None:
     g.add_argument("--slurm-config", type=Path, help="JSON file with partition, time, cpus_per_task, mem, gres, "
                                                      "account, extra_args, python, max_parallel, poll_s")
     g.add_argument("--partition", help="SLURM partition (default: the cluster's default)")
-    g.add_argument("--time", dest="slurm_time", help="wall time per unit, SLURM format, e.g. 04:00:00")
-    g.add_argument("--cpus-per-task", type=int, help="CPUs per unit")
-    g.add_argument("--mem", help="memory per unit, e.g. 32G")
+    g.add_argument("--time", dest="slurm_time", help="wall time per unit, SLURM format, e.g. 04:00:00 "
+                                                         "(default: the partition's)")
+    g.add_argument("--cpus-per-task", type=int, help="CPUs per unit (default: the partition's)")
+    g.add_argument("--mem", help="memory per unit, e.g. 32G (default: the partition's)")
     g.add_argument("--gres", help="generic resources per unit, e.g. gpu:1 (--num-gpus N sets its GPU count to N, "
                                   "keeping a GPU type such as gpu:a100)")
     g.add_argument("--poll", type=float, help="seconds between squeue checks (default 5)")

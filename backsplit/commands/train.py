@@ -13,7 +13,8 @@ def register(subparsers) -> None:
                               description=__doc__)
     p.add_argument("dataset", type=Path, help="the exported dataset folder (DatasetNNN_Name)")
     p.add_argument("--work-dir", type=Path, required=True, help="folder for nnUNet_preprocessed and nnUNet_results")
-    p.add_argument("--model-dir", type=Path, help="copy the finished model here (twin: <model-dir>_binary)")
+    p.add_argument("--model-dir", type=Path, help="copy the finished model here (twin: <model-dir>_binary; default: the model stays in "
+                        "<work-dir>/nnUNet_results)")
     p.add_argument("--configuration", "-c", default="2d", choices=["2d", "3d_fullres"],
                    help="nnU-Net configuration: 2d (slice by slice, fastest) or 3d_fullres (default 2d)")
     p.add_argument("--fold", default="auto", help="auto (all when < 5 cases, else 0), all, 0-4, or 5fold (all five "
@@ -37,8 +38,10 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier model in the same work folder")
     p.add_argument("--with-binary", action="store_true", help="also train the binary twin with identical settings")
     p.add_argument("--save-every", type=int, default=5, help="epochs between resume checkpoints (default 5)")
-    p.add_argument("--workers", type=int, default=0, help="augmentation worker processes (0 is fastest on few cores)")
-    p.add_argument("--validate", action="store_true", help="run nnU-Net's validation of the fold at the end")
+    p.add_argument("--workers", type=int, default=0, help="augmentation worker processes (default 0, fastest on few "
+                                                                      "cores)")
+    p.add_argument("--validate", action="store_true", help="run nnU-Net's validation of the fold at the end (default: "
+                                                                   "off)")
     p.add_argument("--batch-size", type=int, help="override the plans' batch size (smaller: less GPU memory, more "
                                                   "optimiser steps per minute on a CPU)")
     p.add_argument("--seed", type=int, help="random seed for repeatable runs (default: none, random)")
