@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from backsplit.cli import build_parser
+from backsplit.devices import usable_cpu_count
 from backsplit.errors import InputError
 
 SCRIPT = ("import json, os, sys, time; d = sys.argv[1]; os.makedirs(d, exist_ok=True); start = time.time(); "
@@ -44,7 +46,7 @@ def test_parallel_units_overlap_and_share_the_cores(tmp_path, monkeypatch):
     ran = [_ran(tmp_path, u) for u in units]
     assert _overlap(ran[0], ran[1])                                   # two at a time ...
     assert not (_overlap(ran[2], ran[0]) and _overlap(ran[2], ran[1]))  # ... never three
-    assert {r["omp"] for r in ran} == {str(max(1, (os.cpu_count() or 1) // 2))}
+    assert {r["omp"] for r in ran} == {str(max(1, usable_cpu_count() // 2))}
 
 
 def test_one_unit_at_a_time_by_default_and_user_threads_kept(tmp_path, monkeypatch):
@@ -94,3 +96,15 @@ def test_auto_gpus_follow_cuda_visible_devices(monkeypatch):
     assert visible_gpus() == ["2", "3"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert visible_gpus() == []
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or shutil.which("taskset") is None,
+                    reason="needs Linux CPU affinity and util-linux's taskset")
+def test_thread_counts_follow_the_cpus_this_process_may_use():
+    """A SLURM allocation or a cpuset gives a process fewer cores than the machine has; ``taskset -c 0`` does the
+    same here, and the count BackSplit sizes its torch threads and units by follows it."""
+    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c",
+                          "from backsplit.devices import usable_cpu_count; print(usable_cpu_count())"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
+    assert usable_cpu_count() == len(os.sched_getaffinity(0))

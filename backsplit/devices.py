@@ -23,3 +23,15 @@ def resolve_device(name: str = "auto"):
         raise InputError("device 'mps' was asked for but Apple's Metal backend is not available; choose 'auto' or "
                          "'cpu'")
     return torch.device(name)
+
+
+def usable_cpu_count() -> int:
+    """CPU cores this process may run on: its CPU affinity (a SLURM allocation, a container's cpuset, ``taskset``)
+    where the platform reports one, else ``os.cpu_count()``; at least 1. A SLURM job given 8 of a node's 128 cores
+    must not start 128 torch threads."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):   # macOS and Windows have no sched_getaffinity
+        return max(1, os.cpu_count() or 1)

@@ -11,12 +11,12 @@ on the estimate but one forward pass, and the model trains exactly as without it
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable, Optional
 
 from .estimate import Estimate, training_advice, training_seconds
 from .progress import ProgressEvent
+from .devices import usable_cpu_count
 
 TIMED_STEPS = 3                 # training iterations timed after the first (which includes warm-up)
 
@@ -153,7 +153,7 @@ class TrainingClock:
         estimate = Estimate("training", seconds, self.device, basis, details, made_after_s=now - self.job_started)
         if estimate.long_on_cpu:
             estimate.advice = training_advice(
-                seconds=seconds, cores=os.cpu_count() or 1, configuration=self.configuration,
+                seconds=seconds, cores=usable_cpu_count(), configuration=self.configuration,
                 batch_size=self.batch_size, epochs=self.epochs * self.runs, iterations_per_epoch=self.iterations,
                 val_iterations_per_epoch=self.val_iterations, train_iteration_s=t_train, val_iteration_s=t_val_used)
         self.first = estimate

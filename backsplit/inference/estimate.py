@@ -9,7 +9,6 @@ read in full before the estimate.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -18,6 +17,7 @@ import numpy as np
 
 from ..estimate import Estimate, prediction_advice, prediction_seconds
 from .tiles import CaseShape, case_shape_from_header, seconds_per_tile, tile_count
+from ..devices import usable_cpu_count
 
 CALIBRATION_BLOCK = (16, 96, 96)    # (z, y, x) voxels of the synthetic block timed for the per-voxel work
 CASE_OVERHEAD_S = 0.3               # per case: reading headers, summary, label table (measured < 0.3 s here)
@@ -63,7 +63,7 @@ def plan_prediction(predictor, info, inputs: Sequence, use_mirroring: bool, devi
     seconds = prediction_seconds(tiles=sum(tiles), tile_s=tile_s, **common) + probe_s
     without = prediction_seconds(tiles=sum(tiles), tile_s=no_mirror_s, **common) + probe_s \
         if no_mirror_s is not None else None
-    cores = os.cpu_count() or 1
+    cores = usable_cpu_count()
     estimate = Estimate(
         "prediction", seconds, predictor.device.type,
         f"network tiles of {list(predictor.configuration_manager.patch_size)} voxels "

@@ -13,6 +13,7 @@ from typing import Callable, Optional, Sequence
 
 from .executors import Echo, UnitResult, log_path, read_result, unit_command
 from .gpus import gpu_groups
+from ..devices import usable_cpu_count
 
 
 def visible_gpus() -> list[str]:
@@ -58,7 +59,7 @@ class LocalExecutor:
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
         if self.parallel > 1 and not env.get("OMP_NUM_THREADS", "").strip().isdigit():
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.parallel))
+            env["OMP_NUM_THREADS"] = str(max(1, usable_cpu_count() // self.parallel))
         command = unit_command(study_dir, unit_id, self.python)
         if self.nice:
             command = ["nice", "-n", str(self.nice)] + command

@@ -27,6 +27,7 @@ from ..training.options import TrainOptions, trainer_folder_name
 from .curves import unit_curve
 from .markers import clear_markers, read_marker, step_done, write_marker
 from .plan import EVALUATE, PREDICT, PREPARE, TRAIN, Plan, Unit
+from ..devices import usable_cpu_count
 
 CURVE_FIELDS = ["epoch", "train_loss", "val_loss", "target_pseudo_dice", "ema_fg_dice", "learning_rate", "epoch_time",
                 "pseudo_dice_all"]
@@ -45,7 +46,7 @@ def processes() -> int:
     try:
         return max(1, min(8, len(os.sched_getaffinity(0))))
     except AttributeError:
-        return max(1, min(8, os.cpu_count() or 1))
+        return max(1, min(8, usable_cpu_count()))
 
 
 def _set_environment(raw_dir: Path, work_dir: Path) -> None:

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..devices import resolve_device
+from ..devices import resolve_device, usable_cpu_count
 from ..errors import BackSplitError, InputError, OutputError
 from ..estimate_training import TrainingClock
 from ..progress import ProgressEvent, emit_event
@@ -319,7 +319,7 @@ def run(options: TrainOptions) -> list[Path]:
                              f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'not set')}); use --num-gpus 1 on this machine")
         check_request(options.num_gpus, device.type, torch.cuda.device_count(), options.batch_size)
     if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
-        torch.set_num_threads(max(1, os.cpu_count() or 1))    # all cores unless OMP_NUM_THREADS says otherwise
+        torch.set_num_threads(usable_cpu_count())    # all cores unless OMP_NUM_THREADS says otherwise
     pretrained_plans, checkpoint = (check_pretrained(options.pretrained_model, dataset, options.configuration)
                                     if options.pretrained_model is not None else (None, None))
     _in_use = ModelInUse(options.pretrained_model, "fine-tuning").hold() if checkpoint else None  # noqa: F841
