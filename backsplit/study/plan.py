@@ -64,7 +64,8 @@ class StudySettings:
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name.replace('_', ' ')} must be at least 1")
         if not 0 < self.sensitivity <= 1:
-            raise InputError("the calibration sensitivity must be above 0 and at most 1")
+            raise InputError(f"--sensitivity {self.sensitivity:g} is out of range; the calibration sensitivity must be "
+                             "above 0 and at most 1 (e.g. 0.95)")
         if self.num_gpus != 1:
             from ..training.ddp import check_options
 

@@ -127,7 +127,9 @@ def load_generator_model(path: Path) -> GeneratorModel:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
-        raise InputError(f"the checkpoint cannot be read ({type(exc).__name__}: {exc})", path=str(path)) from None
+        raise InputError(f"the checkpoint cannot be read ({type(exc).__name__}: {exc}); it is damaged, or a running "
+                         "training is writing it: try again in a moment, or use --checkpoint final/latest for the "
+                         "other one", path=str(path)) from None
     state = read_generator_state(checkpoint) if isinstance(checkpoint, dict) else None
     if state is None:
         raise InputError(f"the checkpoint has no learned-context generator: {STRIPPED_ADVICE}", path=str(path))
