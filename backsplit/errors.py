@@ -17,8 +17,8 @@ class InputError(BackSplitError):
             prefix.append(f"case '{case}'")
         if segment is not None:
             prefix.append(f"segment '{segment}'")
-        if path is not None:
-            prefix.append(f"file '{path}'")
+        if path is not None:   # a folder is called a folder (checked on disk; a missing path stays "file")
+            prefix.append(f"{'folder' if _is_dir(path) else 'file'} '{path}'")
         full = f"{', '.join(prefix)}: {message}" if prefix else message
         super().__init__(full)
         self.case = case
@@ -32,3 +32,12 @@ class OutputError(BackSplitError):
 
 class CancelledError(BackSplitError):
     """The user cancelled a running job."""
+
+
+def _is_dir(path) -> bool:
+    import os
+
+    try:
+        return os.path.isdir(path)
+    except (TypeError, ValueError, OSError):
+        return False
