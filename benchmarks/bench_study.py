@@ -93,6 +93,7 @@ def main() -> int:
     from backsplit.demo import DEMO_COLORS, DEMO_SUPPORTS, DEMO_TARGETS
     from backsplit.export import ExportRequest, export_dataset
     from backsplit.readers import cases_from_folder
+    from backsplit.study.arms import split_arms
     from backsplit.study.local import LocalExecutor
     from backsplit.study.plan import StudySettings
     from backsplit.study.runner import plan_study, run_study
@@ -112,7 +113,7 @@ def main() -> int:
                              val_iterations_per_epoch=profile["val_iterations"], batch_size=profile["batch_size"],
                              device=profile["device"], mirroring=profile["mirroring"],
                              save_every=max(1, profile["epochs"] // 3))
-    plan = plan_study(dataset, out / "study", profile["arms"].split(","), settings)
+    plan = plan_study(dataset, out / "study", split_arms(profile["arms"]), settings)
 
     def echo(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)

@@ -144,7 +144,9 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     executor = None if args.plan_only or args.report_only else executor_from_args(args)   # its errors come first
-    plan = plan_study(args.dataset, args.out, [a for a in args.arms.split(",") if a.strip()], settings)
+    from ..study.arms import split_arms
+
+    plan = plan_study(args.dataset, args.out, split_arms(args.arms), settings)
     if args.plan_only:
         for wave, units in enumerate(plan.waves(), start=1):
             for unit in units:

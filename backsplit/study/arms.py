@@ -99,6 +99,24 @@ def parse_arm(text: str, context: ArmContext) -> Arm:
     return arm_type(kind.lower()).build(parameter or None, context)
 
 
+def split_arms(text: str) -> list[str]:
+    """The ``--arms`` list: comma-separated arms, where a ``key=value`` item belongs to the arm before it, so that
+    ``binary,learned:2,m=10,tau=5,kmeans`` gives ``["binary", "learned:2,m=10,tau=5", "kmeans"]``. Raises InputError
+    for a ``key=value`` with no arm before it."""
+    arms: list[str] = []
+    for item in (part.strip() for part in str(text).split(",")):
+        if not item:
+            continue
+        if "=" in item and ":" not in item.split("=", 1)[0]:
+            if not arms:
+                raise InputError(f"--arms '{text}' starts with the setting '{item}'; settings follow their arm, "
+                                 "e.g. learned:2,m=10,tau=5")
+            arms[-1] += "," + item
+        else:
+            arms.append(item)
+    return arms
+
+
 def parse_arms(texts: Sequence[str], context: ArmContext) -> list[Arm]:
     """Arms in the given order, ``binary`` first (added when missing: it is the reference); duplicates refused."""
     arms = [parse_arm(t, context) for t in texts if t.strip()]
