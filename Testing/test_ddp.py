@@ -11,6 +11,10 @@ trainer in each rank (nnU-Net's DDP mode: rank, device and its split of the batc
 a real training child process refusing --num-gpus 2 on this CPU-only machine before it preprocesses anything; the
 study's hashes; the SLURM job script (generated, not submitted: the test cluster has no GPUs to grant); the local
 executor starting real unit processes with CUDA_VISIBLE_DEVICES="0,1" from a given (fake) GPU list.
+
+The check to run on a machine with 2 or more GPUs (expect one set of epoch events, a manifest with num_gpus 2 and
+fold_all/checkpoint_final.pth): ``backsplit train <tiny dataset> --work-dir W --num-gpus 2 --device cuda
+--batch-size 2 --epochs 2 --iterations-per-epoch 5 --val-iterations 2 --jsonl``.
 """
 
 from __future__ import annotations
