@@ -68,7 +68,18 @@ class WorkerProcess(ChildProcess):
         self.request_file = write_request_file(request, prefix)
         super().__init__([python or python_executable(), "-m", module, str(self.request_file)],
                          worker_environment(base_env), popen=popen)
-        self.error: Optional[str] = None
+        self.error: Optional[str] = None    # the message of the worker's 'error' event
+        self.done_data: dict = {}           # the data of the worker's 'done' event (``run_worker``)
+
+    def poll_events(self) -> list[ProgressEvent]:
+        """New events since the last call; records the 'done' event's data and the 'error' event's message."""
+        events = super().poll_events()
+        for event in events:
+            if event.stage == "done":
+                self.done_data = dict(event.data)
+            elif event.stage == "error":
+                self.error = event.message
+        return events
 
 
 def run_worker(job: Callable[[R], ProgressEvent], request_type: Type[R], failed: str,

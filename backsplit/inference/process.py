@@ -21,7 +21,6 @@ class PredictionProcess(WorkerProcess):
     def __init__(self, request: PredictionRequest, python: Optional[str] = None,
                  popen: PopenFactory = subprocess.Popen, base_env=None):
         super().__init__("backsplit.inference.worker", request, "backsplit-predict-", python, popen, base_env)
-        self.summaries: list[dict] = []
         self.estimate: Optional[dict] = None
         self.log_file = Path(request.out_dir) / "backsplit.log"   # nnU-Net's and torch's own output, kept aside
 
@@ -33,8 +32,9 @@ class PredictionProcess(WorkerProcess):
         for event in events:
             if event.stage == "estimate":
                 self.estimate = dict(event.data)
-            elif event.stage == "done":
-                self.summaries = list(event.data.get("summaries", []))
-            elif event.stage == "error":
-                self.error = event.message
         return events
+
+    @property
+    def summaries(self) -> list[dict]:
+        """The case summaries of the 'done' event (empty before it)."""
+        return list(self.done_data.get("summaries", []))

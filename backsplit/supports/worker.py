@@ -82,16 +82,11 @@ class GenerationProcess(WorkerProcess):
     def __init__(self, request: GenerationRequest, python: Optional[str] = None,
                  popen: PopenFactory = subprocess.Popen, base_env=None):
         super().__init__("backsplit.supports.worker", request, "backsplit-supports-", python, popen, base_env)
-        self.outcomes: list[dict] = []
 
-    def poll_events(self) -> list[ProgressEvent]:
-        events = super().poll_events()
-        for event in events:
-            if event.stage == "done":
-                self.outcomes = list(event.data.get("outcomes", []))
-            elif event.stage == "error":
-                self.error = event.message
-        return events
+    @property
+    def outcomes(self) -> list[dict]:
+        """One dict per case from the 'done' event (empty before it)."""
+        return list(self.done_data.get("outcomes", []))
 
 
 if __name__ == "__main__":

@@ -26,15 +26,14 @@ class ShowContextProcess(WorkerProcess):
     def __init__(self, request: ShowRequest, python: Optional[str] = None, popen: PopenFactory = subprocess.Popen,
                  base_env=None):
         super().__init__(MODULE, request, "backsplit-context-show-", python=python, popen=popen, base_env=base_env)
-        self.cases: list[dict] = []
+
+    @property
+    def cases(self) -> list[dict]:
+        """The cases written, from the 'done' event (empty before it)."""
+        return list(self.done_data.get("cases", []))
 
     def poll_events(self) -> list[ProgressEvent]:
         events = super().poll_events()
-        for event in events:
-            if event.stage == "done":
-                self.cases = list(event.data.get("cases", []))
-            elif event.stage == "error":
-                self.error = event.message
         if self.process is not None and self.process.poll() is not None:
             self.request_file.unlink(missing_ok=True)
         return events
