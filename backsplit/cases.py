@@ -12,7 +12,7 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from .geometry import Geometry
+from backsplit.geometry import Geometry
 
 
 @dataclass
@@ -64,7 +64,7 @@ class LazyCaseSource:
 
 
 def check_unique_ids(sources: Sequence[CaseSource]) -> None:
-    from .errors import InputError
+    from backsplit.errors import InputError
 
     seen: dict[str, str] = {}
     for source in sources:

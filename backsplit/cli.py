@@ -10,8 +10,8 @@ import pkgutil
 import sys
 from typing import Optional, Sequence
 
-from . import __version__, commands
-from .errors import BackSplitError, CancelledError
+from backsplit import __version__, commands
+from backsplit.errors import BackSplitError, CancelledError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from .itkmessages import show_input_warnings_plainly  # translated ITK warnings as 'backsplit: warning: ...'
+    from backsplit.itkmessages import show_input_warnings_plainly  # translated ITK warnings as 'backsplit: warning: ...'
 
     show_input_warnings_plainly()
     try:

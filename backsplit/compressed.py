@@ -29,7 +29,7 @@ import zlib
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .errors import InputError
+from backsplit.errors import InputError
 
 try:  # optional accelerator, same API as zlib's decompressobj
     from isal import isal_zlib as _fast_zlib  # type: ignore

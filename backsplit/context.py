@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from backsplit.errors import InputError
 
 METHODS = ("none", "rings", "kmeans")
 

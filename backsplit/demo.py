@@ -19,10 +19,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .cases import Case, LazyCaseSource
-from .geometry import Geometry
-from .segfile import write_seg_nrrd
-from .terminology import terminology_for_name
+from backsplit.cases import Case, LazyCaseSource
+from backsplit.geometry import Geometry
+from backsplit.segfile import write_seg_nrrd
+from backsplit.terminology import terminology_for_name
 
 DATA_DIR = Path(__file__).parent / "data" / "kits23"
 KITS_LABELS = {1: "kidney", 2: "tumor", 3: "cyst"}

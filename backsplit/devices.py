@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import InputError
+from backsplit.errors import InputError
 
 
 def mps_available(torch) -> bool:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional
 
-from .estimate import Estimate, training_advice, training_seconds
-from .progress import ProgressEvent
-from .devices import usable_cpu_count
+from backsplit.estimate import Estimate, training_advice, training_seconds
+from backsplit.progress import ProgressEvent
+from backsplit.devices import usable_cpu_count
 
 TIMED_STEPS = 3                 # training iterations timed after the first (which includes warm-up)
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import InputError
-from .metrics import INTEGER_FIELDS, METRIC_FIELDS, class_metrics, finite_mean
-from .readers import read_image
-from .schema import LabelSchema
+from backsplit.errors import InputError
+from backsplit.metrics import INTEGER_FIELDS, METRIC_FIELDS, class_metrics, finite_mean
+from backsplit.readers import read_image
+from backsplit.schema import LabelSchema
 
 
 @dataclass

@@ -23,16 +23,16 @@ from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
-from . import __version__
-from .cases import CaseSource, check_unique_ids
-from .context import ContextSpec, add_context
-from .errors import BackSplitError, CancelledError, InputError, OutputError
-from .niftiio import NiftiGzWriter
-from .progress import ProgressCallback, ProgressEvent, ignore_progress
-from .runsteps import raise_write_error, run_to_result
-from .schema import LabelSchema
-from .terminology import class_terminology
-from .validation import MISSING_ABSENT, MISSING_ERROR, case_labels, check_case_ids
+from backsplit import __version__
+from backsplit.cases import CaseSource, check_unique_ids
+from backsplit.context import ContextSpec, add_context
+from backsplit.errors import BackSplitError, CancelledError, InputError, OutputError
+from backsplit.niftiio import NiftiGzWriter
+from backsplit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from backsplit.runsteps import raise_write_error, run_to_result
+from backsplit.schema import LabelSchema
+from backsplit.terminology import class_terminology
+from backsplit.validation import MISSING_ABSENT, MISSING_ERROR, case_labels, check_case_ids
 
 FILE_ENDING = ".nii.gz"
 FORMAT_VERSION = 1
@@ -211,7 +211,7 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
                             twin_dir.name if twin_dir else None)
         if twin_dir:
             _write_dataset_json(twin_dir, request, output_schema.binary(), "binary", common, main_dir.name)
-        from .datasets.versions import stamp_first_version  # dataset version 1 + case file hashes (dataset add)
+        from backsplit.datasets.versions import stamp_first_version  # dataset version 1 + case file hashes (dataset add)
 
         records: dict = {}   # the twin's images are hard links of the dataset's: hashed once
         for folder in [main_dir] + ([twin_dir] if twin_dir else []):

@@ -17,8 +17,8 @@ import difflib
 import unicodedata
 from typing import Iterable, Mapping, Optional, Sequence
 
-from .errors import InputError
-from .schema import LabelSchema, name_key
+from backsplit.errors import InputError
+from backsplit.schema import LabelSchema, name_key
 
 __all__ = ["name_key", "normalise", "match_segments", "near_miss", "describe_code_points", "missing_message"]
 

@@ -34,8 +34,8 @@ def write_uncompressed(array: np.ndarray, geometry, path: Path) -> None:
     is an error: the file would not lie where the source does (readers refuse sheared inputs before this)."""
     import SimpleITK as sitk
 
-    from .errors import OutputError
-    from .itkmessages import capture_itk_messages, translate, warn_translated
+    from backsplit.errors import OutputError
+    from backsplit.itkmessages import capture_itk_messages, translate, warn_translated
 
     with capture_itk_messages() as captured:
         sitk.WriteImage(geometry.to_sitk(array), str(path), False)

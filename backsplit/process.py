@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Callable, Mapping, Optional, Sequence
 
-from .progress import ProgressEvent, parse_event_line
+from backsplit.progress import ProgressEvent, parse_event_line
 
 PopenFactory = Callable[..., subprocess.Popen]
 

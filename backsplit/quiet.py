@@ -76,7 +76,7 @@ class ThirdPartyOutput:
     def _show_input_warnings_on_console(self) -> None:
         """Warnings about the user's data (``InputWarning``: translated ITK messages) stay on the console; other
         warnings go to the log. ``catch_warnings`` restores ``showwarning`` when the block ends."""
-        from .itkmessages import InputWarning
+        from backsplit.itkmessages import InputWarning
 
         previous, console = warnings.showwarning, self.console()
 
@@ -102,7 +102,7 @@ class ThirdPartyOutput:
         self._saved = {}
         if self._log is not None:
             self._log.close()
-        from .errors import BackSplitError
+        from backsplit.errors import BackSplitError
 
         if exc_type is not None and not issubclass(exc_type, (KeyboardInterrupt, BackSplitError)):
             tail = self.tail()

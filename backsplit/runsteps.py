@@ -12,8 +12,8 @@ import errno
 from pathlib import Path
 from typing import Any, Iterable, NoReturn, Union
 
-from .errors import OutputError
-from .progress import ProgressCallback, ProgressEvent, ignore_progress
+from backsplit.errors import OutputError
+from backsplit.progress import ProgressCallback, ProgressEvent, ignore_progress
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))   # no space left; disk quota exceeded
 

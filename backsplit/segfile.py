@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .geometry import Geometry
+from backsplit.geometry import Geometry
 
 
 def masks_overlap(masks: dict[str, np.ndarray]) -> bool:

@@ -30,10 +30,10 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import InputError
-from .geometry import Geometry
-from .imagefile import checked_geometry, read_sitk
-from .terminology import terminology_from_tags
+from backsplit.errors import InputError
+from backsplit.geometry import Geometry
+from backsplit.imagefile import checked_geometry, read_sitk
+from backsplit.terminology import terminology_from_tags
 
 
 @dataclass

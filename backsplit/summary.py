@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .geometry import Geometry
+from backsplit.geometry import Geometry
 
 
 @dataclass
@@ -107,7 +107,7 @@ def decision_counts(scores_ml: Sequence[float], positives: Sequence[bool], min_v
 
 def read_rule(path: Path) -> DecisionRule:
     """A decision rule written by ``backsplit calibrate`` (JSON with threshold and min_volume_ml)."""
-    from .errors import InputError
+    from backsplit.errors import InputError
 
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -20,9 +20,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence, Type, TypeVar
 
-from .errors import BackSplitError
-from .process import ChildProcess, PopenFactory, child_environment, python_executable
-from .progress import ProgressCallback, ProgressEvent, emit_event
+from backsplit.errors import BackSplitError
+from backsplit.process import ChildProcess, PopenFactory, child_environment, python_executable
+from backsplit.progress import ProgressCallback, ProgressEvent, emit_event
 
 R = TypeVar("R", bound="JsonRequest")
 

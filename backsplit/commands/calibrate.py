@@ -30,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import SimpleITK as sitk
 
-    from ..errors import InputError
-    from ..evaluation import check_labelmap, schema_from_model_or_dataset
-    from ..summary import calibrate_min_volume, decision_counts
+    from backsplit.errors import InputError
+    from backsplit.evaluation import check_labelmap, schema_from_model_or_dataset
+    from backsplit.summary import calibrate_min_volume, decision_counts
 
     summary_path = args.predictions / "summary.json"
     if not summary_path.is_file():

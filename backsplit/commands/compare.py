@@ -25,9 +25,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import InputError
-    from ..evaluation import read_evaluation
-    from ..report import comparison_picture, comparison_table, slice_view_for_case
+    from backsplit.errors import InputError
+    from backsplit.evaluation import read_evaluation
+    from backsplit.report import comparison_picture, comparison_table, slice_view_for_case
 
     rows_a, rows_b = read_evaluation(args.evaluation_a), read_evaluation(args.evaluation_b)
     table = comparison_table(rows_a, rows_b, args.names)

@@ -58,8 +58,8 @@ def register(subparsers) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from ..progress import TextProgressBar, ignore_progress
-    from ..training.colab.show_cases import ShowRequest, show_learned_context
+    from backsplit.progress import TextProgressBar, ignore_progress
+    from backsplit.training.colab.show_cases import ShowRequest, show_learned_context
 
     request = ShowRequest(work_dir=str(args.work_dir), dataset_dir=str(args.dataset), out_dir=str(args.out),
                           cases=[c.strip() for c in args.cases.split(",") if c.strip()], fold=args.fold,

@@ -51,8 +51,8 @@ def register(subparsers) -> None:
 
 
 def sources_from_args(args: argparse.Namespace) -> list:
-    from ..errors import InputError
-    from ..readers import FileCaseSource, _strip_suffix, cases_from_csv, cases_from_folder, read_name_map
+    from backsplit.errors import InputError
+    from backsplit.readers import FileCaseSource, _strip_suffix, cases_from_csv, cases_from_folder, read_name_map
 
     name_map = read_name_map(args.names) if args.names else None
     if args.cases:
@@ -66,10 +66,10 @@ def sources_from_args(args: argparse.Namespace) -> list:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from ..datasets.add import AddRequest, add_cases
-    from ..datasets.policy import ON_EXISTING_REFUSE, ON_EXISTING_RENAME
-    from ..progress import TextProgressBar, ignore_progress
-    from .export import parse_mapping
+    from backsplit.datasets.add import AddRequest, add_cases
+    from backsplit.datasets.policy import ON_EXISTING_REFUSE, ON_EXISTING_RENAME
+    from backsplit.progress import TextProgressBar, ignore_progress
+    from backsplit.commands.export import parse_mapping
 
     request = AddRequest(args.dataset, name_mapping=parse_mapping(args.map), ignore_segments=args.ignore_segment,
                          on_existing_id=ON_EXISTING_RENAME if args.rename_existing else ON_EXISTING_REFUSE,
@@ -82,7 +82,7 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_versions(args: argparse.Namespace) -> int:
-    from ..datasets.versions import list_versions
+    from backsplit.datasets.versions import list_versions
 
     for info in list_versions(args.dataset):
         print(info.line())
@@ -90,7 +90,7 @@ def run_versions(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from ..datasets.versions import verify_files
+    from backsplit.datasets.versions import verify_files
 
     problems = verify_files(args.dataset)
     if problems:

@@ -44,25 +44,25 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import shutil
 
-    from ..demo import DEMO_COLORS, DEMO_SUPPORTS, DEMO_TARGETS, demo_label_files, write_demo_case_files
-    from ..export import ExportRequest, export_dataset
-    from ..progress import TextProgressBar
-    from ..readers import cases_from_folder
+    from backsplit.demo import DEMO_COLORS, DEMO_SUPPORTS, DEMO_TARGETS, demo_label_files, write_demo_case_files
+    from backsplit.export import ExportRequest, export_dataset
+    from backsplit.progress import TextProgressBar
+    from backsplit.readers import cases_from_folder
 
     out = Path(args.out)
     available = len(demo_label_files())
     if args.cases + args.test_cases > available:
-        from ..errors import InputError
+        from backsplit.errors import InputError
 
         raise InputError(f"only {available} demo cases are shipped; ask for at most {available} training + test cases")
     if args.cases < 1 or args.test_cases < 1:
-        from ..errors import InputError
+        from backsplit.errors import InputError
 
         raise InputError(f"--cases {args.cases} --test-cases {args.test_cases}: the demo needs at least 1 of each "
                          "(defaults 12 and 4)")
     earlier = [sub for sub in ("cases", "test-cases", "nnUNet_raw") if (out / sub).exists()]
     if earlier and not args.overwrite:  # checked before any file is written: nothing of the earlier demo changes
-        from ..errors import OutputError
+        from backsplit.errors import OutputError
 
         raise OutputError(f"'{out}' already holds a demo ({', '.join(s + '/' for s in earlier)}); add --overwrite "
                           "to replace it, or choose another --out")
@@ -95,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
     if args.stop_after == "export":
         return 0
 
-    from .train import follow
-    from ..training.options import TrainOptions
-    from ..training.process import TrainingProcess
+    from backsplit.commands.train import follow
+    from backsplit.training.options import TrainOptions
+    from backsplit.training.process import TrainingProcess
 
     print(f"[3] training BackSplit and binary models side by side: {args.configuration}, {args.epochs} epochs x "
           f"{args.iterations} iterations, batch size {args.batch_size or 'as planned'}, target-aware sampling, "
@@ -117,10 +117,10 @@ def run(args: argparse.Namespace) -> int:
     if args.stop_after == "train":
         return 0
 
-    from ..evaluation import evaluate_folders, write_evaluation
-    from ..inference.files import discover_inputs, predict_files
-    from ..report import comparison_picture, comparison_table, slice_view_for_case
-    from ..schema import LabelSchema
+    from backsplit.evaluation import evaluate_folders, write_evaluation
+    from backsplit.inference.files import discover_inputs, predict_files
+    from backsplit.report import comparison_picture, comparison_table, slice_view_for_case
+    from backsplit.schema import LabelSchema
 
     print(f"[4] predicting {args.test_cases} held-out cases with both models")
     inputs = discover_inputs(test.dataset_dir / "imagesTr", 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import InputError
+from backsplit.errors import InputError
 
 
 def register(subparsers) -> None:
@@ -55,10 +55,10 @@ def parse_mapping(items: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..context import ContextSpec
-    from ..export import ExportRequest, export_dataset
-    from ..progress import TextProgressBar, ignore_progress
-    from ..readers import cases_from_csv, cases_from_folder, read_name_map
+    from backsplit.context import ContextSpec
+    from backsplit.export import ExportRequest, export_dataset
+    from backsplit.progress import TextProgressBar, ignore_progress
+    from backsplit.readers import cases_from_csv, cases_from_folder, read_name_map
 
     name_map = read_name_map(args.names) if args.names else None
     sources = cases_from_csv(args.cases, name_map) if args.cases else cases_from_folder(args.folder, name_map)

@@ -48,13 +48,13 @@ def register(subparsers) -> None:
 
 
 def _dir(args):
-    from ..models.location import models_dir
+    from backsplit.models.location import models_dir
 
     return models_dir(args.models_dir)
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from ..models.catalog import list_models, models_for_channels
+    from backsplit.models.catalog import list_models, models_for_channels
 
     entries = list_models(_dir(args))
     if args.channels is not None:
@@ -68,7 +68,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from ..models.catalog import find_model, in_use_by
+    from backsplit.models.catalog import find_model, in_use_by
 
     entry = find_model(_dir(args), args.model)
     fields = entry.fields()
@@ -82,8 +82,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..models.archive import export_model
-    from ..models.catalog import find_model
+    from backsplit.models.archive import export_model
+    from backsplit.models.catalog import find_model
 
     entry = find_model(_dir(args), args.model)
     path = export_model(entry.folder, args.zip, overwrite=args.overwrite)
@@ -92,8 +92,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ..models.archive import import_model
-    from ..models.trust import confirm_trust
+    from backsplit.models.archive import import_model
+    from backsplit.models.trust import confirm_trust
 
     result = import_model(args.zip, _dir(args), name=args.name, rename_if_exists=args.rename)
     if args.trust:
@@ -107,8 +107,8 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_trust(args: argparse.Namespace) -> int:
-    from ..models.catalog import find_model
-    from ..models.trust import confirm_trust
+    from backsplit.models.catalog import find_model
+    from backsplit.models.trust import confirm_trust
 
     entry = find_model(_dir(args), args.model)
     confirm_trust(entry.folder)
@@ -117,8 +117,8 @@ def run_trust(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    from ..models.catalog import find_model
-    from ..models.remove import remove_model
+    from backsplit.models.catalog import find_model
+    from backsplit.models.remove import remove_model
 
     def ask(question: str) -> bool:
         if args.yes:

@@ -48,13 +48,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference.files import discover_inputs, predict_files
-    from ..inference.model import read_model_info
-    from ..progress import TextProgressBar, ignore_progress
-    from ..quiet import ThirdPartyOutput
-    from ..summary import DecisionRule, read_rule
+    from backsplit.inference.files import discover_inputs, predict_files
+    from backsplit.inference.model import read_model_info
+    from backsplit.progress import TextProgressBar, ignore_progress
+    from backsplit.quiet import ThirdPartyOutput
+    from backsplit.summary import DecisionRule, read_rule
 
-    from ..models.trust import require_trusted
+    from backsplit.models.trust import require_trusted
 
     require_trusted(args.model, args.trust_model)   # before anything unpickles its checkpoints
     info = read_model_info(args.model)

@@ -73,8 +73,8 @@ def register(subparsers) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from ..errors import InputError
-    from ..study.plan import StudySettings
+    from backsplit.errors import InputError
+    from backsplit.study.plan import StudySettings
 
     try:
         seeds = tuple(int(s) for s in str(args.seeds).split(",") if s.strip())
@@ -91,15 +91,15 @@ def settings_from_args(args: argparse.Namespace):
 def executor_from_args(args: argparse.Namespace):
     num_gpus = getattr(args, "num_gpus", 1)
     if args.executor == "slurm":
-        from ..study.gpus import slurm_gres
-        from ..study.slurm import SlurmConfig, SlurmExecutor
+        from backsplit.study.gpus import slurm_gres
+        from backsplit.study.slurm import SlurmConfig, SlurmExecutor
 
         config = SlurmConfig.load(args.slurm_config, partition=args.partition, time=args.slurm_time,
                                   cpus_per_task=args.cpus_per_task, mem=args.mem, gres=args.gres, poll_s=args.poll)
         config.gres = slurm_gres(config.gres, num_gpus, config.extra_args)   # N > 1: each array task asks gpu:N
         return SlurmExecutor(config)
-    from ..errors import InputError
-    from ..study.local import LocalExecutor, visible_gpus
+    from backsplit.errors import InputError
+    from backsplit.study.local import LocalExecutor, visible_gpus
 
     if args.gpus == "auto":
         gpus = visible_gpus() if args.device in ("auto", "cuda") else []
@@ -137,14 +137,14 @@ def _interrupt_on_signals() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..study.runner import collect, plan_study, require_success, run_study
+    from backsplit.study.runner import collect, plan_study, require_success, run_study
 
     def echo(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     settings = settings_from_args(args)
     executor = None if args.plan_only or args.report_only else executor_from_args(args)   # its errors come first
-    from ..study.arms import split_arms
+    from backsplit.study.arms import split_arms
 
     plan = plan_study(args.dataset, args.out, split_arms(args.arms), settings)
     if args.plan_only:
@@ -153,9 +153,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"wave {wave}  {unit.id:40s} " + " ".join(f"{k}={v}" for k, v in unit.hashes.items()))
         return 0
     if args.report_only:
-        from ..study.report import write_report
+        from backsplit.study.report import write_report
 
-        from ..study.runner import unit_done
+        from backsplit.study.runner import unit_done
 
         plan.write(Path(plan.study_dir) / "plan.json")
         paths = collect(plan)

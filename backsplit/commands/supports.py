@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import InputError
+from backsplit.errors import InputError
 
 
 def _case_arguments(p) -> None:
@@ -80,7 +80,7 @@ def register(subparsers) -> None:
 
 
 def _sources(args):
-    from ..readers import cases_from_csv, cases_from_folder, read_name_map
+    from backsplit.readers import cases_from_csv, cases_from_folder, read_name_map
 
     name_map = read_name_map(args.names) if args.names else None
     return cases_from_csv(args.cases, name_map) if args.cases else cases_from_folder(args.folder, name_map)
@@ -91,9 +91,9 @@ def _names(text: str) -> list[str]:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from ..progress import TextProgressBar, ignore_progress
-    from ..supports.generate import GenerateRequest, generate_supports, input_folders_of
-    from ..supports.runners import NnUNetModelRunner, TotalSegmentatorRunner
+    from backsplit.progress import TextProgressBar, ignore_progress
+    from backsplit.supports.generate import GenerateRequest, generate_supports, input_folders_of
+    from backsplit.supports.runners import NnUNetModelRunner, TotalSegmentatorRunner
 
     sources = _sources(args)
     folders = input_folders_of(sources) + ([args.folder] if args.folder else [])
@@ -122,9 +122,9 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_suggest(args: argparse.Namespace) -> int:
-    from ..progress import TextProgressBar, ignore_progress
-    from ..supports.sources import suggest_cases
-    from ..supports.suggest import SuggestOptions, format_table, suggest
+    from backsplit.progress import TextProgressBar, ignore_progress
+    from backsplit.supports.sources import suggest_cases
+    from backsplit.supports.suggest import SuggestOptions, format_table, suggest
 
     if args.distance <= 0 or not 0 < args.host_fraction <= 1 or not 0 < args.min_share <= 1:
         raise InputError("--distance must be > 0 mm, --host-fraction and --min-share in (0, 1]")

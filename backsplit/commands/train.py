@@ -62,7 +62,7 @@ def register(subparsers) -> None:
 
 
 def options_from_args(args: argparse.Namespace):
-    from ..training.options import TrainOptions
+    from backsplit.training.options import TrainOptions
 
     return TrainOptions(
         dataset_dir=args.dataset, work_dir=args.work_dir, model_dir=args.model_dir, configuration=args.configuration,
@@ -76,8 +76,8 @@ def options_from_args(args: argparse.Namespace):
 
 def follow(process, *, jsonl: bool = False, show_log: bool = False, stream=None) -> int:
     """Print a process's progress until it ends; Ctrl-C cancels the whole process tree."""
-    from ..progress import TextProgressBar
-    from ..training.status import TrainingStatus
+    from backsplit.progress import TextProgressBar
+    from backsplit.training.status import TrainingStatus
 
     stream = stream or sys.stderr
     status = TrainingStatus(models_total=process.options.runs_total if getattr(process, "options", None) else 1)
@@ -95,7 +95,7 @@ def follow(process, *, jsonl: bool = False, show_log: bool = False, stream=None)
                 elif event.stage == "error":  # as every other command prints its errors
                     print(f"backsplit: error: {event.message}", file=stream)
                 else:
-                    from ..progress import ProgressEvent
+                    from backsplit.progress import ProgressEvent
 
                     # epochs: the status line (elapsed, time left); other events: their own message (two 'train'
                     # events at the start rendered as the same status line printed it twice)
@@ -129,14 +129,14 @@ def follow(process, *, jsonl: bool = False, show_log: bool = False, stream=None)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import InputError
-    from ..training.process import TrainingProcess
+    from backsplit.errors import InputError
+    from backsplit.training.process import TrainingProcess
 
     if not Path(args.dataset).is_dir():  # a typo: answered at once, before a child process and <work-dir>/jobs/
         raise InputError("the dataset folder does not exist; choose the DatasetNNN_Name folder written by export",
                          path=str(args.dataset))
     if args.pretrained:   # an imported model's pickled checkpoints are not loaded until the user trusts it
-        from ..models.trust import require_trusted
+        from backsplit.models.trust import require_trusted
 
         require_trusted(args.pretrained, args.trust_model)
     process = TrainingProcess(options_from_args(args)).start()

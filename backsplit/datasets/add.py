@@ -19,17 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional, Sequence
 
-from ..cases import CaseSource, check_unique_ids
-from ..context import ContextSpec, add_context
-from ..errors import BackSplitError, CancelledError, InputError, OutputError
-from ..export import FILE_ENDING, _link_or_copy, _link_twin_images, _write_case, read_dataset_json
-from ..niftiio import NiftiGzWriter
-from ..progress import ProgressCallback, ProgressEvent, ignore_progress
-from ..runsteps import raise_write_error, run_to_result
-from ..schema import LabelSchema
-from ..validation import MISSING_ABSENT, MISSING_ERROR, case_labels, check_case_ids
-from . import versions
-from .policy import ON_EXISTING_REFUSE, GeometryPolicy, assign_case_ids, header_geometry, sort_segments
+from backsplit.cases import CaseSource, check_unique_ids
+from backsplit.context import ContextSpec, add_context
+from backsplit.errors import BackSplitError, CancelledError, InputError, OutputError
+from backsplit.export import FILE_ENDING, _link_or_copy, _link_twin_images, _write_case, read_dataset_json
+from backsplit.niftiio import NiftiGzWriter
+from backsplit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from backsplit.runsteps import raise_write_error, run_to_result
+from backsplit.schema import LabelSchema
+from backsplit.validation import MISSING_ABSENT, MISSING_ERROR, case_labels, check_case_ids
+from backsplit.datasets import versions
+from backsplit.datasets.policy import ON_EXISTING_REFUSE, GeometryPolicy, assign_case_ids, header_geometry, sort_segments
 
 
 @dataclass
@@ -84,7 +84,7 @@ class _Target:
 
 
 def _read_target(dataset_dir: Path) -> _Target:
-    from ..training.datasets import load_training_dataset
+    from backsplit.training.datasets import load_training_dataset
 
     live = Path(dataset_dir).resolve()
     if versions.VERSIONS_FOLDER in live.parts:
@@ -137,7 +137,7 @@ def iter_add(sources: Sequence[CaseSource], request: AddRequest,
              cancel: Callable[[], bool] = lambda: False) -> Iterator[ProgressEvent]:
     """Add cases step by step (one event per case; a GUI steps this from a timer). The final event carries the
     AddResult in ``event.data["result"]``. Raises InputError for a case that does not fit (nothing is written)."""
-    from ..training.lock import TrainingLock
+    from backsplit.training.lock import TrainingLock
 
     started = time.time()
     if not sources:

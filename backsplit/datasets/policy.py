@@ -18,10 +18,10 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from ..geometry import Geometry
-from ..matching import normalise
-from ..schema import LabelSchema
+from backsplit.errors import InputError
+from backsplit.geometry import Geometry
+from backsplit.matching import normalise
+from backsplit.schema import LabelSchema
 
 SPACING_FACTOR = 3.0
 ON_EXISTING_REFUSE = "refuse"

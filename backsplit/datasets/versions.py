@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from ..errors import InputError
+from backsplit.errors import InputError
 
 VERSIONS_FOLDER = "backsplit_versions"
 CASE_FOLDERS = ("imagesTr", "labelsTr")
@@ -130,7 +130,7 @@ class VersionInfo:
 
 def list_versions(dataset_dir: Path) -> list[VersionInfo]:
     """Every recorded version of a dataset, oldest first, with the folder that holds it."""
-    from ..export import read_dataset_json
+    from backsplit.export import read_dataset_json
 
     dataset_dir = Path(dataset_dir)
     meta = read_dataset_json(dataset_dir)
@@ -159,7 +159,7 @@ def version_folder(dataset_dir: Path, version: int) -> Path:
 def verify_files(dataset_dir: Path) -> list[str]:
     """Compare the case files on disk with the hashes recorded in dataset.json. Returns problems (empty: all match):
     changed, missing and unrecorded files. A dataset without recorded hashes gives one line saying so."""
-    from ..export import read_dataset_json
+    from backsplit.export import read_dataset_json
 
     dataset_dir = Path(dataset_dir)
     recorded = read_dataset_json(dataset_dir).get("backsplit", {}).get("files")

@@ -13,15 +13,15 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import CancelledError, InputError, OutputError
-from ..progress import ProgressCallback, ProgressEvent, ignore_progress
-from ..readers import IMAGE_SUFFIXES, read_image
-from ..summary import CaseSummary, DecisionRule, summarise, write_summaries
-from .model import load_predictor, read_model_info
-from .estimate import plan_prediction
-from .predict import Prediction, predict_arrays
-from .probability import write_probability_map
-from .watch import PredictionWatch
+from backsplit.errors import CancelledError, InputError, OutputError
+from backsplit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from backsplit.readers import IMAGE_SUFFIXES, read_image
+from backsplit.summary import CaseSummary, DecisionRule, summarise, write_summaries
+from backsplit.inference.model import load_predictor, read_model_info
+from backsplit.inference.estimate import plan_prediction
+from backsplit.inference.predict import Prediction, predict_arrays
+from backsplit.inference.probability import write_probability_map
+from backsplit.inference.watch import PredictionWatch
 
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -107,7 +107,7 @@ def write_prediction(prediction: Prediction, info, case_id: str, out_dir: Path, 
     labels = prediction.lesion_only() if lesion_only else prediction.labels
     classes = info.schema.targets if lesion_only else info.schema.classes
     if output_format == "seg.nrrd":
-        from ..segfile import write_seg_nrrd
+        from backsplit.segfile import write_seg_nrrd
 
         masks = {spec.name: labels == value for value, spec in enumerate(classes, start=1)}
         tmp = paths["labels"].with_name(f".{paths['labels'].name}.partial.seg.nrrd")
@@ -153,7 +153,7 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
     if output_format not in ("nii.gz", "seg.nrrd"):
         raise InputError(f"output format '{output_format}' is not supported; choose nii.gz or seg.nrrd")
     info = read_model_info(model_dir)
-    from ..models.usage import ModelInUse   # 'model remove' refuses the model until this function returns
+    from backsplit.models.usage import ModelInUse   # 'model remove' refuses the model until this function returns
 
     _in_use = ModelInUse(model_dir, "prediction").hold()  # noqa: F841
     out_dir = Path(out_dir)
@@ -164,7 +164,7 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
                 if path.exists():
                     raise OutputError(f"'{path}' already exists; choose another output folder or allow overwriting "
                                       "(--overwrite)")
-    from ..imagefile import check_image_file  # damaged, sheared or 4D inputs: refused before the model loads
+    from backsplit.imagefile import check_image_file  # damaged, sheared or 4D inputs: refused before the model loads
 
     for case in inputs:
         for path in case.images:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..devices import resolve_device, usable_cpu_count
-from ..errors import InputError
-from ..schema import LabelSchema
-from ..training.manifest import read_manifest
+from backsplit.devices import resolve_device, usable_cpu_count
+from backsplit.errors import InputError
+from backsplit.schema import LabelSchema
+from backsplit.training.manifest import read_manifest
 
 
 @dataclass
@@ -89,7 +89,7 @@ def load_predictor(info: ModelInfo, device: str = "auto", use_mirroring: bool = 
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from .tiles import progress_predictor_class  # nnUNetPredictor reporting sliding-window tiles
+    from backsplit.inference.tiles import progress_predictor_class  # nnUNetPredictor reporting sliding-window tiles
 
     torch_device = resolve_device(device)
     if torch_device.type == "cpu":

@@ -13,9 +13,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from ..geometry import Geometry
-from .model import ModelInfo
+from backsplit.errors import InputError
+from backsplit.geometry import Geometry
+from backsplit.inference.model import ModelInfo
 
 
 @dataclass

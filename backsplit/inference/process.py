@@ -6,11 +6,11 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
-from ..process import PopenFactory
-from ..progress import ProgressEvent
-from ..training.process import append_log
-from ..workerprocess import WorkerProcess
-from .worker import PredictionRequest
+from backsplit.process import PopenFactory
+from backsplit.progress import ProgressEvent
+from backsplit.training.process import append_log
+from backsplit.workerprocess import WorkerProcess
+from backsplit.inference.worker import PredictionRequest
 
 
 class PredictionProcess(WorkerProcess):

@@ -13,8 +13,8 @@ import threading
 import time
 from typing import Optional, Sequence
 
-from ..progress import Eta, ProgressCallback, ProgressEvent, format_duration
-from .tiles import TileListener
+from backsplit.progress import Eta, ProgressCallback, ProgressEvent, format_duration
+from backsplit.inference.tiles import TileListener
 
 
 class PredictionWatch:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..progress import ProgressEvent, emit_event
-from ..summary import DecisionRule
-from ..workerprocess import JsonRequest, run_worker
+from backsplit.progress import ProgressEvent, emit_event
+from backsplit.summary import DecisionRule
+from backsplit.workerprocess import JsonRequest, run_worker
 
 
 @dataclass
@@ -39,7 +39,7 @@ def main(argv: Optional[list] = None) -> int:
 
 
 def _predict(request: PredictionRequest) -> ProgressEvent:
-    from .files import InputCase, predict_files
+    from backsplit.inference.files import InputCase, predict_files
 
     inputs = [InputCase(case_id, [Path(p) for p in paths]) for case_id, paths in request.inputs]
     summaries = predict_files(Path(request.model_dir), inputs, Path(request.out_dir), device=request.device,

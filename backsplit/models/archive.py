@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-from ..errors import InputError, OutputError
-from ..training.manifest import MANIFEST_NAME
-from .location import check_model_name, free_name
-from .trust import ORIGIN_NAME, write_origin
-from .usage import IN_USE_DIR
+from backsplit.errors import InputError, OutputError
+from backsplit.training.manifest import MANIFEST_NAME
+from backsplit.models.location import check_model_name, free_name
+from backsplit.models.trust import ORIGIN_NAME, write_origin
+from backsplit.models.usage import IN_USE_DIR
 
 CHECKSUMS_NAME = "backsplit_checksums.sha256"
 LEFT_OUT = {ORIGIN_NAME, "checkpoint_latest.pth"}
@@ -52,8 +52,8 @@ def _model_files(folder: Path) -> list[Path]:
 
 def export_model(folder: Path, zip_path: Path, overwrite: bool = False) -> Path:
     """Write the model folder as one zip with a checksum list; written aside, then moved into place."""
-    from ..datasets.versions import hash_file
-    from .catalog import read_entry
+    from backsplit.datasets.versions import hash_file
+    from backsplit.models.catalog import read_entry
 
     entry = read_entry(folder)        # refuses a folder that is not a model
     zip_path = Path(zip_path)
@@ -180,10 +180,10 @@ def import_model(zip_path: Path, models_dir: Path, name: Optional[str] = None, r
                 if digest.hexdigest() != listed[relative]:
                     raise InputError(f"'{relative}' does not match its checksum: the file was altered or damaged "
                                      "after export; nothing was imported", path=str(zip_path))
-            from ..inference.model import read_model_info
+            from backsplit.inference.model import read_model_info
 
             read_model_info(folder)   # manifest, dataset.json, plans, checkpoints agree (no checkpoint is loaded)
-            from ..datasets.versions import hash_file
+            from backsplit.datasets.versions import hash_file
 
             write_origin(folder, {"trusted": False, "source": str(zip_path.resolve()),
                                   "archive_sha256": hash_file(zip_path),

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import InputError
-from ..training.manifest import MANIFEST_NAME, read_manifest
-from .trust import is_trusted
-from .usage import model_users
+from backsplit.errors import InputError
+from backsplit.training.manifest import MANIFEST_NAME, read_manifest
+from backsplit.models.trust import is_trusted
+from backsplit.models.usage import model_users
 
 
 @dataclass

@@ -17,8 +17,8 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from ..datasets.versions import current_version, files_digest, hash_file
-from ..training.manifest import MANIFEST_NAME
+from backsplit.datasets.versions import current_version, files_digest, hash_file
+from backsplit.training.manifest import MANIFEST_NAME
 
 
 def parent_record(model_dir: Path) -> dict:

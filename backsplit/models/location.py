@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from ..errors import InputError
+from backsplit.errors import InputError
 
 ENV_VAR = "BACKSPLIT_MODELS_DIR"
 DEFAULT = Path("~") / "BackSplit" / "models"

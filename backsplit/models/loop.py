@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..datasets.versions import current_version
-from ..export import read_dataset_json
-from ..training.options import FINE_TUNE_LR, TrainOptions
-from .location import free_name
+from backsplit.datasets.versions import current_version
+from backsplit.export import read_dataset_json
+from backsplit.training.options import FINE_TUNE_LR, TrainOptions
+from backsplit.models.location import free_name
 
 LOOP_EPOCHS = 5                 # a short budget: the parent model already knows the task
 LOOP_ITERATIONS = 50
@@ -42,7 +42,7 @@ def new_model_name(models_dir: Path, dataset_dir: Path) -> str:
 
 def fine_tune_options(request: FineTuneRequest) -> TrainOptions:
     """The training options of one loop round; the configuration is the parent model's (its plans are reused)."""
-    from ..training.manifest import read_manifest
+    from backsplit.training.manifest import read_manifest
 
     parent = read_manifest(request.parent_model)
     name = request.name or new_model_name(request.models_dir, request.dataset_dir)

@@ -8,9 +8,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from ..errors import CancelledError, OutputError
-from .catalog import read_entry
-from .usage import model_users
+from backsplit.errors import CancelledError, OutputError
+from backsplit.models.catalog import read_entry
+from backsplit.models.usage import model_users
 
 
 def remove_model(folder: Path, confirm: Callable[[str], bool]) -> Path:

@@ -62,7 +62,7 @@ def require_trusted(model_dir: Path, allow_once: bool = False) -> None:
 
     ``allow_once``: the user passed ``--trust-model`` for this run (the origin file is left as it is). Raises
     InputError with the reason (pickled checkpoints can run code) and both ways to go on."""
-    from ..errors import InputError
+    from backsplit.errors import InputError
 
     warning = trust_warning(model_dir)
     if warning is None or allow_once:

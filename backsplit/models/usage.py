@@ -14,7 +14,7 @@ import weakref
 from pathlib import Path
 from typing import Optional
 
-from ..training.lock import pid_alive
+from backsplit.training.lock import pid_alive
 
 IN_USE_DIR = ".backsplit-in-use"
 

@@ -25,8 +25,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
-from ..errors import InputError
-from ..training.options import FINE_TUNE_LR, SAMPLINGS
+from backsplit.errors import InputError
+from backsplit.training.options import FINE_TUNE_LR, SAMPLINGS
 
 SOURCE, TWIN, DERIVED = "source", "twin", "derived"
 BINARY = "binary"
@@ -187,7 +187,7 @@ def _noisy(parameter, context):
 
 def _context(method: str):
     def build(parameter, context):
-        from ..context import ContextSpec
+        from backsplit.context import ContextSpec
 
         spec = ContextSpec.parse(f"{method}:{parameter}" if parameter else method)  # checks the parameter
         text = method if not parameter else f"{method}:{parameter}"
@@ -209,7 +209,7 @@ def _sampling(parameter, context):
 
 
 def _learned(parameter, context):
-    from ..training.colab.spec import parse_context
+    from backsplit.training.colab.spec import parse_context
 
     text = f"learned:{parameter}" if parameter else "learned"
     spec = parse_context(text)                       # InputError naming what is allowed on a bad parameter

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cases import Case, LazyCaseSource
-from ..context import ContextSpec
-from ..export import ExportRequest, export_dataset, read_dataset_json
-from ..readers import read_image
-from ..schema import LabelSchema
+from backsplit.cases import Case, LazyCaseSource
+from backsplit.context import ContextSpec
+from backsplit.export import ExportRequest, export_dataset, read_dataset_json
+from backsplit.readers import read_image
+from backsplit.schema import LabelSchema
 
 
 @dataclass

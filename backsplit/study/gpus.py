@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Optional, Sequence
 
-from ..errors import InputError
+from backsplit.errors import InputError
 
 
 def gpu_groups(gpus: Sequence[str], per_unit: int = 1) -> list[str]:

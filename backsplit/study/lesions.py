@@ -12,7 +12,7 @@ def lesion_table(reference: np.ndarray, prediction: np.ndarray, voxel_ml: float)
 
     Reference rows: ``matched_ml`` is the volume (ml) of the largest overlapping predicted lesion, 0 when missed.
     Predicted rows: ``matched`` is 1 when it overlaps a reference lesion, else 0 (a false-positive lesion)."""
-    from ..summary import lesion_components
+    from backsplit.summary import lesion_components
 
     reference, prediction = np.asarray(reference, bool), np.asarray(prediction, bool)
     ref_labels, n_ref = lesion_components(reference)

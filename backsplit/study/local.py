@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from .executors import Echo, UnitResult, log_path, read_result, unit_command
-from .gpus import gpu_groups
-from ..devices import usable_cpu_count
+from backsplit.study.executors import Echo, UnitResult, log_path, read_result, unit_command
+from backsplit.study.gpus import gpu_groups
+from backsplit.devices import usable_cpu_count
 
 
 def visible_gpus() -> list[str]:

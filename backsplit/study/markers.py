@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .hashing import FileHasher
+from backsplit.study.hashing import FileHasher
 
 
 def marker_path(unit_dir: Path, step: str) -> Path:

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .stats import METRICS, case_scores, compare, froc_points, paired_values, per_case
+from backsplit.study.stats import METRICS, case_scores, compare, froc_points, paired_values, per_case
 
 
 def _pyplot():

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from .stats import METRICS, case_detection, compare, pooled_detection, verdict_line
+from backsplit.study.stats import METRICS, case_detection, compare, pooled_detection, verdict_line
 
 REFERENCE = "binary"
 
@@ -125,7 +125,7 @@ def write_report(results_dir: Path, out_dir: Path, note: str = "") -> Path:
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     plots: list[str] = []
     if per_case:
-        from .plots import detection_curves, learning_curves, paired_differences
+        from backsplit.study.plots import detection_curves, learning_curves, paired_differences
 
         arms = [a["name"] for a in meta.get("arms", [])] or sorted({r["arm"] for r in per_case})
         target = per_case[0]["target"]

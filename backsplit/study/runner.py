@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import BackSplitError
-from .arms import ArmContext, parse_arms
-from .executors import Echo, Executor, UnitResult
-from .hashing import FileHasher
-from .markers import step_done
-from .plan import EVALUATE, PREDICT, PREPARE, TRAIN, Plan, StudySettings, Unit, build_plan
-from .scan import scan_study_inputs
+from backsplit.errors import BackSplitError
+from backsplit.study.arms import ArmContext, parse_arms
+from backsplit.study.executors import Echo, Executor, UnitResult
+from backsplit.study.hashing import FileHasher
+from backsplit.study.markers import step_done
+from backsplit.study.plan import EVALUATE, PREDICT, PREPARE, TRAIN, Plan, StudySettings, Unit, build_plan
+from backsplit.study.scan import scan_study_inputs
 
 PER_CASE_EXTRA = ["arm", "fold", "seed", "lesion_score_ml", "max_lesion_probability", "lesion_volume_ml"]
 
@@ -134,7 +134,7 @@ def run_study(plan: Plan, executor: Executor, echo: Echo = print, report: bool =
          f"{len(outcome.skipped)} skipped (a unit they need failed)")
     paths = collect(plan)
     if report:
-        from .report import write_report
+        from backsplit.study.report import write_report
 
         report_path = write_report(paths["per_case"].parent, Path(plan.study_dir) / "report", outcome_note(outcome))
         echo(f"report: {report_path}")

@@ -20,14 +20,14 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-from ..errors import BackSplitError, InputError
-from ..progress import ProgressEvent, format_event_line
-from ..training.environment import nnunet_environment
-from ..training.options import TrainOptions, trainer_folder_name
-from .curves import unit_curve
-from .markers import clear_markers, read_marker, step_done, write_marker
-from .plan import EVALUATE, PREDICT, PREPARE, TRAIN, Plan, Unit
-from ..devices import usable_cpu_count
+from backsplit.errors import BackSplitError, InputError
+from backsplit.progress import ProgressEvent, format_event_line
+from backsplit.training.environment import nnunet_environment
+from backsplit.training.options import TrainOptions, trainer_folder_name
+from backsplit.study.curves import unit_curve
+from backsplit.study.markers import clear_markers, read_marker, step_done, write_marker
+from backsplit.study.plan import EVALUATE, PREDICT, PREPARE, TRAIN, Plan, Unit
+from backsplit.devices import usable_cpu_count
 
 CURVE_FIELDS = ["epoch", "train_loss", "val_loss", "target_pseudo_dice", "ema_fg_dice", "learning_rate", "epoch_time",
                 "pseudo_dice_all"]
@@ -56,7 +56,7 @@ def _set_environment(raw_dir: Path, work_dir: Path) -> None:
 
 def model_dir(plan: Plan, unit: Unit) -> Path:
     """Where the unit's trained model folder is (nnU-Net's output folder with backsplit_model.json)."""
-    from ..training.colab.spec import trainer_name
+    from backsplit.training.colab.spec import trainer_name
 
     name = Path(unit.spec["dataset_dir"]).name
     trainer = trainer_name(unit.spec.get("context", "none"))      # the learned-context arm has its own trainer
@@ -71,7 +71,7 @@ def preprocessed_folder(plan: Plan, prepare: Unit) -> Path:
 # ---- prepare --------------------------------------------------------------------------------------------------
 
 def run_prepare(plan: Plan, unit: Unit) -> None:
-    from ..training.datasets import load_training_dataset
+    from backsplit.training.datasets import load_training_dataset
 
     spec, folder = unit.spec, unit_dir(plan, unit)
     content_hash = unit.hashes[PREPARE]
@@ -80,14 +80,14 @@ def run_prepare(plan: Plan, unit: Unit) -> None:
         return
     dataset_dir, work_dir = Path(spec["dataset_dir"]), Path(spec["work_dir"])
     if spec["dataset"] == "derived":
-        from .arms import arm_type
-        from .derive import DeriveRequest, derive_dataset
+        from backsplit.study.arms import arm_type
+        from backsplit.study.derive import DeriveRequest, derive_dataset
 
         emit("prepare", f"{unit.id}: deriving the dataset of arm '{spec['arm']}'")
         derive = arm_type(spec["kind"]).derive or derive_dataset
         dataset_dir = Path(derive(DeriveRequest(Path(spec["source_dir"]), spec["recipe"], dataset_dir)))
     _set_environment(dataset_dir.parent, work_dir)
-    from ..training.worker import prepare
+    from backsplit.training.worker import prepare
 
     plans_from = None
     if spec.get("plans_from"):
@@ -154,7 +154,7 @@ def run_train(plan: Plan, unit: Unit) -> None:
                            preprocess_processes=processes())
     emit("train", f"{unit.id}: {'resuming' if resume else 'training'} arm '{spec['arm']}' fold {spec['fold']} "
                   f"seed {spec['seed']}")
-    from ..training.worker import run as train
+    from backsplit.training.worker import run as train
 
     train(options)
     model = model_dir(plan, unit)
@@ -162,7 +162,7 @@ def run_train(plan: Plan, unit: Unit) -> None:
 
 
 def run_predict(plan: Plan, unit: Unit) -> None:
-    from ..inference.files import InputCase, predict_files
+    from backsplit.inference.files import InputCase, predict_files
 
     folder, content_hash = unit_dir(plan, unit), unit.hashes[PREDICT]
     if step_done(folder, PREDICT, content_hash):
@@ -195,9 +195,9 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> Path:
 
 
 def run_evaluate(plan: Plan, unit: Unit) -> None:
-    from ..evaluation import evaluate_folders, schema_from_model_or_dataset, write_evaluation
-    from ..readers import read_image
-    from .lesions import lesion_table
+    from backsplit.evaluation import evaluate_folders, schema_from_model_or_dataset, write_evaluation
+    from backsplit.readers import read_image
+    from backsplit.study.lesions import lesion_table
 
     folder, content_hash = unit_dir(plan, unit), unit.hashes[EVALUATE]
     if step_done(folder, EVALUATE, content_hash):

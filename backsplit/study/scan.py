@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from ..errors import InputError
-from ..training.datasets import load_training_dataset
-from .hashing import FileHasher, stable_hash
-from .plan import DatasetScan
+from backsplit.errors import InputError
+from backsplit.training.datasets import load_training_dataset
+from backsplit.study.hashing import FileHasher, stable_hash
+from backsplit.study.plan import DatasetScan
 
 
 def scan_dataset(folder: Path, hasher: Optional[FileHasher] = None) -> DatasetScan:

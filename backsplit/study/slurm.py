@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ..errors import BackSplitError, InputError
-from .executors import Echo, UnitResult, log_path, read_result, shell_line, unit_command
+from backsplit.errors import BackSplitError, InputError
+from backsplit.study.executors import Echo, UnitResult, log_path, read_result, shell_line, unit_command
 
 Runner = Callable[..., subprocess.CompletedProcess]
 

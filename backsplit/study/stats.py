@@ -200,7 +200,7 @@ def case_detection(rows: Sequence[dict], arm: str, target: str, sensitivity: flo
     other folds' cases. Undefined values are NaN with the reason in ``note``."""
     from sklearn.metrics import roc_auc_score  # scikit-learn's ROC AUC (ties handled as in the Mann-Whitney U)
 
-    from ..summary import DecisionRule, calibrate_min_volume
+    from backsplit.summary import DecisionRule, calibrate_min_volume
 
     scores = {c: v for c, v in case_scores(rows, arm, target).items() if math.isfinite(v[0])}
     positives = sum(1 for v in scores.values() if v[1])

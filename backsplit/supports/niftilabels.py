@@ -15,7 +15,7 @@ import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..errors import InputError
+from backsplit.errors import InputError
 
 
 def _open(path: Path):

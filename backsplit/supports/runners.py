@@ -26,12 +26,12 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from ..cases import Case
-from ..errors import CancelledError, InputError
-from ..geometry import Geometry
-from ..progress import ProgressCallback, ProgressEvent, ignore_progress
-from ..schema import SUPPORT_COLORS
-from ..terminology import class_terminology
+from backsplit.cases import Case
+from backsplit.errors import CancelledError, InputError
+from backsplit.geometry import Geometry
+from backsplit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from backsplit.schema import SUPPORT_COLORS
+from backsplit.terminology import class_terminology
 
 GENERATED_TAG = "BackSplit.Generated"
 MODEL_TAG = "BackSplit.Model"
@@ -141,8 +141,8 @@ class NnUNetModelRunner:
 
     def __init__(self, model_dir: Path, *, device: str = "auto", classes: Optional[Sequence[str]] = None,
                  use_mirroring: bool = True, orientation: Optional[str] = None):
-        from ..inference.model import read_model_info
-        from ..training.manifest import MANIFEST_NAME
+        from backsplit.inference.model import read_model_info
+        from backsplit.training.manifest import MANIFEST_NAME
 
         self.model_dir = Path(model_dir)
         manifest = None if (self.model_dir / MANIFEST_NAME).is_file() else \
@@ -170,7 +170,7 @@ class NnUNetModelRunner:
                              case=case_id)
 
     def prepare(self, progress: ProgressCallback = ignore_progress) -> None:
-        from ..inference.model import load_predictor
+        from backsplit.inference.model import load_predictor
 
         if self.predictor is None:
             progress(ProgressEvent("generate", f"loading the organ model ({self.info.configuration})"))
@@ -178,7 +178,7 @@ class NnUNetModelRunner:
 
     def segment(self, case: Case, image_paths: Sequence[Path],
                 cancel: Callable[[], bool] = lambda: False) -> GeneratedSegments:
-        from ..inference.predict import predict_arrays
+        from backsplit.inference.predict import predict_arrays
 
         self.check_channels(len(case.channels), case.case_id)
         self.prepare()
@@ -285,9 +285,9 @@ class TotalSegmentatorRunner:
 
     def segment(self, case: Case, image_paths: Sequence[Path],
                 cancel: Callable[[], bool] = lambda: False) -> GeneratedSegments:
-        from ..process import ChildProcess
-        from ..readers import read_image
-        from .niftilabels import read_label_table
+        from backsplit.process import ChildProcess
+        from backsplit.readers import read_image
+        from backsplit.supports.niftilabels import read_label_table
 
         self.check_channels(len(case.channels), case.case_id)
         started = time.time()

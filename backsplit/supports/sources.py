@@ -10,11 +10,11 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from ..geometry import Geometry
-from ..readers import (FileCaseSource, align_to_image, is_seg_nrrd, read_image, read_labelmap, read_seg_nrrd,
+from backsplit.errors import InputError
+from backsplit.geometry import Geometry
+from backsplit.readers import (FileCaseSource, align_to_image, is_seg_nrrd, read_image, read_labelmap, read_seg_nrrd,
                        SegmentationContent)
-from .suggest import SuggestCase, name_key
+from backsplit.supports.suggest import SuggestCase, name_key
 
 PREDICTION_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".seg.nrrd")
 

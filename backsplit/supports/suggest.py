@@ -22,10 +22,10 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from ..matching import near_miss
-from ..schema import name_key as _schema_name_key
-from ..progress import ProgressCallback, ProgressEvent, ignore_progress
+from backsplit.errors import InputError
+from backsplit.matching import near_miss
+from backsplit.schema import name_key as _schema_name_key
+from backsplit.progress import ProgressCallback, ProgressEvent, ignore_progress
 
 HOST, NEIGHBOUR, FALSE_POSITIVE, NONE = "host organ", "neighbour", "false-positive prone", "not suggested"
 ROLE_ORDER = {HOST: 0, NEIGHBOUR: 1, FALSE_POSITIVE: 2, NONE: 3}  # Appendix B's order of the three rules

@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..cases import Case
-from ..process import PopenFactory
-from ..progress import ProgressEvent, emit_event
-from ..workerprocess import JsonRequest, WorkerProcess, run_worker
+from backsplit.cases import Case
+from backsplit.process import PopenFactory
+from backsplit.progress import ProgressEvent, emit_event
+from backsplit.workerprocess import JsonRequest, WorkerProcess, run_worker
 
 
 @dataclass
@@ -28,7 +28,7 @@ class ImageOnlySource:
         return f"case '{self.case_id}'"
 
     def load(self) -> Case:
-        from ..readers import read_image
+        from backsplit.readers import read_image
 
         channels, geometries = zip(*(read_image(Path(p), self.case_id, f"image (channel {i})")
                                      for i, p in enumerate(self.images)))
@@ -48,7 +48,7 @@ class GenerationRequest(JsonRequest):
     use_mirroring: bool = True
 
     def runner(self):
-        from .runners import NnUNetModelRunner, TotalSegmentatorRunner
+        from backsplit.supports.runners import NnUNetModelRunner, TotalSegmentatorRunner
 
         if self.model_dir:
             return NnUNetModelRunner(Path(self.model_dir), device=self.device, classes=self.classes or None,
@@ -67,7 +67,7 @@ def main(argv: Optional[list] = None) -> int:
 
 
 def _generate(request: GenerationRequest) -> ProgressEvent:
-    from .generate import GenerateRequest, generate_supports
+    from backsplit.supports.generate import GenerateRequest, generate_supports
 
     sources = [ImageOnlySource(case_id, [Path(p) for p in paths]) for case_id, paths in request.cases]
     outcomes = generate_supports(sources, request.runner(),

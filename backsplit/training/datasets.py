@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..errors import InputError
-from ..export import read_dataset_json
-from ..schema import LabelSchema
+from backsplit.errors import InputError
+from backsplit.export import read_dataset_json
+from backsplit.schema import LabelSchema
 
 DATASET_FOLDER = re.compile(r"^Dataset(\d{3})_(.+)$")
 

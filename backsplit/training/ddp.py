@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ..errors import BackSplitError, InputError, OutputError
+from backsplit.errors import BackSplitError, InputError, OutputError
 
 ERROR_TYPES = {"InputError": InputError, "OutputError": OutputError, "BackSplitError": BackSplitError}
 
@@ -151,9 +151,9 @@ def train_one_ddp(dataset, options, fold: str, device, plans: dict, pretrained_c
     rank's error."""
     import torch
 
-    from . import worker
-    from .lock import TrainingLock, refuse_existing_model
-    from .options import TRAINER_NAME
+    from backsplit.training import worker
+    from backsplit.training.lock import TrainingLock, refuse_existing_model
+    from backsplit.training.options import TRAINER_NAME
 
     n = int(options.num_gpus)
     batch = options.batch_size or plans["configurations"][options.configuration].get("batch_size")
@@ -193,13 +193,13 @@ def train_rank(rank: int, world_size: int, job: RankJob) -> None:
     import torch
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
-    from ..estimate_training import TrainingClock
-    from ..progress import ProgressEvent
-    from .datasets import load_training_dataset
-    from .options import TRAINER_NAME, TrainOptions
-    from .pretrained import load_into_trainer
-    from .trainer import BackSplitTrainer
-    from . import worker
+    from backsplit.estimate_training import TrainingClock
+    from backsplit.progress import ProgressEvent
+    from backsplit.training.datasets import load_training_dataset
+    from backsplit.training.options import TRAINER_NAME, TrainOptions
+    from backsplit.training.pretrained import load_into_trainer
+    from backsplit.training.trainer import BackSplitTrainer
+    from backsplit.training import worker
 
     options = TrainOptions.from_json(job.options_json)
     dataset = load_training_dataset(job.dataset_dir)
@@ -257,10 +257,10 @@ def train_rank(rank: int, world_size: int, job: RankJob) -> None:
 def _write_manifest(trainer, options, dataset, job: RankJob, base: Path, elapsed: float, transfer, world_size: int,
                     clock) -> None:
     """The model's manifest, as ``worker.train_one`` writes it, plus ``num_gpus`` (rank 0 only)."""
-    from ..models.lineage import model_lineage
-    from .manifest import build_manifest, write_manifest
-    from .options import PLANS_NAME, TRAINER_NAME
-    from . import worker
+    from backsplit.models.lineage import model_lineage
+    from backsplit.training.manifest import build_manifest, write_manifest
+    from backsplit.training.options import PLANS_NAME, TRAINER_NAME
+    from backsplit.training import worker
 
     fold, run_folds = job.fold, list(job.run_folds)
     folds = [f for f in run_folds if f == fold or (base / f"fold_{f}" / "checkpoint_final.pth").is_file()] \

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import BackSplitError, OutputError
+from backsplit.errors import BackSplitError, OutputError
 
 
 def pid_alive(pid: int) -> bool:

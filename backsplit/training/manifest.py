@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .. import __version__
-from ..errors import InputError
+from backsplit import __version__
+from backsplit.errors import InputError
 
 MANIFEST_NAME = "backsplit_model.json"
 FORMAT_VERSION = 1

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
-from ..errors import InputError
+from backsplit.errors import InputError
 
 CONFIGURATIONS = ("2d", "3d_fullres")
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -64,13 +64,13 @@ class TrainOptions:
         if self.fold not in FOLD_CHOICES:
             raise InputError(f"fold '{self.fold}' is not valid; choose auto, all, 0-4 or 5fold (all five folds)")
         if (self.context or "none") != "none":
-            from .colab.spec import parse_context
+            from backsplit.training.colab.spec import parse_context
 
             parse_context(self.context)  # raises InputError naming the accepted form
         if self.batch_size is not None and int(self.batch_size) < 1:
             raise InputError("batch size must be at least 1 (or left empty for the plans' value)")
         if self.num_gpus != 1:
-            from .ddp import check_options
+            from backsplit.training.ddp import check_options
 
             check_options(self.num_gpus, self.device, self.batch_size, self.context)  # CUDA, batch >= GPUs, no learned
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch", "save_every"):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from ..errors import InputError
+from backsplit.errors import InputError
 
 OUTPUT_LAYER_KEY = ".seg_layers."
 

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..process import ChildProcess, PopenFactory, child_environment, python_executable
-from ..progress import ProgressEvent
-from .environment import nnunet_environment
-from .options import TrainOptions
+from backsplit.process import ChildProcess, PopenFactory, child_environment, python_executable
+from backsplit.progress import ProgressEvent
+from backsplit.training.environment import nnunet_environment
+from backsplit.training.options import TrainOptions
 
 import subprocess
 

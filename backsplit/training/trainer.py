@@ -18,8 +18,8 @@ from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.nnUNetTrainer import nnUNetTrainer as trainer_module
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from ..progress import ProgressEvent
-from .sampling import choose_forced_class
+from backsplit.progress import ProgressEvent
+from backsplit.training.sampling import choose_forced_class
 
 
 class TargetAwareDataLoader(nnUNetDataLoader):

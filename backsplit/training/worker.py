@@ -19,19 +19,19 @@ import traceback
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..devices import resolve_device, usable_cpu_count
-from ..errors import BackSplitError, InputError, OutputError
-from ..estimate_training import TrainingClock
-from ..progress import ProgressEvent, emit_event
-from .case_counter import FolderProgress
-from .datasets import TrainingDataset, load_training_dataset
-from .lock import TrainingLock, refuse_existing_model
-from ..models.lineage import model_lineage
-from ..models.usage import ModelInUse
-from .manifest import build_manifest, read_manifest, write_manifest
-from .pretrained import load_into_trainer
-from .ddp import check_request, train_one_ddp
-from .options import PLANS_NAME, TRAINER_NAME, TrainOptions, CROSS_VALIDATION, resolve_folds, trainer_folder_name
+from backsplit.devices import resolve_device, usable_cpu_count
+from backsplit.errors import BackSplitError, InputError, OutputError
+from backsplit.estimate_training import TrainingClock
+from backsplit.progress import ProgressEvent, emit_event
+from backsplit.training.case_counter import FolderProgress
+from backsplit.training.datasets import TrainingDataset, load_training_dataset
+from backsplit.training.lock import TrainingLock, refuse_existing_model
+from backsplit.models.lineage import model_lineage
+from backsplit.models.usage import ModelInUse
+from backsplit.training.manifest import build_manifest, read_manifest, write_manifest
+from backsplit.training.pretrained import load_into_trainer
+from backsplit.training.ddp import check_request, train_one_ddp
+from backsplit.training.options import PLANS_NAME, TRAINER_NAME, TrainOptions, CROSS_VALIDATION, resolve_folds, trainer_folder_name
 
 
 _CLOCK: Optional[TrainingClock] = None   # times the first iterations: the up-front estimate (set by ``run``)
@@ -171,8 +171,8 @@ def train_one(dataset: TrainingDataset, options: TrainOptions, fold: str, device
     import torch
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
-    from .colab.setup import learned_context_trainer, manifest_entry
-    from .trainer import BackSplitTrainer
+    from backsplit.training.colab.setup import learned_context_trainer, manifest_entry
+    from backsplit.training.trainer import BackSplitTrainer
 
     trainer_class, meta = learned_context_trainer(context, dataset.meta) or (BackSplitTrainer, dataset.meta)
     base = results_dir(dataset, options.configuration, trainer_class.__name__)
@@ -279,7 +279,7 @@ def copy_model(source: Path, target: Path, folds: Sequence[str]) -> Path:
             if item.is_file() and item.name != "checkpoint_latest.pth":
                 shutil.copy2(item, staging / f"fold_{fold}" / item.name)
         if (read_manifest_or_none(source) or {}).get("learned_context"):  # the exported model: segmentation only
-            from .colab.checkpoints import strip_generator
+            from backsplit.training.colab.checkpoints import strip_generator
 
             strip_generator(staging / f"fold_{fold}")
     staging.replace(target)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .spec import extend_dataset_json, parse_context
+from backsplit.training.colab.spec import extend_dataset_json, parse_context
 
 
 def learned_context_trainer(context: Optional[str], dataset_meta: dict):
@@ -16,7 +16,7 @@ def learned_context_trainer(context: Optional[str], dataset_meta: dict):
     spec = parse_context(context)
     if spec is None:
         return None
-    from .trainer import BackSplitLearnedContextTrainer
+    from backsplit.training.colab.trainer import BackSplitLearnedContextTrainer
 
     return BackSplitLearnedContextTrainer, extend_dataset_json(dataset_meta, spec)
 

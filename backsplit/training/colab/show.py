@@ -19,8 +19,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ...errors import InputError
-from .spec import LEARNED_TRAINER, LearnedContextSpec, spec_from_json
+from backsplit.errors import InputError
+from backsplit.training.colab.spec import LEARNED_TRAINER, LearnedContextSpec, spec_from_json
 
 CHECKPOINTS = {"final": "checkpoint_final.pth", "latest": "checkpoint_latest.pth"}
 EXTENTS = ("margin", "label")
@@ -122,7 +122,7 @@ def load_generator_model(path: Path) -> GeneratorModel:
     an unreadable file or a checkpoint without a generator (an exported model, or an ordinary BackSplit training)."""
     import torch
 
-    from .checkpoints import read_generator_state
+    from backsplit.training.colab.checkpoints import read_generator_state
 
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
@@ -160,8 +160,8 @@ def generator_predictor(model: GeneratorModel, device: str = "auto", use_mirrori
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from ...devices import resolve_device
-    from .generator import build_generator
+    from backsplit.devices import resolve_device
+    from backsplit.training.colab.generator import build_generator
 
     torch_device = resolve_device(device)
     plans = PlansManager(model.plans)

@@ -12,10 +12,10 @@ import subprocess
 import sys
 from typing import Optional
 
-from ...process import PopenFactory
-from ...progress import ProgressEvent, emit_event
-from ...workerprocess import WorkerProcess, run_worker
-from .show_cases import ShowRequest
+from backsplit.process import PopenFactory
+from backsplit.progress import ProgressEvent, emit_event
+from backsplit.workerprocess import WorkerProcess, run_worker
+from backsplit.training.colab.show_cases import ShowRequest
 
 MODULE = "backsplit.training.colab.show_process"
 
@@ -40,7 +40,7 @@ class ShowContextProcess(WorkerProcess):
 
 
 def _show(request: ShowRequest) -> ProgressEvent:
-    from .show_cases import show_learned_context
+    from backsplit.training.colab.show_cases import show_learned_context
 
     shown = show_learned_context(request, progress=emit_event)
     return ProgressEvent("done", f"learned context of {len(shown)} case(s) in {request.out_dir}", len(shown),

@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-from ...errors import InputError
+from backsplit.errors import InputError
 
 LEARNED = "learned"
 LEARNED_TRAINER = "BackSplitLearnedContextTrainer"     # trainer class name = nnU-Net results folder prefix
