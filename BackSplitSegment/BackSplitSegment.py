@@ -337,7 +337,7 @@ class BackSplitSegmentLogic(ScriptedLoadableModuleLogic):
         return ExportRun(list(sources), self.exportRequest(parameters, targets, supports))
 
     def exportSteps(self, sources, request, cancel):
-        from backsplit.export import iter_export
+        from backsplit.datasets.export import iter_export
 
         return iter_export(sources, request, cancel)
 

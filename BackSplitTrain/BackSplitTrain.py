@@ -291,7 +291,7 @@ class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
 
     def describeDevices(self) -> str:
         """Blocking variant (scripts, self-test): GPU name and free memory, or why training runs on the CPU."""
-        from backsplit.process import python_executable
+        from backsplit.runtime.childprocess import python_executable
         from BackSplitTrainLib.devices import describe_devices, probe_devices
 
         return describe_devices(probe_devices(python_executable()))

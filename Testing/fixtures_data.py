@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backsplit.cases import Case, InMemoryCaseSource
-from backsplit.geometry import Geometry
+from backsplit.io.cases import Case, InMemoryCaseSource
+from backsplit.io.geometry import Geometry
 
 
 def make_case(case_id: str = "case1", shape=(12, 16, 20), spacing=(1.0, 1.5, 2.0), origin=(0.0, 0.0, 0.0),
@@ -38,7 +38,7 @@ def write_case_files(folder: Path, case: Case, *, seg_name: str | None = None, a
     """Write a case as <id>.nii.gz (+ channels) and either <id>.seg.nrrd or a labelmap + name map."""
     import SimpleITK as sitk
 
-    from backsplit.segfile import write_seg_nrrd
+    from backsplit.io.segfile import write_seg_nrrd
 
     folder.mkdir(parents=True, exist_ok=True)
     images = []

@@ -17,8 +17,8 @@ TINY_SHAPE = (16, 32, 32)
 
 
 def export_tiny(root: Path, n_cases: int = 5, dataset_id: int = 11):
-    from backsplit.cases import InMemoryCaseSource
-    from backsplit.export import ExportRequest, export_dataset
+    from backsplit.io.cases import InMemoryCaseSource
+    from backsplit.datasets.export import ExportRequest, export_dataset
 
     sources = [InMemoryCaseSource(make_case(f"tiny{i}", shape=TINY_SHAPE, seed=i)) for i in range(n_cases)]
     return export_dataset(sources, ExportRequest(root, dataset_id, "Tiny", ["Lesion"], ["Vessel", "Organ"]))

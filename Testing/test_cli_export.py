@@ -71,8 +71,8 @@ def test_nnunet_integrity_check_accepts_exported_datasets(tmp_path, cases):
     pytest.importorskip("nnunetv2")
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
-    from backsplit.cases import InMemoryCaseSource
-    from backsplit.export import ExportRequest, export_dataset
+    from backsplit.io.cases import InMemoryCaseSource
+    from backsplit.datasets.export import ExportRequest, export_dataset
 
     sources = cases + [InMemoryCaseSource(make_case("negative", lesion=False))]
     result = export_dataset(sources, ExportRequest(tmp_path, 601, "Check", ["Lesion"], ["Vessel", "Organ"],

@@ -223,9 +223,9 @@ def test_installed_tree_imports_engine_and_module_libs(configured, tmp_path):
         sys.path.insert(0, {str(scripted)!r})
         repo, venv = {str(REPO)!r}, {str(REPO / ".venv")!r}
         sys.path = [p for p in sys.path if not (p.startswith(repo) and not p.startswith(venv))]
-        import backsplit, backsplit.cli, backsplit.export, backsplit.training.process, backsplit.inference.process
+        import backsplit, backsplit.cli, backsplit.datasets.export, backsplit.training.process, backsplit.inference.process
         assert backsplit.__file__.startswith({str(scripted)!r}), backsplit.__file__
-        from backsplit.demo import demo_label_files
+        from backsplit.demo.cases import demo_label_files
         assert demo_label_files() and str(demo_label_files()[0]).startswith({str(scripted)!r})
         import BackSplitSegmentLib.scene_cases, BackSplitSegmentLib.export_run, BackSplitSegmentLib.demo_scene
         import BackSplitSegmentLib.dependencies, BackSplitSegmentLib.prediction_run, BackSplitSegmentLib.prediction_import

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from backsplit.cases import InMemoryCaseSource
-from backsplit.context import ContextSpec, add_context, intensity_clusters, kmeans_1d, otsu_threshold, ring_masks
+from backsplit.io.cases import InMemoryCaseSource
+from backsplit.labels.context import ContextSpec, add_context, intensity_clusters, kmeans_1d, otsu_threshold, ring_masks
 from backsplit.errors import InputError
-from backsplit.export import ExportRequest, export_dataset
+from backsplit.datasets.export import ExportRequest, export_dataset
 
 from fixtures_data import make_case
 

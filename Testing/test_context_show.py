@@ -54,7 +54,7 @@ def read(path: Path):
 def test_one_label_map_per_case_on_the_image_grid_with_context_only_within_the_margin(learned_work, shown):
     from scipy.ndimage import distance_transform_edt
 
-    from backsplit.segnrrd import read_seg_nrrd
+    from backsplit.io.segnrrd import read_seg_nrrd
 
     dataset, work, _ = learned_work
     code, out = shown
@@ -188,7 +188,7 @@ def test_panel_helper_runs_the_child_process_and_loads_segments_on_the_case_volu
     from BackSplitSegmentLib.scene_cases import segment_mask, segment_names, volume_geometry
     from BackSplitTrainLib.context_view import NODE_SUFFIX, finish_context_show, start_context_show
 
-    from backsplit.geometry import Geometry
+    from backsplit.io.geometry import Geometry
 
     dataset, work, model_dir = learned_work
     job = start_context_show(work, dataset, cases=["tiny2"], out_dir=tmp_path / "panel", device="cpu")

@@ -167,7 +167,7 @@ RANK_SCRIPT = """
 import json, os, sys, time
 from pathlib import Path
 from backsplit.training import ddp, worker
-from backsplit.training.datasets import load_training_dataset
+from backsplit.datasets.folder import load_training_dataset
 from backsplit.training.options import TrainOptions
 
 options = TrainOptions.from_json(Path(sys.argv[1]).read_text())
@@ -184,7 +184,7 @@ ddp.train_rank(0, 1, ddp.RankJob(options.to_json(), str(dataset.folder), "all", 
 def test_rank_body_trains_and_writes_the_manifest_as_one_cpu_process(tiny_dataset, tmp_path):
     """``train_rank`` outside a process group (world size 1, CPU): everything a rank does except DDP itself, on the
     tiny dataset, in a real child process with nnU-Net's variables."""
-    from backsplit.progress import parse_event_line
+    from backsplit.runtime.progress import parse_event_line
     from backsplit.training.manifest import read_manifest
     from backsplit.training.process import training_environment
 

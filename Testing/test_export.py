@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from backsplit.cases import InMemoryCaseSource
+from backsplit.io.cases import InMemoryCaseSource
 from backsplit.errors import InputError, OutputError, CancelledError
-from backsplit.export import ExportRequest, export_dataset, iter_export
-from backsplit.readers import FileCaseSource
+from backsplit.datasets.export import ExportRequest, export_dataset, iter_export
+from backsplit.io.readers import FileCaseSource
 
 from fixtures_data import make_case, write_case_files
 
@@ -177,7 +177,7 @@ def test_output_not_writable(tmp_path, cases):
 
 def test_disk_full_leaves_nothing(tmp_path, cases, monkeypatch):
     # A full disk cannot be produced portably without root; simulate the OSError the writer would raise.
-    import backsplit.niftiio as niftiio
+    import backsplit.io.niftiio as niftiio
 
     calls = {"n": 0}
     real = niftiio.compress_file
@@ -232,8 +232,8 @@ def test_file_cases_seg_nrrd_and_labelmap(tmp_path):
 
 
 def test_cropped_seg_nrrd_is_pasted_into_image_grid(tmp_path):
-    from backsplit.segfile import write_seg_nrrd
-    from backsplit.geometry import Geometry
+    from backsplit.io.segfile import write_seg_nrrd
+    from backsplit.io.geometry import Geometry
 
     case = make_case("crop")
     images, _, _ = write_case_files(tmp_path, case)
@@ -255,8 +255,8 @@ def test_cropped_seg_nrrd_is_pasted_into_image_grid(tmp_path):
     (dict(origin=(0.3, 0.0, 0.0)), "origin"),
 ])
 def test_image_segmentation_geometry_mismatch_names_what_differs(tmp_path, change, what):
-    from backsplit.segfile import write_seg_nrrd
-    from backsplit.geometry import Geometry
+    from backsplit.io.segfile import write_seg_nrrd
+    from backsplit.io.geometry import Geometry
 
     case = make_case("geo")
     images, _, _ = write_case_files(tmp_path, case)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from backsplit.export import ExportRequest, export_dataset
+from backsplit.datasets.export import ExportRequest, export_dataset
 
 from fixtures_slicer import add_segmentation, add_volume
 from test_scene_cases import masks_for, node_counts, oblique_ijk_to_ras

@@ -8,9 +8,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from backsplit.cli import main
-from backsplit.evaluation import aggregate, evaluate_folders, read_evaluation
-from backsplit.report import comparison_picture, comparison_table
-from backsplit.schema import LabelSchema
+from backsplit.evaluation.evaluate import aggregate, evaluate_folders, read_evaluation
+from backsplit.evaluation.compare import comparison_picture, comparison_table
+from backsplit.labels.schema import LabelSchema
 
 SHAPE = (16, 24, 24)
 

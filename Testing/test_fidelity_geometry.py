@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from backsplit.cases import InMemoryCaseSource
+from backsplit.io.cases import InMemoryCaseSource
 from backsplit.errors import InputError, OutputError
-from backsplit.export import ExportRequest, export_dataset
-from backsplit.geometry import Geometry
-from backsplit.readers import FileCaseSource, read_image
+from backsplit.datasets.export import ExportRequest, export_dataset
+from backsplit.io.geometry import Geometry
+from backsplit.io.readers import FileCaseSource, read_image
 
 from fixtures_data import make_case
 from fixtures_fidelity import segment_fields, sheared_directions, write_nrrd
@@ -108,7 +108,7 @@ def test_sheared_or_non_orthonormal_nifti(tmp_path):
 
 
 def test_itk_warning_on_write_is_caught_and_translated(tmp_path, capfd):
-    from backsplit.niftiio import write_uncompressed
+    from backsplit.io.niftiio import write_uncompressed
 
     s, c = math.sin(math.radians(15)), math.cos(math.radians(15))
     geometry = Geometry.create((1, 1, 1), (0, 0, 0), [1, 0, 0, 0, 1, s, 0, 0, c], (4, 5, 6))
@@ -118,7 +118,7 @@ def test_itk_warning_on_write_is_caught_and_translated(tmp_path, capfd):
 
 
 def test_capture_helper_parses_itk_messages_and_passes_other_text_on():
-    from backsplit.itkmessages import parse_itk_output, translate
+    from backsplit.io.itkmessages import parse_itk_output, translate
 
     text = ("WARNING: In /src/ITK/Modules/IO/NIFTI/src/itkNiftiImageIO.cxx, line 2314\n"
             "NiftiImageIO (0x55855a2f1a50): Non-orthogonal direction matrix coerced to orthogonal\n\n"
@@ -134,7 +134,7 @@ def test_capture_helper_parses_itk_messages_and_passes_other_text_on():
 def test_direction_tolerance_is_displacement_in_mm(tmp_path, degrees, accepted):
     """0.09 degrees moves the far corner of this image by 0.05 mm (< half the 0.8 mm voxel): placed as is (what
     nearest-neighbour resampling returns). 3 degrees moves it 1.6 mm: refused, naming degrees and mm."""
-    from backsplit.segfile import write_seg_nrrd
+    from backsplit.io.segfile import write_seg_nrrd
 
     case = make_case("rot", shape=(12, 16, 20), spacing=(0.8, 0.8, 0.8))
     folder = tmp_path / "in"

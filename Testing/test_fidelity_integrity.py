@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from backsplit.compressed import verify_compressed
+from backsplit.io.compressed import verify_compressed
 from backsplit.errors import InputError
-from backsplit.export import ExportRequest, export_dataset
-from backsplit.readers import FileCaseSource, read_image
+from backsplit.datasets.export import ExportRequest, export_dataset
+from backsplit.io.readers import FileCaseSource, read_image
 
 from fixtures_data import make_case, write_case_files
 from fixtures_fidelity import damage_middle
@@ -91,8 +91,8 @@ def test_verification_streams_in_bounded_memory(tmp_path):
 
 
 def test_evaluation_refuses_a_damaged_prediction(tmp_path):
-    from backsplit.evaluation import evaluate_case
-    from backsplit.schema import LabelSchema
+    from backsplit.evaluation.evaluate import evaluate_case
+    from backsplit.labels.schema import LabelSchema
 
     labels = np.zeros((16, 32, 32), np.uint8)
     labels[4:12, 8:24, 8:24] = 1

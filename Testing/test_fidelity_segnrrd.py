@@ -8,9 +8,9 @@ import pytest
 import SimpleITK as sitk
 
 from backsplit.errors import InputError
-from backsplit.export import ExportRequest, export_dataset
-from backsplit.geometry import Geometry
-from backsplit.readers import FileCaseSource, read_seg_nrrd
+from backsplit.datasets.export import ExportRequest, export_dataset
+from backsplit.io.geometry import Geometry
+from backsplit.io.readers import FileCaseSource, read_seg_nrrd
 
 from fixtures_fidelity import extent_of, segment_fields, unit_directions, write_nrrd
 

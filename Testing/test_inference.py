@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from backsplit.errors import InputError
-from backsplit.geometry import Geometry
+from backsplit.io.geometry import Geometry
 
 from fixtures_data import make_case
 from fixtures_nnunet import TINY_SHAPE
@@ -103,7 +103,7 @@ def test_predict_files_oblique_geometry_names_and_lesion_only(tiny_model_dir, tm
 
 def test_seg_nrrd_output_has_manifest_names_and_colours(tiny_model_dir, tmp_path):
     from backsplit.inference.files import InputCase, predict_files
-    from backsplit.readers import read_seg_nrrd
+    from backsplit.io.readers import read_seg_nrrd
 
     case = make_case("s", shape=TINY_SHAPE, seed=5)
     sitk.WriteImage(case.geometry.to_sitk(case.channels[0]), str(tmp_path / "s.nii.gz"))
@@ -202,8 +202,8 @@ def test_predict_evaluate_compare_command_line(tiny_model_dir, tiny_binary_model
 
 
 def test_evaluation_refuses_reference_on_another_grid(tmp_path):
-    from backsplit.evaluation import evaluate_case
-    from backsplit.schema import LabelSchema
+    from backsplit.evaluation.evaluate import evaluate_case
+    from backsplit.labels.schema import LabelSchema
 
     geometry = Geometry.create((1, 1, 1), (0, 0, 0), None, (4, 5, 6))
     sitk.WriteImage(geometry.to_sitk(np.zeros((4, 5, 6), np.uint8)), str(tmp_path / "pred.nii.gz"))

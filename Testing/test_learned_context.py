@@ -72,7 +72,7 @@ def test_dataset_json_gets_context_classes_as_supports():
     assert extended["backsplit"]["learned_context"]["classes"] == 2 and meta["labels"]["Organ"] == 2  # no mutation
     plain = extend_dataset_json({"labels": {"background": 0, "tumor": 1}}, LearnedContextSpec(classes=1))
     assert [t["name"] for t in plain["backsplit"]["schema"]["targets"]] == ["tumor"]
-    from backsplit.schema import LabelSchema
+    from backsplit.labels.schema import LabelSchema
 
     schema = LabelSchema.from_json(extended["backsplit"]["schema"])
     assert len(schema.classes) + 1 == len(extended["labels"])       # what the predictor checks

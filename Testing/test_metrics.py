@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from backsplit.geometry import Geometry
-from backsplit.metrics import class_metrics, dice, finite_mean, hd95, lesion_counts, nsd
+from backsplit.io.geometry import Geometry
+from backsplit.evaluation.metrics import class_metrics, dice, finite_mean, hd95, lesion_counts, nsd
 from backsplit.errors import InputError
-from backsplit.summary import DecisionRule, calibrate_min_volume, decision_counts, read_rule, summarise
+from backsplit.evaluation.summary import DecisionRule, calibrate_min_volume, decision_counts, read_rule, summarise
 
 
 def cube(shape, start, size):
@@ -111,7 +111,7 @@ def test_decision_counts_and_rule_file(tmp_path):
 # ---- agreement of the library (DeepMind's surface-distance) with hand-computed answers ------------------------
 
 def test_library_agrees_with_hand_computed_surface_metrics():
-    from backsplit.metrics import surface_distances
+    from backsplit.evaluation.metrics import surface_distances
 
     a = cube((20, 20, 20), (5, 5, 5), 6)
     assert hd95(a, a, (1.0, 1.0, 1.0)) == 0.0 and nsd(a, a, (1.0, 1.0, 1.0), 0.0) == 1.0
@@ -134,7 +134,7 @@ def test_hd95_is_the_larger_directed_percentile():
     surface long; HD95 follows the larger direction (as MONAI and DeepMind's library define it)."""
     large = cube((30, 30, 30), (5, 5, 5), 20)
     small = cube((30, 30, 30), (13, 13, 13), 4)
-    from backsplit.metrics import surface_distances
+    from backsplit.evaluation.metrics import surface_distances
 
     d_large_to_small, d_small_to_large = surface_distances(large, small, (1.0, 1.0, 1.0))
     assert hd95(large, small, (1.0, 1.0, 1.0)) == pytest.approx(

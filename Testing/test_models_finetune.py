@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from backsplit.cases import InMemoryCaseSource
+from backsplit.io.cases import InMemoryCaseSource
 from backsplit.datasets.add import AddRequest, add_cases
 from backsplit.errors import InputError
 from backsplit.training.manifest import read_manifest

@@ -1,6 +1,6 @@
 """The training estimate is made after planning and preprocessing: its message says how much of the total is left."""
 
-from backsplit.estimate import Estimate
+from backsplit.runtime.durations import Estimate
 
 
 def test_estimate_made_late_says_time_left():

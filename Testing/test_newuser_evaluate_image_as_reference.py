@@ -6,8 +6,8 @@ import pytest
 import SimpleITK as sitk
 
 from backsplit.errors import InputError
-from backsplit.evaluation import evaluate_folders
-from backsplit.schema import LabelSchema
+from backsplit.evaluation.evaluate import evaluate_folders
+from backsplit.labels.schema import LabelSchema
 
 
 def _write(array, path):

@@ -5,7 +5,7 @@ check the printing)."""
 import io
 
 from backsplit.commands.train import follow
-from backsplit.progress import ProgressEvent
+from backsplit.runtime.progress import ProgressEvent
 
 
 class ReplayedProcess:

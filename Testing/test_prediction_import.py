@@ -3,7 +3,7 @@ probability overlay; and demo cases loaded into the scene and exported through t
 
 import numpy as np
 
-from backsplit.schema import LabelSchema
+from backsplit.labels.schema import LabelSchema
 
 from fixtures_slicer import add_volume
 
@@ -71,7 +71,7 @@ def test_demo_cases_in_scene_export(slicer_scene, tmp_path):
     from BackSplitSegmentLib.demo_scene import load_demo_cases
     from BackSplitSegmentLib.scene_cases import cases_in_scene
 
-    from backsplit.export import ExportRequest, export_dataset
+    from backsplit.datasets.export import ExportRequest, export_dataset
 
     loaded = load_demo_cases(2)
     cases = cases_in_scene(slicer_scene.scene)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from backsplit.geometry import Geometry
-from backsplit.progress import Eta, ProgressEvent, TextProgressBar
+from backsplit.io.geometry import Geometry
+from backsplit.runtime.progress import Eta, ProgressEvent, TextProgressBar
 
 from fixtures_data import make_case
 from fixtures_nnunet import TINY_SHAPE
@@ -173,8 +173,8 @@ def test_training_command_line_is_quiet_without_duplicates(tiny_dataset, tiny_tr
 def test_third_party_output_goes_to_the_log_even_from_c_code(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys, warnings
-        from backsplit.quiet import ThirdPartyOutput
-        from backsplit.progress import ProgressEvent, TextProgressBar
+        from backsplit.runtime.quiet import ThirdPartyOutput
+        from backsplit.runtime.progress import ProgressEvent, TextProgressBar
         output = ThirdPartyOutput({str(tmp_path / 'run.log')!r})
         bar = TextProgressBar(output.console())
         with output:
@@ -203,7 +203,7 @@ def test_third_party_output_goes_to_the_log_even_from_c_code(tmp_path):
 def test_training_clock_arithmetic():
     """Iterations of 2 s after a 5 s set-up, validation forward passes timed at 0.5 s, 2 runs of 3 epochs x (10 + 4)
     iterations: the estimate is the time so far plus the rest at that speed; large CPU jobs get the faster choices."""
-    from backsplit.estimate_training import TrainingClock
+    from backsplit.training.timing import TrainingClock
 
     now = [100.0]
     events = []
@@ -230,7 +230,7 @@ def test_training_clock_arithmetic():
 
 
 def test_long_cpu_jobs_are_named_with_faster_choices():
-    from backsplit.estimate import Estimate, training_advice
+    from backsplit.runtime.durations import Estimate, training_advice
 
     advice = training_advice(seconds=6 * 3600, cores=2, configuration="3d_fullres", batch_size=12, epochs=100,
                              iterations_per_epoch=250, val_iterations_per_epoch=50, train_iteration_s=0.7,

@@ -11,8 +11,8 @@ def test_input_warnings_reach_the_console_and_noise_goes_to_the_log(tmp_path):
     code = textwrap.dedent(f"""
         import os, warnings
         from pathlib import Path
-        from backsplit.itkmessages import InputWarning
-        from backsplit.quiet import ThirdPartyOutput
+        from backsplit.io.itkmessages import InputWarning
+        from backsplit.runtime.quiet import ThirdPartyOutput
         with ThirdPartyOutput(Path({str(log)!r})):
             print("nnU-Net says hello")
             os.write(2, b"C-level ITK noise\\n")

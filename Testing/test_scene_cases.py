@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from backsplit.errors import InputError
-from backsplit.export import ExportRequest, export_dataset
+from backsplit.datasets.export import ExportRequest, export_dataset
 
 from fixtures_slicer import add_segmentation, add_volume
 
@@ -139,7 +139,7 @@ def test_failed_export_and_import_raise_with_names_without_the_output_window(sli
     import BackSplitSegmentLib.prediction_import as prediction_import
     import BackSplitSegmentLib.scene_cases as scene_cases
     from BackSplitSegmentLib.prediction_import import add_class_segment, class_crops, class_images
-    from backsplit.schema import LabelSchema
+    from backsplit.labels.schema import LabelSchema
 
     for module in (scene_cases, prediction_import):
         assert "vtkOutputWindow" not in inspect.getsource(module)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from backsplit.errors import InputError
-from backsplit.matching import match_segments
-from backsplit.schema import SUPPORT, TARGET, LabelSchema
+from backsplit.labels.matching import match_segments
+from backsplit.labels.schema import SUPPORT, TARGET, LabelSchema
 
 
 def test_values_follow_user_order():

@@ -9,7 +9,7 @@ import types
 
 import psutil
 
-from backsplit.process import (CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, STARTF_USESHOWWINDOW, SW_HIDE,
+from backsplit.runtime.childprocess import (CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, STARTF_USESHOWWINDOW, SW_HIDE,
                                ChildProcess, popen_platform_kwargs)
 
 

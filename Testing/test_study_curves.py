@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from backsplit.progress import ProgressEvent, format_event_line
+from backsplit.runtime.progress import ProgressEvent, format_event_line
 from backsplit.study.curves import curve_from_checkpoint, curve_from_log, unit_curve
 
 EPOCHS = [  # train loss, val loss, per-class pseudo Dice (target first), learning rate, seconds

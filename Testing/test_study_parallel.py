@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from backsplit.cli import build_parser
-from backsplit.devices import usable_cpu_count
+from backsplit.runtime.devices import usable_cpu_count
 from backsplit.errors import InputError
 
 SCRIPT = ("import json, os, sys, time; d = sys.argv[1]; os.makedirs(d, exist_ok=True); start = time.time(); "
@@ -104,7 +104,7 @@ def test_thread_counts_follow_the_cpus_this_process_may_use():
     """A SLURM allocation or a cpuset gives a process fewer cores than the machine has; ``taskset -c 0`` does the
     same here, and the count BackSplit sizes its torch threads and units by follows it."""
     out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c",
-                          "from backsplit.devices import usable_cpu_count; print(usable_cpu_count())"],
+                          "from backsplit.runtime.devices import usable_cpu_count; print(usable_cpu_count())"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
     assert usable_cpu_count() == len(os.sched_getaffinity(0))

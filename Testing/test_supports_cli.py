@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from backsplit.cli import main
-from backsplit.readers import read_seg_nrrd
+from backsplit.io.readers import read_seg_nrrd
 
 from fixtures_data import make_case, write_case_files
 from fixtures_supports import write_lesion_only_cases, write_standin

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from backsplit.errors import CancelledError, InputError, OutputError
-from backsplit.readers import cases_from_folder, read_seg_nrrd
+from backsplit.io.readers import cases_from_folder, read_seg_nrrd
 from backsplit.supports.generate import (GenerateRequest, generate_supports, input_folders_of, read_segment_tags,
                                          resolve_names)
 from backsplit.supports.niftilabels import read_label_table

@@ -15,8 +15,8 @@ import pytest
 
 from backsplit.cli import main
 from backsplit.errors import InputError
-from backsplit.geometry import Geometry
-from backsplit.readers import cases_from_folder, read_seg_nrrd
+from backsplit.io.geometry import Geometry
+from backsplit.io.readers import cases_from_folder, read_seg_nrrd
 from backsplit.supports.generate import GenerateRequest, generate_supports, read_segment_tags
 from backsplit.supports.runners import GENERATED_TAG, MODEL_TAG, NnUNetModelRunner
 
@@ -124,7 +124,7 @@ def test_module_logic_end_to_end_in_the_scene(slicer_scene, tmp_path, organ_mode
     from BackSplitSegmentLib.scene_cases import SceneCase
     from BackSplitSegmentLib.supports_scene import import_events, start_generation, suggest_cases_from_scene
 
-    from backsplit.export import ExportRequest, export_dataset
+    from backsplit.datasets.export import ExportRequest, export_dataset
     from backsplit.supports.suggest import SuggestOptions, suggest
 
     from fixtures_slicer import add_volume

@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 
-from backsplit.schema import LabelSchema
-from backsplit.terminology import (class_terminology, is_terminology_entry, terminology_for_name,
+from backsplit.labels.schema import LabelSchema
+from backsplit.labels.terminology import (class_terminology, is_terminology_entry, terminology_for_name,
                                    terminology_from_tags, type_meaning)
 
 from fixtures_slicer import add_segmentation, add_volume
@@ -48,7 +48,7 @@ def test_scene_terminology_flows_into_the_export_and_the_prediction(slicer_scene
     from BackSplitSegmentLib.scene_cases import SceneCase, volume_geometry
     import vtk
 
-    from backsplit.export import ExportRequest, export_dataset
+    from backsplit.datasets.export import ExportRequest, export_dataset
 
     slicer, scene = slicer_scene.slicer, slicer_scene.scene
     shape = (6, 8, 9)

@@ -3,7 +3,7 @@ slicer-core), and the device description. The Qt widget itself cannot run here (
 
 import math
 
-from backsplit.progress import ProgressEvent
+from backsplit.runtime.progress import ProgressEvent
 from backsplit.training.status import TrainingStatus
 
 

@@ -97,7 +97,7 @@ def test_target_aware_loader_centres_forced_patches_on_targets():
 
 
 def test_status_eta_and_curves():
-    from backsplit.progress import ProgressEvent
+    from backsplit.runtime.progress import ProgressEvent
 
     status = TrainingStatus(models_total=2)
     status.update(ProgressEvent("train", "start", data={"model": "BackSplit model"}))

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import pytest
 
 from backsplit.errors import InputError, OutputError
-from backsplit.progress import ProgressEvent
-from backsplit.runsteps import raise_write_error, run_to_result
-from backsplit.workerprocess import JsonRequest, WorkerProcess, run_worker
+from backsplit.runtime.progress import ProgressEvent
+from backsplit.runtime.steps import raise_write_error, run_to_result
+from backsplit.runtime.workerprocess import JsonRequest, WorkerProcess, run_worker
 
 
 def steps():

@@ -1,5 +1,5 @@
 """Cost of reading compressed inputs with their end-to-end integrity check: SimpleITK's plain read (no check), the
-check alone (backsplit.compressed.verify_compressed) and BackSplit's checked read (backsplit.imagefile.read_sitk: one
+check alone (backsplit.io.compressed.verify_compressed) and BackSplit's checked read (backsplit.io.imagefile.read_sitk: one
 streamed decompression that checks the CRC into a temporary copy, which ITK reads), alternated, on a 512 x 512 x 300
 int16 CT-like volume as .nii.gz and as a gzip-encoded .nrrd. Prints the median seconds of --repeats runs and the peak
 Python memory of the check. Usage: python benchmarks/bench_input_checks.py [--repeats 3] [--shape 300 512 512]"""
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from backsplit import compressed
-from backsplit.compressed import verify_compressed
-from backsplit.imagefile import read_sitk
+from backsplit.io import compressed
+from backsplit.io.compressed import verify_compressed
+from backsplit.io.imagefile import read_sitk
 
 
 def main() -> None:

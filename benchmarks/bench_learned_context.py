@@ -52,9 +52,9 @@ def child(args) -> None:
     import numpy as np
     import torch
 
-    from backsplit.devices import resolve_device
+    from backsplit.runtime.devices import resolve_device
     from backsplit.training.colab.setup import learned_context_trainer
-    from backsplit.training.datasets import load_training_dataset
+    from backsplit.datasets.folder import load_training_dataset
     from backsplit.training.trainer import BackSplitTrainer
 
     dataset = load_training_dataset(Path(args.dataset))
@@ -112,8 +112,8 @@ def main() -> None:
         child(args)
         return
 
-    from backsplit.demo import demo_case_sources
-    from backsplit.export import ExportRequest, export_dataset
+    from backsplit.demo.cases import demo_case_sources
+    from backsplit.datasets.export import ExportRequest, export_dataset
     from backsplit.training.environment import nnunet_environment
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]

@@ -4,7 +4,7 @@
   python benchmarks/bench_study.py --profile gpu --out /tmp/bench-study-gpu   # one GPU, 3d_fullres (about 12 min)
   python benchmarks/bench_study.py --profile context --out /tmp/bench-study   # learned vs rings, kmeans (after quick)
 
-Cases: the 20 shipped KiTS23 label maps with synthetic CT (``backsplit.demo``); ``--negatives`` of them get their
+Cases: the 20 shipped KiTS23 label maps with synthetic CT (``backsplit.demo.cases``); ``--negatives`` of them get their
 cysts relabelled as kidney before the image is synthesised (cyst-free kidneys), so the case-level decision (AUROC,
 specificity) can be measured. Target ``cyst``, support structures ``tumor``, ``kidney``. The study runs through the
 same code as the command line (local executor) and prints the report's path, the wall time and the versions.
@@ -40,9 +40,9 @@ def write_cases(folder: Path, n_cases: int, negatives: int, seed: int = 0) -> No
     """Demo cases as a user's files; the last ``negatives`` cases without cysts (cyst voxels relabelled kidney)."""
     import SimpleITK as sitk
 
-    from backsplit.demo import (DEMO_COLORS, _stable_hash, demo_label_files, read_label_map, synthesize_image)
-    from backsplit.segfile import write_seg_nrrd
-    from backsplit.terminology import terminology_for_name
+    from backsplit.demo.cases import (DEMO_COLORS, _stable_hash, demo_label_files, read_label_map, synthesize_image)
+    from backsplit.io.segfile import write_seg_nrrd
+    from backsplit.labels.terminology import terminology_for_name
 
     folder.mkdir(parents=True, exist_ok=True)
     for index, path in enumerate(demo_label_files()[:n_cases]):
@@ -90,9 +90,9 @@ def main() -> int:
         if getattr(args, key) is not None:
             profile[key] = getattr(args, key)
 
-    from backsplit.demo import DEMO_COLORS, DEMO_SUPPORTS, DEMO_TARGETS
-    from backsplit.export import ExportRequest, export_dataset
-    from backsplit.readers import cases_from_folder
+    from backsplit.demo.cases import DEMO_COLORS, DEMO_SUPPORTS, DEMO_TARGETS
+    from backsplit.datasets.export import ExportRequest, export_dataset
+    from backsplit.io.readers import cases_from_folder
     from backsplit.study.arms import split_arms
     from backsplit.study.local import LocalExecutor
     from backsplit.study.plan import StudySettings

@@ -87,7 +87,7 @@ def bench_generate(args) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_inference import raw_predict
 
-    from backsplit.readers import cases_from_folder
+    from backsplit.io.readers import cases_from_folder
     from backsplit.supports.generate import GenerateRequest, generate_supports
     from backsplit.supports.runners import NnUNetModelRunner
 

@@ -82,14 +82,14 @@ def export_scene(made, shape, other_grid: bool):
 
 
 def export_request(out: Path):
-    from backsplit.export import ExportRequest
+    from backsplit.datasets.export import ExportRequest
 
     return ExportRequest(out, 601, "Ticks", ["lesion"], ["organ", "vessel", "kidney", "bone"])
 
 
 def bench_export_one_shot(volume, segmentation, out: Path) -> list:
     """Before: the engine's generator stepped on the GUI thread, one whole case per tick (what ExportRun did)."""
-    from backsplit.export import iter_export
+    from backsplit.datasets.export import iter_export
     from BackSplitSegmentLib.scene_cases import SceneCase
 
     events = iter_export([SceneCase("case0", volume, segmentation).source()], export_request(out))
@@ -150,7 +150,7 @@ def bench_prediction_import(made, shape, out: Path) -> list:
     import numpy as np
     import SimpleITK as sitk
 
-    from backsplit.schema import LabelSchema
+    from backsplit.labels.schema import LabelSchema
     from BackSplitSegmentLib.prediction_run import PredictionFinish
     from BackSplitSegmentLib.scene_cases import volume_geometry
 

@@ -96,8 +96,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from backsplit.demo import demo_case_sources
-    from backsplit.export import ExportRequest, export_dataset
+    from backsplit.demo.cases import demo_case_sources
+    from backsplit.datasets.export import ExportRequest, export_dataset
     from backsplit.training.environment import nnunet_environment
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,9 +27,9 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from backsplit.cases import Case
+from backsplit.io.cases import Case
 from backsplit.errors import InputError
-from backsplit.geometry import Geometry
+from backsplit.io.geometry import Geometry
 
 MATRIX_TOLERANCE = 1e-4       # vtkOrientedImageDataResample::AreEqualWithTolerance (per matrix element)
 SLAB_BYTES = 4 * 1024 * 1024  # copied between two looks at the clock

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
-from backsplit.cases import LazyCaseSource
+from backsplit.io.cases import LazyCaseSource
 from backsplit.datasets.add import AddRequest, AddResult, iter_add
 from backsplit.datasets.policy import ON_EXISTING_REFUSE, ON_EXISTING_RENAME
 from backsplit.errors import InputError
-from backsplit.progress import ProgressEvent
-from backsplit.validation import MISSING_ABSENT, MISSING_ERROR
+from backsplit.runtime.progress import ProgressEvent
+from backsplit.datasets.validation import MISSING_ABSENT, MISSING_ERROR
 
 from .scene_cases import case_from_scene, unique_case_id
 

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 import numpy as np
 import slicer
 
-from backsplit.demo import demo_case, demo_label_files
+from backsplit.demo.cases import demo_case, demo_label_files
 
 
 def load_demo_cases(count: int = 3, first: int = 0) -> list:
@@ -43,7 +43,7 @@ def demo_sample_files(folder: Path, count: int = 2) -> list:
 STAGED_WRITE = """
 import os, tempfile
 from pathlib import Path
-from backsplit.demo import write_demo_case_files
+from backsplit.demo.cases import write_demo_case_files
 folder = Path(FOLDER)
 folder.mkdir(parents=True, exist_ok=True)
 staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
@@ -60,7 +60,7 @@ finally:
 def prepare_sample_files(folder: Path, count: int = None, python: Optional[str] = None):
     """Start a child Python that writes the sample files (a few seconds) unless they exist; returns it or None.
     The application does not wait for it."""
-    from backsplit.process import ChildProcess, child_environment, python_executable
+    from backsplit.runtime.childprocess import ChildProcess, child_environment, python_executable
 
     count = count or DEMO_SAMPLE_COUNT
     folder = Path(folder)

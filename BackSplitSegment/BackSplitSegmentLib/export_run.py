@@ -18,9 +18,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Sequence
 
-from backsplit.cases import CaseSource
+from backsplit.io.cases import CaseSource
 from backsplit.errors import BackSplitError, CancelledError
-from backsplit.progress import ProgressEvent
+from backsplit.runtime.progress import ProgressEvent
 
 RUNNING = "running"
 FINISHED = "finished"
@@ -97,8 +97,8 @@ class ExportRun:
     panel goes away. Sources with ``read_steps(budget_s)`` (``SceneCase.source()``) are read in steps of about
     ``read_budget_s`` seconds; others are loaded in one step, on the GUI thread too."""
     sources: Sequence[CaseSource]
-    request: object                                   # backsplit.export.ExportRequest
-    exporter: Optional[Callable[..., Iterator[ProgressEvent]]] = None   # default: backsplit.export.iter_export
+    request: object                                   # backsplit.datasets.export.ExportRequest
+    exporter: Optional[Callable[..., Iterator[ProgressEvent]]] = None   # default: backsplit.datasets.export.iter_export
     read_budget_s: float = 0.04
     read_ahead: int = 1
     _cancel_requested: bool = field(default=False, init=False)
@@ -156,7 +156,7 @@ class ExportRun:
     def _start(self) -> None:
         exporter = self.exporter
         if exporter is None:
-            from backsplit.export import iter_export as exporter
+            from backsplit.datasets.export import iter_export as exporter
         handed = [HandedCase(s.case_id, getattr(s, "description", s.case_id), i, self._handoff)
                   for i, s in enumerate(self.sources)]
         self._last = ExportStep(RUNNING, 0, "starting the export")
@@ -259,8 +259,8 @@ def export_request(parameters, targets: Sequence[str], supports: Sequence[str]):
     from pathlib import Path
 
     from backsplit.commands.export import parse_mapping, split_names
-    from backsplit.context import ContextSpec
-    from backsplit.export import ExportRequest
+    from backsplit.labels.context import ContextSpec
+    from backsplit.datasets.export import ExportRequest
 
     mapping = parse_mapping([line for line in parameters.nameMapping.replace(";", "\n").splitlines()
                              if line.strip()])

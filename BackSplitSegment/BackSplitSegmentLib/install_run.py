@@ -97,7 +97,7 @@ def format_elapsed(seconds: float) -> str:
 class InstallRun:
     """``InstallRun(steps).step()`` from a timer until ``done``; ``cancel()`` ends the running step (async)."""
     steps: Sequence[InstallStep]
-    start_process: Optional[Callable[[Sequence[str]], object]] = None   # default: backsplit.process.ChildProcess
+    start_process: Optional[Callable[[Sequence[str]], object]] = None   # default: backsplit.runtime.childprocess.ChildProcess
     clock: Callable[[], float] = time.monotonic
     _index: int = field(default=0, init=False)
     _job: Optional[object] = field(default=None, init=False, repr=False)
@@ -109,7 +109,7 @@ class InstallRun:
     def _start(self, command: Sequence[str]):
         if self.start_process is not None:
             return self.start_process(command)
-        from backsplit.process import ChildProcess
+        from backsplit.runtime.childprocess import ChildProcess
 
         return ChildProcess(list(command)).start()
 
@@ -167,7 +167,7 @@ def default_plan() -> list[InstallStep]:
     show when the PyTorch extension is missing or the installed torch breaks nnU-Net's rule."""
     import importlib.util
 
-    from backsplit.process import python_executable
+    from backsplit.runtime.childprocess import python_executable
 
     from .dependencies import check_installed_torch, missing
 

@@ -12,8 +12,8 @@ import slicer
 import vtk
 
 from backsplit.errors import InputError
-from backsplit.geometry import Geometry
-from backsplit.schema import SUPPORT, ClassSpec
+from backsplit.io.geometry import Geometry
+from backsplit.labels.schema import SUPPORT, ClassSpec
 
 
 ROLE_TAG = "BackSplit.Role"

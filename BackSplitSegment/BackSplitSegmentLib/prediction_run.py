@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 
 from backsplit.errors import InputError
-from backsplit.imagefile import checked_geometry
+from backsplit.io.imagefile import checked_geometry
 from backsplit.inference.model import read_model_info
 from backsplit.inference.process import PredictionProcess
 from backsplit.inference.worker import PredictionRequest
@@ -31,7 +31,7 @@ def write_inputs(volume, extra_channels: Sequence, folder: Path) -> list[str]:
     import SimpleITK as sitk
 
     # A sheared grid would be straightened by the NIfTI write below: refuse it here as export and prediction from
-    # files do (backsplit.imagefile.checked_geometry says the tilt and how to resample it in Slicer).
+    # files do (backsplit.io.imagefile.checked_geometry says the tilt and how to resample it in Slicer).
     geometry = checked_geometry(volume_geometry(volume), "input volume", volume.GetName(), None)
     paths = []
     for index, node in enumerate([volume, *extra_channels]):

@@ -16,9 +16,9 @@ import numpy as np
 import slicer
 import vtk
 
-from backsplit.cases import Case
+from backsplit.io.cases import Case
 from backsplit.errors import InputError
-from backsplit.geometry import Geometry
+from backsplit.io.geometry import Geometry
 
 from .pairing import choose_volume, lies_on_grid
 from .scene_guard import temporary_nodes
@@ -101,7 +101,7 @@ def segment_terminology(segmentation_node) -> dict[str, str]:
     """Segment name -> the segment's Slicer terminology entry, for the segments that have a specific one."""
     import vtk
 
-    from backsplit.terminology import specific_entry
+    from backsplit.labels.terminology import specific_entry
 
     segmentation = segmentation_node.GetSegmentation()
     entries = {}
@@ -256,9 +256,9 @@ def unique_case_id(name: str, used: set[str]) -> str:
 
 def segment_names_in_cases(cases: Sequence[SceneCase]) -> list[str]:
     """Segment names found across the listed cases, first spelling kept (invisible characters removed), compared as
-    the export compares them (``backsplit.schema.name_key``: Unicode-normalised, invisible characters ignored,
+    the export compares them (``backsplit.labels.schema.name_key``: Unicode-normalised, invisible characters ignored,
     whitespace folded, case ignored), so 'cyst' and 'cyst' + a zero-width space are one entry."""
-    from backsplit.schema import display_name, name_key
+    from backsplit.labels.schema import display_name, name_key
 
     seen: dict[str, str] = {}
     for case in cases:

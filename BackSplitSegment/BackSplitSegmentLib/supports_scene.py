@@ -160,7 +160,7 @@ def start_generation(cases: Sequence[SceneCase], *, model_dir: Optional[Path] = 
 def import_events(job: GenerationJob, events) -> list[str]:
     """Add the segments of every case the child finished (events from ``job.process.poll_events()``) to its
     segmentation node, one undo step per case; returns messages for the panel."""
-    from backsplit.readers import read_seg_nrrd
+    from backsplit.io.readers import read_seg_nrrd
 
     messages = []
     for event in events:

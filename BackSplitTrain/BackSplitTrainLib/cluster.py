@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from backsplit.errors import BackSplitError
-from backsplit.process import python_executable
-from backsplit.progress import ProgressEvent, parse_event_line
+from backsplit.runtime.childprocess import python_executable
+from backsplit.runtime.progress import ProgressEvent, parse_event_line
 from backsplit.study.slurm import SlurmConfig
 from backsplit.training.options import TrainOptions
 from backsplit.training.process import training_command, training_environment

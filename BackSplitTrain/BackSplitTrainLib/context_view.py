@@ -31,7 +31,7 @@ def context_output_folder(work_dir: Path, dataset_dir: Path, stamp: Optional[str
 def start_context_show(work_dir: Path, dataset_dir: Path, *, cases: Sequence[str] = (), out_dir: Optional[Path] = None,
                        device: str = "auto", python: Optional[str] = None) -> ShowContextProcess:
     """Start the child process. ``cases`` empty: the dataset's first ``PANEL_CASES`` training cases."""
-    from backsplit.training.datasets import load_training_dataset
+    from backsplit.datasets.folder import load_training_dataset
 
     dataset = load_training_dataset(Path(dataset_dir))
     chosen = list(cases) or dataset.case_ids[:PANEL_CASES]

@@ -49,7 +49,7 @@ class DeviceProbe:
     """``DeviceProbe(python).start()``; then ``poll()`` from a timer until it returns the description text."""
 
     def __init__(self, python: Optional[str] = None, timeout: float = 120.0):
-        from backsplit.process import python_executable
+        from backsplit.runtime.childprocess import python_executable
 
         self.python = python or python_executable()
         self.timeout = timeout
@@ -57,7 +57,7 @@ class DeviceProbe:
         self.info: Optional[dict] = None
 
     def start(self) -> "DeviceProbe":
-        from backsplit.process import ChildProcess, child_environment
+        from backsplit.runtime.childprocess import ChildProcess, child_environment
 
         self.job = ChildProcess([self.python, "-c", PROBE], child_environment()).start()
         return self

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Optional
 
-from backsplit.progress import ProgressEvent
+from backsplit.runtime.progress import ProgressEvent
 from backsplit.training.status import TrainingStatus
 
 

@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
     from backsplit.errors import InputError
-    from backsplit.evaluation import check_labelmap, schema_from_model_or_dataset
-    from backsplit.summary import calibrate_min_volume, decision_counts
+    from backsplit.evaluation.evaluate import check_labelmap, schema_from_model_or_dataset
+    from backsplit.evaluation.summary import calibrate_min_volume, decision_counts
 
     summary_path = args.predictions / "summary.json"
     if not summary_path.is_file():

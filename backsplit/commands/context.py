@@ -58,7 +58,7 @@ def register(subparsers) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from backsplit.progress import TextProgressBar, ignore_progress
+    from backsplit.runtime.progress import TextProgressBar, ignore_progress
     from backsplit.training.colab.show_cases import ShowRequest, show_learned_context
 
     request = ShowRequest(work_dir=str(args.work_dir), dataset_dir=str(args.dataset), out_dir=str(args.out),

@@ -52,7 +52,7 @@ def register(subparsers) -> None:
 
 def sources_from_args(args: argparse.Namespace) -> list:
     from backsplit.errors import InputError
-    from backsplit.readers import FileCaseSource, _strip_suffix, cases_from_csv, cases_from_folder, read_name_map
+    from backsplit.io.readers import FileCaseSource, _strip_suffix, cases_from_csv, cases_from_folder, read_name_map
 
     name_map = read_name_map(args.names) if args.names else None
     if args.cases:
@@ -68,7 +68,7 @@ def sources_from_args(args: argparse.Namespace) -> list:
 def run_add(args: argparse.Namespace) -> int:
     from backsplit.datasets.add import AddRequest, add_cases
     from backsplit.datasets.policy import ON_EXISTING_REFUSE, ON_EXISTING_RENAME
-    from backsplit.progress import TextProgressBar, ignore_progress
+    from backsplit.runtime.progress import TextProgressBar, ignore_progress
     from backsplit.commands.export import parse_mapping
 
     request = AddRequest(args.dataset, name_mapping=parse_mapping(args.map), ignore_segments=args.ignore_segment,

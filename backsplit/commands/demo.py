@@ -44,10 +44,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import shutil
 
-    from backsplit.demo import DEMO_COLORS, DEMO_SUPPORTS, DEMO_TARGETS, demo_label_files, write_demo_case_files
-    from backsplit.export import ExportRequest, export_dataset
-    from backsplit.progress import TextProgressBar
-    from backsplit.readers import cases_from_folder
+    from backsplit.demo.cases import DEMO_COLORS, DEMO_SUPPORTS, DEMO_TARGETS, demo_label_files, write_demo_case_files
+    from backsplit.datasets.export import ExportRequest, export_dataset
+    from backsplit.runtime.progress import TextProgressBar
+    from backsplit.io.readers import cases_from_folder
 
     out = Path(args.out)
     available = len(demo_label_files())
@@ -117,10 +117,10 @@ def run(args: argparse.Namespace) -> int:
     if args.stop_after == "train":
         return 0
 
-    from backsplit.evaluation import evaluate_folders, write_evaluation
+    from backsplit.evaluation.evaluate import evaluate_folders, write_evaluation
     from backsplit.inference.files import discover_inputs, predict_files
-    from backsplit.report import comparison_picture, comparison_table, slice_view_for_case
-    from backsplit.schema import LabelSchema
+    from backsplit.evaluation.compare import comparison_picture, comparison_table, slice_view_for_case
+    from backsplit.labels.schema import LabelSchema
 
     print(f"[4] predicting {args.test_cases} held-out cases with both models")
     inputs = discover_inputs(test.dataset_dir / "imagesTr", 1)

@@ -55,10 +55,10 @@ def parse_mapping(items: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backsplit.context import ContextSpec
-    from backsplit.export import ExportRequest, export_dataset
-    from backsplit.progress import TextProgressBar, ignore_progress
-    from backsplit.readers import cases_from_csv, cases_from_folder, read_name_map
+    from backsplit.labels.context import ContextSpec
+    from backsplit.datasets.export import ExportRequest, export_dataset
+    from backsplit.runtime.progress import TextProgressBar, ignore_progress
+    from backsplit.io.readers import cases_from_csv, cases_from_folder, read_name_map
 
     name_map = read_name_map(args.names) if args.names else None
     sources = cases_from_csv(args.cases, name_map) if args.cases else cases_from_folder(args.folder, name_map)

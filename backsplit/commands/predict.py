@@ -50,9 +50,9 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from backsplit.inference.files import discover_inputs, predict_files
     from backsplit.inference.model import read_model_info
-    from backsplit.progress import TextProgressBar, ignore_progress
-    from backsplit.quiet import ThirdPartyOutput
-    from backsplit.summary import DecisionRule, read_rule
+    from backsplit.runtime.progress import TextProgressBar, ignore_progress
+    from backsplit.runtime.quiet import ThirdPartyOutput
+    from backsplit.evaluation.summary import DecisionRule, read_rule
 
     from backsplit.models.trust import require_trusted
 

@@ -80,7 +80,7 @@ def register(subparsers) -> None:
 
 
 def _sources(args):
-    from backsplit.readers import cases_from_csv, cases_from_folder, read_name_map
+    from backsplit.io.readers import cases_from_csv, cases_from_folder, read_name_map
 
     name_map = read_name_map(args.names) if args.names else None
     return cases_from_csv(args.cases, name_map) if args.cases else cases_from_folder(args.folder, name_map)
@@ -91,7 +91,7 @@ def _names(text: str) -> list[str]:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from backsplit.progress import TextProgressBar, ignore_progress
+    from backsplit.runtime.progress import TextProgressBar, ignore_progress
     from backsplit.supports.generate import GenerateRequest, generate_supports, input_folders_of
     from backsplit.supports.runners import NnUNetModelRunner, TotalSegmentatorRunner
 
@@ -122,7 +122,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_suggest(args: argparse.Namespace) -> int:
-    from backsplit.progress import TextProgressBar, ignore_progress
+    from backsplit.runtime.progress import TextProgressBar, ignore_progress
     from backsplit.supports.sources import suggest_cases
     from backsplit.supports.suggest import SuggestOptions, format_table, suggest
 

@@ -76,7 +76,7 @@ def options_from_args(args: argparse.Namespace):
 
 def follow(process, *, jsonl: bool = False, show_log: bool = False, stream=None) -> int:
     """Print a process's progress until it ends; Ctrl-C cancels the whole process tree."""
-    from backsplit.progress import TextProgressBar
+    from backsplit.runtime.progress import TextProgressBar
     from backsplit.training.status import TrainingStatus
 
     stream = stream or sys.stderr
@@ -95,7 +95,7 @@ def follow(process, *, jsonl: bool = False, show_log: bool = False, stream=None)
                 elif event.stage == "error":  # as every other command prints its errors
                     print(f"backsplit: error: {event.message}", file=stream)
                 else:
-                    from backsplit.progress import ProgressEvent
+                    from backsplit.runtime.progress import ProgressEvent
 
                     # epochs: the status line (elapsed, time left); other events: their own message (two 'train'
                     # events at the start rendered as the same status line printed it twice)

@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional, Sequence
 
-from backsplit.cases import CaseSource, check_unique_ids
-from backsplit.context import ContextSpec, add_context
+from backsplit.io.cases import CaseSource, check_unique_ids
+from backsplit.labels.context import ContextSpec, add_context
 from backsplit.errors import BackSplitError, CancelledError, InputError, OutputError
-from backsplit.export import FILE_ENDING, _link_or_copy, _link_twin_images, _write_case, read_dataset_json
-from backsplit.niftiio import NiftiGzWriter
-from backsplit.progress import ProgressCallback, ProgressEvent, ignore_progress
-from backsplit.runsteps import raise_write_error, run_to_result
-from backsplit.schema import LabelSchema
-from backsplit.validation import MISSING_ABSENT, MISSING_ERROR, case_labels, check_case_ids
+from backsplit.datasets.export import FILE_ENDING, _link_or_copy, _link_twin_images, _write_case, read_dataset_json
+from backsplit.io.niftiio import NiftiGzWriter
+from backsplit.runtime.progress import ProgressCallback, ProgressEvent, ignore_progress
+from backsplit.runtime.steps import raise_write_error, run_to_result
+from backsplit.labels.schema import LabelSchema
+from backsplit.datasets.validation import MISSING_ABSENT, MISSING_ERROR, case_labels, check_case_ids
 from backsplit.datasets import versions
 from backsplit.datasets.policy import ON_EXISTING_REFUSE, GeometryPolicy, assign_case_ids, header_geometry, sort_segments
 
@@ -84,7 +84,7 @@ class _Target:
 
 
 def _read_target(dataset_dir: Path) -> _Target:
-    from backsplit.training.datasets import load_training_dataset
+    from backsplit.datasets.folder import load_training_dataset
 
     live = Path(dataset_dir).resolve()
     if versions.VERSIONS_FOLDER in live.parts:

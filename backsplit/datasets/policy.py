@@ -19,9 +19,9 @@ from typing import Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from backsplit.errors import InputError
-from backsplit.geometry import Geometry
-from backsplit.matching import normalise
-from backsplit.schema import LabelSchema
+from backsplit.io.geometry import Geometry
+from backsplit.labels.matching import normalise
+from backsplit.labels.schema import LabelSchema
 
 SPACING_FACTOR = 3.0
 ON_EXISTING_REFUSE = "refuse"

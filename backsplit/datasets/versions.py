@@ -130,7 +130,7 @@ class VersionInfo:
 
 def list_versions(dataset_dir: Path) -> list[VersionInfo]:
     """Every recorded version of a dataset, oldest first, with the folder that holds it."""
-    from backsplit.export import read_dataset_json
+    from backsplit.datasets.export import read_dataset_json
 
     dataset_dir = Path(dataset_dir)
     meta = read_dataset_json(dataset_dir)
@@ -159,7 +159,7 @@ def version_folder(dataset_dir: Path, version: int) -> Path:
 def verify_files(dataset_dir: Path) -> list[str]:
     """Compare the case files on disk with the hashes recorded in dataset.json. Returns problems (empty: all match):
     changed, missing and unrecorded files. A dataset without recorded hashes gives one line saying so."""
-    from backsplit.export import read_dataset_json
+    from backsplit.datasets.export import read_dataset_json
 
     dataset_dir = Path(dataset_dir)
     recorded = read_dataset_json(dataset_dir).get("backsplit", {}).get("files")

@@ -14,9 +14,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from backsplit.errors import CancelledError, InputError, OutputError
-from backsplit.progress import ProgressCallback, ProgressEvent, ignore_progress
-from backsplit.readers import IMAGE_SUFFIXES, read_image
-from backsplit.summary import CaseSummary, DecisionRule, summarise, write_summaries
+from backsplit.runtime.progress import ProgressCallback, ProgressEvent, ignore_progress
+from backsplit.io.readers import IMAGE_SUFFIXES, read_image
+from backsplit.evaluation.summary import CaseSummary, DecisionRule, summarise, write_summaries
 from backsplit.inference.model import load_predictor, read_model_info
 from backsplit.inference.estimate import plan_prediction
 from backsplit.inference.predict import Prediction, predict_arrays
@@ -107,7 +107,7 @@ def write_prediction(prediction: Prediction, info, case_id: str, out_dir: Path, 
     labels = prediction.lesion_only() if lesion_only else prediction.labels
     classes = info.schema.targets if lesion_only else info.schema.classes
     if output_format == "seg.nrrd":
-        from backsplit.segfile import write_seg_nrrd
+        from backsplit.io.segfile import write_seg_nrrd
 
         masks = {spec.name: labels == value for value, spec in enumerate(classes, start=1)}
         tmp = paths["labels"].with_name(f".{paths['labels'].name}.partial.seg.nrrd")
@@ -164,7 +164,7 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
                 if path.exists():
                     raise OutputError(f"'{path}' already exists; choose another output folder or allow overwriting "
                                       "(--overwrite)")
-    from backsplit.imagefile import check_image_file  # damaged, sheared or 4D inputs: refused before the model loads
+    from backsplit.io.imagefile import check_image_file  # damaged, sheared or 4D inputs: refused before the model loads
 
     for case in inputs:
         for path in case.images:

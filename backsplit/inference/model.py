@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from backsplit.devices import resolve_device, usable_cpu_count
+from backsplit.runtime.devices import resolve_device, usable_cpu_count
 from backsplit.errors import InputError
-from backsplit.schema import LabelSchema
+from backsplit.labels.schema import LabelSchema
 from backsplit.training.manifest import read_manifest
 
 

@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from backsplit.errors import InputError
-from backsplit.geometry import Geometry
+from backsplit.io.geometry import Geometry
 from backsplit.inference.model import ModelInfo
 
 

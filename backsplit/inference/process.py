@@ -6,10 +6,10 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
-from backsplit.process import PopenFactory
-from backsplit.progress import ProgressEvent
+from backsplit.runtime.childprocess import PopenFactory
+from backsplit.runtime.progress import ProgressEvent
 from backsplit.training.process import append_log
-from backsplit.workerprocess import WorkerProcess
+from backsplit.runtime.workerprocess import WorkerProcess
 from backsplit.inference.worker import PredictionRequest
 
 

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Optional, Sequence
 
-from backsplit.progress import Eta, ProgressCallback, ProgressEvent, format_duration
+from backsplit.runtime.progress import Eta, ProgressCallback, ProgressEvent, format_duration
 from backsplit.inference.tiles import TileListener
 
 

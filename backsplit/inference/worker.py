@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from backsplit.progress import ProgressEvent, emit_event
-from backsplit.summary import DecisionRule
-from backsplit.workerprocess import JsonRequest, run_worker
+from backsplit.runtime.progress import ProgressEvent, emit_event
+from backsplit.evaluation.summary import DecisionRule
+from backsplit.runtime.workerprocess import JsonRequest, run_worker
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from backsplit.datasets.versions import current_version
-from backsplit.export import read_dataset_json
+from backsplit.datasets.export import read_dataset_json
 from backsplit.training.options import FINE_TUNE_LR, TrainOptions
 from backsplit.models.location import free_name
 

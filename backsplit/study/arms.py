@@ -16,7 +16,7 @@ which other arm's model it starts from. Built-in arms:
 A new arm plugs in with one call, e.g. ``register_arm(ArmType("learned", "...", build, derive=my_derive))``; the
 plan, the executors and the report need no change. ``derive`` (optional) writes the arm's dataset; the default is
 ``backsplit.study.derive.derive_dataset``, which reads the recipe keys ``supports``, ``transform``,
-``missing_fraction`` and ``context`` and writes through ``backsplit.export``.
+``missing_fraction`` and ``context`` and writes through ``backsplit.datasets.export``.
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def _noisy(parameter, context):
 
 def _context(method: str):
     def build(parameter, context):
-        from backsplit.context import ContextSpec
+        from backsplit.labels.context import ContextSpec
 
         spec = ContextSpec.parse(f"{method}:{parameter}" if parameter else method)  # checks the parameter
         text = method if not parameter else f"{method}:{parameter}"

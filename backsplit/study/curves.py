@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from backsplit.progress import parse_event_line
+from backsplit.runtime.progress import parse_event_line
 
 
 def curve_from_log(log_text: str) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Datasets derived from a BackSplit dataset for an arm, written by ``backsplit.export`` (no second writer).
+"""Datasets derived from a BackSplit dataset for an arm, written by ``backsplit.datasets.export`` (no second writer).
 
 The exported label map is read back into one segment per class, the recipe changes the segments, and the export
 writes the new dataset (targets first, so a lesion still wins every overlap). Recipe keys (all optional):
@@ -8,7 +8,7 @@ writes the new dataset (targets first, so a lesion still wins every overlap). Re
   (Euclidean distance in physical units, SciPy's distance transform);
 * ``missing_fraction`` (+ ``seed``): that fraction of cases (rounded, chosen with the seed) carries no support
   segment at all (exported with missing segments treated as absent);
-* ``context``: ``"rings:5,15"`` / ``"kmeans:2"``: generated context classes (``backsplit.context``).
+* ``context``: ``"rings:5,15"`` / ``"kmeans:2"``: generated context classes (``backsplit.labels.context``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from backsplit.cases import Case, LazyCaseSource
-from backsplit.context import ContextSpec
-from backsplit.export import ExportRequest, export_dataset, read_dataset_json
-from backsplit.readers import read_image
-from backsplit.schema import LabelSchema
+from backsplit.io.cases import Case, LazyCaseSource
+from backsplit.labels.context import ContextSpec
+from backsplit.datasets.export import ExportRequest, export_dataset, read_dataset_json
+from backsplit.io.readers import read_image
+from backsplit.labels.schema import LabelSchema
 
 
 @dataclass

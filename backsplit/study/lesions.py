@@ -1,6 +1,6 @@
 """Per-lesion table of one case (for detection curves): every reference lesion with the volume of the largest
 predicted lesion that overlaps it, every predicted lesion with its volume and whether it overlaps a reference
-lesion. Lesions are 26-connected components (``backsplit.summary.lesion_components``, the same as the metrics)."""
+lesion. Lesions are 26-connected components (``backsplit.evaluation.summary.lesion_components``, the same as the metrics)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ def lesion_table(reference: np.ndarray, prediction: np.ndarray, voxel_ml: float)
 
     Reference rows: ``matched_ml`` is the volume (ml) of the largest overlapping predicted lesion, 0 when missed.
     Predicted rows: ``matched`` is 1 when it overlaps a reference lesion, else 0 (a false-positive lesion)."""
-    from backsplit.summary import lesion_components
+    from backsplit.evaluation.summary import lesion_components
 
     reference, prediction = np.asarray(reference, bool), np.asarray(prediction, bool)
     ref_labels, n_ref = lesion_components(reference)

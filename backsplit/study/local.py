@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 
 from backsplit.study.executors import Echo, UnitResult, log_path, read_result, unit_command
 from backsplit.study.gpus import gpu_groups
-from backsplit.devices import usable_cpu_count
+from backsplit.runtime.devices import usable_cpu_count
 
 
 def visible_gpus() -> list[str]:

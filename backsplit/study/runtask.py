@@ -3,7 +3,7 @@
 The only code that executes work; both executors (local, SLURM) start this module. It calls the engine:
 ``backsplit.study.derive`` (export code) and ``backsplit.training.worker.prepare`` for a prepare unit;
 ``backsplit.training.worker.run`` (training), ``backsplit.inference.files.predict_files`` (prediction) and
-``backsplit.evaluation`` (metrics) for a run unit. Steps already done with the planned content hash are skipped;
+``backsplit.evaluation.evaluate`` (metrics) for a run unit. Steps already done with the planned content hash are skipped;
 an interrupted training continues from its last checkpoint. Progress goes to stdout (the unit's log.txt); the
 outcome to ``<study>/units/<unit>/status.json``. Exit code 0 done, 1 user error, 2 unexpected error.
 """
@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Optional
 
 from backsplit.errors import BackSplitError, InputError
-from backsplit.progress import ProgressEvent, format_event_line
+from backsplit.runtime.progress import ProgressEvent, format_event_line
 from backsplit.training.environment import nnunet_environment
 from backsplit.training.options import TrainOptions, trainer_folder_name
 from backsplit.study.curves import unit_curve
 from backsplit.study.markers import clear_markers, read_marker, step_done, write_marker
 from backsplit.study.plan import EVALUATE, PREDICT, PREPARE, TRAIN, Plan, Unit
-from backsplit.devices import usable_cpu_count
+from backsplit.runtime.devices import usable_cpu_count
 
 CURVE_FIELDS = ["epoch", "train_loss", "val_loss", "target_pseudo_dice", "ema_fg_dice", "learning_rate", "epoch_time",
                 "pseudo_dice_all"]
@@ -71,7 +71,7 @@ def preprocessed_folder(plan: Plan, prepare: Unit) -> Path:
 # ---- prepare --------------------------------------------------------------------------------------------------
 
 def run_prepare(plan: Plan, unit: Unit) -> None:
-    from backsplit.training.datasets import load_training_dataset
+    from backsplit.datasets.folder import load_training_dataset
 
     spec, folder = unit.spec, unit_dir(plan, unit)
     content_hash = unit.hashes[PREPARE]
@@ -195,8 +195,8 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> Path:
 
 
 def run_evaluate(plan: Plan, unit: Unit) -> None:
-    from backsplit.evaluation import evaluate_folders, schema_from_model_or_dataset, write_evaluation
-    from backsplit.readers import read_image
+    from backsplit.evaluation.evaluate import evaluate_folders, schema_from_model_or_dataset, write_evaluation
+    from backsplit.io.readers import read_image
     from backsplit.study.lesions import lesion_table
 
     folder, content_hash = unit_dir(plan, unit), unit.hashes[EVALUATE]

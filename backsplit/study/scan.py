@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from backsplit.errors import InputError
-from backsplit.training.datasets import load_training_dataset
+from backsplit.datasets.folder import load_training_dataset
 from backsplit.study.hashing import FileHasher, stable_hash
 from backsplit.study.plan import DatasetScan
 

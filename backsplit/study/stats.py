@@ -7,7 +7,7 @@ differences are equal the interval is that value). A difference is claimed only 
 
 Case-level decision (seed paper 003): the score of a case is its predicted lesion volume above the probability
 threshold (``lesion_score_ml``); AUROC by scikit-learn. Sensitivity and specificity use the minimum volume that
-``backsplit.summary.calibrate_min_volume`` picks (the rule of ``backsplit calibrate``) on the out-of-fold scores of
+``backsplit.evaluation.summary.calibrate_min_volume`` picks (the rule of ``backsplit calibrate``) on the out-of-fold scores of
 the *other* folds only, applied to each fold's held-out cases.
 """
 
@@ -200,7 +200,7 @@ def case_detection(rows: Sequence[dict], arm: str, target: str, sensitivity: flo
     other folds' cases. Undefined values are NaN with the reason in ``note``."""
     from sklearn.metrics import roc_auc_score  # scikit-learn's ROC AUC (ties handled as in the Mann-Whitney U)
 
-    from backsplit.summary import DecisionRule, calibrate_min_volume
+    from backsplit.evaluation.summary import DecisionRule, calibrate_min_volume
 
     scores = {c: v for c, v in case_scores(rows, arm, target).items() if math.isfinite(v[0])}
     positives = sum(1 for v in scores.values() if v[1])

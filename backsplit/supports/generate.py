@@ -26,10 +26,10 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from backsplit.cases import Case, CaseSource, check_unique_ids
+from backsplit.io.cases import Case, CaseSource, check_unique_ids
 from backsplit.errors import BackSplitError, CancelledError, InputError, OutputError
-from backsplit.geometry import Geometry
-from backsplit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from backsplit.io.geometry import Geometry
+from backsplit.runtime.progress import ProgressCallback, ProgressEvent, ignore_progress
 from backsplit.supports.runners import GENERATED_TAG, MODEL_TAG, GeneratedSegments, OrganModelRunner
 
 CONFLICT_POLICIES = ("suffix", "refuse")
@@ -54,7 +54,7 @@ SegFileWriter = Callable[[Path, Geometry, dict, dict, dict, dict], None]
 
 
 def write_case_file(path: Path, geometry: Geometry, masks: dict, colors: dict, terminology: dict, tags: dict) -> None:
-    from backsplit.segfile import write_seg_nrrd
+    from backsplit.io.segfile import write_seg_nrrd
 
     write_seg_nrrd(path, geometry, masks, colors, terminology, tags)
 

@@ -8,7 +8,7 @@
 
 Segment names are the model's class names (TotalSegmentator's own names kept, e.g. ``kidney_right``); colours come
 from the model's manifest when it has them, else a muted support palette; terminology from the manifest, else the
-well-known-name table (``backsplit.terminology``: ``kidney_right`` -> SNOMED CT Kidney, modifier Right).
+well-known-name table (``backsplit.labels.terminology``: ``kidney_right`` -> SNOMED CT Kidney, modifier Right).
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from backsplit.cases import Case
+from backsplit.io.cases import Case
 from backsplit.errors import CancelledError, InputError
-from backsplit.geometry import Geometry
-from backsplit.progress import ProgressCallback, ProgressEvent, ignore_progress
-from backsplit.schema import SUPPORT_COLORS
-from backsplit.terminology import class_terminology
+from backsplit.io.geometry import Geometry
+from backsplit.runtime.progress import ProgressCallback, ProgressEvent, ignore_progress
+from backsplit.labels.schema import SUPPORT_COLORS
+from backsplit.labels.terminology import class_terminology
 
 GENERATED_TAG = "BackSplit.Generated"
 MODEL_TAG = "BackSplit.Model"
@@ -285,8 +285,8 @@ class TotalSegmentatorRunner:
 
     def segment(self, case: Case, image_paths: Sequence[Path],
                 cancel: Callable[[], bool] = lambda: False) -> GeneratedSegments:
-        from backsplit.process import ChildProcess
-        from backsplit.readers import read_image
+        from backsplit.runtime.childprocess import ChildProcess
+        from backsplit.io.readers import read_image
         from backsplit.supports.niftilabels import read_label_table
 
         self.check_channels(len(case.channels), case.case_id)

@@ -11,8 +11,8 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from backsplit.errors import InputError
-from backsplit.geometry import Geometry
-from backsplit.readers import (FileCaseSource, align_to_image, is_seg_nrrd, read_image, read_labelmap, read_seg_nrrd,
+from backsplit.io.geometry import Geometry
+from backsplit.io.readers import (FileCaseSource, align_to_image, is_seg_nrrd, read_image, read_labelmap, read_seg_nrrd,
                        SegmentationContent)
 from backsplit.supports.suggest import SuggestCase, name_key
 

@@ -23,9 +23,9 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from backsplit.errors import InputError
-from backsplit.matching import near_miss
-from backsplit.schema import name_key as _schema_name_key
-from backsplit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from backsplit.labels.matching import near_miss
+from backsplit.labels.schema import name_key as _schema_name_key
+from backsplit.runtime.progress import ProgressCallback, ProgressEvent, ignore_progress
 
 HOST, NEIGHBOUR, FALSE_POSITIVE, NONE = "host organ", "neighbour", "false-positive prone", "not suggested"
 ROLE_ORDER = {HOST: 0, NEIGHBOUR: 1, FALSE_POSITIVE: 2, NONE: 3}  # Appendix B's order of the three rules
@@ -51,7 +51,7 @@ class SuggestCase:
 
 def name_key(name: str) -> str:
     """Segment names compared as the export compares them (NFKC, invisible characters dropped, whitespace folded,
-    case ignored): ``backsplit.schema.name_key``."""
+    case ignored): ``backsplit.labels.schema.name_key``."""
     return _schema_name_key(name)
 
 

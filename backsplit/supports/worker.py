@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from backsplit.cases import Case
-from backsplit.process import PopenFactory
-from backsplit.progress import ProgressEvent, emit_event
-from backsplit.workerprocess import JsonRequest, WorkerProcess, run_worker
+from backsplit.io.cases import Case
+from backsplit.runtime.childprocess import PopenFactory
+from backsplit.runtime.progress import ProgressEvent, emit_event
+from backsplit.runtime.workerprocess import JsonRequest, WorkerProcess, run_worker
 
 
 @dataclass
@@ -28,7 +28,7 @@ class ImageOnlySource:
         return f"case '{self.case_id}'"
 
     def load(self) -> Case:
-        from backsplit.readers import read_image
+        from backsplit.io.readers import read_image
 
         channels, geometries = zip(*(read_image(Path(p), self.case_id, f"image (channel {i})")
                                      for i, p in enumerate(self.images)))

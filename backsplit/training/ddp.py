@@ -193,9 +193,9 @@ def train_rank(rank: int, world_size: int, job: RankJob) -> None:
     import torch
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
-    from backsplit.estimate_training import TrainingClock
-    from backsplit.progress import ProgressEvent
-    from backsplit.training.datasets import load_training_dataset
+    from backsplit.training.timing import TrainingClock
+    from backsplit.runtime.progress import ProgressEvent
+    from backsplit.datasets.folder import load_training_dataset
     from backsplit.training.options import TRAINER_NAME, TrainOptions
     from backsplit.training.pretrained import load_into_trainer
     from backsplit.training.trainer import BackSplitTrainer

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from backsplit.process import ChildProcess, PopenFactory, child_environment, python_executable
-from backsplit.progress import ProgressEvent
+from backsplit.runtime.childprocess import ChildProcess, PopenFactory, child_environment, python_executable
+from backsplit.runtime.progress import ProgressEvent
 from backsplit.training.environment import nnunet_environment
 from backsplit.training.options import TrainOptions
 

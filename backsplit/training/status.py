@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from backsplit.progress import ProgressEvent, format_duration  # noqa: F401 - format_duration re-exported
+from backsplit.runtime.progress import ProgressEvent, format_duration  # noqa: F401 - format_duration re-exported
 
 
 @dataclass

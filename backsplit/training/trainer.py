@@ -18,7 +18,7 @@ from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.nnUNetTrainer import nnUNetTrainer as trainer_module
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from backsplit.progress import ProgressEvent
+from backsplit.runtime.progress import ProgressEvent
 from backsplit.training.sampling import choose_forced_class
 
 

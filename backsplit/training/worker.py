@@ -19,12 +19,12 @@ import traceback
 from pathlib import Path
 from typing import Optional, Sequence
 
-from backsplit.devices import resolve_device, usable_cpu_count
+from backsplit.runtime.devices import resolve_device, usable_cpu_count
 from backsplit.errors import BackSplitError, InputError, OutputError
-from backsplit.estimate_training import TrainingClock
-from backsplit.progress import ProgressEvent, emit_event
+from backsplit.training.timing import TrainingClock
+from backsplit.runtime.progress import ProgressEvent, emit_event
 from backsplit.training.case_counter import FolderProgress
-from backsplit.training.datasets import TrainingDataset, load_training_dataset
+from backsplit.datasets.folder import TrainingDataset, load_training_dataset
 from backsplit.training.lock import TrainingLock, refuse_existing_model
 from backsplit.models.lineage import model_lineage
 from backsplit.models.usage import ModelInUse

@@ -160,7 +160,7 @@ def generator_predictor(model: GeneratorModel, device: str = "auto", use_mirrori
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from backsplit.devices import resolve_device
+    from backsplit.runtime.devices import resolve_device
     from backsplit.training.colab.generator import build_generator
 
     torch_device = resolve_device(device)

@@ -21,8 +21,8 @@ from typing import Optional
 import numpy as np
 
 from backsplit.errors import InputError, OutputError
-from backsplit.progress import ProgressCallback, ProgressEvent, ignore_progress
-from backsplit.workerprocess import JsonRequest
+from backsplit.runtime.progress import ProgressCallback, ProgressEvent, ignore_progress
+from backsplit.runtime.workerprocess import JsonRequest
 from backsplit.training.colab.show import (EXTENTS, GeneratorModel, context_label_map, context_probabilities, find_generator_checkpoint,
                    generator_predictor, load_generator_model)
 
@@ -68,7 +68,7 @@ def show_learned_context(request: ShowRequest, progress: ProgressCallback = igno
     Raises InputError for a folder without a learned-context checkpoint, a dataset other than the one trained on,
     an unknown case or option; OutputError for an output folder that is not empty (without ``overwrite``) or lies
     inside the dataset. Returns one ``ShownCase`` per case, in the order asked."""
-    from backsplit.training.datasets import load_training_dataset
+    from backsplit.datasets.folder import load_training_dataset
 
     if request.extent not in EXTENTS:
         raise InputError(f"context extent '{request.extent}' is unknown; choose margin or label")
@@ -145,7 +145,7 @@ def check_same_dataset(model: GeneratorModel, meta: dict, dataset_folder: Path) 
 def class_table(model: GeneratorModel) -> list[dict]:
     """name, value, role (target/support), context (a learned context class), colour, terminology of every class of
     the label map, in label order."""
-    from backsplit.schema import LabelSchema
+    from backsplit.labels.schema import LabelSchema
 
     schema = LabelSchema.from_json(model.schema)
     context = set(model.spec.class_names())
@@ -158,8 +158,8 @@ def _show_case(model: GeneratorModel, predictor, dataset, case_id: str, staging:
                extent: str) -> ShownCase:
     import SimpleITK as sitk
 
-    from backsplit.geometry import Geometry
-    from backsplit.segfile import write_seg_nrrd
+    from backsplit.io.geometry import Geometry
+    from backsplit.io.segfile import write_seg_nrrd
 
     ending = dataset.meta["file_ending"]
     images = [dataset.folder / "imagesTr" / f"{case_id}_{c:04d}{ending}"

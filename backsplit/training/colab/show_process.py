@@ -3,7 +3,7 @@
 
 ``ShowContextProcess(request).start()``, then ``poll_events()`` from a timer; ``cancel()`` ends the tree. The final
 ``done`` event carries the output folder and the cases written; an ``error`` event the user's error message. The
-start, environment and worker ``main`` are the shared ones of ``backsplit.workerprocess``.
+start, environment and worker ``main`` are the shared ones of ``backsplit.runtime.workerprocess``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import subprocess
 import sys
 from typing import Optional
 
-from backsplit.process import PopenFactory
-from backsplit.progress import ProgressEvent, emit_event
-from backsplit.workerprocess import WorkerProcess, run_worker
+from backsplit.runtime.childprocess import PopenFactory
+from backsplit.runtime.progress import ProgressEvent, emit_event
+from backsplit.runtime.workerprocess import WorkerProcess, run_worker
 from backsplit.training.colab.show_cases import ShowRequest
 
 MODULE = "backsplit.training.colab.show_process"

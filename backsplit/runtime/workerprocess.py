@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence, Type, TypeVar
 
 from backsplit.errors import BackSplitError
-from backsplit.process import ChildProcess, PopenFactory, child_environment, python_executable
-from backsplit.progress import ProgressCallback, ProgressEvent, emit_event
+from backsplit.runtime.childprocess import ChildProcess, PopenFactory, child_environment, python_executable
+from backsplit.runtime.progress import ProgressCallback, ProgressEvent, emit_event
 
 R = TypeVar("R", bound="JsonRequest")
 

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Callable, Mapping, Optional, Sequence
 
-from backsplit.progress import ProgressEvent, parse_event_line
+from backsplit.runtime.progress import ProgressEvent, parse_event_line
 
 PopenFactory = Callable[..., subprocess.Popen]
 
@@ -209,7 +209,7 @@ def package_root() -> str:
     """The folder that holds the ``backsplit`` package (put on a child's PYTHONPATH)."""
     from pathlib import Path
 
-    return str(Path(__file__).resolve().parent.parent)
+    return str(Path(__file__).resolve().parent.parent.parent)
 
 
 def child_environment(base_env: Optional[Mapping[str, str]] = None) -> dict[str, str]:

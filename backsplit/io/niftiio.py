@@ -35,7 +35,7 @@ def write_uncompressed(array: np.ndarray, geometry, path: Path) -> None:
     import SimpleITK as sitk
 
     from backsplit.errors import OutputError
-    from backsplit.itkmessages import capture_itk_messages, translate, warn_translated
+    from backsplit.io.itkmessages import capture_itk_messages, translate, warn_translated
 
     with capture_itk_messages() as captured:
         sitk.WriteImage(geometry.to_sitk(array), str(path), False)

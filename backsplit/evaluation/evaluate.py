@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from backsplit.errors import InputError
-from backsplit.metrics import INTEGER_FIELDS, METRIC_FIELDS, class_metrics, finite_mean
-from backsplit.readers import read_image
-from backsplit.schema import LabelSchema
+from backsplit.evaluation.metrics import INTEGER_FIELDS, METRIC_FIELDS, class_metrics, finite_mean
+from backsplit.io.readers import read_image
+from backsplit.labels.schema import LabelSchema
 
 
 @dataclass

@@ -124,7 +124,7 @@ def nsd(reference: np.ndarray, prediction: np.ndarray, spacing_zyx: Sequence[flo
 
 def lesion_counts(reference: np.ndarray, prediction: np.ndarray) -> tuple[int, int, int, int]:
     """(reference lesions, detected, missed, false-positive predicted lesions); 26-connected components."""
-    from backsplit.summary import lesion_components
+    from backsplit.evaluation.summary import lesion_components
 
     ref_components, n_ref = lesion_components(reference)
     pred_components, n_pred = lesion_components(prediction)

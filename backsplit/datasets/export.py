@@ -24,15 +24,15 @@ from typing import Callable, Iterator, Mapping, Optional, Sequence
 import numpy as np
 
 from backsplit import __version__
-from backsplit.cases import CaseSource, check_unique_ids
-from backsplit.context import ContextSpec, add_context
+from backsplit.io.cases import CaseSource, check_unique_ids
+from backsplit.labels.context import ContextSpec, add_context
 from backsplit.errors import BackSplitError, CancelledError, InputError, OutputError
-from backsplit.niftiio import NiftiGzWriter
-from backsplit.progress import ProgressCallback, ProgressEvent, ignore_progress
-from backsplit.runsteps import raise_write_error, run_to_result
-from backsplit.schema import LabelSchema
-from backsplit.terminology import class_terminology
-from backsplit.validation import MISSING_ABSENT, MISSING_ERROR, case_labels, check_case_ids
+from backsplit.io.niftiio import NiftiGzWriter
+from backsplit.runtime.progress import ProgressCallback, ProgressEvent, ignore_progress
+from backsplit.runtime.steps import raise_write_error, run_to_result
+from backsplit.labels.schema import LabelSchema
+from backsplit.labels.terminology import class_terminology
+from backsplit.datasets.validation import MISSING_ABSENT, MISSING_ERROR, case_labels, check_case_ids
 
 FILE_ENDING = ".nii.gz"
 FORMAT_VERSION = 1

@@ -16,11 +16,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from backsplit.cases import Case
+from backsplit.io.cases import Case
 from backsplit.errors import InputError
-from backsplit.geometry import Geometry, _fmt
-from backsplit.imagefile import read_image, read_sitk
-from backsplit.segnrrd import SegmentationContent, read_seg_nrrd
+from backsplit.io.geometry import Geometry, _fmt
+from backsplit.io.imagefile import read_image, read_sitk
+from backsplit.io.segnrrd import SegmentationContent, read_seg_nrrd
 
 __all__ = ["read_image", "read_sitk", "read_seg_nrrd", "SegmentationContent", "read_name_map", "read_labelmap",
            "align_to_image", "FileCaseSource", "cases_from_csv", "cases_from_folder", "IMAGE_SUFFIXES"]

@@ -31,9 +31,9 @@ from typing import Optional
 import numpy as np
 
 from backsplit.errors import InputError
-from backsplit.geometry import Geometry
-from backsplit.imagefile import checked_geometry, read_sitk
-from backsplit.terminology import terminology_from_tags
+from backsplit.io.geometry import Geometry
+from backsplit.io.imagefile import checked_geometry, read_sitk
+from backsplit.labels.terminology import terminology_from_tags
 
 
 @dataclass

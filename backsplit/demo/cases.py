@@ -19,12 +19,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from backsplit.cases import Case, LazyCaseSource
-from backsplit.geometry import Geometry
-from backsplit.segfile import write_seg_nrrd
-from backsplit.terminology import terminology_for_name
+from backsplit.io.cases import Case, LazyCaseSource
+from backsplit.io.geometry import Geometry
+from backsplit.io.segfile import write_seg_nrrd
+from backsplit.labels.terminology import terminology_for_name
 
-DATA_DIR = Path(__file__).parent / "data" / "kits23"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "kits23"
 KITS_LABELS = {1: "kidney", 2: "tumor", 3: "cyst"}
 DEMO_TARGETS = ("cyst",)
 DEMO_SUPPORTS = ("tumor", "kidney")

@@ -10,11 +10,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from backsplit.cases import Case
+from backsplit.io.cases import Case
 from backsplit.errors import InputError
-from backsplit.geometry import SHEAR_ADVICE
-from backsplit.matching import match_segments, missing_message
-from backsplit.schema import LabelSchema
+from backsplit.io.geometry import SHEAR_ADVICE
+from backsplit.labels.matching import match_segments, missing_message
+from backsplit.labels.schema import LabelSchema
 
 MISSING_ERROR = "error"
 MISSING_ABSENT = "absent"

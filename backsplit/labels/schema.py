@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from backsplit.errors import InputError
-from backsplit.terminology import terminology_for_name
+from backsplit.labels.terminology import terminology_for_name
 
 def _visible(name: str) -> str:
     """NFKC-normalised text without invisible characters (Unicode category Cf: zero-width space, joiners, soft

@@ -18,7 +18,7 @@ import unicodedata
 from typing import Iterable, Mapping, Optional, Sequence
 
 from backsplit.errors import InputError
-from backsplit.schema import LabelSchema, name_key
+from backsplit.labels.schema import LabelSchema, name_key
 
 __all__ = ["name_key", "normalise", "match_segments", "near_miss", "describe_code_points", "missing_message"]
 

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from backsplit.geometry import Geometry
+from backsplit.io.geometry import Geometry
 
 
 @dataclass

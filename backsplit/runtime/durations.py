@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from backsplit.progress import ProgressEvent, format_duration
+from backsplit.runtime.progress import ProgressEvent, format_duration
 
 LONG_JOB_S = 15 * 60            # a CPU job longer than this gets the plain warning and the faster choices
 # Rough guide, NOT measured by BackSplit: nnU-Net's documented epoch times (documentation/benchmarking.md: 250

@@ -76,7 +76,7 @@ class ThirdPartyOutput:
     def _show_input_warnings_on_console(self) -> None:
         """Warnings about the user's data (``InputWarning``: translated ITK messages) stay on the console; other
         warnings go to the log. ``catch_warnings`` restores ``showwarning`` when the block ends."""
-        from backsplit.itkmessages import InputWarning
+        from backsplit.io.itkmessages import InputWarning
 
         previous, console = warnings.showwarning, self.console()
 

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from backsplit.evaluation import CONVENTION_NOTE, EvaluationRow, _left_out_reason, aggregate, fmt, reasons_text
+from backsplit.evaluation.evaluate import CONVENTION_NOTE, EvaluationRow, _left_out_reason, aggregate, fmt, reasons_text
 
 TABLE_METRICS = ("dice", "hd95", "nsd", "precision", "recall")
 
@@ -133,7 +133,7 @@ def comparison_picture(rows_a: Sequence[EvaluationRow], rows_b: Sequence[Evaluat
 
 def slice_view_for_case(case_id: str, image_path: Path, reference_path: Path, prediction_a: Path, prediction_b: Path,
                         target_value: int, reference_value: Optional[int] = None) -> dict:
-    from backsplit.readers import read_image
+    from backsplit.io.readers import read_image
 
     image, _ = read_image(image_path, case_id)
     reference, _ = read_image(reference_path, case_id, "reference")

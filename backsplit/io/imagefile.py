@@ -27,10 +27,10 @@ from typing import Optional
 
 import numpy as np
 
-from backsplit.compressed import verified_readable
+from backsplit.io.compressed import verified_readable
 from backsplit.errors import InputError
-from backsplit.geometry import SHEAR_ADVICE, Geometry
-from backsplit.itkmessages import capture_itk_messages, warn_translated
+from backsplit.io.geometry import SHEAR_ADVICE, Geometry
+from backsplit.io.itkmessages import capture_itk_messages, warn_translated
 
 
 def read_sitk(path: Path, what: str, case_id: Optional[str]):

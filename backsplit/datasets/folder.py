@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Optional
 
 from backsplit.errors import InputError
-from backsplit.export import read_dataset_json
-from backsplit.schema import LabelSchema
+from backsplit.datasets.export import read_dataset_json
+from backsplit.labels.schema import LabelSchema
 
 DATASET_FOLDER = re.compile(r"^Dataset(\d{3})_(.+)$")
 

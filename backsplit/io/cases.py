@@ -12,7 +12,7 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from backsplit.geometry import Geometry
+from backsplit.io.geometry import Geometry
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, NoReturn, Union
 
 from backsplit.errors import OutputError
-from backsplit.progress import ProgressCallback, ProgressEvent, ignore_progress
+from backsplit.runtime.progress import ProgressCallback, ProgressEvent, ignore_progress
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))   # no space left; disk quota exceeded
 

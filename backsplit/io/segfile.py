@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from backsplit.geometry import Geometry
+from backsplit.io.geometry import Geometry
 
 
 def masks_overlap(masks: dict[str, np.ndarray]) -> bool:
