@@ -9,6 +9,7 @@ module relies on in Slicer is listed, with the source paths, in docs/SLICER_COMP
 import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,15 +19,33 @@ from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
-from BackSplitSegmentLib.case_list import CaseList
-from BackSplitSegmentLib.export_run import ExportRun
-from BackSplitSegmentLib.prediction_run import apply_progress
-from BackSplitSegmentLib.supports_section import SupportsSection
-from BackSplitSegmentLib.loop_section import LoopSection
+# Dev mode (the module folders added to "Additional module paths"): the checkout's root holds BackSplitShared/ and
+# backsplit/. Installed, <this file>/../.. is lib/Slicer-X.Y, which has no BackSplitShared: nothing is added.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isdir(os.path.join(ROOT, "BackSplitShared")) and ROOT not in sys.path:
+    sys.path.append(ROOT)
+
+from backsplit.datasets.export import iter_export  # noqa: E402 (after the dev-mode path above)
+from BackSplitSegmentLib.apply_section import ApplySection  # noqa: E402
+from BackSplitSegmentLib.case_list import CaseList  # noqa: E402
+from BackSplitSegmentLib.demo_scene import load_demo_cases, register_sample_data  # noqa: E402
+from BackSplitSegmentLib.export_run import ExportRun, export_request  # noqa: E402
+from BackSplitSegmentLib.loop_section import LoopSection  # noqa: E402
+from BackSplitSegmentLib.prediction_import import set_auxiliary_visible  # noqa: E402
+from BackSplitSegmentLib.prediction_run import finish_prediction, start_prediction  # noqa: E402
+from BackSplitSegmentLib.scene_cases import cases_in_scene  # noqa: E402
+from BackSplitSegmentLib.supports_section import SupportsSection  # noqa: E402
+from BackSplitShared.dependencies import ensure_nnunet  # noqa: E402
+from BackSplitShared.panel_support import GuiBinding, TickGuard, report_error  # noqa: E402
+from BackSplitShared.release import release_problem  # noqa: E402
 
 DOCUMENTATION_URL = "https://github.com/backsplit/SlicerBackSplit#readme"
 
@@ -51,16 +70,12 @@ class BackSplitSegment(ScriptedLoadableModule):
 
 
 def releaseProblem() -> Optional[str]:
-    """The message to show when this Slicer is too old for BackSplit (see compatibility.release_problem)."""
-    from BackSplitSegmentLib.compatibility import release_problem
-
+    """The message to show when this Slicer is too old for BackSplit (see ``BackSplitShared.release``)."""
     return release_problem((slicer.app.majorVersion, slicer.app.minorVersion), sys.version_info)
 
 
 def registerSampleData():
     """The demo cases (synthetic CT from the shipped KiTS23 label maps, with kidney, tumor and cyst) as sample data."""
-    from BackSplitSegmentLib.demo_scene import register_sample_data
-
     register_sample_data(os.path.join(os.path.dirname(__file__), "Resources", "Icons", "BackSplitSegment.png"))
 
 
@@ -97,23 +112,14 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._binding = None
         self._caseList = None
         self._export = None
-        self._prediction = None
-        self._finish = None
         self._timer = qt.QTimer()
         self._timer.setInterval(10)
-        self._predictionTimer = qt.QTimer()
-        self._predictionTimer.setInterval(300)
-        self._installTimer = qt.QTimer()
-        self._installTimer.setInterval(250)
 
     @property
     def _parameterNode(self):
         return self._binding.parameters if self._binding is not None else None
 
     def setup(self) -> None:
-        from BackSplitSegmentLib.install_run import DependencyGate
-        from BackSplitSegmentLib.panel_support import GuiBinding, TickGuard
-
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/BackSplitSegment.ui"))
         self.layout.addWidget(uiWidget)
@@ -129,16 +135,8 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        report = lambda message, detail="": slicer.util.errorDisplay(message, detailedText=detail)
-        self._timer.timeout.connect(TickGuard(self._timer, self._exportIdle, report, _("Export failed"))
+        self._timer.timeout.connect(TickGuard(self._timer, self._exportIdle, report_error, _("Export failed"))
                                     .wrap(self._stepExport))
-        self._predictionTimer.timeout.connect(TickGuard(self._predictionTimer, self._applyIdle, report,
-                                                        _("Prediction failed")).wrap(self._pollPrediction))
-        self._gate = DependencyGate(self._installTimer, self._showApplyStatus,
-                                    lambda text: slicer.util.confirmOkCancelDisplay(text, _("BackSplit: install")),
-                                    lambda text: (self._applyIdle(), report(text)))
-        self._installTimer.timeout.connect(TickGuard(self._installTimer, self._applyIdle, report,
-                                                     _("Installation failed")).wrap(self._gate.tick))
 
         self._caseList = CaseList(self.ui, qt.QTableWidgetItem, _)
         self.ui.addCaseButton.clicked.connect(self.onAddCase)
@@ -152,11 +150,10 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportButton.clicked.connect(self.onExport)
         self.ui.cancelExportButton.clicked.connect(self.onCancelExport)
         self.ui.loadDemoButton.clicked.connect(self.onLoadDemo)
-        self.ui.applyButton.clicked.connect(self.onApply)
-        self.ui.cancelApplyButton.clicked.connect(self.onCancelApply)
-        self.ui.showAuxiliaryCheckBox.toggled.connect(self.onShowAuxiliary)
         self._binding = GuiBinding(self.ui)   # connected once per parameter node, whatever the release
-        self._supportsSection = SupportsSection(self, qt.QTimer(), qt.QTableWidgetItem)
+        self._supportsSection = SupportsSection(self.ui, self._caseList, self.logic.ensureDependencies, qt.QTimer(),
+                                               qt.QTableWidgetItem)
+        self._applySection = ApplySection(self.ui, self.logic, lambda: self._parameterNode, qt.QTimer(), qt.QTimer())
         self._loopSection = LoopSection(self.ui, self.logic, qt.QTimer(), qt.QFileDialog)   # loop; model manager
         self.initializeParameterNode()
 
@@ -165,11 +162,7 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.stop()
         if self._export is not None:
             self._export.close()
-        self._predictionTimer.stop()
-        self._installTimer.stop()
-        self._gate.cancel()
-        if self._prediction is not None and self._prediction.is_running():
-            self._prediction.cancel(wait=True)   # Slicer is closing: end the tree before leaving
+        self._applySection.cleanup()
 
     def enter(self) -> None:
         self.initializeParameterNode()       # idempotent: the GUI stays connected to the same parameter node
@@ -246,79 +239,23 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.loadDemoCases(int(self.ui.demoCountSpinBox.value))
         self.onAddAllCases()
 
-    # ---- apply a model --------------------------------------------------------------------------------------------
-    def onApply(self) -> None:
-        """Installs PyTorch and nnU-Net first when they are missing (after asking, with moving progress)."""
-        self.ui.applyButton.enabled = False
-        self.ui.cancelApplyButton.enabled = True
-        if not self._gate.run(self._startPrediction):
-            self._applyIdle()
-
-    def _startPrediction(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Could not start the prediction."), waitCursor=True):
-            extra = [self.ui.predictExtraChannelSelector.currentNode()] \
-                if self.ui.predictExtraChannelSelector.currentNode() else []
-            self._prediction = self.logic.startPrediction(self._parameterNode, extra)
-            self._showApplyStatus(_("Predicting..."), False)
-            self.ui.applyProgressBar.value = 0
-            self._predictionTimer.start()
-        if self._prediction is None:
-            self._applyIdle()
-
-    def _showApplyStatus(self, text: str, busy: bool) -> None:
-        self.ui.applyProgressBar.setRange(0, 0 if busy else 100)   # 0..0: Qt's moving busy bar
-        self.ui.summaryLabel.text = text
-
-    def _applyIdle(self) -> None:
-        self._predictionTimer.stop()
-        if self._prediction is not None and self._prediction.is_running():   # after a failed tick: end the child
-            self._prediction.cancel(wait=False)
-        self._prediction, self._finish = None, None
-        self.ui.applyProgressBar.setRange(0, 100)
-        self.ui.applyButton.enabled = True
-        self.ui.cancelApplyButton.enabled = False
-
-    def _pollPrediction(self) -> None:
-        """Follow the child; when it ended, import the result in short steps (one class per tick)."""
-        if self._finish is None:
-            for event in self._prediction.poll_events():
-                shown = apply_progress(event)           # (percent or None, text with the time left); None: log line
-                if shown is None:
-                    continue
-                if shown[0] is not None:
-                    self.ui.applyProgressBar.value = shown[0]
-                self.ui.summaryLabel.text = shown[1]
-            if self._prediction.is_running():
-                return
-            self._finish = self.logic.finishPrediction(self._prediction, self._parameterNode,
-                                                       self.ui.showAuxiliaryCheckBox.checked)
-        if not self._finish.step():   # short steps: reading in the background, then one class per tick
-            self._predictionTimer.setInterval(50 if self._finish.reading else 0)
-            self.ui.summaryLabel.text = _("Loading the result into the scene...")
-            return
-        outcome, cancelled = self._finish.outcome, self._prediction.cancelled
-        self._predictionTimer.setInterval(300)
-        self._applyIdle()
-        if outcome is not None:
-            self.logic.lastSegmentation = outcome.segmentation_node
-            self.ui.applyProgressBar.value = 100
-            self.ui.summaryLabel.text = outcome.summary_text
-        elif cancelled:
-            self.ui.summaryLabel.text = _("Prediction cancelled.")
-
-    def onCancelApply(self) -> None:
-        if self._gate.busy:
-            self._gate.cancel()
-        elif self._prediction is not None:
-            self._prediction.cancel(wait=False)   # returns at once; the timer notices the end
-            self.ui.summaryLabel.text = _("Cancelling...")
-
-    def onShowAuxiliary(self, show: bool) -> None:
-        self.logic.setAuxiliaryVisible(show)
 
 
 class BackSplitSegmentLogic(ScriptedLoadableModuleLogic):
-    """Thin: builds engine requests from the parameters, steps the export, runs prediction in a child process."""
+    """What the panel does, for scripts: one entry point per action; the work is in the engine and the Lib.
+
+    - export: ``exportRun(sources, targets, supports, parameters)``, stepped from a timer, or ``.run_to_end()``;
+    - apply a model: ``predict(parameters, extra_channels)``, blocking; the panel uses ``startPrediction`` and steps
+      a ``PredictionFinish`` from its timer instead;
+    - demo cases: ``loadDemoCases(count)``.
+
+    >>> logic = BackSplitSegmentLogic()
+    >>> parameters = logic.getParameterNode()
+    >>> parameters.modelFolder, parameters.predictVolume = Path("~/models/Kidney").expanduser(), volumeNode
+    >>> outcome = logic.predict(parameters)          # PredictionOutcome (None when cancelled)
+    >>> cases = [c.source() for c in cases_in_scene(slicer.mrmlScene)]
+    >>> step = logic.exportRun(cases, ["cyst"], ["tumor", "kidney"], parameters).run_to_end()
+    """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -327,62 +264,60 @@ class BackSplitSegmentLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return BackSplitSegmentParameterNode(super().getParameterNode())
 
-    def exportRequest(self, parameters, targets, supports):
-        from BackSplitSegmentLib.export_run import export_request
-
+    @staticmethod
+    def exportRequest(parameters, targets, supports):
+        """The engine's ``ExportRequest`` from the parameters (checked: raises InputError naming the field)."""
         return export_request(parameters, targets, supports)
 
     def exportRun(self, sources, targets, supports, parameters) -> ExportRun:
         """An export stepped one case at a time (``step()`` from a timer); checks the request before any case."""
         return ExportRun(list(sources), self.exportRequest(parameters, targets, supports))
 
-    def exportSteps(self, sources, request, cancel):
-        from backsplit.datasets.export import iter_export
-
+    @staticmethod
+    def exportSteps(sources, request, cancel):
+        """The engine's export as events (``iter_export``), read from the scene at once: self-test and scripts."""
         return iter_export(sources, request, cancel)
 
     @staticmethod
     def tracebackText(error) -> str:
-        import traceback
-
         return "".join(traceback.format_exception(type(error), error, error.__traceback__)) if error else ""
 
-    def loadDemoCases(self, count: int = 3):
+    @staticmethod
+    def loadDemoCases(count: int = 3):
         """Demo cases (synthetic CT from KiTS23 label maps, shipped with the extension) into the scene."""
-        from BackSplitSegmentLib.demo_scene import load_demo_cases
-
         return load_demo_cases(count)
 
-    def loadDemoCase(self, index: int = 0):
-        from BackSplitSegmentLib.demo_scene import load_demo_cases
-
+    @staticmethod
+    def loadDemoCase(index: int = 0):
         return load_demo_cases(1, first=index)[0][0]
 
     # ---- prediction ----------------------------------------------------------------------------------------------
-    def ensureDependencies(self) -> bool:
+    @staticmethod
+    def ensureDependencies() -> bool:
         """Scripts: install nnU-Net and PyTorch after asking (blocking); the panel uses its DependencyGate."""
-        from BackSplitSegmentLib.dependencies import ensure_nnunet
-
         return ensure_nnunet()
 
-    def startPrediction(self, parameters, extra_channels):
-        from BackSplitSegmentLib.prediction_run import start_prediction
-
-        return start_prediction(Path(parameters.modelFolder), parameters.predictVolume, extra_channels,
+    @staticmethod
+    def startPrediction(parameters, extra_channels=()):
+        """Start the prediction child for the parameters' model and volume; returns the running job
+        (``PredictionProcess``). Raises InputError before anything starts (channels, geometry, model folder)."""
+        return start_prediction(Path(parameters.modelFolder), parameters.predictVolume, list(extra_channels),
                                 lesion_only=bool(parameters.lesionOnly),
                                 probabilities=bool(parameters.showProbability),
                                 threshold=float(parameters.decisionThreshold),
                                 min_volume_ml=float(parameters.minLesionVolume))
 
-    def finishPrediction(self, job, parameters, show_auxiliary: bool = True):
-        """The import of a finished job, to ``step()`` until done (see ``PredictionFinish``)."""
-        from BackSplitSegmentLib.prediction_run import PredictionFinish
-
-        return PredictionFinish(job, parameters.predictVolume, show_auxiliary)
+    def predict(self, parameters, extra_channels=(), show_auxiliary: bool = True):
+        """Apply the model and import the result into the scene, waiting for both (scripts); returns the
+        ``PredictionOutcome`` (None when cancelled) and raises the child's error message otherwise."""
+        job = self.startPrediction(parameters, extra_channels)
+        job.wait()
+        outcome = finish_prediction(job, parameters.predictVolume, show_auxiliary)
+        if outcome is not None:
+            self.lastSegmentation = outcome.segmentation_node
+        return outcome
 
     def setAuxiliaryVisible(self, visible: bool) -> None:
-        from BackSplitSegmentLib.prediction_import import set_auxiliary_visible
-
         if self.lastSegmentation is not None and self.lastSegmentation.GetScene() is not None:
             set_auxiliary_visible(self.lastSegmentation, visible)
 
@@ -396,8 +331,6 @@ class BackSplitSegmentTest(ScriptedLoadableModuleTest):
         self.test_export_demo_cases()
 
     def test_export_demo_cases(self):
-        from BackSplitSegmentLib.scene_cases import cases_in_scene
-
         logic = BackSplitSegmentLogic()
         loaded = logic.loadDemoCases(2)
         self.assertEqual(len(loaded), 2)

@@ -3,6 +3,7 @@ Slicer, in a child process: progress bar with time left, live loss / pseudo-Dice
 process tree), Resume, fine-tuning. The engine (``backsplit.training``) does the work; this panel binds parameters
 and polls the child from a timer."""
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,9 +13,36 @@ import slicer
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
+
+# Dev mode (the module folders added to "Additional module paths"): the checkout's root holds BackSplitShared/ and
+# backsplit/. Installed, <this file>/../.. is lib/Slicer-X.Y, which has no BackSplitShared: nothing is added.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isdir(os.path.join(ROOT, "BackSplitShared")) and ROOT not in sys.path:
+    sys.path.append(ROOT)
+
+from backsplit.errors import InputError  # noqa: E402 (after the dev-mode path above)
+from backsplit.runtime.childprocess import python_executable  # noqa: E402
+from backsplit.training.cluster import ClusterTraining, slurm_config  # noqa: E402
+from backsplit.training.options import TrainOptions  # noqa: E402
+from backsplit.training.process import TrainingProcess  # noqa: E402
+from backsplit.training.status import TrainingStatus  # noqa: E402
+from BackSplitShared.dependencies import ensure_nnunet  # noqa: E402
+from BackSplitShared.install_run import DependencyGate  # noqa: E402
+from BackSplitShared.panel_support import GuiBinding, TickGuard, report_error  # noqa: E402
+from BackSplitShared.release import release_problem  # noqa: E402
+from BackSplitTrainLib.context_view import finish_context_show, start_context_show  # noqa: E402
+from BackSplitTrainLib.devices import DeviceProbe, describe_devices, probe_devices  # noqa: E402
+from BackSplitTrainLib.model_list import fine_tune_choices  # noqa: E402
+from BackSplitTrainLib.paths import default_work_folder, resolve_folder  # noqa: E402
+from BackSplitTrainLib.plots import TrainingPlot, ensure_plot  # noqa: E402
+from BackSplitTrainLib.training_run import apply_events, dataset_target_count, final_message  # noqa: E402
 
 DOCUMENTATION_URL = "https://github.com/backsplit/SlicerBackSplit#readme"
 
@@ -24,7 +52,7 @@ class BackSplitTrain(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("BackSplit Train")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
-        self.parent.dependencies = ["BackSplitSegment"]  # shares its dependency installer
+        self.parent.dependencies = []   # its shared helpers are the package BackSplitShared, not another module
         self.parent.contributors = ["BackSplit contributors"]
         self.parent.helpText = _(
             "Train nnU-Net v2 locally (GPU or CPU) on a dataset exported by BackSplit Segment, optionally with its "
@@ -81,10 +109,6 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return self._binding.parameters if self._binding is not None else None
 
     def setup(self) -> None:
-        from BackSplitSegmentLib.compatibility import release_problem
-        from BackSplitSegmentLib.install_run import DependencyGate
-        from BackSplitSegmentLib.panel_support import GuiBinding, TickGuard
-
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/BackSplitTrain.ui"))
         self.layout.addWidget(uiWidget)
@@ -97,19 +121,18 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             label.wordWrap = True
             self.layout.insertWidget(0, label)
             uiWidget.enabled = False
-        report = lambda message, detail="": slicer.util.errorDisplay(message, detailedText=detail)
-        self._timer.timeout.connect(TickGuard(self._timer, self._idle, report, _("Training display failed"))
+        self._timer.timeout.connect(TickGuard(self._timer, self._idle, report_error, _("Training display failed"))
                                     .wrap(self._poll))
-        self._probeTimer.timeout.connect(TickGuard(self._probeTimer, self._probeIdle, report,
+        self._probeTimer.timeout.connect(TickGuard(self._probeTimer, self._probeIdle, report_error,
                                                    _("Device check failed")).wrap(self._pollProbe))
         self._gate = DependencyGate(self._installTimer, self._showStatus,
                                     lambda text: slicer.util.confirmOkCancelDisplay(text, _("BackSplit: install")),
-                                    lambda text: (self._idle(), report(text)))
-        self._installTimer.timeout.connect(TickGuard(self._installTimer, self._idle, report,
+                                    lambda text: (self._idle(), report_error(text)))
+        self._installTimer.timeout.connect(TickGuard(self._installTimer, self._idle, report_error,
                                                      _("Installation failed")).wrap(self._gate.tick))
         self.ui.startButton.clicked.connect(self.onStart)
         self.ui.showContextButton.clicked.connect(self.onShowContext)
-        self._contextTimer.timeout.connect(TickGuard(self._contextTimer, self._contextIdle, report,
+        self._contextTimer.timeout.connect(TickGuard(self._contextTimer, self._contextIdle, report_error,
                                                      _("Showing the learned context failed"))
                                            .wrap(self._pollContext))
         self.ui.cancelButton.clicked.connect(self.onCancel)
@@ -156,9 +179,6 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onRefreshModels(self) -> None:
         """List the models folder's models that take the chosen dataset's channels (newest first)."""
-        from BackSplitTrainLib.model_list import fine_tune_choices
-        from BackSplitTrainLib.paths import resolve_folder
-
         with slicer.util.tryWithErrorDisplay(_("Could not list the models.")):
             choices = fine_tune_choices(None, resolve_folder(self._parameterNode.datasetFolder))
             self.ui.modelListCombo.clear()
@@ -272,42 +292,40 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
+    """What the panel does, for scripts: ``startTraining(parameters)`` starts a training (a local child process, or
+    one SLURM job with ``executor`` "slurm") and returns (job, status); ``pollTraining`` applies its events.
+
+    >>> logic = BackSplitTrainLogic()
+    >>> parameters = logic.getParameterNode()
+    >>> parameters.datasetFolder = Path("~/BackSplit/nnUNet_raw/Dataset501_BackSplit").expanduser()
+    >>> job, status = logic.startTraining(parameters)
+    >>> job.wait()
+    >>> logic.pollTraining(job, status, None); logic.finalMessage(job, status)
+    """
+
     def getParameterNode(self):
         return BackSplitTrainParameterNode(super().getParameterNode())
 
     @staticmethod
     def applyDefaults(parameters) -> None:
         """The work folder as an absolute path: its default when unset (also after a scene close reset it)."""
-        from BackSplitTrainLib.paths import default_work_folder, resolve_folder
-
         folder = resolve_folder(parameters.workFolder, default_work_folder())
         if str(parameters.workFolder) != str(folder):
             parameters.workFolder = folder
 
     def ensureDependencies(self) -> bool:
-        from BackSplitSegmentLib.dependencies import ensure_nnunet
-
         return ensure_nnunet()
 
     def describeDevices(self) -> str:
         """Blocking variant (scripts, self-test): GPU name and free memory, or why training runs on the CPU."""
-        from backsplit.runtime.childprocess import python_executable
-        from BackSplitTrainLib.devices import describe_devices, probe_devices
-
         return describe_devices(probe_devices(python_executable()))
 
     def startDeviceProbe(self):
         """The same question without waiting: poll the returned probe until it answers."""
-        from BackSplitTrainLib.devices import DeviceProbe
-
         return DeviceProbe().start()
 
     def trainOptions(self, p):
         """Training options from the parameters; folders never relative to Slicer's working directory."""
-        from backsplit.errors import InputError
-        from backsplit.training.options import TrainOptions
-        from BackSplitTrainLib.paths import default_work_folder, resolve_folder
-
         dataset = resolve_folder(p.datasetFolder)
         if dataset is None:
             raise InputError("choose the dataset folder (DatasetNNN_Name, written by BackSplit Segment's export)")
@@ -322,14 +340,8 @@ class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
             extra={"overwrite": True} if p.overwrite else {})
 
     def startTraining(self, parameters):
-        from backsplit.training.process import TrainingProcess
-        from backsplit.training.status import TrainingStatus
-
         options = self.trainOptions(parameters)
         if parameters.executor == "slurm":
-            from BackSplitTrainLib.cluster import ClusterTraining, slurm_config
-            from BackSplitTrainLib.paths import resolve_folder
-
             config = slurm_config(resolve_folder(parameters.slurmConfig), parameters.slurmPartition)
             job = ClusterTraining(options, config).start()
         else:
@@ -337,8 +349,6 @@ class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
         return job, TrainingStatus(models_total=options.runs_total)
 
     def createPlot(self):
-        from BackSplitTrainLib.plots import TrainingPlot
-
         plot = TrainingPlot()
         layoutManager = slicer.app.layoutManager()
         if layoutManager is not None:
@@ -349,26 +359,17 @@ class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
 
     def ensurePlot(self, plot, job, status):
         """The plot of the running training; recreated (with the epochs so far) when a scene close removed it."""
-        from BackSplitTrainLib.plots import ensure_plot
-        from BackSplitTrainLib.training_run import dataset_target_count
-
         if plot is not None and plot.in_scene:
             return plot
         return ensure_plot(None, status, dataset_target_count(job.options.dataset_dir), create=self.createPlot)
 
     def pollTraining(self, job, status, plot) -> list:
         """Apply new events to the status and the plot; return new log lines for the log box."""
-        from BackSplitTrainLib.training_run import apply_events, dataset_target_count
-
         return apply_events(job.poll_events(), status, plot, dataset_target_count(job.options.dataset_dir))
 
     def startContextShow(self, p):
         """``backsplit context show`` on the dataset's first training cases, in a child process (see
         ``BackSplitTrainLib.context_view``); the work folder must hold a learned-context training."""
-        from backsplit.errors import InputError
-        from BackSplitTrainLib.context_view import start_context_show
-        from BackSplitTrainLib.paths import default_work_folder, resolve_folder
-
         dataset = resolve_folder(p.datasetFolder)
         if dataset is None:
             raise InputError("choose the dataset folder that the learned-context training used")
@@ -376,14 +377,10 @@ class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def finishContextShow(job):
-        from BackSplitTrainLib.context_view import finish_context_show
-
         return finish_context_show(job)
 
     @staticmethod
     def finalMessage(job, status):
-        from BackSplitTrainLib.training_run import final_message
-
         return final_message(status, bool(job.cancelled), job.returncode)
 
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from fixtures_data import make_case
 
 TINY_SHAPE = (16, 32, 32)
 
 
 def export_tiny(root: Path, n_cases: int = 5, dataset_id: int = 11):
-    from backsplit.io.cases import InMemoryCaseSource
     from backsplit.datasets.export import ExportRequest, export_dataset
+    from backsplit.io.cases import InMemoryCaseSource
 
     sources = [InMemoryCaseSource(make_case(f"tiny{i}", shape=TINY_SHAPE, seed=i)) for i in range(n_cases)]
     return export_dataset(sources, ExportRequest(root, dataset_id, "Tiny", ["Lesion"], ["Vessel", "Organ"]))

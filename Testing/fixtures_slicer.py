@@ -1,7 +1,8 @@
 """A real MRML scene with Slicer's module logics, from the slicer-core package (no Qt, no application).
 
 Binds ``slicer.mrmlScene`` and ``slicer.modules.<name>.logic()`` as the Slicer application would, so the modules'
-scene adapters run unchanged. The module folders are put on sys.path as Slicer does for scripted modules.
+scene adapters run unchanged. The module folders are put on sys.path as Slicer does for scripted modules, and the
+repository root for the shared package ``BackSplitShared`` (as the modules' own dev-mode guard does in Slicer).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 for module_dir in ("BackSplitSegment", "BackSplitTrain"):
     if str(REPO / module_dir) not in sys.path:
         sys.path.insert(0, str(REPO / module_dir))
+if str(REPO) not in sys.path:   # BackSplitShared/ (a package folder at the root, as installed next to the modules)
+    sys.path.append(str(REPO))
 
 
 class SlicerScene(types.SimpleNamespace):
@@ -69,7 +72,8 @@ def make_scene():
         pass
     previous = (getattr(slicer, "mrmlScene", None), getattr(slicer, "modules", None))
     slicer.mrmlScene = scene
-    slicer.modules = types.SimpleNamespace(**{k: types.SimpleNamespace(logic=(lambda l=l: l)) for k, l in logics.items()})
+    slicer.modules = types.SimpleNamespace(**{k: types.SimpleNamespace(logic=(lambda value=value: value))
+                                              for k, value in logics.items()})
 
     def restore():
         slicer.mrmlScene, slicer.modules = previous

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from fixtures_data import make_case, write_case_files
 
 STANDIN_CLASSES = {1: "spleen", 2: "kidney_right", 3: "kidney_left", 5: "liver"}

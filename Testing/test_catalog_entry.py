@@ -120,7 +120,8 @@ def _raw_url_to_repo_path(url: str) -> Path:
         f"{url}: use the raw download URL (https://raw.githubusercontent.com/...), not a web page"
     owner, repo, revision, relative = parts.path.lstrip("/").split("/", 3)
     assert (owner, repo) == _github_owner_repo(entry["scm_url"]), url
-    assert revision == entry["scm_revision"], f"{url}: revision {revision!r}, the entry builds {entry['scm_revision']!r}"
+    built = entry["scm_revision"]
+    assert revision == built, f"{url}: revision {revision!r}, the entry builds {built!r}"
     return REPO / relative
 
 

@@ -8,10 +8,9 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from fixtures_data import make_case, write_case_files
 
 from backsplit.cli import main
-
-from fixtures_data import make_case, write_case_files
 
 
 def run_cli(*args):
@@ -71,8 +70,8 @@ def test_nnunet_integrity_check_accepts_exported_datasets(tmp_path, cases):
     pytest.importorskip("nnunetv2")
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
-    from backsplit.io.cases import InMemoryCaseSource
     from backsplit.datasets.export import ExportRequest, export_dataset
+    from backsplit.io.cases import InMemoryCaseSource
 
     sources = cases + [InMemoryCaseSource(make_case("negative", lesion=False))]
     result = export_dataset(sources, ExportRequest(tmp_path, 601, "Check", ["Lesion"], ["Vessel", "Organ"],

@@ -21,6 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 MODULES = ["BackSplitSegment", "BackSplitTrain"]
+SHARED = "BackSplitShared"           # a package both modules import, built like Slicer's DICOMLib (WITH_SUBDIR)
 SCRIPTED_DIR = "lib/Slicer-5.9/qt-scripted-modules"
 
 FAKE_SLICER_CONFIG = """
@@ -86,14 +87,23 @@ macro(slicerMacroBuildScriptedModule)
   if(NOT DEFINED MY_SLICER_NAME)
     message(FATAL_ERROR "NAME is mandatory")
   endif()
-  _backsplit_record(module ${MY_SLICER_NAME} ${CMAKE_CURRENT_SOURCE_DIR} "${MY_SLICER_WITH_GENERIC_TESTS}")
+  _backsplit_record(module ${MY_SLICER_NAME} ${CMAKE_CURRENT_SOURCE_DIR} "${MY_SLICER_WITH_GENERIC_TESTS}"
+                    "${MY_SLICER_WITH_SUBDIR}")
+  # As Slicer's macro: WITH_SUBDIR copies into a folder named after the source folder and installs that folder.
+  set(_no_install_subdir_option NO_INSTALL_SUBDIR)
+  set(_destination_subdir "")
+  if(MY_SLICER_WITH_SUBDIR)
+    get_filename_component(_destination_subdir ${CMAKE_CURRENT_SOURCE_DIR} NAME)
+    set(_destination_subdir "/${_destination_subdir}")
+    set(_no_install_subdir_option "")
+  endif()
   ctkMacroCompilePythonScript(
     TARGET_NAME ${MY_SLICER_NAME}
     SCRIPTS "${MY_SLICER_SCRIPTS}"
     RESOURCES "${MY_SLICER_RESOURCES}"
-    DESTINATION_DIR ${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}
+    DESTINATION_DIR ${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}${_destination_subdir}
     INSTALL_DIR ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}
-    NO_INSTALL_SUBDIR
+    ${_no_install_subdir_option}
     )
 endmacro()
 
@@ -150,7 +160,7 @@ def _files_of(rows, target):
 def _installed_layout(rows):
     """Where every file lands, relative to the install prefix (as ctkMacroCompilePythonScript installs it)."""
     layout = {}
-    for kind, target, source_dir, file, destination, install_dir, no_subdir in \
+    for _kind, _target, source_dir, file, destination, install_dir, no_subdir in \
             (row for row in rows if row[0] in ("script", "resource")):
         subdir = "" if no_subdir.upper() in ("TRUE", "ON", "1") else Path(destination).name + "/"
         layout[f"{install_dir}/{subdir}{file}"] = Path(source_dir) / file
@@ -173,7 +183,7 @@ def test_top_level_configures_with_extension_metadata(configured):
     assert meta["EXTENSION_CONTRIBUTORS"] == "BackSplit contributors"
     assert "Requires 3D Slicer 5.10 or later" in meta["EXTENSION_DESCRIPTION"]
     assert ["cpack", "done"] in rows                                   # ExtensionCPack included last
-    assert {row[1] for row in rows if row[0] == "module"} == set(MODULES)
+    assert {row[1] for row in rows if row[0] == "module"} == set(MODULES) | {SHARED}
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -187,6 +197,21 @@ def test_module_ships_every_script_and_resource_and_registers_its_tests(configur
     assert [row for row in rows if row[0] == "module" and row[1] == module][0][3].upper() in ("TRUE", "ON", "1"), \
         "WITH_GENERIC_TESTS"
     assert ["unittest", str(folder), f"{module}.py"] in rows
+
+
+def test_shared_package_ships_every_file_as_a_package_next_to_the_modules(configured):
+    """BackSplitShared is not a module: no generic tests, installed as qt-scripted-modules/BackSplitShared/."""
+    rows, _ = configured
+    folder = REPO / SHARED
+    on_disk = {p.name for p in folder.glob("*.py")}
+    assert _files_of(rows, SHARED) == on_disk
+    row = [row for row in rows if row[0] == "module" and row[1] == SHARED][0]
+    assert row[3].upper() not in ("TRUE", "ON", "1"), "WITH_GENERIC_TESTS would load the package as a module"
+    assert row[4].upper() in ("TRUE", "ON", "1"), "WITH_SUBDIR"
+    layout = _installed_layout(rows)
+    assert {f"{SCRIPTED_DIR}/{SHARED}/{name}" for name in on_disk} <= set(layout)
+    assert f"{SCRIPTED_DIR}/{SHARED}.py" not in layout and f"{SCRIPTED_DIR}/__init__.py" not in layout
+    assert not any(row[0] == "unittest" and row[1] == str(folder) for row in rows)
 
 
 def test_engine_package_ships_every_file_next_to_the_modules(configured):
@@ -223,12 +248,16 @@ def test_installed_tree_imports_engine_and_module_libs(configured, tmp_path):
         sys.path.insert(0, {str(scripted)!r})
         repo, venv = {str(REPO)!r}, {str(REPO / ".venv")!r}
         sys.path = [p for p in sys.path if not (p.startswith(repo) and not p.startswith(venv))]
-        import backsplit, backsplit.cli, backsplit.datasets.export, backsplit.training.process, backsplit.inference.process
+        import backsplit, backsplit.cli, backsplit.datasets.export
+        import backsplit.training.process, backsplit.inference.process
         assert backsplit.__file__.startswith({str(scripted)!r}), backsplit.__file__
         from backsplit.demo.cases import demo_label_files
         assert demo_label_files() and str(demo_label_files()[0]).startswith({str(scripted)!r})
         import BackSplitSegmentLib.scene_cases, BackSplitSegmentLib.export_run, BackSplitSegmentLib.demo_scene
-        import BackSplitSegmentLib.dependencies, BackSplitSegmentLib.prediction_run, BackSplitSegmentLib.prediction_import
+        import BackSplitSegmentLib.prediction_run, BackSplitSegmentLib.prediction_import
+        import BackSplitShared.dependencies, BackSplitShared.install_run, BackSplitShared.panel_support
+        import BackSplitShared.release
+        assert BackSplitShared.__file__.startswith({str(scripted)!r}), BackSplitShared.__file__
         import BackSplitTrainLib.plots, BackSplitTrainLib.devices, BackSplitTrainLib.training_run
         assert "qt" not in sys.modules and "ctk" not in sys.modules
         print("ok")

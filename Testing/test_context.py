@@ -6,13 +6,12 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from fixtures_data import make_case
 
+from backsplit.datasets.export import ExportRequest, export_dataset
+from backsplit.errors import InputError
 from backsplit.io.cases import InMemoryCaseSource
 from backsplit.labels.context import ContextSpec, add_context, intensity_clusters, kmeans_1d, otsu_threshold, ring_masks
-from backsplit.errors import InputError
-from backsplit.datasets.export import ExportRequest, export_dataset
-
-from fixtures_data import make_case
 
 
 def test_spec_parsing_and_names():

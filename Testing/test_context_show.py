@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fixtures_nnunet import export_tiny, run_training, tiny_options
 
 MARGIN_MM, TAU_MM = 8.0, 4.0
@@ -185,10 +184,9 @@ def test_user_errors(learned_work, shown, tmp_path, capsys):
 
 def test_panel_helper_runs_the_child_process_and_loads_segments_on_the_case_volume(slicer_scene, learned_work,
                                                                                     tmp_path):
-    from BackSplitSegmentLib.scene_cases import segment_mask, segment_names, volume_geometry
-    from BackSplitTrainLib.context_view import NODE_SUFFIX, finish_context_show, start_context_show
-
     from backsplit.io.geometry import Geometry
+    from BackSplitSegmentLib.scene_nodes import segment_mask, segment_names, volume_geometry
+    from BackSplitTrainLib.context_view import NODE_SUFFIX, finish_context_show, start_context_show
 
     dataset, work, model_dir = learned_work
     job = start_context_show(work, dataset, cases=["tiny2"], out_dir=tmp_path / "panel", device="cpu")

@@ -8,16 +8,15 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from fixtures_data import make_case, write_case_files
 
-from backsplit.io.cases import InMemoryCaseSource
-from backsplit.labels.context import ContextSpec
 from backsplit.datasets.add import AddRequest, add_cases
+from backsplit.datasets.export import ExportRequest, export_dataset
 from backsplit.datasets.policy import UnknownSegmentsError, assign_case_ids, orientation_code
 from backsplit.datasets.versions import file_records, list_versions, verify_files, version_folder
 from backsplit.errors import InputError, OutputError
-from backsplit.datasets.export import ExportRequest, export_dataset
-
-from fixtures_data import make_case, write_case_files
+from backsplit.io.cases import InMemoryCaseSource
+from backsplit.labels.context import ContextSpec
 
 
 def export(tmp_path, n=3, **kw):

@@ -6,14 +6,13 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from fixtures_data import make_case
+from fixtures_nnunet import TINY_SHAPE, export_tiny
+from fixtures_slicer import add_volume
 
 from backsplit.datasets.policy import UnknownSegmentsError
 from backsplit.datasets.versions import verify_files, version_folder
 from backsplit.errors import InputError
-
-from fixtures_data import make_case
-from fixtures_nnunet import TINY_SHAPE, export_tiny
-from fixtures_slicer import add_volume
 
 
 def files_of(folder):
@@ -23,7 +22,7 @@ def files_of(folder):
 def test_predict_edit_add_round_trip(slicer_scene, tiny_model_dir, tmp_path):
     from BackSplitSegmentLib.dataset_add import SceneAddOptions, add_scene_case, result_text
     from BackSplitSegmentLib.prediction_run import finish_prediction, start_prediction
-    from BackSplitSegmentLib.scene_cases import segment_mask
+    from BackSplitSegmentLib.scene_nodes import segment_mask
 
     slicer = slicer_scene.slicer
     raw = export_tiny(tmp_path / "raw")                       # version 1 of the tiny model's dataset

@@ -28,7 +28,8 @@ import pytest
 
 from backsplit.cli import build_parser, main
 from backsplit.errors import InputError, OutputError
-from backsplit.training.ddp import check_options, check_request, configure_trainer_class, launch
+from backsplit.training.ddp import configure_trainer_class, launch
+from backsplit.training.options import check_options, check_request
 
 
 # ---- options and refusals ------------------------------------------------------------------------------------------
@@ -89,7 +90,6 @@ def test_cli_train_reports_the_refusal(tmp_path, capsys):
 def test_training_process_refuses_two_gpus_on_a_machine_without_them(tiny_dataset, tmp_path):
     """A real training child process: device auto resolves to the CPU here, refused before any preprocessing."""
     import torch
-
     from fixtures_nnunet import run_training, tiny_options
 
     if torch.cuda.device_count() >= 2:
@@ -166,13 +166,14 @@ def test_launcher_raises_a_ranks_error_with_its_type(tmp_path):
 RANK_SCRIPT = """
 import json, os, sys, time
 from pathlib import Path
-from backsplit.training import ddp, worker
-from backsplit.datasets.folder import load_training_dataset
+from backsplit.training import ddp
+from backsplit.training.prepare import prepare
+from backsplit.datasets.folder import load_dataset_folder
 from backsplit.training.options import TrainOptions
 
 options = TrainOptions.from_json(Path(sys.argv[1]).read_text())
-dataset = load_training_dataset(options.dataset_dir)
-plans = worker.prepare(dataset, options, None)
+dataset = load_dataset_folder(options.dataset_dir)
+plans = prepare(dataset, options, None)
 os.environ["nnUNet_n_proc_DA"] = "0"    # as worker.run: for training only (nnU-Net's planning needs > 0)
 clock = {"epochs": 1, "iterations_per_epoch": 2, "val_iterations_per_epoch": 1, "runs": 1, "configuration": "2d",
          "device": "cpu", "job_started": time.time()}
@@ -184,11 +185,11 @@ ddp.train_rank(0, 1, ddp.RankJob(options.to_json(), str(dataset.folder), "all", 
 def test_rank_body_trains_and_writes_the_manifest_as_one_cpu_process(tiny_dataset, tmp_path):
     """``train_rank`` outside a process group (world size 1, CPU): everything a rank does except DDP itself, on the
     tiny dataset, in a real child process with nnU-Net's variables."""
+    from fixtures_nnunet import tiny_options
+
     from backsplit.runtime.progress import parse_event_line
     from backsplit.training.manifest import read_manifest
     from backsplit.training.process import training_environment
-
-    from fixtures_nnunet import tiny_options
 
     options = tiny_options(tiny_dataset.dataset_dir, tmp_path, epochs=1, iterations_per_epoch=2,
                            val_iterations_per_epoch=1)
@@ -209,7 +210,7 @@ def test_rank_body_trains_and_writes_the_manifest_as_one_cpu_process(tiny_datase
     assert manifest["batch_size"] == plans["configurations"]["2d"]["batch_size"]
 
 
-# ---- the study ---------------------------------------------------------------------------------------------------------
+# ---- the study -------------------------------------------------------------------------------------------------------
 def _study_plan(**settings):
     from backsplit.study.arms import ArmContext, parse_arms
     from backsplit.study.plan import DatasetScan, StudySettings, build_plan

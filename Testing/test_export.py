@@ -8,13 +8,12 @@ import subprocess
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from backsplit.io.cases import InMemoryCaseSource
-from backsplit.errors import InputError, OutputError, CancelledError
-from backsplit.datasets.export import ExportRequest, export_dataset, iter_export
-from backsplit.io.readers import FileCaseSource
-
 from fixtures_data import make_case, write_case_files
+
+from backsplit.datasets.export import ExportRequest, export_dataset, iter_export
+from backsplit.errors import CancelledError, InputError, OutputError
+from backsplit.io.cases import InMemoryCaseSource
+from backsplit.io.readers import FileCaseSource
 
 
 def request(tmp_path, **kw):
@@ -232,8 +231,8 @@ def test_file_cases_seg_nrrd_and_labelmap(tmp_path):
 
 
 def test_cropped_seg_nrrd_is_pasted_into_image_grid(tmp_path):
-    from backsplit.io.segfile import write_seg_nrrd
     from backsplit.io.geometry import Geometry
+    from backsplit.io.segfile import write_seg_nrrd
 
     case = make_case("crop")
     images, _, _ = write_case_files(tmp_path, case)
@@ -255,8 +254,8 @@ def test_cropped_seg_nrrd_is_pasted_into_image_grid(tmp_path):
     (dict(origin=(0.3, 0.0, 0.0)), "origin"),
 ])
 def test_image_segmentation_geometry_mismatch_names_what_differs(tmp_path, change, what):
-    from backsplit.io.segfile import write_seg_nrrd
     from backsplit.io.geometry import Geometry
+    from backsplit.io.segfile import write_seg_nrrd
 
     case = make_case("geo")
     images, _, _ = write_case_files(tmp_path, case)

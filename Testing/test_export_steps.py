@@ -5,11 +5,10 @@ Tiny steps are forced (one slice per slab, no time budget) so that every case is
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from backsplit.datasets.export import ExportRequest, export_dataset
-
 from fixtures_slicer import add_segmentation, add_volume
 from test_scene_cases import masks_for, node_counts, oblique_ijk_to_ras
+
+from backsplit.datasets.export import ExportRequest, export_dataset
 
 
 @pytest.fixture
@@ -168,7 +167,8 @@ def test_export_run_writes_what_the_one_shot_export_writes(slicer_scene, tmp_pat
 
     slicer, scene = slicer_scene.slicer, slicer_scene.scene
     cases = scene_cases_for_export(slicer, scene)
-    request = lambda out: ExportRequest(out, 511, "Steps", ["lesion"], ["organ"])
+    def request(out):
+        return ExportRequest(out, 511, "Steps", ["lesion"], ["organ"])
     before = node_counts(scene)
     run = ExportRun([c.source() for c in cases], request(tmp_path / "steps"), read_budget_s=0.0)
     messages = []

@@ -8,8 +8,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from backsplit.cli import main
-from backsplit.evaluation.evaluate import aggregate, evaluate_folders, read_evaluation
 from backsplit.evaluation.compare import comparison_picture, comparison_table
+from backsplit.evaluation.evaluate import aggregate, evaluate_folders, read_evaluation
 from backsplit.labels.schema import LabelSchema
 
 SHAPE = (16, 24, 24)

@@ -9,15 +9,14 @@ import math
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from backsplit.io.cases import InMemoryCaseSource
-from backsplit.errors import InputError, OutputError
-from backsplit.datasets.export import ExportRequest, export_dataset
-from backsplit.io.geometry import Geometry
-from backsplit.io.readers import FileCaseSource, read_image
-
 from fixtures_data import make_case
 from fixtures_fidelity import segment_fields, sheared_directions, write_nrrd
+
+from backsplit.datasets.export import ExportRequest, export_dataset
+from backsplit.errors import InputError, OutputError
+from backsplit.io.cases import InMemoryCaseSource
+from backsplit.io.geometry import Geometry
+from backsplit.io.readers import FileCaseSource, read_image
 
 SHAPE = (32, 64, 64)  # z, y, x: the 64x64x32 grid
 

@@ -7,14 +7,13 @@ import tracemalloc
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from backsplit.io.compressed import verify_compressed
-from backsplit.errors import InputError
-from backsplit.datasets.export import ExportRequest, export_dataset
-from backsplit.io.readers import FileCaseSource, read_image
-
 from fixtures_data import make_case, write_case_files
 from fixtures_fidelity import damage_middle
+
+from backsplit.datasets.export import ExportRequest, export_dataset
+from backsplit.errors import InputError
+from backsplit.io.compressed import verify_compressed
+from backsplit.io.readers import FileCaseSource, read_image
 
 
 def ct_volume(shape=(32, 64, 64)):

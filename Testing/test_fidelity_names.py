@@ -6,15 +6,14 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from backsplit.io.cases import InMemoryCaseSource
-from backsplit.errors import InputError
-from backsplit.datasets.export import ExportRequest, export_dataset
-from backsplit.labels.matching import describe_code_points, match_segments, name_key, near_miss
-from backsplit.io.readers import FileCaseSource, read_name_map
-from backsplit.labels.schema import LabelSchema
-
 from fixtures_data import make_case, write_case_files
+
+from backsplit.datasets.export import ExportRequest, export_dataset
+from backsplit.errors import InputError
+from backsplit.io.cases import InMemoryCaseSource
+from backsplit.io.readers import FileCaseSource, read_name_map
+from backsplit.labels.matching import describe_code_points, match_segments, name_key, near_miss
+from backsplit.labels.schema import LabelSchema
 
 ZWSP = "\u200b"
 

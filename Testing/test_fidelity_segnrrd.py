@@ -6,13 +6,12 @@ and a segment that reads as empty against its header is an error, never a silent
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from fixtures_fidelity import extent_of, segment_fields, unit_directions, write_nrrd
 
-from backsplit.errors import InputError
 from backsplit.datasets.export import ExportRequest, export_dataset
+from backsplit.errors import InputError
 from backsplit.io.geometry import Geometry
 from backsplit.io.readers import FileCaseSource, read_seg_nrrd
-
-from fixtures_fidelity import extent_of, segment_fields, unit_directions, write_nrrd
 
 SHAPE = (8, 10, 12)  # z, y, x
 

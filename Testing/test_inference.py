@@ -9,12 +9,11 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from fixtures_data import make_case
+from fixtures_nnunet import TINY_SHAPE
 
 from backsplit.errors import InputError
 from backsplit.io.geometry import Geometry
-
-from fixtures_data import make_case
-from fixtures_nnunet import TINY_SHAPE
 
 
 @pytest.fixture(scope="module")

@@ -104,8 +104,11 @@ def test_distance_mask_in_millimetres():
 def test_aggregation_follows_eq_5_to_9():
     import torch
 
-    from backsplit.training.colab.aggregation import (distance_constrained_labels, extended_soft_labels,
-                                                       multiscale_soft_targets)
+    from backsplit.training.colab.aggregation import (
+        distance_constrained_labels,
+        extended_soft_labels,
+        multiscale_soft_targets,
+    )
 
     labels = torch.tensor([[[[0.0, 1.0, 2.0, 0.0]]]])                 # (b=1, 1, 1, 4): bg, target, support, bg
     q = torch.tensor([[[[0.7, 0.7, 0.7, 0.2]], [[0.3, 0.3, 0.3, 0.8]]]])   # t = 2

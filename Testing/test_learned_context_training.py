@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fixtures_data import make_case
 from fixtures_nnunet import TINY_SHAPE, run_training, tiny_options
 

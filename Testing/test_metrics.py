@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from backsplit.io.geometry import Geometry
-from backsplit.evaluation.metrics import class_metrics, dice, finite_mean, hd95, lesion_counts, nsd
 from backsplit.errors import InputError
+from backsplit.evaluation.metrics import class_metrics, dice, finite_mean, hd95, lesion_counts, nsd
 from backsplit.evaluation.summary import DecisionRule, calibrate_min_volume, decision_counts, read_rule, summarise
+from backsplit.io.geometry import Geometry
 
 
 def cube(shape, start, size):

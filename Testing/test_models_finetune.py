@@ -5,15 +5,14 @@ Real networks built from the tiny models' plans, and real tiny trainings in chil
 import json
 
 import pytest
-
-from backsplit.io.cases import InMemoryCaseSource
-from backsplit.datasets.add import AddRequest, add_cases
-from backsplit.errors import InputError
-from backsplit.training.manifest import read_manifest
-from backsplit.training.pretrained import OUTPUT_LAYER_KEY, label_sets_match, transfer_weights
-
 from fixtures_data import make_case
 from fixtures_nnunet import TINY_SHAPE, export_tiny, run_training, tiny_options
+
+from backsplit.datasets.add import AddRequest, add_cases
+from backsplit.errors import InputError
+from backsplit.io.cases import InMemoryCaseSource
+from backsplit.training.manifest import read_manifest
+from backsplit.training.pretrained import OUTPUT_LAYER_KEY, label_sets_match, transfer_weights
 
 torch = pytest.importorskip("torch")
 

@@ -1,8 +1,8 @@
 """Export errors on the command line name the command-line option that fixes them (not only the panel's wording)."""
 
-from backsplit.cli import main
-
 from fixtures_data import make_case, write_case_files
+
+from backsplit.cli import main
 
 
 def _folder(tmp_path):

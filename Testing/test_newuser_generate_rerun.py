@@ -4,9 +4,9 @@
 import contextlib
 import io
 
-from backsplit.cli import main
-
 from fixtures_supports import write_lesion_only_cases, write_standin
+
+from backsplit.cli import main
 
 
 def run(args):

@@ -4,8 +4,8 @@ check the printing)."""
 
 import io
 
-from backsplit.commands.train import follow
 from backsplit.runtime.progress import ProgressEvent
+from backsplit.training.follow import follow
 
 
 class ReplayedProcess:

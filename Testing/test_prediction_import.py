@@ -2,16 +2,19 @@
 probability overlay; and demo cases loaded into the scene and exported through the scene adapter."""
 
 import numpy as np
+from fixtures_slicer import add_volume
 
 from backsplit.labels.schema import LabelSchema
 
-from fixtures_slicer import add_volume
-
 
 def test_prediction_becomes_segments_on_the_volume_grid(slicer_scene):
-    from BackSplitSegmentLib.prediction_import import (import_labels, import_probability, segment_roles,
-                                                       set_auxiliary_visible)
-    from BackSplitSegmentLib.scene_cases import segment_mask, volume_geometry
+    from BackSplitSegmentLib.prediction_import import (
+        import_labels,
+        import_probability,
+        segment_roles,
+        set_auxiliary_visible,
+    )
+    from BackSplitSegmentLib.scene_nodes import segment_mask, volume_geometry
 
     slicer, scene = slicer_scene.slicer, slicer_scene.scene
     a = np.deg2rad(35)
@@ -52,7 +55,7 @@ def test_prediction_becomes_segments_on_the_volume_grid(slicer_scene):
 
 def test_class_absent_from_prediction_still_gets_its_segment(slicer_scene):
     from BackSplitSegmentLib.prediction_import import import_labels
-    from BackSplitSegmentLib.scene_cases import volume_geometry
+    from BackSplitSegmentLib.scene_nodes import volume_geometry
 
     slicer = slicer_scene.slicer
     volume = add_volume(slicer, np.zeros((4, 5, 6), np.int16), np.eye(4))
@@ -68,10 +71,9 @@ def test_class_absent_from_prediction_still_gets_its_segment(slicer_scene):
 def test_demo_cases_in_scene_export(slicer_scene, tmp_path):
     import json
 
+    from backsplit.datasets.export import ExportRequest, export_dataset
     from BackSplitSegmentLib.demo_scene import load_demo_cases
     from BackSplitSegmentLib.scene_cases import cases_in_scene
-
-    from backsplit.datasets.export import ExportRequest, export_dataset
 
     loaded = load_demo_cases(2)
     cases = cases_in_scene(slicer_scene.scene)
@@ -122,7 +124,7 @@ def test_apply_path_child_process_to_scene(slicer_scene, tiny_model_dir, tiny_da
 
     from BackSplitSegmentLib.prediction_import import segment_roles
     from BackSplitSegmentLib.prediction_run import finish_prediction, start_prediction
-    from BackSplitSegmentLib.scene_cases import segment_mask
+    from BackSplitSegmentLib.scene_nodes import segment_mask
 
     slicer = slicer_scene.slicer
     image = sitk.GetArrayFromImage(sitk.ReadImage(str(tiny_dataset.dataset_dir / "imagesTr" / "tiny0_0000.nii.gz")))
@@ -182,7 +184,7 @@ def test_prediction_is_imported_in_steps_with_the_auxiliary_choice_applied(slice
 
     from BackSplitSegmentLib.prediction_import import segment_roles
     from BackSplitSegmentLib.prediction_run import PredictionFinish
-    from BackSplitSegmentLib.scene_cases import segment_mask, volume_geometry
+    from BackSplitSegmentLib.scene_nodes import segment_mask, volume_geometry
 
     slicer = slicer_scene.slicer
     shape = (6, 8, 10)
@@ -220,7 +222,7 @@ def test_failed_or_cancelled_import_leaves_nothing_half_made(slicer_scene, tmp_p
 
     from backsplit.errors import InputError
     from BackSplitSegmentLib.prediction_run import PredictionFinish
-    from BackSplitSegmentLib.scene_cases import volume_geometry
+    from BackSplitSegmentLib.scene_nodes import volume_geometry
 
     slicer, scene = slicer_scene.slicer, slicer_scene.scene
     volume = add_volume(slicer, np.zeros((4, 5, 6), np.int16), np.eye(4), "CT 4")

@@ -12,12 +12,11 @@ import textwrap
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from fixtures_data import make_case
+from fixtures_nnunet import TINY_SHAPE
 
 from backsplit.io.geometry import Geometry
 from backsplit.runtime.progress import Eta, ProgressEvent, TextProgressBar
-
-from fixtures_data import make_case
-from fixtures_nnunet import TINY_SHAPE
 
 NOISE = ("perform_everything_on_device", "hiddenlayer", "Please cite", "nnU-Net", "Warning", "warn(")
 

@@ -4,11 +4,10 @@
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from backsplit.errors import InputError
-from backsplit.datasets.export import ExportRequest, export_dataset
-
 from fixtures_slicer import add_segmentation, add_volume
+
+from backsplit.datasets.export import ExportRequest, export_dataset
+from backsplit.errors import InputError
 
 
 def oblique_ijk_to_ras(spacing=(0.8, 1.2, 2.0), origin=(12.0, -30.5, 4.25), degrees=25.0):
@@ -138,10 +137,11 @@ def test_failed_export_and_import_raise_with_names_without_the_output_window(sli
 
     import BackSplitSegmentLib.prediction_import as prediction_import
     import BackSplitSegmentLib.scene_cases as scene_cases
-    from BackSplitSegmentLib.prediction_import import add_class_segment, class_crops, class_images
+    import BackSplitSegmentLib.scene_nodes as scene_nodes
     from backsplit.labels.schema import LabelSchema
+    from BackSplitSegmentLib.prediction_import import add_class_segment, class_crops, class_images
 
-    for module in (scene_cases, prediction_import):
+    for module in (scene_cases, scene_nodes, prediction_import):
         assert "vtkOutputWindow" not in inspect.getsource(module)
     slicer, scene = slicer_scene.slicer, slicer_scene.scene
     volume = add_volume(slicer, np.zeros((4, 5, 6), np.int16), np.eye(4), "CT 7")
@@ -149,14 +149,14 @@ def test_failed_export_and_import_raise_with_names_without_the_output_window(sli
     outside = slicer.vtkMRMLLabelMapVolumeNode()              # not in the scene: Slicer's export returns False
     segment_id = segmentation.GetSegmentation().GetSegmentIdBySegmentName("Lesion")
     with pytest.raises(InputError, match=r"case 'case 7', segment 'Lesion'.*could not export"):
-        scene_cases.export_segment(segmentation, segment_id, outside, volume, "case 7", "Lesion")
+        scene_nodes.export_segment(segmentation, segment_id, outside, volume, "case 7", "Lesion")
     # A segmentation that cannot take a binary labelmap (no conversion to its source representation):
     # vtkSegmentation::AddSegment returns False and only logs.
     target = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     target.GetSegmentation().SetSourceRepresentationName("No such representation")
     labels = np.zeros((4, 5, 6), np.uint8)
     labels[1:3, 1:3, 1:3] = 1
-    geometry = scene_cases.volume_geometry(volume)
+    geometry = scene_nodes.volume_geometry(volume)
     images = class_images(class_crops(labels, 1), geometry)
     with pytest.raises(InputError, match=r"case 'case 7', segment 'Lesion'.*could not add the predicted segment"):
         add_class_segment(target, images[1], LabelSchema.create(["Lesion"], []).classes, 1, "case 7")

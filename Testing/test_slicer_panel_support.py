@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from BackSplitSegmentLib.compatibility import release_problem, torch_problem
-from BackSplitSegmentLib.panel_support import GuiBinding, TickGuard
+from backsplit.runtime.requirements import torch_problem
+from BackSplitShared.panel_support import GuiBinding, TickGuard
+from BackSplitShared.release import release_problem
 from BackSplitTrainLib.paths import default_work_folder, resolve_folder
 
 
@@ -143,7 +144,7 @@ def test_scene_close_resets_the_parameter_node_and_the_default_comes_back(slicer
 
 
 def test_install_plan_passes_nnunets_torch_rule(tmp_path):
-    from BackSplitSegmentLib.install_run import confirmation_text, install_plan
+    from BackSplitShared.install_run import confirmation_text, install_plan
 
     class PyTorchUtilsLogic:      # the PyTorch extension's logic (a Slicer module; not installable here)
         @staticmethod
@@ -166,7 +167,7 @@ def test_install_run_moves_on_step_by_step_and_reports_failures():
     import sys
     import time
 
-    from BackSplitSegmentLib.install_run import InstallRun, InstallStep
+    from BackSplitShared.install_run import InstallRun, InstallStep
 
     ok = InstallRun([InstallStep("one", [sys.executable, "-c", "print('Collecting one')"]),
                      InstallStep("two", lambda: [sys.executable, "-c", "import time; time.sleep(0.3); print('done')"])])
@@ -196,7 +197,7 @@ def test_dependency_gate_asks_first_then_installs_then_continues():
     import sys
     import time
 
-    from BackSplitSegmentLib.install_run import DependencyGate, InstallStep
+    from BackSplitShared.install_run import DependencyGate, InstallStep
 
     timer, shown, reports, started = FakeTimer(), [], [], []
     timer.start = lambda: setattr(timer, "active", True)

@@ -9,8 +9,14 @@ import types
 
 import psutil
 
-from backsplit.runtime.childprocess import (CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, STARTF_USESHOWWINDOW, SW_HIDE,
-                               ChildProcess, popen_platform_kwargs)
+from backsplit.runtime.childprocess import (
+    CREATE_NEW_PROCESS_GROUP,
+    CREATE_NO_WINDOW,
+    STARTF_USESHOWWINDOW,
+    SW_HIDE,
+    ChildProcess,
+    popen_platform_kwargs,
+)
 
 
 def fake_startupinfo():
@@ -35,7 +41,8 @@ def test_posix_children_get_their_own_session():
 
 TREE = r"""
 import subprocess, sys, time
-children = [subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"]) for _ in range(2)]
+stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+children = [subprocess.Popen([sys.executable, "-c", stubborn]) for _ in range(2)]
 print("ready", flush=True)
 import signal
 signal.signal(signal.SIGTERM, signal.SIG_IGN)   # ignores the polite request: only the kill after the grace ends it

@@ -5,10 +5,9 @@ import math
 
 import numpy as np
 import pytest
+from fixtures_slicer import add_volume
 
 from backsplit.errors import InputError
-
-from fixtures_slicer import add_volume
 
 
 def _ijk_to_ras(k_direction):

@@ -150,8 +150,8 @@ def test_modules_lib_imports_with_slicer_core():
 
     for name in ("BackSplitSegmentLib.scene_cases", "BackSplitSegmentLib.prediction_import",
                  "BackSplitSegmentLib.prediction_run", "BackSplitSegmentLib.demo_scene",
-                 "BackSplitSegmentLib.dependencies", "BackSplitSegmentLib.compatibility",
-                 "BackSplitSegmentLib.pairing", "BackSplitSegmentLib.panel_support", "BackSplitSegmentLib.install_run",
+                 "BackSplitShared.dependencies", "BackSplitShared.release",
+                 "BackSplitSegmentLib.pairing", "BackSplitShared.panel_support", "BackSplitShared.install_run",
                  "BackSplitSegmentLib.scene_guard", "BackSplitSegmentLib.case_list", "BackSplitTrainLib.plots",
                  "BackSplitTrainLib.devices", "BackSplitTrainLib.paths"):
         importlib.import_module(name)

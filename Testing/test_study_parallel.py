@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from backsplit.cli import build_parser
-from backsplit.runtime.devices import usable_cpu_count
 from backsplit.errors import InputError
+from backsplit.runtime.devices import usable_cpu_count
 
 SCRIPT = ("import json, os, sys, time; d = sys.argv[1]; os.makedirs(d, exist_ok=True); start = time.time(); "
           "time.sleep(0.6); json.dump({'start': start, 'end': time.time(), "

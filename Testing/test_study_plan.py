@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from backsplit.errors import InputError
-from backsplit.study.arms import ArmContext, ArmType, Arm, parse_arms, register_arm, arm_types
+from backsplit.study.arms import Arm, ArmContext, ArmType, arm_types, parse_arms, register_arm
 from backsplit.study.plan import DatasetScan, StudySettings, build_plan, crossval_splits
 
 CONTEXT = ArmContext(("cyst",), ("tumor", "kidney"))
@@ -21,8 +21,8 @@ def scan(folder="/data/Dataset501_K", label_change: str = "", image_change: str 
     return DatasetScan(folder, CASES, "meta", images, labels, ("cyst",), ("tumor", "kidney"))
 
 
-def plan(arms=("binary", "backsplit"), settings=StudySettings(folds=2, seeds=(1, 2)), source=None, twin=None,
-         study="/tmp/study"):
+def plan(arms=("binary", "backsplit"), settings=None, source=None, twin=None, study="/tmp/study"):
+    settings = settings or StudySettings(folds=2, seeds=(1, 2))
     return build_plan(Path(study), source or scan(), twin or scan("/data/Dataset502_KBinary"),
                       parse_arms(list(arms), CONTEXT), settings)
 
@@ -44,7 +44,8 @@ def test_units_cover_arms_folds_seeds_in_waves():
     finetune = p.unit("finetune-fold2-seed2")
     assert finetune.spec["pretrained_unit"] == "binary-fold2-seed2" and finetune.spec["initial_lr"] == 1e-3
     # every case is held out exactly once per arm and seed
-    held_out = sorted(c for u in runs if u.spec["arm"] == "binary" and u.spec["seed"] == 1 for c in u.spec["test_cases"])
+    held_out = sorted(c for u in runs if u.spec["arm"] == "binary" and u.spec["seed"] == 1
+                      for c in u.spec["test_cases"])
     assert held_out == sorted(CASES)
     assert p.splits == crossval_splits(reversed(CASES), 3)  # independent of the order the cases come in
 

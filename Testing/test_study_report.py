@@ -101,9 +101,11 @@ def test_case_decision_calibrates_on_the_other_folds_only():
 
 
 def test_froc_points():
-    lesions = [{"arm": "a", "target": "cyst", "kind": "reference", "volume_ml": "1", "matched_ml": "0.5", "matched": ""},
+    lesions = [{"arm": "a", "target": "cyst", "kind": "reference", "volume_ml": "1", "matched_ml": "0.5",
+                "matched": ""},
                {"arm": "a", "target": "cyst", "kind": "reference", "volume_ml": "1", "matched_ml": "0", "matched": ""},
-               {"arm": "a", "target": "cyst", "kind": "predicted", "volume_ml": "0.5", "matched_ml": "", "matched": "1"},
+               {"arm": "a", "target": "cyst", "kind": "predicted", "volume_ml": "0.5", "matched_ml": "",
+                "matched": "1"},
                {"arm": "a", "target": "cyst", "kind": "predicted", "volume_ml": "2", "matched_ml": "", "matched": "0"}]
     assert froc_points(lesions, "a", "cyst", 2, [0.0, 1.0, 3.0]) == [(0.0, 0.5, 0.5), (1.0, 0.0, 0.5), (3.0, 0.0, 0.0)]
 

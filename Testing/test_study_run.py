@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fixtures_nnunet import export_tiny
 from fixtures_slurm import slurm_cluster  # noqa: F401 - pytest fixture
 
@@ -94,9 +93,9 @@ def test_slurm_executor_runs_a_job_array(tiny_study, slurm_cluster):  # noqa: F8
 
 
 def test_slurm_failed_unit_is_reported_with_its_log_tail(tiny_study, slurm_cluster, tmp_path):  # noqa: F811
-    from backsplit.study.slurm import SlurmConfig, SlurmExecutor
-
     import os
+
+    from backsplit.study.slurm import SlurmConfig, SlurmExecutor
 
     os.environ["SLURM_CONF"] = slurm_cluster["SLURM_CONF"]
     try:
@@ -108,16 +107,14 @@ def test_slurm_failed_unit_is_reported_with_its_log_tail(tiny_study, slurm_clust
 
 
 def test_training_panel_starts_one_training_on_the_cluster(tiny_study, slurm_cluster, tmp_path):  # noqa: F811
-    """The panel's helper (BackSplitTrain/BackSplitTrainLib/cluster.py): one real training through sbatch,
+    """The panel's SLURM training (backsplit/training/cluster.py): one real training through sbatch,
     followed through its output file and squeue like a local training."""
     import os
 
     from fixtures_nnunet import tiny_options
 
-    repo = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(repo / "BackSplitTrain"))
-    from BackSplitTrainLib.cluster import ClusterTraining
-    from backsplit.study.slurm import SlurmConfig
+    from backsplit.runtime.slurm import SlurmConfig
+    from backsplit.training.cluster import ClusterTraining
 
     os.environ["SLURM_CONF"] = slurm_cluster["SLURM_CONF"]
     try:

@@ -8,12 +8,11 @@ import json
 
 import numpy as np
 import pytest
+from fixtures_data import make_case, write_case_files
+from fixtures_supports import write_lesion_only_cases, write_standin
 
 from backsplit.cli import main
 from backsplit.io.readers import read_seg_nrrd
-
-from fixtures_data import make_case, write_case_files
-from fixtures_supports import write_lesion_only_cases, write_standin
 
 
 def run(args):

@@ -12,15 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_supports import STANDIN_CLASSES, write_lesion_only_cases, write_standin
 
 from backsplit.errors import CancelledError, InputError, OutputError
 from backsplit.io.readers import cases_from_folder, read_seg_nrrd
-from backsplit.supports.generate import (GenerateRequest, generate_supports, input_folders_of, read_segment_tags,
-                                         resolve_names)
+from backsplit.supports.generate import (
+    GenerateRequest,
+    generate_supports,
+    input_folders_of,
+    read_segment_tags,
+    resolve_names,
+)
 from backsplit.supports.niftilabels import read_label_table
 from backsplit.supports.runners import GENERATED_TAG, MODEL_TAG, TotalSegmentatorRunner
-
-from fixtures_supports import STANDIN_CLASSES, write_lesion_only_cases, write_standin
 
 
 def digest(folder: Path) -> dict:
@@ -77,6 +81,7 @@ def test_totalsegmentator_segments_land_on_each_image_grid(tmp_path, standin):
 
 def test_multilabel_class_map_is_read_from_the_nifti_header(tmp_path, standin):
     import subprocess
+
     import SimpleITK as sitk
 
     image = tmp_path / "ct.nii.gz"

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_data import make_case, write_case_files
+from fixtures_supports import write_lesion_only_cases
 
 from backsplit.cli import main
 from backsplit.errors import InputError
@@ -19,9 +21,6 @@ from backsplit.io.geometry import Geometry
 from backsplit.io.readers import cases_from_folder, read_seg_nrrd
 from backsplit.supports.generate import GenerateRequest, generate_supports, read_segment_tags
 from backsplit.supports.runners import GENERATED_TAG, MODEL_TAG, NnUNetModelRunner
-
-from fixtures_data import make_case, write_case_files
-from fixtures_supports import write_lesion_only_cases
 
 
 @pytest.fixture
@@ -121,13 +120,12 @@ def test_plain_nnunet_folders_and_bad_model_input(tmp_path, organ_model):
 def test_module_logic_end_to_end_in_the_scene(slicer_scene, tmp_path, organ_model):
     """Scene cases with only the lesion -> organ model in the child process -> segments added -> suggest ->
     accept -> export through the scene adapter."""
-    from BackSplitSegmentLib.scene_cases import SceneCase
-    from BackSplitSegmentLib.supports_scene import import_events, start_generation, suggest_cases_from_scene
+    from fixtures_slicer import add_volume
 
     from backsplit.datasets.export import ExportRequest, export_dataset
     from backsplit.supports.suggest import SuggestOptions, suggest
-
-    from fixtures_slicer import add_volume
+    from BackSplitSegmentLib.scene_cases import SceneCase
+    from BackSplitSegmentLib.supports_scene import import_events, start_generation, suggest_cases_from_scene
 
     slicer = slicer_scene.slicer
     cases = []

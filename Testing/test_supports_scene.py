@@ -8,11 +8,10 @@ import time
 
 import numpy as np
 import pytest
-
-from backsplit.errors import InputError
-
 from fixtures_slicer import add_volume
 from fixtures_supports import write_standin
+
+from backsplit.errors import InputError
 
 SHAPE = (9, 12, 15)
 
@@ -49,7 +48,7 @@ def names(node):
 
 
 def test_generated_segments_are_added_exactly_and_undone_in_one_step(slicer_scene):
-    from BackSplitSegmentLib.scene_cases import segment_mask
+    from BackSplitSegmentLib.scene_nodes import segment_mask
     from BackSplitSegmentLib.supports_scene import add_generated_segments, generated_segments, undo_last_case
 
     slicer, scene = slicer_scene.slicer, slicer_scene.scene
@@ -124,7 +123,7 @@ def test_totalsegmentator_extension_is_asked_for_never_installed(slicer_scene):
 
 
 def test_generation_child_process_adds_segments_per_case(slicer_scene, tmp_path):
-    from BackSplitSegmentLib.scene_cases import segment_mask
+    from BackSplitSegmentLib.scene_nodes import segment_mask
     from BackSplitSegmentLib.supports_scene import import_events, start_generation
 
     slicer = slicer_scene.slicer
@@ -166,7 +165,7 @@ def test_supports_section_follows_the_others_and_uses_only_widgets_of_the_ui():
     assert used and not used - widgets, sorted(used - widgets)
     sections = [w.get("name") for w in tree.iter("widget") if w.get("class") == "ctkCollapsibleButton"]
     assert sections.index("supportsCollapsibleButton") > sections.index("applyCollapsibleButton")  # after the others
-    assert "SupportsSection(self, qt.QTimer(), qt.QTableWidgetItem)" in \
-        (repo / "BackSplitSegment" / "BackSplitSegment.py").read_text()
+    assert "SupportsSection(self.ui, self._caseList, self.logic.ensureDependencies, qt.QTimer()," in \
+        (repo / "BackSplitSegment" / "BackSplitSegment.py").read_text()      # handed what it uses, not the widget
     for name in ("BackSplitSegmentLib.supports_scene", "BackSplitSegmentLib.supports_section"):
         importlib.import_module(name)

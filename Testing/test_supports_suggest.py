@@ -8,9 +8,20 @@ import numpy as np
 import pytest
 
 from backsplit.errors import InputError
-from backsplit.supports.suggest import (FALSE_POSITIVE, HOST, NEIGHBOUR, NONE, SuggestCase, SuggestOptions,
-                                        distance_mm, false_positive_lesions, format_table, host_fraction,
-                                        lesions_touching, suggest)
+from backsplit.supports.suggest import (
+    FALSE_POSITIVE,
+    HOST,
+    NEIGHBOUR,
+    NONE,
+    SuggestCase,
+    SuggestOptions,
+    distance_mm,
+    false_positive_lesions,
+    format_table,
+    host_fraction,
+    lesions_touching,
+    suggest,
+)
 
 SHAPE = (20, 30, 40)
 SPACING = (2.0, 1.0, 0.5)  # (z, y, x) mm

@@ -4,12 +4,16 @@
 import json
 
 import numpy as np
+from fixtures_slicer import add_segmentation, add_volume
 
 from backsplit.labels.schema import LabelSchema
-from backsplit.labels.terminology import (class_terminology, is_terminology_entry, terminology_for_name,
-                                   terminology_from_tags, type_meaning)
-
-from fixtures_slicer import add_segmentation, add_volume
+from backsplit.labels.terminology import (
+    class_terminology,
+    is_terminology_entry,
+    terminology_for_name,
+    terminology_from_tags,
+    type_meaning,
+)
 
 CUSTOM = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure~"
           "SCT^10200004^Liver~^^~Anatomic codes - DICOM master list~^^~^^")
@@ -44,11 +48,12 @@ def test_source_entry_wins_and_tags_parse():
 
 
 def test_scene_terminology_flows_into_the_export_and_the_prediction(slicer_scene, tmp_path):
-    from BackSplitSegmentLib.prediction_import import import_labels
-    from BackSplitSegmentLib.scene_cases import SceneCase, volume_geometry
     import vtk
 
     from backsplit.datasets.export import ExportRequest, export_dataset
+    from BackSplitSegmentLib.prediction_import import import_labels
+    from BackSplitSegmentLib.scene_cases import SceneCase
+    from BackSplitSegmentLib.scene_nodes import volume_geometry
 
     slicer, scene = slicer_scene.slicer, slicer_scene.scene
     shape = (6, 8, 9)

@@ -1,18 +1,19 @@
-"""The training panel's SLURM choice (BackSplitTrain/BackSplitTrainLib/cluster.py): settings from the panel and an
-optional config file, and a cancel with the same signature as a local training's. The real sbatch/squeue round trip
-is Testing/test_study_run.py::test_training_panel_starts_one_training_on_the_cluster."""
+"""The training panel's SLURM choice (backsplit/training/cluster.py):
+settings from the panel and an optional config file, and a cancel with the same signature as a local training's.
+The real sbatch/squeue round trip is
+Testing/test_study_run.py::test_training_panel_starts_one_training_on_the_cluster."""
 
 import json
 import subprocess
 
 import pytest
+from fixtures_nnunet import tiny_options
 
 from backsplit.errors import InputError
-from fixtures_nnunet import tiny_options
 
 
 def test_panel_settings_merge_config_file_and_partition(tmp_path):
-    from BackSplitTrainLib.cluster import slurm_config
+    from backsplit.training.cluster import slurm_config
 
     assert slurm_config(None, "").partition is None
     assert slurm_config(None, "  gpu ").partition == "gpu"
@@ -30,7 +31,7 @@ def test_panel_settings_merge_config_file_and_partition(tmp_path):
 
 
 def test_cancel_takes_the_local_signature_and_calls_scancel(tmp_path):
-    from BackSplitTrainLib.cluster import ClusterTraining
+    from backsplit.training.cluster import ClusterTraining
 
     calls = []
 

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_nnunet import export_tiny, run_training, tiny_options
 
 from backsplit.errors import InputError
 from backsplit.training.options import TrainOptions, resolve_fold, resolve_folds
 from backsplit.training.process import TrainingProcess, training_command, training_environment
 from backsplit.training.sampling import choose_forced_class
 from backsplit.training.status import TrainingStatus
-
-from fixtures_nnunet import export_tiny, run_training, tiny_options
 
 psutil = pytest.importorskip("psutil")
 
@@ -206,7 +205,8 @@ def test_resume_after_hard_kill_continues_at_checkpoint(tiny_dataset, tmp_path):
     _wait_for(process, lambda e: e.stage == "epoch" and e.data.get("epoch") == 2)
     os.killpg(os.getpgid(process.pid), signal.SIGKILL)                 # like a crash or a closed application
     process.wait(30)
-    fold_dir = tmp_path / "work" / "nnUNet_results" / "Dataset011_Tiny" / "BackSplitTrainer__nnUNetPlans__2d" / "fold_all"
+    results = tmp_path / "work" / "nnUNet_results" / "Dataset011_Tiny"
+    fold_dir = results / "BackSplitTrainer__nnUNetPlans__2d" / "fold_all"
     checkpoint_epoch = torch.load(fold_dir / "checkpoint_latest.pth", map_location="cpu",
                                   weights_only=False)["current_epoch"]
     assert checkpoint_epoch >= 2

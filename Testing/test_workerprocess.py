@@ -121,3 +121,92 @@ def test_worker_process_command_and_environment(tmp_path):
         assert job.error is None
     finally:
         job.request_file.unlink()
+
+
+# ---- the one exit mapping (runtime/exits.py), shared by every worker and the study's units ---------------------
+def test_failures_map_to_one_exit_status_and_message():
+    from backsplit.errors import CancelledError
+    from backsplit.runtime.exits import EXIT_CANCELLED, EXIT_ERROR, EXIT_UNEXPECTED, ended_text, failure
+
+    assert failure(OutputError("the model folder exists; choose another"), "training") == \
+        (EXIT_ERROR, "the model folder exists; choose another")
+    code, message = failure(OSError(errno.ENOSPC, "No space left on device", "/w/x.pth"), "training",
+                            disk_full="free space")
+    assert (code, message) == (EXIT_ERROR, "the disk is full (writing '/w/x.pth'); free space")
+    assert failure(OSError(errno.EDQUOT, "Disk quota exceeded"), disk_full="ask for more")[1] == \
+        "the disk is full; ask for more"
+
+    class OutOfMemoryError(RuntimeError):   # torch.cuda.OutOfMemoryError is found by its name: no torch import
+        pass
+
+    assert failure(OutOfMemoryError("CUDA error"), out_of_memory="choose 2d") == \
+        (EXIT_ERROR, "the GPU ran out of memory; choose 2d")
+    assert failure(RuntimeError("MPS backend out of memory"))[0] == EXIT_ERROR
+    assert failure(CancelledError("cancelled by the user"))[0] == EXIT_CANCELLED
+    assert failure(KeyError("x"), "training") == (EXIT_UNEXPECTED, "training failed: KeyError: 'x'")
+    assert failure(OSError(errno.EACCES, "Permission denied")) == \
+        (EXIT_UNEXPECTED, "PermissionError: [Errno 13] Permission denied")
+    assert ended_text(-9).startswith("ended by signal SIGKILL (") and ended_text(3) == "ended with exit code 3"
+    assert ended_text(EXIT_CANCELLED) == "was cancelled"
+
+
+def test_run_worker_reports_a_full_disk_and_wrong_arguments(tmp_path, capsys):
+    def full(request):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = tmp_path / "request.json"
+    path.write_text(EchoRequest("ab").to_json(), encoding="utf-8")
+    events = []
+    assert run_worker(full, EchoRequest, "echo", events.append, [str(path)], disk_full="free space") == 1
+    assert [(e.stage, e.message) for e in events] == [("error", "the disk is full; free space")]
+    assert run_worker(full, EchoRequest, "echo", events.append, []) == 2 and len(events) == 1
+    assert "usage: python -m" in capsys.readouterr().err
+
+
+def test_event_record_keeps_done_error_estimate_and_the_log(tmp_path):
+    from backsplit.runtime.progress import Stage
+    from backsplit.runtime.workerprocess import EventRecord
+
+    record = EventRecord()
+    record.init_record(tmp_path / "logs" / "job.log", log_own_events=False)
+    record.record([ProgressEvent(Stage.LOG, "nnU-Net says hi"), ProgressEvent(Stage.ESTIMATE, "1 min", data={"s": 60}),
+                   ProgressEvent(Stage.DONE, "ok", data={"models": ["/m"]})])
+    assert record.estimate == {"s": 60} and record.done_data == {"models": ["/m"]} and record.error is None
+    assert (tmp_path / "logs" / "job.log").read_text() == "nnU-Net says hi\n"     # own events left out here
+    record.log_own_events = True
+    record.record([ProgressEvent(Stage.ERROR, "no model")])
+    assert record.error == "no model" and (tmp_path / "logs" / "job.log").read_text().endswith(
+        "[backsplit error] no model\n")
+
+
+def test_slurm_client_words_each_failure():
+    """The SLURM client shared by the study and the training panel (runtime/slurm.py); the real commands run in
+    test_study_run.py (a single-node SLURM)."""
+    import subprocess
+
+    from backsplit.errors import BackSplitError
+    from backsplit.runtime.slurm import SlurmClient
+
+    replies = {"sbatch": (0, "77;cluster\n", ""), "squeue": (1, "", "slurm_load_jobs error: Invalid job id specified"),
+               "sacct": (1, "", "accounting off"), "scancel": (1, "", "already gone")}
+    calls = []
+
+    def run(args, **kwargs):
+        calls.append(args)
+        code, out, err = replies[args[0]]
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    client = SlurmClient(run, missing="install SLURM here")
+    assert client.submit("job.sh") == "77" and calls[0] == ["sbatch", "--parsable", "job.sh"]
+    assert client.queued("77") == {} and client.accounting("77") == {}
+    client.cancel("77")
+    assert calls[-1] == ["scancel", "77"]
+    replies["sbatch"] = (1, "", "invalid partition")
+    with pytest.raises(BackSplitError, match=r"sbatch --parsable job.sh failed \(exit 1\): invalid partition"):
+        client.submit("job.sh")
+
+    def missing(args, **kwargs):
+        raise FileNotFoundError(args[0])
+
+    with pytest.raises(BackSplitError, match="'squeue' was not found: install SLURM here"):
+        SlurmClient(missing, missing="install SLURM here").queued("1")

@@ -32,7 +32,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from backsplit.io.itkmessages import show_input_warnings_plainly  # translated ITK warnings as 'backsplit: warning: ...'
+    from backsplit.io.itkmessages import (
+        show_input_warnings_plainly,  # translated ITK warnings as 'backsplit: warning: ...'
+    )
 
     show_input_warnings_plainly()
     try:

@@ -96,11 +96,11 @@ def bench_probability_sizes(model: Path, test: Path, maps: list) -> None:
     """Sizes of the exact float32 map (as computed by the network, written as before) and of the uint8 map."""
     import SimpleITK as sitk
 
-    from backsplit.io.geometry import Geometry
     from backsplit.inference.files import discover_inputs
     from backsplit.inference.model import load_predictor, read_model_info
     from backsplit.inference.predict import predict_arrays
     from backsplit.inference.probability import PRECISION, read_probability_map, write_probability_map
+    from backsplit.io.geometry import Geometry
     from backsplit.io.readers import read_image
 
     case = discover_inputs(test / "imagesTr", 1)[0]

@@ -46,10 +46,10 @@ def make_base(shape):
 
 
 def run_one(n: int, shape, context: str = "none") -> dict:
-    from backsplit.io.cases import Case, LazyCaseSource
-    from backsplit.labels.context import ContextSpec
     from backsplit.datasets.export import ExportRequest, export_dataset
+    from backsplit.io.cases import Case, LazyCaseSource
     from backsplit.io.geometry import Geometry
+    from backsplit.labels.context import ContextSpec
 
     image, segments = make_base(shape)
     geometry = Geometry.create((0.8, 0.8, 1.5), (0, 0, 0), None, shape)

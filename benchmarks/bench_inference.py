@@ -1,7 +1,8 @@
 """Prediction benchmarks (print numbers; no assertions).
 
 1. Engine vs raw nnU-Net: seconds to predict the same input files with the same model through
-   `backsplit.inference` (in-process, as `backsplit predict` does) and through the raw `nnUNetv2_predict_from_modelfolder`
+   `backsplit.inference` (in-process, as `backsplit predict` does) and through the raw
+   `nnUNetv2_predict_from_modelfolder`
    (a copy of the model whose checkpoint names the stock trainer, which builds the same network). Target ratio <= 1.02.
 2. BackSplit vs binary: prediction time of the two models trained side by side (same plans). Target ratio <= 1.02.
    Lesion-only output is the full output with support classes set to 0 after the forward pass: its extra cost is the

@@ -1,5 +1,6 @@
 """Cost of reading compressed inputs with their end-to-end integrity check: SimpleITK's plain read (no check), the
-check alone (backsplit.io.compressed.verify_compressed) and BackSplit's checked read (backsplit.io.imagefile.read_sitk: one
+check alone (backsplit.io.compressed.verify_compressed) and BackSplit's checked read
+(backsplit.io.imagefile.read_sitk: one
 streamed decompression that checks the CRC into a temporary copy, which ITK reads), alternated, on a 512 x 512 x 300
 int16 CT-like volume as .nii.gz and as a gzip-encoded .nrrd. Prints the median seconds of --repeats runs and the peak
 Python memory of the check. Usage: python benchmarks/bench_input_checks.py [--repeats 3] [--shape 300 512 512]"""

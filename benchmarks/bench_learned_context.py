@@ -52,12 +52,12 @@ def child(args) -> None:
     import numpy as np
     import torch
 
+    from backsplit.datasets.folder import load_dataset_folder
     from backsplit.runtime.devices import resolve_device
     from backsplit.training.colab.setup import learned_context_trainer
-    from backsplit.datasets.folder import load_training_dataset
     from backsplit.training.trainer import BackSplitTrainer
 
-    dataset = load_training_dataset(Path(args.dataset))
+    dataset = load_dataset_folder(Path(args.dataset))
     plans = json.loads((Path(os.environ["nnUNet_preprocessed"]) / dataset.folder_name / "nnUNetPlans.json").read_text())
     plans["continue_training"] = False
     plans["configurations"][args.configuration]["batch_size"] = args.batch_size
@@ -112,8 +112,8 @@ def main() -> None:
         child(args)
         return
 
-    from backsplit.demo.cases import demo_case_sources
     from backsplit.datasets.export import ExportRequest, export_dataset
+    from backsplit.demo.cases import demo_case_sources
     from backsplit.training.environment import nnunet_environment
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]

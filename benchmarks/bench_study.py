@@ -40,7 +40,7 @@ def write_cases(folder: Path, n_cases: int, negatives: int, seed: int = 0) -> No
     """Demo cases as a user's files; the last ``negatives`` cases without cysts (cyst voxels relabelled kidney)."""
     import SimpleITK as sitk
 
-    from backsplit.demo.cases import (DEMO_COLORS, _stable_hash, demo_label_files, read_label_map, synthesize_image)
+    from backsplit.demo.cases import DEMO_COLORS, _stable_hash, demo_label_files, read_label_map, synthesize_image
     from backsplit.io.segfile import write_seg_nrrd
     from backsplit.labels.terminology import terminology_for_name
 
@@ -90,8 +90,8 @@ def main() -> int:
         if getattr(args, key) is not None:
             profile[key] = getattr(args, key)
 
-    from backsplit.demo.cases import DEMO_COLORS, DEMO_SUPPORTS, DEMO_TARGETS
     from backsplit.datasets.export import ExportRequest, export_dataset
+    from backsplit.demo.cases import DEMO_COLORS, DEMO_SUPPORTS, DEMO_TARGETS
     from backsplit.io.readers import cases_from_folder
     from backsplit.study.arms import split_arms
     from backsplit.study.local import LocalExecutor

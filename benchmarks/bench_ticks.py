@@ -65,9 +65,8 @@ def volume_and_masks(shape, count=3):
 
 def export_scene(made, shape, other_grid: bool):
     """(volume, segmentation) of 5 segments; on the volume's grid, or drawn on a grid of 1.5x the spacing."""
-    from fixtures_slicer import add_segmentation, add_volume
-
     import numpy as np
+    from fixtures_slicer import add_segmentation, add_volume
 
     image, masks = volume_and_masks(shape, 5)
     volume = add_volume(made.slicer, image, np.eye(4), "CT")
@@ -152,7 +151,7 @@ def bench_prediction_import(made, shape, out: Path) -> list:
 
     from backsplit.labels.schema import LabelSchema
     from BackSplitSegmentLib.prediction_run import PredictionFinish
-    from BackSplitSegmentLib.scene_cases import volume_geometry
+    from BackSplitSegmentLib.scene_nodes import volume_geometry
 
     image, masks = volume_and_masks(shape)
     volume = made.slicer.util.addVolumeFromArray(image, np.eye(4), name="input")

@@ -96,8 +96,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from backsplit.demo.cases import demo_case_sources
     from backsplit.datasets.export import ExportRequest, export_dataset
+    from backsplit.demo.cases import demo_case_sources
     from backsplit.training.environment import nnunet_environment
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,7 +117,8 @@ def main() -> None:
             raw_times += run_raw(601, env, args, ext, tmp / f"raw_results_{repeat}")[1:]
             wrapper_times += run_wrapper(result.dataset_dir, work, args)["BackSplit model"][1:]
         raw, wrapped = statistics.median(raw_times), statistics.median(wrapper_times)
-        print(f"raw nnUNetv2_train:   {raw:.2f} s/epoch = {raw / (args.iterations + args.val_iterations):.3f} s/iteration"
+        per_iteration = raw / (args.iterations + args.val_iterations)
+        print(f"raw nnUNetv2_train:   {raw:.2f} s/epoch = {per_iteration:.3f} s/iteration"
               f" (median of {len(raw_times)} epochs)")
         print(f"backsplit train:      {wrapped:.2f} s/epoch = "
               f"{wrapped / (args.iterations + args.val_iterations):.3f} s/iteration (median of {len(wrapper_times)})")

@@ -33,7 +33,8 @@ from typing import Optional
 import numpy as np
 
 CT_WINDOW = (-160.0, 240.0)  # HU, soft-tissue window (level 40, width 400)
-NOTE = "Rendered from BackSplit prediction files (labelmap, labels.json, lesion probability map), not a Slicer screenshot."
+NOTE = ("Rendered from BackSplit prediction files (labelmap, labels.json, lesion probability map), "
+        "not a Slicer screenshot.")
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,9 @@ def render(files: CaseFiles, out: Path, case_id: str, slice_index: Optional[int]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
     from matplotlib import patheffects
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     image, spacing = read_lps(files.image)
     labels, _ = read_lps(files.labels)
@@ -111,7 +112,9 @@ def render(files: CaseFiles, out: Path, case_id: str, slice_index: Optional[int]
     axes[1].imshow(image[k], **ct)
     axes[1].imshow(_overlay(labels[k], table, {"target": 0.85, "support": 0.45}), interpolation="nearest",
                    aspect=aspect)
-    handles = [Patch(color=item["color"][:3], label=f"{item['name']} ({'lesion' if item['role'] == 'target' else 'auxiliary'})")
+    def role(item):
+        return "lesion" if item["role"] == "target" else "support structure"
+    handles = [Patch(color=item["color"][:3], label=f"{item['name']} ({role(item)})")
                for v, item in sorted(table.items(), key=lambda kv: int(kv[0])) if int(v) > 0]
     if reference is not None:
         outline = [patheffects.withStroke(linewidth=2.2, foreground="black")]  # visible on image and legend

@@ -16,7 +16,7 @@ in a worker thread. The result is voxel for voxel the one of ``scene_cases.case_
   (``vtkSegmentation::GenerateMergedLabelmap``: threshold at the label value, ``ModifyImage`` on the common
   extent; docs/SLICER_COMPATIBILITY.md);
 - any other segment (another grid, a transform, only closed surfaces) is exported by Slicer's segmentation logic
-  (``scene_cases.segment_mask``) in one step: Slicer resamples it, which cannot be split.
+  (``scene_nodes.segment_mask``) in one step: Slicer resamples it, which cannot be split.
 """
 
 from __future__ import annotations
@@ -26,10 +26,15 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
+import slicer
+import vtk
+from vtk.util.numpy_support import vtk_to_numpy
 
-from backsplit.io.cases import Case
 from backsplit.errors import InputError
+from backsplit.io.cases import Case
 from backsplit.io.geometry import Geometry
+
+from .scene_nodes import segment_colors, segment_mask, segment_names, segment_terminology, volume_array, volume_geometry
 
 MATRIX_TOLERANCE = 1e-4       # vtkOrientedImageDataResample::AreEqualWithTolerance (per matrix element)
 SLAB_BYTES = 4 * 1024 * 1024  # copied between two looks at the clock
@@ -138,8 +143,6 @@ class _Watch:
 
 def image_array(image) -> np.ndarray:
     """A view (k, j, i) of a one-component vtkImageData's scalars (``vtk_to_numpy``, as slicer.util does)."""
-    from vtk.util.numpy_support import vtk_to_numpy
-
     extent = image.GetExtent()
     dims = [extent[2 * a + 1] - extent[2 * a] + 1 for a in range(3)]
     return vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1])
@@ -156,7 +159,7 @@ def _read_steps(get_image: Callable[[], object], region: tuple, budget_s: float,
                              segment=segment)
         watch = _Watch(image)
 
-        def read_view():
+        def read_view(watch=watch):  # bound now: the view belongs to this pass of the loop
             image = get_image()
             if not watch.same(image):
                 raise _Changed()
@@ -174,9 +177,6 @@ def labelmap_on_volume_grid(segmentation_node, segment, volume) -> Optional[tupl
     """(the segment's binary labelmap, slices into it, slices into the volume) when ``ExportSegmentsToLabelmapNode``
     would copy its voxels by index (no resampling): see the module docstring. ``(image, None, None)`` when it lies
     on the grid but outside the volume; None when Slicer would resample or convert."""
-    import slicer
-    import vtk
-
     if segmentation_node.GetParentTransformNode() is not None or volume.GetParentTransformNode() is not None:
         return None
     name = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
@@ -206,9 +206,6 @@ def read_case_steps(scene_case, budget_s: float = 0.04) -> Iterator[str]:
     """Read ``scene_case`` (a ``SceneCase``) in steps of about ``budget_s`` seconds on the GUI thread; yields what
     it is reading; returns ``CaseParts``. Raises ``InputError`` naming the case (and segment) as
     ``case_from_scene`` does."""
-    from .scene_cases import segment_colors, segment_mask, segment_names, segment_terminology, volume_array, \
-        volume_geometry
-
     case_id, volume, segmentation_node = scene_case.case_id, scene_case.volume, scene_case.segmentation
     if segmentation_node is None:
         raise InputError("no segmentation is chosen for the case; choose its segmentation node", case=case_id)
@@ -263,8 +260,6 @@ def read_case_steps(scene_case, budget_s: float = 0.04) -> Iterator[str]:
 
 
 def _binary_name() -> str:
-    import slicer
-
     return slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
 
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
-from backsplit.io.cases import LazyCaseSource
 from backsplit.datasets.add import AddRequest, AddResult, iter_add
 from backsplit.datasets.policy import ON_EXISTING_REFUSE, ON_EXISTING_RENAME
-from backsplit.errors import InputError
-from backsplit.runtime.progress import ProgressEvent
 from backsplit.datasets.validation import MISSING_ABSENT, MISSING_ERROR
+from backsplit.errors import InputError
+from backsplit.io.cases import LazyCaseSource
+from backsplit.runtime.progress import ProgressEvent, Stage
 
 from .scene_cases import case_from_scene, unique_case_id
 
@@ -72,7 +72,7 @@ def add_scene_case(volume, segmentation_node, options: SceneAddOptions,
     """Add one case from the scene as a new dataset version, all at once; returns where it went."""
     result: Optional[AddResult] = None
     for event in iter_add_scene_case(volume, segmentation_node, options, extra_channels):
-        if event.stage == "done":
+        if event.stage == Stage.DONE:
             result = event.data["result"]
     assert result is not None
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -9,6 +10,7 @@ import numpy as np
 import slicer
 
 from backsplit.demo.cases import demo_case, demo_label_files
+from backsplit.runtime.childprocess import ChildProcess, child_environment, python_executable
 
 
 def load_demo_cases(count: int = 3, first: int = 0) -> list:
@@ -22,7 +24,8 @@ def load_demo_cases(count: int = 3, first: int = 0) -> list:
         segmentation.CreateDefaultDisplayNodes()
         segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
         for name, mask in case.segments.items():
-            segment_id = segmentation.GetSegmentation().AddEmptySegment(name, name, list(case.colors.get(name, (1, 1, 0))))
+            color = list(case.colors.get(name, (1, 1, 0)))
+            segment_id = segmentation.GetSegmentation().AddEmptySegment(name, name, color)
             slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation, segment_id, volume)
         loaded.append((volume, segmentation))
     return loaded
@@ -60,8 +63,6 @@ finally:
 def prepare_sample_files(folder: Path, count: int = None, python: Optional[str] = None):
     """Start a child Python that writes the sample files (a few seconds) unless they exist; returns it or None.
     The application does not wait for it."""
-    from backsplit.runtime.childprocess import ChildProcess, child_environment, python_executable
-
     count = count or DEMO_SAMPLE_COUNT
     folder = Path(folder)
     names = [p.name[: -len(".nii.gz")] for p in demo_label_files()[:count]]
@@ -99,7 +100,8 @@ def sample_data_sources(folder: Path, load: Callable[[object], object], icon: Op
             category=SAMPLE_CATEGORY, sampleName=f"BackSplit demo {case_id}", thumbnailFileName=icon,
             uris=[image.as_uri(), segmentation.as_uri()],
             fileNames=[f"BackSplit_{image.name}", f"BackSplit_{segmentation.name}"],
-            nodeNames=[case_id, f"{case_id} segmentation"], loadFileType=["VolumeFile", "SegmentationFile"],  # accepted by old and new releases
+            # loadFileType: accepted by old and new releases
+            nodeNames=[case_id, f"{case_id} segmentation"], loadFileType=["VolumeFile", "SegmentationFile"],
             customDownloader=download))
     return sources
 
@@ -107,8 +109,6 @@ def sample_data_sources(folder: Path, load: Callable[[object], object], icon: Op
 def register_sample_data(icon: Optional[str] = None) -> None:
     """Register the demo cases with Slicer's Sample Data module and start making their files in the background
     (so that a script's ``SampleDataLogic().downloadSample(...)`` finds them); never breaks start-up."""
-    import logging
-
     try:
         import SampleData
     except ImportError:

@@ -18,9 +18,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Sequence
 
-from backsplit.io.cases import CaseSource
 from backsplit.errors import BackSplitError, CancelledError
-from backsplit.runtime.progress import ProgressEvent
+from backsplit.io.cases import CaseSource
+from backsplit.runtime.progress import ProgressEvent, Stage
 
 RUNNING = "running"
 FINISHED = "finished"
@@ -240,7 +240,7 @@ def _load_at_once(source) -> Iterator[str]:
 def step_from_event(event: ProgressEvent) -> ExportStep:
     fraction = event.fraction
     percent = int(round(100 * fraction)) if fraction is not None else 0
-    if event.stage == "done":
+    if event.stage == Stage.DONE:
         result = event.data.get("result")
         message = "\n".join(result.summary_lines()) if result is not None and hasattr(result, "summary_lines") \
             else event.message
@@ -258,9 +258,9 @@ def export_request(parameters, targets: Sequence[str], supports: Sequence[str]):
     """The engine's ExportRequest from the panel's parameter node (``BackSplitSegmentParameterNode``)."""
     from pathlib import Path
 
-    from backsplit.commands.export import parse_mapping, split_names
-    from backsplit.labels.context import ContextSpec
     from backsplit.datasets.export import ExportRequest
+    from backsplit.labels.context import ContextSpec
+    from backsplit.labels.matching import parse_mapping, split_names
 
     mapping = parse_mapping([line for line in parameters.nameMapping.replace(";", "\n").splitlines()
                              if line.strip()])

@@ -3,27 +3,48 @@
 
 Built once by the module widget (``LoopSection(self.ui, self.logic, qt.QTimer(), qt.QFileDialog)``: the Qt classes
 are handed in, as for the other sections, so no module of BackSplitSegmentLib imports qt); uses the Apply panel's
-input volume and model folder, and the segmentation of the last prediction by default.
+input volume and model folder, and the segmentation of the last prediction by default (``LoopLogic``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import slicer
-
 from slicer.i18n import tr as _
+
+from backsplit.models.archive import export_model, import_model
+from backsplit.models.catalog import model_choices, read_entry
+from backsplit.models.location import models_dir
+from backsplit.models.loop import FineTuneRequest, fine_tune_options
+from backsplit.models.remove import remove_model
+from backsplit.models.trust import confirm_trust, trust_warning
+from backsplit.runtime.progress import Stage
+from backsplit.training.process import TrainingProcess
+from BackSplitShared.panel_support import TickGuard, report_error
+
+from .dataset_add import SceneAddOptions, add_scene_case, result_text
+
+
+class LoopLogic(Protocol):
+    """What the section needs of the module's logic (``BackSplitSegmentLogic``)."""
+    lastSegmentation: object          # the segmentation node of the last prediction, or None
+
+    def ensureDependencies(self) -> bool: ...
 
 
 class LoopSection:
-    def __init__(self, ui, logic, timer, file_dialog):
-        from backsplit.models.location import models_dir
+    """``LoopSection(ui, logic, timer, file_dialog)``: ``ui`` the panel's widgets, ``logic`` a ``LoopLogic``,
+    ``timer`` a ``qt.QTimer`` (its ticks run through ``TickGuard``), ``file_dialog`` ``qt.QFileDialog``."""
 
+    def __init__(self, ui, logic: LoopLogic, timer, file_dialog):
         self.ui, self.logic, self._dialog = ui, logic, file_dialog
         self._training = None
         self._timer = timer
         self._timer.setInterval(500)
-        self._timer.timeout.connect(self._poll)
+        self._timer.timeout.connect(TickGuard(self._timer, self._idle, report_error, _("Fine-tuning display failed"))
+                                    .wrap(self._poll))
         slicer.app.connect("aboutToQuit()", self.cleanup)
         if not str(ui.loopModelsDir.currentPath or "").strip():
             ui.loopModelsDir.currentPath = str(models_dir())
@@ -50,8 +71,6 @@ class LoopSection:
 
     def refresh(self) -> None:
         """The models that fit the Apply panel's volume(s), newest first."""
-        from backsplit.models.catalog import model_choices
-
         self.ui.loopModelCombo.clear()
         choices = model_choices(self._modelsDir(), self._channels())
         self._folders = [folder for _label, folder in choices]
@@ -64,8 +83,6 @@ class LoopSection:
         return self._folders[index] if 0 <= index < len(self._folders) else None
 
     def _showModel(self) -> None:
-        from backsplit.models.catalog import read_entry
-
         folder = self._current()
         if folder is None:
             self.ui.loopModelInfo.text = _("No model in {folder} takes {n} channel(s).").format(
@@ -75,8 +92,6 @@ class LoopSection:
         self.ui.loopModelInfo.text = "\n".join(f"{k}: {v}" for k, v in fields.items() if v not in (None, "", []))
 
     def _confirmTrust(self, folder: Path) -> bool:
-        from backsplit.models.trust import confirm_trust, trust_warning
-
         warning = trust_warning(folder)
         if warning is None:
             return True
@@ -91,8 +106,6 @@ class LoopSection:
             self.ui.modelFolder.currentPath = str(folder)
 
     def exportModel(self) -> None:
-        from backsplit.models.archive import export_model
-
         folder = self._current()
         path = self._dialog.getSaveFileName(None, _("Export model"), f"{folder.name}.zip" if folder else "",
                                               "Zip (*.zip)") if folder else ""
@@ -102,8 +115,6 @@ class LoopSection:
                 self.ui.loopStatusLabel.text = _("Exported to {path}").format(path=path)
 
     def importModel(self) -> None:
-        from backsplit.models.archive import import_model
-
         path = self._dialog.getOpenFileName(None, _("Import model"), "", "Zip (*.zip)")
         if path:
             with slicer.util.tryWithErrorDisplay(_("Could not import the model."), waitCursor=True):
@@ -113,8 +124,6 @@ class LoopSection:
                 self.refresh()
 
     def removeModel(self) -> None:
-        from backsplit.models.remove import remove_model
-
         folder = self._current()
         if folder is not None:
             with slicer.util.tryWithErrorDisplay(_("The model was not removed."), waitCursor=False):
@@ -123,9 +132,7 @@ class LoopSection:
 
     # ---- correct, add, fine-tune -----------------------------------------------------------------------------------
     def addCase(self) -> None:
-        from BackSplitSegmentLib.dataset_add import SceneAddOptions, add_scene_case, result_text
-
-        segmentation = self.ui.loopSegmentation.currentNode() or getattr(self.logic, "lastSegmentation", None)
+        segmentation = self.ui.loopSegmentation.currentNode() or self.logic.lastSegmentation
         options = SceneAddOptions(Path(self.ui.loopDatasetPath.currentPath), case_id=self.ui.loopCaseId.text,
                                   new_id_if_taken=self.ui.loopNewIdCheckBox.checked)
         with slicer.util.tryWithErrorDisplay(_("The case was not added."), waitCursor=True):
@@ -133,9 +140,6 @@ class LoopSection:
             self.ui.loopStatusLabel.text = result_text(result)
 
     def fineTune(self) -> None:
-        from backsplit.models.loop import FineTuneRequest, fine_tune_options
-        from backsplit.training.process import TrainingProcess
-
         parent = self._current()
         if parent is None or not self._confirmTrust(parent) or not self.logic.ensureDependencies():
             return
@@ -149,9 +153,17 @@ class LoopSection:
             self.ui.loopProgressBar.value = 0
             self._timer.start()
 
+    def _idle(self) -> None:
+        """Buttons back after a failed tick; a training still running is ended without waiting."""
+        self.ui.loopFineTuneButton.enabled = True
+        self.ui.loopCancelButton.enabled = False
+        if self._training is not None and self._training.is_running():
+            self._training.cancel(wait=False)
+        self._training = None
+
     def _poll(self) -> None:
         for event in self._training.poll_events():
-            if event.stage == "log":
+            if event.stage == Stage.LOG:
                 continue
             if event.fraction is not None:
                 self.ui.loopProgressBar.value = int(100 * event.fraction)

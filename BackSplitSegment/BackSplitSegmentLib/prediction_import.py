@@ -15,7 +15,6 @@ from backsplit.errors import InputError
 from backsplit.io.geometry import Geometry
 from backsplit.labels.schema import SUPPORT, ClassSpec
 
-
 ROLE_TAG = "BackSplit.Role"
 
 

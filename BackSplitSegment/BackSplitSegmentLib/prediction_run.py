@@ -9,14 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-
 from backsplit.errors import InputError
-from backsplit.io.imagefile import checked_geometry
 from backsplit.inference.model import read_model_info
 from backsplit.inference.process import PredictionProcess
 from backsplit.inference.worker import PredictionRequest
+from backsplit.io.imagefile import checked_geometry
 
-from .scene_cases import volume_array, volume_geometry
+from .scene_nodes import volume_array, volume_geometry
 
 
 @dataclass
@@ -47,6 +46,9 @@ def write_inputs(volume, extra_channels: Sequence, folder: Path) -> list[str]:
 def start_prediction(model_dir: Path, volume, extra_channels: Sequence = (), *, lesion_only: bool = False,
                      probabilities: bool = True, device: str = "auto", threshold: float = 0.5,
                      min_volume_ml: float = 0.0) -> PredictionProcess:
+    """Write ``volume`` (and ``extra_channels``, on its grid) into a new temporary folder and start the prediction
+    child; the job carries that folder (``work_dir``, removed by ``PredictionFinish``) and the model's info.
+    Raises InputError (no volume, a channel count the model does not take, a sheared or mismatched grid)."""
     if volume is None:
         raise InputError("choose the input volume to predict")
     info = read_model_info(model_dir)                       # clear errors before anything starts
@@ -58,11 +60,7 @@ def start_prediction(model_dir: Path, volume, extra_channels: Sequence = (), *, 
     request = PredictionRequest(str(model_dir), [["input", inputs]], str(work / "out"), device=device,
                                 lesion_only=lesion_only, probabilities=probabilities, threshold=threshold,
                                 min_volume_ml=min_volume_ml)
-    job = PredictionProcess(request).start()
-    job.work_dir = work
-    job.model_info = info
-    job.lesion_only = lesion_only
-    return job
+    return PredictionProcess(request, work_dir=work, model_info=info).start()
 
 
 def finish_prediction(job: PredictionProcess, volume, show_auxiliary: bool = True) -> Optional[PredictionOutcome]:
@@ -127,7 +125,7 @@ class PredictionFinish:
         self._segmentation = None
         self._next_class = 1
         self._files: Optional[dict] = None
-        info = getattr(job, "model_info", None)
+        info = job.model_info
         self.classes = (info.schema.targets if job.lesion_only else info.schema.classes) if info else []
 
     def step(self, wait: bool = False) -> bool:
@@ -198,7 +196,8 @@ class PredictionFinish:
             self._pool.shutdown(wait=False)
             self._pool = None
         self._files = None if self.done else self._files
-        shutil.rmtree(getattr(self.job, "work_dir", ""), ignore_errors=True)
+        if self.job.work_dir is not None:
+            shutil.rmtree(self.job.work_dir, ignore_errors=True)
 
     @property
     def reading(self) -> bool:

@@ -23,13 +23,15 @@ import slicer
 import vtk
 
 from backsplit.errors import InputError
+from backsplit.io.readers import read_seg_nrrd
 from backsplit.supports.generate import read_segment_tags, resolve_names
-from backsplit.supports.runners import GENERATED_TAG, MODEL_TAG
+from backsplit.supports.runners import GENERATED_TAG, MODEL_TAG, NnUNetModelRunner
 from backsplit.supports.suggest import SuggestCase
 from backsplit.supports.worker import GenerationProcess, GenerationRequest
 
 from .prediction_run import write_inputs
-from .scene_cases import SceneCase, segment_names, volume_geometry
+from .scene_cases import SceneCase
+from .scene_nodes import segment_names, volume_geometry
 
 TOTALSEGMENTATOR_MISSING = (
     "The TotalSegmentator extension is not installed. Install it from the Extensions Manager (View > Extensions "
@@ -136,8 +138,6 @@ def start_generation(cases: Sequence[SceneCase], *, model_dir: Optional[Path] = 
     if not cases:
         raise InputError("add cases first: there is nothing to run the organ model on")
     if model_dir is not None:  # clear errors (not a model, channel count) before anything starts
-        from backsplit.supports.runners import NnUNetModelRunner
-
         runner = NnUNetModelRunner(Path(model_dir), classes=list(classes) or None)
         for case in cases:
             runner.check_channels(1 + len(case.extra_channels), case.case_id)
@@ -160,8 +160,6 @@ def start_generation(cases: Sequence[SceneCase], *, model_dir: Optional[Path] = 
 def import_events(job: GenerationJob, events) -> list[str]:
     """Add the segments of every case the child finished (events from ``job.process.poll_events()``) to its
     segmentation node, one undo step per case; returns messages for the panel."""
-    from backsplit.io.readers import read_seg_nrrd
-
     messages = []
     for event in events:
         if event.stage != "generate" or not event.data.get("case"):

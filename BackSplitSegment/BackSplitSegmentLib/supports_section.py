@@ -5,15 +5,30 @@
    installed) and add the structures as new segments to each case's segmentation (one undo step per case).
 2. *Suggest*: rank the segments of the listed cases as support structures for the chosen target, with the reasons.
 3. *Accept*: move the top suggestions into the support list, smaller structures first (overlap policy).
-Attached to the module widget by one line in ``BackSplitSegment.setup``, which hands in the Qt pieces it needs (a
-timer, the table item class): this module itself imports no Qt, like every ``BackSplitSegmentLib`` module.
+Attached to the module widget by one line in ``BackSplitSegment.setup``, which hands in what the section uses: the
+panel's widgets, the case list (``CaseListView``), the dependency check of the logic, and the Qt pieces (a timer, the
+table item class): this module itself imports no Qt, like every ``BackSplitSegmentLib`` module, and never reaches into
+the module widget.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Protocol, Sequence
 
 import slicer
+
+from backsplit.supports.suggest import SuggestOptions, suggest
+from BackSplitShared.panel_support import TickGuard, report_error
+
+from .scene_cases import SceneCase
+from .supports_scene import (
+    import_events,
+    run_totalsegmentator_extension,
+    start_generation,
+    suggest_cases_from_scene,
+    undo_last_case,
+)
 
 try:
     from slicer.i18n import tr as _
@@ -24,16 +39,31 @@ except ImportError:  # slicer-core (the tests) has no i18n
 SOURCES = ["nnU-Net model folder", "TotalSegmentator (command)", "TotalSegmentator (extension)"]
 
 
+class CaseListView(Protocol):
+    """What the section needs of the panel's case list (``case_list.CaseList``): the listed cases, and a redraw of
+    the table and class lists after segments were added, undone or moved."""
+    cases: Sequence[SceneCase]
+
+    def refresh(self) -> None: ...
+
+
 class SupportsSection:
-    def __init__(self, widget, timer, table_item):
-        self.widget = widget
-        self.ui = widget.ui
+    """``SupportsSection(ui, case_list, ensure_dependencies, timer, table_item)``: ``ui`` the panel's widgets
+    (``childWidgetVariables``), ``case_list`` a ``CaseListView``, ``ensure_dependencies()`` True when nnU-Net can run
+    (installing after asking), ``timer`` a ``qt.QTimer`` (its ticks run through ``TickGuard``), ``table_item`` the
+    table item class (``qt.QTableWidgetItem``)."""
+
+    def __init__(self, ui, case_list: CaseListView, ensure_dependencies: Callable[[], bool], timer, table_item):
+        self.ui = ui
+        self.case_list = case_list
+        self.ensure_dependencies = ensure_dependencies
         self.job = None
         self.report = None
         self.table_item = table_item
         self.timer = timer
         self.timer.setInterval(300)
-        self.timer.timeout.connect(self._poll)
+        self.timer.timeout.connect(TickGuard(self.timer, self._idle, report_error,
+                                             _("Adding the generated segments failed")).wrap(self._poll))
         self.ui.supportsSourceComboBox.clear()
         for text in SOURCES:
             self.ui.supportsSourceComboBox.addItem(_(text))
@@ -51,21 +81,27 @@ class SupportsSection:
             self.job.close()
             self.job = None
 
-    def _cases(self):
-        case_list = getattr(self.widget, "_caseList", None)
-        return list(case_list.cases if case_list is not None else getattr(self.widget, "_cases", []))
+    def _idle(self) -> None:
+        """Buttons back after a failed tick; a child still running is ended without waiting."""
+        self.ui.supportsGenerateButton.enabled = True
+        self.ui.supportsCancelButton.enabled = False
+        job, self.job = self.job, None
+        if job is not None and job.process.is_running():
+            job.process.cancel(wait=False)
+        elif job is not None:
+            job.close()
+
+    def _cases(self) -> list:
+        return list(self.case_list.cases)
 
     def _refresh(self) -> None:
-        case_list = getattr(self.widget, "_caseList", None)
-        case_list.refresh() if case_list is not None else self.widget._refreshCaseTable()
+        self.case_list.refresh()
 
     def _classes(self) -> list:
         return [n.strip() for n in self.ui.supportsClassesLineEdit.text.split(",") if n.strip()]
 
     # ---- generate ---------------------------------------------------------------------------------------------
     def onGenerate(self) -> None:
-        from BackSplitSegmentLib.supports_scene import run_totalsegmentator_extension, start_generation
-
         with slicer.util.tryWithErrorDisplay(_("Could not run the organ model."), waitCursor=True):
             cases = self._cases()
             source = self.ui.supportsSourceComboBox.currentIndex
@@ -81,7 +117,7 @@ class SupportsSection:
                     slicer.app.processEvents()
                 self._refresh()
                 return
-            if source == 0 and not self.widget.logic.ensureDependencies():
+            if source == 0 and not self.ensure_dependencies():
                 return
             model = self.ui.supportsModelPathLineEdit.currentPath.strip()
             if source == 0 and not model:
@@ -96,8 +132,6 @@ class SupportsSection:
             self.timer.start()
 
     def _poll(self) -> None:
-        from BackSplitSegmentLib.supports_scene import import_events
-
         job = self.job
         events = job.process.poll_events()
         for event in events:
@@ -134,17 +168,12 @@ class SupportsSection:
             self.ui.supportsStatusLabel.text = _("Cancelling...")
 
     def onUndo(self) -> None:
-        from BackSplitSegmentLib.supports_scene import undo_last_case
-
         undone = [case.case_id for case in self._cases() if undo_last_case(case.segmentation)]
         self.ui.supportsStatusLabel.text = _("Undone in: {cases}").format(cases=", ".join(undone) or _("none"))
         self._refresh()
 
     # ---- suggest and accept -----------------------------------------------------------------------------------
     def onSuggest(self) -> None:
-        from backsplit.supports.suggest import SuggestOptions, suggest
-        from BackSplitSegmentLib.supports_scene import suggest_cases_from_scene
-
         with slicer.util.tryWithErrorDisplay(_("Could not rank the support structures."), waitCursor=True):
             target = self.ui.supportsTargetLineEdit.text.strip()
             if not target:

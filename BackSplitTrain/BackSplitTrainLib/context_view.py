@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import slicer
 
 from backsplit.errors import BackSplitError, InputError
+from backsplit.runtime.exits import ended_text
 from backsplit.training.colab.show_cases import ShowRequest, read_summary
 from backsplit.training.colab.show_process import ShowContextProcess
 
@@ -31,9 +32,9 @@ def context_output_folder(work_dir: Path, dataset_dir: Path, stamp: Optional[str
 def start_context_show(work_dir: Path, dataset_dir: Path, *, cases: Sequence[str] = (), out_dir: Optional[Path] = None,
                        device: str = "auto", python: Optional[str] = None) -> ShowContextProcess:
     """Start the child process. ``cases`` empty: the dataset's first ``PANEL_CASES`` training cases."""
-    from backsplit.datasets.folder import load_training_dataset
+    from backsplit.datasets.folder import load_dataset_folder
 
-    dataset = load_training_dataset(Path(dataset_dir))
+    dataset = load_dataset_folder(Path(dataset_dir))
     chosen = list(cases) or dataset.case_ids[:PANEL_CASES]
     request = ShowRequest(work_dir=str(work_dir), dataset_dir=str(dataset.folder),
                           out_dir=str(out_dir or context_output_folder(work_dir, dataset.folder)), cases=chosen,
@@ -45,10 +46,10 @@ def finish_context_show(job: ShowContextProcess) -> list:
     """After the child ended: its error as InputError, else the written cases loaded into the scene (see
     ``load_context_segmentations``)."""
     job.poll_events()
-    if job.error:
-        raise InputError(job.error)
-    if job.returncode not in (0, None):
-        raise InputError(f"showing the learned context ended with code {job.returncode}; see the log")
+    if job.failure:   # the worker's error event, else why it ended (a signal, an exit code) and its last output
+        raise InputError(job.failure)
+    if job.returncode not in (0, None):   # cancelled
+        raise InputError(f"showing the learned context {ended_text(job.returncode)}; see the log")
     return load_context_segmentations(Path(job.request.out_dir), [c["case_id"] for c in job.cases] or None)
 
 

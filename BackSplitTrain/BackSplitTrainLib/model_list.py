@@ -4,9 +4,11 @@ take the dataset's channel count, newest first. No Qt here; the widget fills a c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
+
+from backsplit.datasets.layout import read_dataset_json
+from backsplit.errors import InputError
 
 
 def dataset_channel_count(dataset_dir: Optional[Path]) -> Optional[int]:
@@ -14,9 +16,8 @@ def dataset_channel_count(dataset_dir: Optional[Path]) -> Optional[int]:
     if not dataset_dir:
         return None
     try:
-        meta = json.loads((Path(dataset_dir) / "dataset.json").read_text(encoding="utf-8"))
-        return len(meta["channel_names"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return len(read_dataset_json(Path(dataset_dir), required=("channel_names",))["channel_names"])
+    except (InputError, OSError, TypeError):
         return None
 
 

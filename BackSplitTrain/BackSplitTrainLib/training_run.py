@@ -6,20 +6,21 @@ returned log lines, ``status.fraction`` and ``status.summary()`` (epoch, elapsed
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Optional
 
-from backsplit.runtime.progress import ProgressEvent
+from backsplit.datasets.layout import read_dataset_json
+from backsplit.errors import InputError
+from backsplit.runtime.progress import ProgressEvent, Stage
 from backsplit.training.status import TrainingStatus
 
 
 def dataset_target_count(dataset_dir: Path) -> Optional[int]:
     """How many target classes the dataset has (their pseudo-Dice is plotted); None when it cannot be read."""
     try:
-        meta = json.loads((Path(dataset_dir) / "dataset.json").read_text(encoding="utf-8"))
+        meta = read_dataset_json(Path(dataset_dir), required=("backsplit",))
         return len(meta["backsplit"]["schema"]["targets"])
-    except (OSError, KeyError, TypeError, ValueError):
+    except (InputError, OSError, KeyError, TypeError):
         return None
 
 
@@ -29,7 +30,7 @@ def apply_events(events: Iterable[ProgressEvent], status: TrainingStatus, plot=N
     lines = []
     epoch_ended = False
     for event in events:
-        if event.stage == "log":
+        if event.stage == Stage.LOG:
             lines.append(event.message)
             continue
         status.update(event)

@@ -26,8 +26,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from backsplit.errors import InputError
-    from backsplit.evaluation.evaluate import read_evaluation
     from backsplit.evaluation.compare import comparison_picture, comparison_table, slice_view_for_case
+    from backsplit.evaluation.evaluate import read_evaluation
 
     rows_a, rows_b = read_evaluation(args.evaluation_a), read_evaluation(args.evaluation_b)
     table = comparison_table(rows_a, rows_b, args.names)

@@ -52,7 +52,7 @@ def register(subparsers) -> None:
 
 def sources_from_args(args: argparse.Namespace) -> list:
     from backsplit.errors import InputError
-    from backsplit.io.readers import FileCaseSource, _strip_suffix, cases_from_csv, cases_from_folder, read_name_map
+    from backsplit.io.readers import FileCaseSource, cases_from_csv, cases_from_folder, read_name_map, strip_suffix
 
     name_map = read_name_map(args.names) if args.names else None
     if args.cases:
@@ -61,15 +61,15 @@ def sources_from_args(args: argparse.Namespace) -> list:
         return cases_from_folder(args.folder, name_map)
     if not args.image:
         raise InputError("--segmentation needs the case's image: give --image (once per channel)")
-    case_id = args.case_id or _strip_suffix(args.segmentation.name)
+    case_id = args.case_id or strip_suffix(args.segmentation.name)
     return [FileCaseSource(case_id, list(args.image), args.segmentation, name_map)]
 
 
 def run_add(args: argparse.Namespace) -> int:
     from backsplit.datasets.add import AddRequest, add_cases
     from backsplit.datasets.policy import ON_EXISTING_REFUSE, ON_EXISTING_RENAME
+    from backsplit.labels.matching import parse_mapping
     from backsplit.runtime.progress import TextProgressBar, ignore_progress
-    from backsplit.commands.export import parse_mapping
 
     request = AddRequest(args.dataset, name_mapping=parse_mapping(args.map), ignore_segments=args.ignore_segment,
                          on_existing_id=ON_EXISTING_RENAME if args.rename_existing else ON_EXISTING_REFUSE,

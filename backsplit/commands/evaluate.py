@@ -21,7 +21,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backsplit.evaluation.evaluate import evaluate_folders, schema_from_model_or_dataset, summary_lines, write_evaluation
+    from backsplit.evaluation.evaluate import (
+        evaluate_folders,
+        schema_from_model_or_dataset,
+        summary_lines,
+        write_evaluation,
+    )
 
     schema = schema_from_model_or_dataset(args.model)
     reference_schema = schema_from_model_or_dataset(args.reference_labels) if args.reference_labels else None

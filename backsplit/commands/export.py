@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from backsplit.errors import InputError
+from backsplit.labels.matching import parse_mapping, split_names
 
 
 def register(subparsers) -> None:
@@ -16,12 +16,15 @@ def register(subparsers) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--cases", type=Path, metavar="CSV",
                         help="case list: columns case_id, image (channels separated by ';'), segmentation, [names]")
-    source.add_argument("--folder", type=Path, help="folder of <case>.seg.nrrd with <case>.nii.gz or <case>_0000.nii.gz")
+    source.add_argument("--folder", type=Path,
+                        help="folder of <case>.seg.nrrd with <case>.nii.gz or <case>_0000.nii.gz")
     p.add_argument("--targets", required=True, help="target (lesion) segment names, comma separated, in priority order")
-    p.add_argument("--supports", default="", help="support structure segment names, comma separated, in priority order (default: none)")
+    p.add_argument("--supports", default="",
+                   help="support structure segment names, comma separated, in priority order (default: none)")
     p.add_argument("--map", action="append", default=[], metavar="ALIAS=CLASS",
                    help="treat segment ALIAS as CLASS (repeatable), e.g. --map 'renal cyst=cyst' (default: none)")
-    p.add_argument("--names", type=Path, help="name map for labelmaps: JSON {\"1\": \"kidney\"}, CSV value,name, or .ctbl")
+    p.add_argument("--names", type=Path,
+                   help="name map for labelmaps: JSON {\"1\": \"kidney\"}, CSV value,name, or .ctbl")
     p.add_argument("--channels", default="CT", help="channel names, comma separated (default CT)")
     p.add_argument("--out", type=Path, required=True, help="folder receiving the datasets (e.g. nnUNet_raw)")
     p.add_argument("--id", type=int, required=True, dest="dataset_id", help="dataset id (1-999)")
@@ -40,25 +43,11 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def split_names(text: str) -> list[str]:
-    return [n.strip() for n in text.split(",") if n.strip()]
-
-
-def parse_mapping(items: list[str]) -> dict[str, str]:
-    mapping = {}
-    for item in items:
-        if "=" not in item:
-            raise InputError(f"--map '{item}' is not ALIAS=CLASS")
-        alias, cls = item.split("=", 1)
-        mapping[alias.strip()] = cls.strip()
-    return mapping
-
-
 def run(args: argparse.Namespace) -> int:
-    from backsplit.labels.context import ContextSpec
     from backsplit.datasets.export import ExportRequest, export_dataset
-    from backsplit.runtime.progress import TextProgressBar, ignore_progress
     from backsplit.io.readers import cases_from_csv, cases_from_folder, read_name_map
+    from backsplit.labels.context import ContextSpec
+    from backsplit.runtime.progress import TextProgressBar, ignore_progress
 
     name_map = read_name_map(args.names) if args.names else None
     sources = cases_from_csv(args.cases, name_map) if args.cases else cases_from_folder(args.folder, name_map)

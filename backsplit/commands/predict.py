@@ -48,13 +48,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from backsplit.evaluation.summary import DecisionRule, read_rule
     from backsplit.inference.files import discover_inputs, predict_files
     from backsplit.inference.model import read_model_info
+    from backsplit.models.trust import require_trusted
     from backsplit.runtime.progress import TextProgressBar, ignore_progress
     from backsplit.runtime.quiet import ThirdPartyOutput
-    from backsplit.evaluation.summary import DecisionRule, read_rule
-
-    from backsplit.models.trust import require_trusted
 
     require_trusted(args.model, args.trust_model)   # before anything unpickles its checkpoints
     info = read_model_info(args.model)

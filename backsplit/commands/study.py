@@ -39,7 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-mirroring", action="store_true", help="predict without test-time mirroring (faster)")
     p.add_argument("--nsd-tolerance", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
     p.add_argument("--sensitivity", type=float, default=0.95,
-                   help="sensitivity the case rule's minimum volume is calibrated for, on training folds (default 0.95)")
+                   help="sensitivity the case rule's minimum volume is calibrated for, on training folds "
+                        "(default 0.95)")
     p.add_argument("--save-every", type=int, default=5, help="epochs between resume checkpoints (default 5)")
     p.add_argument("--num-gpus", type=int, default=1, metavar="N",
                    help="GPUs per training: N > 1 trains each unit on N GPUs with PyTorch DDP (CUDA only; batch size "
@@ -89,35 +90,13 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def executor_from_args(args: argparse.Namespace):
-    num_gpus = getattr(args, "num_gpus", 1)
-    if args.executor == "slurm":
-        from backsplit.study.gpus import slurm_gres
-        from backsplit.study.slurm import SlurmConfig, SlurmExecutor
+    """The executor the options ask for (rules in ``backsplit.study.executor_policy``)."""
+    from backsplit.study.executor_policy import study_executor
 
-        config = SlurmConfig.load(args.slurm_config, partition=args.partition, time=args.slurm_time,
-                                  cpus_per_task=args.cpus_per_task, mem=args.mem, gres=args.gres, poll_s=args.poll)
-        config.gres = slurm_gres(config.gres, num_gpus, config.extra_args)   # N > 1: each array task asks gpu:N
-        return SlurmExecutor(config)
-    from backsplit.errors import InputError
-    from backsplit.study.local import LocalExecutor, visible_gpus
-
-    if args.gpus == "auto":
-        gpus = visible_gpus() if args.device in ("auto", "cuda") else []
-    elif args.gpus in ("none", ""):
-        gpus = []
-    else:
-        gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
-    parallel = getattr(args, "parallel", 1)
-    if parallel < 1:
-        raise InputError(f"--parallel must be at least 1 unit, not {parallel}")
-    if parallel > 1 and args.device != "cpu" and (gpus or num_gpus > 1):
-        raise InputError(f"--parallel {parallel} runs units side by side on the CPU, but this study uses GPUs "
-                         f"({', '.join(gpus) or 'DDP'}); on GPUs units run one per GPU (--gpus), so drop --parallel, "
-                         "or train on the CPU with --device cpu")
-    if num_gpus > 1:   # N GPUs a unit; 'auto' seeing fewer: one unit at a time, the training checks what torch sees
-        return LocalExecutor(gpus=[] if args.gpus == "auto" and len(gpus) < num_gpus else gpus, nice=args.nice,
-                             gpus_per_unit=num_gpus)
-    return LocalExecutor(gpus=gpus if len(gpus) > 1 else [], nice=args.nice, parallel=parallel)
+    return study_executor(args.executor, device=args.device, gpus=args.gpus, num_gpus=getattr(args, "num_gpus", 1),
+                          parallel=getattr(args, "parallel", 1), nice=args.nice, slurm_config=args.slurm_config,
+                          partition=args.partition, time=args.slurm_time, cpus_per_task=args.cpus_per_task,
+                          mem=args.mem, gres=args.gres, poll_s=args.poll)
 
 
 def _interrupt_on_signals() -> None:
@@ -137,32 +116,21 @@ def _interrupt_on_signals() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backsplit.study.runner import collect, plan_study, require_success, run_study
+    from backsplit.study.arms import split_arms
+    from backsplit.study.runner import plan_lines, plan_study, report_finished, require_success, run_study
 
     def echo(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     settings = settings_from_args(args)
     executor = None if args.plan_only or args.report_only else executor_from_args(args)   # its errors come first
-    from backsplit.study.arms import split_arms
-
     plan = plan_study(args.dataset, args.out, split_arms(args.arms), settings)
     if args.plan_only:
-        for wave, units in enumerate(plan.waves(), start=1):
-            for unit in units:
-                print(f"wave {wave}  {unit.id:40s} " + " ".join(f"{k}={v}" for k, v in unit.hashes.items()))
+        for line in plan_lines(plan):
+            print(line)
         return 0
     if args.report_only:
-        from backsplit.study.report import write_report
-
-        from backsplit.study.runner import unit_done
-
-        plan.write(Path(plan.study_dir) / "plan.json")
-        paths = collect(plan)
-        missing = [u.id for u in plan.units if u.kind == "run" and not unit_done(plan, u)]
-        note = (f"{len(missing)} of {sum(u.kind == 'run' for u in plan.units)} run unit(s) have not finished "
-                f"({', '.join(missing)}); the tables cover the finished units only (see the n columns).") if missing else ""
-        print(write_report(paths["per_case"].parent, Path(plan.study_dir) / "report", note))
+        print(report_finished(plan))
         return 0
     _interrupt_on_signals()
     outcome = run_study(plan, executor, echo)

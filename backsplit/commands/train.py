@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from pathlib import Path
+
+from backsplit.training.follow import follow
 
 
 def register(subparsers) -> None:
@@ -13,12 +13,14 @@ def register(subparsers) -> None:
                               description=__doc__)
     p.add_argument("dataset", type=Path, help="the exported dataset folder (DatasetNNN_Name)")
     p.add_argument("--work-dir", type=Path, required=True, help="folder for nnUNet_preprocessed and nnUNet_results")
-    p.add_argument("--model-dir", type=Path, help="copy the finished model here (twin: <model-dir>_binary; default: the model stays in "
+    p.add_argument("--model-dir", type=Path,
+                   help="copy the finished model here (twin: <model-dir>_binary; default: the model stays in "
                         "<work-dir>/nnUNet_results)")
     p.add_argument("--configuration", "-c", default="2d", choices=["2d", "3d_fullres"],
                    help="nnU-Net configuration: 2d (slice by slice, fastest) or 3d_fullres (default 2d)")
     p.add_argument("--fold", default="auto", help="auto (all when < 5 cases, else 0), all, 0-4, or 5fold (all five "
-                                                  "folds in turn: cross-validation, predicted as an ensemble); default auto")
+                                                  "folds in turn: cross-validation, predicted as an ensemble); "
+                                                  "default auto")
     p.add_argument("--epochs", type=int, default=50, help="training epochs (default 50; nnU-Net's own is 1000)")
     p.add_argument("--iterations-per-epoch", type=int, default=250,
                    help="training iterations (batches) per epoch (default 250)")
@@ -72,60 +74,6 @@ def options_from_args(args: argparse.Namespace):
         save_every=args.save_every, num_workers=args.workers, final_validation=args.validate, seed=args.seed,
         batch_size=args.batch_size, context=getattr(args, "context", "none"), num_gpus=getattr(args, "num_gpus", 1),
         extra={"overwrite": True} if args.overwrite else {})
-
-
-def follow(process, *, jsonl: bool = False, show_log: bool = False, stream=None) -> int:
-    """Print a process's progress until it ends; Ctrl-C cancels the whole process tree."""
-    from backsplit.runtime.progress import TextProgressBar
-    from backsplit.training.status import TrainingStatus
-
-    stream = stream or sys.stderr
-    status = TrainingStatus(models_total=process.options.runs_total if getattr(process, "options", None) else 1)
-    bar = TextProgressBar(stream)
-    try:
-        while True:
-            for event in process.poll_events():
-                if event.stage == "log":
-                    if show_log:
-                        print(event.message, file=stream)
-                    continue
-                status.update(event)
-                if jsonl:
-                    print(event.to_json(), flush=True)
-                elif event.stage == "error":  # as every other command prints its errors
-                    print(f"backsplit: error: {event.message}", file=stream)
-                else:
-                    from backsplit.runtime.progress import ProgressEvent
-
-                    # epochs: the status line (elapsed, time left); other events: their own message (two 'train'
-                    # events at the start rendered as the same status line printed it twice)
-                    text = status.summary() if event.stage == "epoch" else \
-                        (f"{status.model}: {event.message}" if event.stage == "train" and status.model and
-                         not event.message.startswith(status.model) else event.message)
-                    bar(ProgressEvent(event.stage, text, event.current, event.total,
-                                      {} if event.stage == "epoch" else {"seconds_left": status.seconds_left()}))
-            if not process.is_running():
-                process.wait()
-                for event in process.poll_events():
-                    status.update(event)
-                    if event.stage in ("done", "error") and not jsonl:
-                        print(f"backsplit: error: {event.message}" if event.stage == "error" else event.message,
-                              file=stream)
-                break
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        print("cancelling: ending the training process tree ...", file=stream)
-        process.cancel()
-        return 130
-    if status.error:
-        if not jsonl:
-            tail = "\n".join(getattr(process, "log_lines", [])[-15:])
-            if tail and process.returncode not in (0, 1):
-                print(tail, file=stream)
-            if getattr(process, "log_file", None):
-                print(f"full log: {process.log_file}", file=stream)
-        return 1 if process.returncode in (0, 1, None) else int(process.returncode)
-    return int(process.returncode or 0)
 
 
 def run(args: argparse.Namespace) -> int:

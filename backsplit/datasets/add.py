@@ -1,7 +1,7 @@
 """``backsplit dataset add``: append cases to an exported BackSplit dataset and its binary twin as a new version.
 
-Reuses export's pieces: the case checks and label merge (``validation.case_labels``), the label schema stored in
-dataset.json, generated context classes (``context.add_context``), the ``.nii.gz`` writer and export's case writer.
+Reuses export's pieces: the case checks, label merge and writing of ``casewriter.CaseWriter`` (shared with export),
+the label schema stored in dataset.json, generated context classes and the dataset folder layout (``layout``).
 Like export, the new version is built in a hidden folder next to the dataset (hard links to the unchanged case
 files, the new cases written) and moved into place at the end; the previous version's folders are moved whole into
 ``backsplit_versions/<dataset>/v<N>/`` (see ``versions.py``). A bad case, a cancel or a full disk leaves both the
@@ -19,17 +19,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional, Sequence
 
-from backsplit.io.cases import CaseSource, check_unique_ids
-from backsplit.labels.context import ContextSpec, add_context
-from backsplit.errors import BackSplitError, CancelledError, InputError, OutputError
-from backsplit.datasets.export import FILE_ENDING, _link_or_copy, _link_twin_images, _write_case, read_dataset_json
-from backsplit.io.niftiio import NiftiGzWriter
-from backsplit.runtime.progress import ProgressCallback, ProgressEvent, ignore_progress
-from backsplit.runtime.steps import raise_write_error, run_to_result
-from backsplit.labels.schema import LabelSchema
-from backsplit.datasets.validation import MISSING_ABSENT, MISSING_ERROR, case_labels, check_case_ids
 from backsplit.datasets import versions
-from backsplit.datasets.policy import ON_EXISTING_REFUSE, GeometryPolicy, assign_case_ids, header_geometry, sort_segments
+from backsplit.datasets.casewriter import CaseWriter
+from backsplit.datasets.folder import load_dataset_folder
+from backsplit.datasets.layout import (
+    CASE_FOLDERS,
+    FILE_ENDING,
+    hash_file,
+    link_or_copy,
+    read_dataset_json,
+    write_dataset_json,
+)
+from backsplit.datasets.policy import (
+    ON_EXISTING_REFUSE,
+    GeometryPolicy,
+    assign_case_ids,
+    header_geometry,
+    sort_segments,
+)
+from backsplit.datasets.validation import MISSING_ABSENT, MISSING_ERROR, check_case_ids
+from backsplit.errors import BackSplitError, CancelledError, InputError, OutputError
+from backsplit.io.cases import CaseSource, check_unique_ids
+from backsplit.io.niftiio import NiftiGzWriter
+from backsplit.labels.context import ContextSpec
+from backsplit.labels.schema import LabelSchema
+from backsplit.runtime.progress import ProgressCallback, ProgressEvent, Stage, ignore_progress
+from backsplit.runtime.steps import raise_write_error, run_to_result
 
 
 @dataclass
@@ -84,13 +99,11 @@ class _Target:
 
 
 def _read_target(dataset_dir: Path) -> _Target:
-    from backsplit.datasets.folder import load_training_dataset
-
     live = Path(dataset_dir).resolve()
     if versions.VERSIONS_FOLDER in live.parts:
         raise InputError("this is an earlier version kept for reference; add cases to the dataset's newest version "
                          "(the DatasetNNN_Name folder next to 'backsplit_versions')", path=str(live))
-    loaded = load_training_dataset(live)
+    loaded = load_dataset_folder(live)
     meta = loaded.meta
     section = meta.get("backsplit")
     if not section or not section.get("schema"):
@@ -130,7 +143,7 @@ def _link_existing(source: Path, target: Path, subfolders: Sequence[str]) -> Non
         if (source / sub).is_dir():
             for item in sorted((source / sub).iterdir()):
                 if item.is_file():
-                    _link_or_copy(item, target / sub / item.name)
+                    link_or_copy(item, target / sub / item.name)
 
 
 def iter_add(sources: Sequence[CaseSource], request: AddRequest,
@@ -172,7 +185,10 @@ def iter_add(sources: Sequence[CaseSource], request: AddRequest,
         if new_twin:
             _link_existing(target.twin, new_twin, ("labelsTr",))
             (new_twin / "imagesTr").mkdir()
-        negative, absent, unused, sources_used = [], {}, {}, {c.name: set() for c in target.schema.classes}
+        cases = CaseWriter(writer, target.schema, target.output_schema, target.context, mapping,
+                           len(target.meta["channel_names"]), request.allow_negative_cases, request.missing_segments,
+                           new_main, new_twin)
+        unused: dict[str, list[str]] = {}
         total = len(sources)
         yield ProgressEvent("add", f"checking and writing {total} case(s)", 0, total)
         for index, source in enumerate(sources):
@@ -190,24 +206,13 @@ def iter_add(sources: Sequence[CaseSource], request: AddRequest,
                 unused[case.case_id] = not_used
             if target.policy is not None:
                 target.policy.check(case.geometry, case.case_id)
-            checked = case_labels(case, target.schema, mapping=mapping,
-                                  expected_channels=len(target.meta["channel_names"]),
-                                  allow_negative=request.allow_negative_cases, missing=request.missing_segments)
-            if checked.negative:
-                negative.append(case.case_id)
-            if checked.absent_classes:
-                absent[case.case_id] = checked.absent_classes
-            for cls, names in checked.sources.items():
-                sources_used[cls].update(names)
-            labels = add_context(checked.labels, case.channels[0], case.geometry.spacing[::-1],
-                                 len(target.schema.targets), len(target.schema.classes) + 1, target.context)
-            _write_case(writer, case, labels, target.output_schema, new_main, new_twin)
-            del case, checked, labels
+            cases.write(case)
+            del case
             yield ProgressEvent("add", f"wrote case '{ids[requested]}'", index + 1, total, {"case": ids[requested]})
-        writer.wait()
-        _link_twin_images(new_main, new_twin)
+        cases.finish()
+        negative, absent = cases.negative, cases.absent
         parent = versions.current_version(target.meta)
-        update = _VersionUpdate(parent + 1, parent, list(ids.values()), negative, absent, mapping, sources_used,
+        update = _VersionUpdate(parent + 1, parent, list(ids.values()), negative, absent, mapping, cases.sources,
                                 target.policy)
         _write_version_json(new_main, target.meta, update)
         if new_twin:
@@ -216,8 +221,8 @@ def iter_add(sources: Sequence[CaseSource], request: AddRequest,
         _swap_in([(target.live, new_main)] + ([(target.twin, new_twin)] if new_twin else []), snapshot)
         result = AddResult(target.live, target.twin, parent + 1, parent, ids, snapshot, negative, absent, unused,
                            time.time() - started)
-        yield ProgressEvent("done", f"{target.live.name}: version {parent + 1} with {total} new case(s)", total, total,
-                            {"result": result})
+        yield ProgressEvent(Stage.DONE, f"{target.live.name}: version {parent + 1} with {total} new case(s)", total,
+                            total, {"result": result})
     except OSError as exc:
         raise_write_error(exc, out_root, failed=f"adding cases to '{target.live}' failed",
                           fix="free space and add again", unchanged="the dataset is unchanged")
@@ -268,21 +273,21 @@ def _write_version_json(folder: Path, old_meta: dict, update: _VersionUpdate) ->
     if update.policy is not None:
         section["geometry_policy"] = update.policy.to_json()
     section["files"] = _carry_hashes(folder, old_meta.get("backsplit", {}).get("files") or {})
-    versions.write_json_atomic(folder / "dataset.json", meta)
+    write_dataset_json(folder, meta)
 
 
 def _carry_hashes(folder: Path, recorded: dict) -> dict:
     """Hashes of every case file: recorded ones are kept when the size still matches (the files are hard links to
     the same bytes); new, resized or unrecorded files are hashed."""
     records = {}
-    for sub in versions.CASE_FOLDERS:
+    for sub in CASE_FOLDERS:
         for path in sorted((folder / sub).iterdir()):
             name = f"{sub}/{path.name}"
             old = recorded.get(name)
             if old and old.get("bytes") == path.stat().st_size:
                 records[name] = dict(old)
             else:
-                records[name] = {"sha256": versions.hash_file(path), "bytes": path.stat().st_size}
+                records[name] = {"sha256": hash_file(path), "bytes": path.stat().st_size}
     return records
 
 

@@ -12,7 +12,6 @@ never touches an existing dataset. An existing dataset id is replaced only with 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -21,21 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional, Sequence
 
-import numpy as np
-
-from backsplit import __version__
+from backsplit.datasets.casewriter import CaseWriter
+from backsplit.datasets.layout import (
+    dataset_folder_name,
+    dataset_json,
+    existing_datasets,
+    move_into_place,
+    write_dataset_json,
+)
+from backsplit.datasets.validation import MISSING_ABSENT, MISSING_ERROR, check_case_ids
+from backsplit.datasets.versions import stamp_first_version
+from backsplit.errors import CancelledError, InputError, OutputError
 from backsplit.io.cases import CaseSource, check_unique_ids
-from backsplit.labels.context import ContextSpec, add_context
-from backsplit.errors import BackSplitError, CancelledError, InputError, OutputError
 from backsplit.io.niftiio import NiftiGzWriter
-from backsplit.runtime.progress import ProgressCallback, ProgressEvent, ignore_progress
-from backsplit.runtime.steps import raise_write_error, run_to_result
+from backsplit.labels.context import ContextSpec
 from backsplit.labels.schema import LabelSchema
-from backsplit.labels.terminology import class_terminology
-from backsplit.datasets.validation import MISSING_ABSENT, MISSING_ERROR, case_labels, check_case_ids
-
-FILE_ENDING = ".nii.gz"
-FORMAT_VERSION = 1
+from backsplit.runtime.progress import ProgressCallback, ProgressEvent, Stage, ignore_progress
+from backsplit.runtime.steps import raise_write_error, run_to_result
 
 
 @dataclass
@@ -70,15 +71,26 @@ class ExportRequest:
 
     @property
     def folder_name(self) -> str:
+        """The dataset's folder name, ``DatasetNNN_Name`` (InputError for an invalid id or name)."""
         return dataset_folder_name(self.dataset_id, self.dataset_name)
 
     @property
     def binary_id(self) -> int:
+        """The twin's dataset id: ``binary_dataset_id``, else ``dataset_id + 1``."""
         return self.binary_dataset_id if self.binary_dataset_id is not None else self.dataset_id + 1
 
     @property
     def binary_folder_name(self) -> str:
+        """The twin's folder name, ``DatasetNNN_<name>Binary`` (InputError for an invalid id or name)."""
         return dataset_folder_name(self.binary_id, f"{self.dataset_name}Binary")
+
+    def check_names(self) -> None:
+        """Raise InputError when the dataset's or the twin's id/name cannot be an nnU-Net dataset folder (the twin's
+        is checked even with ``binary_twin`` off, as before), or when the twin would get the dataset's own id."""
+        dataset_folder_name(self.dataset_id, self.dataset_name)
+        dataset_folder_name(self.binary_id, f"{self.dataset_name}Binary")
+        if self.binary_twin and self.binary_id == self.dataset_id:
+            raise InputError("the binary twin needs its own dataset id; choose another binary dataset id")
 
 
 @dataclass
@@ -91,6 +103,7 @@ class ExportResult:
     seconds: float
 
     def summary_lines(self) -> list[str]:
+        """What the CLI prints after the export: folders, case counts, time (s), cases with absent segments."""
         lines = [f"BackSplit dataset: {self.dataset_dir}"]
         if self.binary_dataset_dir:
             lines.append(f"Binary twin:       {self.binary_dataset_dir}")
@@ -100,30 +113,11 @@ class ExportResult:
         return lines
 
 
-def dataset_folder_name(dataset_id: int, name: str) -> str:
-    if not 1 <= int(dataset_id) <= 999:
-        raise InputError(f"dataset id {dataset_id} is out of range; nnU-Net ids are 1 to 999")
-    name = name.strip()
-    if not name or any(ch in name for ch in '/\\:*?"<>| ') or name.startswith("."):
-        raise InputError(f"the dataset name '{name}' cannot be a folder name for nnU-Net; use letters, digits, '-' "
-                         "and '_' (no spaces)")
-    return f"Dataset{int(dataset_id):03d}_{name}"
-
-
-def existing_datasets(out_root: Path, dataset_id: int) -> list[Path]:
-    if not out_root.is_dir():
-        return []
-    prefix = f"Dataset{int(dataset_id):03d}_"
-    return sorted(p for p in out_root.iterdir() if p.name.startswith(prefix) and p.is_dir())
-
-
 def check_output(request: ExportRequest) -> None:
     """Refuse up front what would fail late: existing ids, an unwritable folder, id clashes."""
     out_root = Path(request.out_root)
     ids = [request.dataset_id] + ([request.binary_id] if request.binary_twin else [])
-    request.folder_name, request.binary_folder_name  # validate names and ids
-    if request.binary_twin and request.binary_id == request.dataset_id:
-        raise InputError("the binary twin needs its own dataset id; choose another binary dataset id")
+    request.check_names()
     if not request.overwrite:
         for dataset_id in ids:
             found = existing_datasets(out_root, dataset_id)
@@ -162,11 +156,9 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
         for folder in [main_dir] + ([twin_dir] if twin_dir else []):
             (folder / "imagesTr").mkdir(parents=True)
             (folder / "labelsTr").mkdir()
-        negative: list[str] = []
-        absent: dict[str, list[str]] = {}
-        used_sources: dict[str, set[str]] = {c.name: set() for c in output_schema.classes}
-        source_colors: dict[str, list[float]] = {}
-        source_terminology: dict[str, str] = {}
+        cases = CaseWriter(writer, schema, output_schema, request.context, request.name_mapping,
+                           len(request.channel_names), request.allow_negative_cases, request.missing_segments,
+                           main_dir, twin_dir)
         total = len(sources)
         yield ProgressEvent("export", f"checking and writing {total} case(s)", 0, total)
         for index, source in enumerate(sources):
@@ -175,53 +167,36 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
             case = source.load()
             if case.case_id != source.case_id:
                 case.case_id = source.case_id
-            checked = case_labels(case, schema, mapping=request.name_mapping,
-                                  expected_channels=len(request.channel_names),
-                                  allow_negative=request.allow_negative_cases, missing=request.missing_segments)
-            if checked.negative:
-                negative.append(case.case_id)
-            if checked.absent_classes:
-                absent[case.case_id] = checked.absent_classes
-            for cls, names in checked.sources.items():
-                used_sources[cls].update(names)
-                for name in names:
-                    if name in case.colors and cls not in source_colors:
-                        source_colors[cls] = [round(float(c), 4) for c in case.colors[name]]
-                    if name in case.terminology and cls not in source_terminology:
-                        source_terminology[cls] = case.terminology[name]
-            labels = add_context(checked.labels, case.channels[0], case.geometry.spacing[::-1], len(schema.targets),
-                                 len(schema.classes) + 1, request.context)
-            _write_case(writer, case, labels, output_schema, main_dir, twin_dir)
-            del case, checked, labels
+            cases.write(case)
+            del case
             yield ProgressEvent("export", f"wrote case '{source.case_id}'", index + 1, total,
                                 {"case": source.case_id})
         # The last steps in short ticks (a panel drives this generator from a timer): compression, json, moves.
-        while any(not future.done() for future in writer._pending):
+        while cases.busy:
             yield ProgressEvent("export", "finishing: compressing the last files", total, total)
-        writer.wait()
-        _link_twin_images(main_dir, twin_dir)
+        cases.finish()
         yield ProgressEvent("export", "finishing: writing dataset.json", total, total)
+        used_sources = dict(cases.sources)
         for name in request.context.class_names():
             used_sources[name] = {f"generated ({request.context.method})"}
         case_ids = [s.case_id for s in sources]
-        common = {"case_ids": case_ids, "negative_cases": negative, "absent_segments": absent,
-                  "sources": {k: sorted(v) for k, v in used_sources.items()}, "source_colors": source_colors,
-                  "source_terminology": source_terminology}
-        _write_dataset_json(main_dir, request, output_schema, "backsplit", common,
-                            twin_dir.name if twin_dir else None)
+        common = {"case_ids": case_ids, "negative_cases": cases.negative, "absent_segments": cases.absent,
+                  "sources": {k: sorted(v) for k, v in used_sources.items()}, "source_colors": cases.source_colors,
+                  "source_terminology": cases.source_terminology}
+        write_dataset_json(main_dir, dataset_json(request, output_schema, "backsplit", common,
+                                                  twin_dir.name if twin_dir else None))
         if twin_dir:
-            _write_dataset_json(twin_dir, request, output_schema.binary(), "binary", common, main_dir.name)
-        from backsplit.datasets.versions import stamp_first_version  # dataset version 1 + case file hashes (dataset add)
-
-        records: dict = {}   # the twin's images are hard links of the dataset's: hashed once
+            write_dataset_json(twin_dir, dataset_json(request, output_schema.binary(), "binary", common,
+                                                      main_dir.name))
+        records: dict = {}   # version 1 + case file hashes; the twin's images are hard links: hashed once
         for folder in [main_dir] + ([twin_dir] if twin_dir else []):
             yield ProgressEvent("export", f"finishing: recording the version of {folder.name}", total, total)
             records = stamp_first_version(folder, {k: v for k, v in records.items() if k.startswith("imagesTr/")})
         yield ProgressEvent("export", "finishing: moving the datasets into place", total, total)
-        final_main = _move_into_place(main_dir, out_root, request.dataset_id, request.overwrite)
-        final_twin = _move_into_place(twin_dir, out_root, request.binary_id, request.overwrite) if twin_dir else None
-        result = ExportResult(final_main, final_twin, case_ids, negative, absent, time.time() - started)
-        yield ProgressEvent("done", f"exported {total} case(s) to {final_main.name}", total, total,
+        final_main = move_into_place(main_dir, out_root, request.dataset_id, request.overwrite)
+        final_twin = move_into_place(twin_dir, out_root, request.binary_id, request.overwrite) if twin_dir else None
+        result = ExportResult(final_main, final_twin, case_ids, cases.negative, cases.absent, time.time() - started)
+        yield ProgressEvent(Stage.DONE, f"exported {total} case(s) to {final_main.name}", total, total,
                             {"result": result})
     except OSError as exc:
         raise_write_error(exc, out_root, failed=f"writing the dataset into '{out_root}' failed",
@@ -238,122 +213,4 @@ def export_dataset(sources: Sequence[CaseSource], request: ExportRequest,
     return run_to_result(iter_export(sources, request, cancel), progress)
 
 
-def _image_to_write(channel: np.ndarray) -> np.ndarray:
-    if channel.dtype == bool:
-        return channel.astype(np.uint8)
-    if channel.dtype == np.float64:
-        return channel.astype(np.float32)
-    if channel.dtype == np.int64 and channel.size and channel.min() >= np.iinfo(np.int32).min \
-            and channel.max() <= np.iinfo(np.int32).max:
-        return channel.astype(np.int32)
-    return channel
-
-
-def _write_case(writer: NiftiGzWriter, case, labels: np.ndarray, schema: LabelSchema, main_dir: Path,
-                twin_dir: Optional[Path]) -> None:
-    for index, channel in enumerate(case.channels):
-        name = f"{case.case_id}_{index:04d}{FILE_ENDING}"
-        writer.write(_image_to_write(channel), case.geometry, main_dir / "imagesTr" / name)
-    writer.write(labels, case.geometry, main_dir / "labelsTr" / f"{case.case_id}{FILE_ENDING}")
-    if twin_dir:
-        writer.write(schema.fold_to_binary(labels) if schema.supports else labels, case.geometry,
-                     twin_dir / "labelsTr" / f"{case.case_id}{FILE_ENDING}")
-
-
-def _link_twin_images(main_dir: Path, twin_dir: Optional[Path]) -> None:
-    """The twin's images are the same files: hard links where the file system allows, else copies."""
-    if twin_dir:
-        for image in sorted((main_dir / "imagesTr").iterdir()):
-            _link_or_copy(image, twin_dir / "imagesTr" / image.name)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def dataset_json(request: ExportRequest, schema: LabelSchema, variant: str, common: dict,
-                 twin: Optional[str]) -> dict:
-    """The dataset.json content: nnU-Net's keys plus a ``backsplit`` section with class roles and sources."""
-    roles = schema.to_json()
-    for item in roles["targets"] + roles["supports"]:
-        item["sources"] = common["sources"].get(item["name"], []) or item["sources"]
-        if item["name"] in common.get("source_colors", {}):
-            item["source_color"] = common["source_colors"][item["name"]]
-        entry = class_terminology(item["name"], common.get("source_terminology", {}))
-        if entry:  # what Slicer shows for the predicted segment (from the source segment, or a well-known name)
-            item["terminology"] = entry
-    return {
-        "channel_names": {str(i): name for i, name in enumerate(request.channel_names)},
-        "labels": schema.labels_json(),
-        "numTraining": len(common["case_ids"]),
-        "file_ending": FILE_ENDING,
-        "overwrite_image_reader_writer": "SimpleITKIO",
-        "name": request.dataset_name if variant == "backsplit" else f"{request.dataset_name}Binary",
-        "description": ("BackSplit dataset: background split into support structures" if variant == "backsplit"
-                        else "Binary baseline (support structures folded into background) of a BackSplit dataset"),
-        "backsplit": {
-            "format_version": FORMAT_VERSION,
-            "variant": variant,
-            "schema": roles,
-            "twin": twin,
-            "case_ids": common["case_ids"],
-            "negative_cases": common["negative_cases"],
-            "absent_segments": common["absent_segments"],
-            "name_mapping": dict(request.name_mapping),
-            "context": request.context.to_json(),
-            "created_by": f"backsplit {__version__}",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        },
-    }
-
-
-def _write_dataset_json(folder: Path, request: ExportRequest, schema: LabelSchema, variant: str, common: dict,
-                        twin: Optional[str]) -> None:
-    content = dataset_json(request, schema, variant, common, twin)
-    (folder / "dataset.json").write_text(json.dumps(content, indent=2, ensure_ascii=False), encoding="utf-8")
-
-
-def _move_into_place(folder: Path, out_root: Path, dataset_id: int, overwrite: bool) -> Path:
-    target = out_root / folder.name
-    old = existing_datasets(out_root, dataset_id)
-    if old and not overwrite:  # appeared while we were writing
-        raise OutputError(f"dataset id {dataset_id} appeared in '{out_root}' during the export ({old[0].name}); "
-                          "nothing was overwritten, export again with another id")
-    trash = None
-    if old:
-        trash = Path(tempfile.mkdtemp(prefix=".backsplit-replaced-", dir=out_root))
-        for path in old:
-            os.replace(path, trash / path.name)
-    try:
-        os.replace(folder, target)
-    except OSError:
-        if trash:  # put the old dataset back
-            for path in trash.iterdir():
-                os.replace(path, out_root / path.name)
-        raise
-    if trash:
-        shutil.rmtree(trash, ignore_errors=True)
-    return target
-
-
-def read_dataset_json(dataset_dir: Path) -> dict:
-    """Read and sanity-check an exported dataset's dataset.json (raises InputError with the file name)."""
-    path = Path(dataset_dir) / "dataset.json"
-    if not path.is_file():
-        raise InputError("this folder is not an nnU-Net dataset (no dataset.json); choose the DatasetNNN_Name "
-                         "folder written by BackSplit export", path=str(dataset_dir))
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"dataset.json cannot be parsed ({exc}); export the dataset again", path=str(path)) from None
-    for key in ("channel_names", "labels", "numTraining", "file_ending"):
-        if key not in content:
-            raise InputError(f"dataset.json has no '{key}'; export the dataset again", path=str(path))
-    return content
-
-
-__all__ = ["ExportRequest", "ExportResult", "export_dataset", "iter_export", "dataset_json", "read_dataset_json",
-           "dataset_folder_name", "BackSplitError"]
+__all__ = ["ExportRequest", "ExportResult", "export_dataset", "iter_export", "check_output"]

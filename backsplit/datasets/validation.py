@@ -10,8 +10,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from backsplit.io.cases import Case
 from backsplit.errors import InputError
+from backsplit.io.cases import Case
 from backsplit.io.geometry import SHEAR_ADVICE
 from backsplit.labels.matching import match_segments, missing_message
 from backsplit.labels.schema import LabelSchema
@@ -39,7 +39,8 @@ def check_channels(case: Case, expected_channels: int) -> None:
             raise InputError(f"image channel {index} is {channel.ndim}D; BackSplit needs 3D images", case=case.case_id)
         if tuple(channel.shape) != tuple(case.geometry.shape):
             raise InputError(f"image channel {index} has size {channel.shape[::-1]} (x y z) but channel 0 has "
-                             f"{tuple(case.geometry.shape)[::-1]}; resample the channels to one grid", case=case.case_id)
+                             f"{tuple(case.geometry.shape)[::-1]}; resample the channels to one grid",
+                             case=case.case_id)
         if np.issubdtype(channel.dtype, np.floating) and not np.isfinite(channel).all():
             bad = int(np.count_nonzero(~np.isfinite(channel)))
             raise InputError(f"image channel {index} holds {bad} NaN or infinite voxel(s); replace them (e.g. with "

@@ -19,26 +19,23 @@ prove it. nnU-Net only looks at ``DatasetNNN_*`` folders, so ``backsplit_version
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
+from backsplit.datasets.layout import (
+    case_file_names,
+    hash_file,
+    read_dataset_json,
+    write_dataset_json,
+)
 from backsplit.errors import InputError
 
 VERSIONS_FOLDER = "backsplit_versions"
-CASE_FOLDERS = ("imagesTr", "labelsTr")
-
-
-def hash_file(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes (hashlib: the standard library's, fast and well known), hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+__all__ = ["VERSIONS_FOLDER", "file_records", "files_digest",
+           "current_version", "version_history", "stamp_first_version", "main_dataset_name", "snapshot_dir",
+           "VersionInfo", "list_versions", "version_folder", "verify_files", "now"]
 
 
 def file_records(folder: Path, names: Optional[Iterable[str]] = None) -> dict[str, dict]:
@@ -46,8 +43,7 @@ def file_records(folder: Path, names: Optional[Iterable[str]] = None) -> dict[st
     the relative paths in ``names``)."""
     folder = Path(folder)
     if names is None:
-        names = [f"{sub}/{p.name}" for sub in CASE_FOLDERS if (folder / sub).is_dir()
-                 for p in sorted((folder / sub).iterdir()) if p.is_file()]
+        names = case_file_names(folder)
     return {name: {"sha256": hash_file(folder / name), "bytes": (folder / name).stat().st_size}
             for name in sorted(names)}
 
@@ -61,6 +57,7 @@ def files_digest(records: dict[str, dict]) -> str:
 
 
 def current_version(meta: dict) -> int:
+    """The dataset version recorded in a dataset.json (``meta``); 1 for a dataset exported before versions."""
     return int(meta.get("backsplit", {}).get("version", 1))
 
 
@@ -76,26 +73,18 @@ def version_history(meta: dict) -> list[dict]:
 def stamp_first_version(folder: Path, known: Optional[dict[str, dict]] = None) -> dict[str, dict]:
     """Record version 1 and the hash of every case file in a freshly exported dataset's dataset.json. ``known``:
     records of files that are hard links of the same bytes (the twin's images); returns the records."""
-    path = Path(folder) / "dataset.json"
-    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta = read_dataset_json(folder)
     section = meta.setdefault("backsplit", {})
     section["version"] = 1
     section["parent_version"] = None
     section["versions"] = version_history(meta)
-    names = [f"{sub}/{p.name}" for sub in CASE_FOLDERS if (Path(folder) / sub).is_dir()
-             for p in sorted((Path(folder) / sub).iterdir()) if p.is_file()]
+    names = case_file_names(folder)
     known = known or {}
     records = file_records(folder, [n for n in names if n not in known])
     records.update({n: known[n] for n in names if n in known})
     section["files"] = dict(sorted(records.items()))
-    write_json_atomic(path, meta)
+    write_dataset_json(folder, meta)
     return records
-
-
-def write_json_atomic(path: Path, content: dict) -> None:
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def main_dataset_name(dataset_dir: Path, meta: dict) -> str:
@@ -130,8 +119,6 @@ class VersionInfo:
 
 def list_versions(dataset_dir: Path) -> list[VersionInfo]:
     """Every recorded version of a dataset, oldest first, with the folder that holds it."""
-    from backsplit.datasets.export import read_dataset_json
-
     dataset_dir = Path(dataset_dir)
     meta = read_dataset_json(dataset_dir)
     current = current_version(meta)
@@ -159,8 +146,6 @@ def version_folder(dataset_dir: Path, version: int) -> Path:
 def verify_files(dataset_dir: Path) -> list[str]:
     """Compare the case files on disk with the hashes recorded in dataset.json. Returns problems (empty: all match):
     changed, missing and unrecorded files. A dataset without recorded hashes gives one line saying so."""
-    from backsplit.datasets.export import read_dataset_json
-
     dataset_dir = Path(dataset_dir)
     recorded = read_dataset_json(dataset_dir).get("backsplit", {}).get("files")
     if not recorded:
@@ -177,4 +162,5 @@ def verify_files(dataset_dir: Path) -> list[str]:
 
 
 def now() -> str:
+    """The local time as recorded in dataset.json (ISO 8601 with the UTC offset)."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from backsplit.evaluation.evaluate import CONVENTION_NOTE, EvaluationRow, _left_out_reason, aggregate, fmt, reasons_text
+from backsplit.evaluation.evaluate import CONVENTION_NOTE, EvaluationRow, aggregate, fmt, left_out_reason, reasons_text
 
 TABLE_METRICS = ("dice", "hd95", "nsd", "precision", "recall")
 
@@ -34,7 +34,7 @@ def paired(rows_a: Sequence[EvaluationRow], rows_b: Sequence[EvaluationRow], tar
             sides = [(which, m) for which, m, v in (("first", a[case], va), ("second", b[case], vb))
                      if not math.isfinite(v)]
             which = "both" if len(sides) == 2 else sides[0][0]
-            leave(f"{_left_out_reason(metric, sides[0][1])} ({which})")
+            leave(f"{left_out_reason(metric, sides[0][1])} ({which})")
     return {"cases": cases, "a": [a[c][metric] for c in cases], "b": [b[c][metric] for c in cases],
             "left_out": reasons, "all": len(set(a) | set(b))}
 

@@ -105,8 +105,9 @@ CONVENTION_NOTE = ("empty masks: Dice 1 / HD95 0 mm / NSD 1 when both are empty;
                    "silently dropped); see docs/METRICS.md")
 
 
-def _left_out_reason(metric: str, metrics: dict) -> str:
-    """Why a metric has no value for a case (it is NaN or inf)."""
+def left_out_reason(metric: str, metrics: dict) -> str:
+    """Why ``metric`` has no value for a case (it is NaN or inf), from the case's other ``metrics`` (empty masks,
+    volumes in ml): a short phrase for tables, e.g. 'nothing predicted' or 'reference empty'."""
     if metric == "precision" and metrics.get("prediction_empty", 0):
         return "nothing predicted"
     if metric == "recall" and metrics.get("reference_empty", 0):
@@ -137,7 +138,7 @@ def aggregate(rows: Sequence[EvaluationRow]) -> dict:
             reasons: dict[str, int] = {}
             for m, v in zip(selected, values):
                 if not math.isfinite(v):
-                    reason = _left_out_reason(name, m)
+                    reason = left_out_reason(name, m)
                     reasons[reason] = reasons.get(reason, 0) + 1
             by_convention = entry["one_empty"] + entry["both_empty"] if name in ("dice", "hd95", "nsd") else 0
             entry[name] = {"mean": mean, "sd": sd, "n": len(values) - left_out, "left_out": left_out,

@@ -55,7 +55,8 @@ def lesion_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def summarise(case_id: str, labels: np.ndarray, geometry: Geometry, target_values: Sequence[int],
-              target_probability: Optional[np.ndarray] = None, rule: DecisionRule = DecisionRule()) -> CaseSummary:
+              target_probability: Optional[np.ndarray] = None, rule: Optional[DecisionRule] = None) -> CaseSummary:
+    rule = rule if rule is not None else DecisionRule()
     voxel_ml = geometry.voxel_volume_ml()
     lesion = np.isin(labels, list(target_values))
     components, count = lesion_components(lesion)

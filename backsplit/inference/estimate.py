@@ -15,9 +15,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from backsplit.runtime.durations import Estimate, prediction_advice, prediction_seconds
 from backsplit.inference.tiles import CaseShape, case_shape_from_header, seconds_per_tile, tile_count
 from backsplit.runtime.devices import usable_cpu_count
+from backsplit.runtime.durations import Estimate, prediction_advice, prediction_seconds
 
 CALIBRATION_BLOCK = (16, 96, 96)    # (z, y, x) voxels of the synthetic block timed for the per-voxel work
 CASE_OVERHEAD_S = 0.3               # per case: reading headers, summary, label table (measured < 0.3 s here)

@@ -14,14 +14,14 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from backsplit.errors import CancelledError, InputError, OutputError
-from backsplit.runtime.progress import ProgressCallback, ProgressEvent, ignore_progress
-from backsplit.io.readers import IMAGE_SUFFIXES, read_image
 from backsplit.evaluation.summary import CaseSummary, DecisionRule, summarise, write_summaries
-from backsplit.inference.model import load_predictor, read_model_info
 from backsplit.inference.estimate import plan_prediction
+from backsplit.inference.model import load_predictor, read_model_info
 from backsplit.inference.predict import Prediction, predict_arrays
 from backsplit.inference.probability import write_probability_map
 from backsplit.inference.watch import PredictionWatch
+from backsplit.io.readers import IMAGE_SUFFIXES, read_image
+from backsplit.runtime.progress import ProgressCallback, ProgressEvent, Stage, ignore_progress
 
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -143,7 +143,7 @@ def write_label_table(info, out_dir: Path, lesion_only: bool) -> Path:
 
 def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *, device: str = "auto",
                   lesion_only: bool = False, probabilities: bool = False, output_format: str = "nii.gz",
-                  rule: DecisionRule = DecisionRule(), overwrite: bool = False, use_mirroring: bool = True,
+                  rule: Optional[DecisionRule] = None, overwrite: bool = False, use_mirroring: bool = True,
                   progress: ProgressCallback = ignore_progress,
                   cancel: Callable[[], bool] = lambda: False, estimate: bool = True,
                   estimate_only: bool = False) -> list[CaseSummary]:
@@ -153,7 +153,8 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
     if output_format not in ("nii.gz", "seg.nrrd"):
         raise InputError(f"output format '{output_format}' is not supported; choose nii.gz or seg.nrrd")
     info = read_model_info(model_dir)
-    from backsplit.models.usage import ModelInUse   # 'model remove' refuses the model until this function returns
+    rule = rule if rule is not None else DecisionRule()
+    from backsplit.models.usage import ModelInUse  # 'model remove' refuses the model until this function returns
 
     _in_use = ModelInUse(model_dir, "prediction").hold()  # noqa: F841
     out_dir = Path(out_dir)
@@ -202,7 +203,7 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
             prediction = predict_arrays(predictor, info, channels, geometries[0], probabilities=True,
                                         case=case.case_id)
             for warning in prediction.warnings:
-                progress(ProgressEvent("warning", f"case '{case.case_id}': {warning}"))
+                progress(ProgressEvent(Stage.WARNING, f"case '{case.case_id}': {warning}"))
             paths = write_prediction(prediction, info, case.case_id, out_dir, output_format, lesion_only,
                                      probabilities)
             summary = summarise(case.case_id, prediction.labels, prediction.geometry, info.schema.target_values,

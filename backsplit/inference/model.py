@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from backsplit.runtime.devices import resolve_device, usable_cpu_count
+from backsplit.datasets.layout import read_dataset_json
 from backsplit.errors import InputError
 from backsplit.labels.schema import LabelSchema
+from backsplit.runtime.devices import resolve_device, usable_cpu_count
 from backsplit.training.manifest import read_manifest
 
 
@@ -55,7 +56,7 @@ def read_model_info(folder: Path, checkpoint: Optional[str] = None, manifest: Op
     for name in ("dataset.json", "plans.json"):
         if not (folder / name).is_file():
             raise InputError(f"the model folder has no {name}; copy the whole model folder", path=str(folder))
-    dataset_json = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+    dataset_json = read_dataset_json(folder, required=("labels",), fix="copy the whole model folder again")
     if manifest.get("labels") and manifest["labels"] != dataset_json.get("labels"):
         raise InputError("the manifest's labels do not match the model's dataset.json "
                          f"({manifest['labels']} vs {dataset_json.get('labels')}); the folder mixes two models",

@@ -14,8 +14,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from backsplit.errors import InputError
-from backsplit.io.geometry import Geometry
 from backsplit.inference.model import ModelInfo
+from backsplit.io.geometry import Geometry
 
 
 @dataclass

@@ -4,35 +4,37 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-from backsplit.runtime.childprocess import PopenFactory
-from backsplit.runtime.progress import ProgressEvent
-from backsplit.training.process import append_log
-from backsplit.runtime.workerprocess import WorkerProcess
 from backsplit.inference.worker import PredictionRequest
+from backsplit.runtime.childprocess import PopenFactory
+from backsplit.runtime.workerprocess import WorkerProcess
+
+MODULE = "backsplit.inference.worker"
 
 
 class PredictionProcess(WorkerProcess):
     """``python -m backsplit.inference.worker REQUEST.json`` as a child (see ``WorkerProcess``); collects the
     'estimate' and the case summaries of the 'done' event, and the nnU-Net/torch output into the output folder's
-    ``backsplit.log``."""
+    ``backsplit.log``.
+
+    ``work_dir``: a folder of the caller's (e.g. the Slicer panel's temporary inputs) that goes with the job and is
+    removed by whoever imports the result; ``model_info``: the ``inference.model.ModelInfo`` read before the start
+    (the class names and variant for the import). Both are kept as given; the worker never reads them."""
 
     def __init__(self, request: PredictionRequest, python: Optional[str] = None,
-                 popen: PopenFactory = subprocess.Popen, base_env=None):
-        super().__init__("backsplit.inference.worker", request, "backsplit-predict-", python, popen, base_env)
-        self.estimate: Optional[dict] = None
-        self.log_file = Path(request.out_dir) / "backsplit.log"   # nnU-Net's and torch's own output, kept aside
+                 popen: PopenFactory = subprocess.Popen, base_env=None, *, work_dir: Optional[Path] = None,
+                 model_info: Any = None):
+        super().__init__(MODULE, request, "backsplit-predict-", python, popen, base_env,
+                         log_file=Path(request.out_dir) / "backsplit.log",   # nnU-Net's and torch's own output
+                         log_own_events=False)
+        self.work_dir: Optional[Path] = Path(work_dir) if work_dir is not None else None
+        self.model_info = model_info
 
-    def poll_events(self) -> list[ProgressEvent]:
-        events = super().poll_events()
-        if any(e.stage == "log" for e in events):
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            append_log(self.log_file, [e for e in events if e.stage == "log"])
-        for event in events:
-            if event.stage == "estimate":
-                self.estimate = dict(event.data)
-        return events
+    @property
+    def lesion_only(self) -> bool:
+        """The request's choice: only the target classes are written (and imported)."""
+        return bool(self.request.lesion_only)
 
     @property
     def summaries(self) -> list[dict]:

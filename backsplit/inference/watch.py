@@ -13,8 +13,8 @@ import threading
 import time
 from typing import Optional, Sequence
 
-from backsplit.runtime.progress import Eta, ProgressCallback, ProgressEvent, format_duration
 from backsplit.inference.tiles import TileListener
+from backsplit.runtime.progress import Eta, ProgressCallback, ProgressEvent, Stage, format_duration
 
 
 class PredictionWatch:
@@ -121,7 +121,7 @@ class PredictionWatch:
 def progress_display(event: ProgressEvent) -> Optional[tuple]:
     """What a panel shows for a prediction event: (percent or None, text with the time left); None for log lines
     (nnU-Net's own output, kept in the log file)."""
-    if event.stage == "log":
+    if event.stage == Stage.LOG:
         return None
     percent = None if event.fraction is None else int(round(100 * event.fraction))
     left = (event.data or {}).get("seconds_left")

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from backsplit.runtime.progress import ProgressEvent, emit_event
 from backsplit.evaluation.summary import DecisionRule
+from backsplit.runtime.progress import ProgressEvent, Stage, emit_event
 from backsplit.runtime.workerprocess import JsonRequest, run_worker
 
 
@@ -48,7 +48,7 @@ def _predict(request: PredictionRequest) -> ProgressEvent:
                               rule=DecisionRule(request.threshold, request.min_volume_ml),
                               overwrite=request.overwrite, use_mirroring=request.use_mirroring, progress=emit,
                               estimate=request.estimate)
-    return ProgressEvent("done", f"predicted {len(summaries)} case(s)", len(summaries), len(summaries),
+    return ProgressEvent(Stage.DONE, f"predicted {len(summaries)} case(s)", len(summaries), len(summaries),
                          {"summaries": [s.to_json() for s in summaries], "out_dir": request.out_dir})
 
 

@@ -70,18 +70,19 @@ class Geometry:
         problems = []
         a, b = np.asarray(self.spacing), np.asarray(other.spacing)
         if np.any(np.abs(a - b) > SPACING_TOLERANCE * np.maximum(np.abs(a), np.abs(b))):
-            problems.append(f"spacing differs ({_fmt(self.spacing)} vs {_fmt(other.spacing)} mm)")
+            problems.append(f"spacing differs ({format_values(self.spacing)} vs {format_values(other.spacing)} mm)")
         moved = self.displacement_mm(other.direction_matrix)
         if moved > self.direction_tolerance_mm():
-            problems.append(f"direction differs ({_fmt(self.direction)} vs {_fmt(other.direction)}: "
+            problems.append(f"direction differs ({format_values(self.direction)} vs {format_values(other.direction)}: "
                             f"{angle_between_degrees(self.direction_matrix, other.direction_matrix):.3g} degrees, "
                             f"moving the image's far corner by {moved:.3g} mm, more than the "
                             f"{self.direction_tolerance_mm():.3g} mm allowed)")
         offset_vox = self.origin_offset_in_voxels(other)
         if np.any(np.abs(offset_vox) > ORIGIN_TOLERANCE):
-            problems.append(f"origin differs ({_fmt(self.origin)} vs {_fmt(other.origin)} mm)")
+            problems.append(f"origin differs ({format_values(self.origin)} vs {format_values(other.origin)} mm)")
         if compare_shape and tuple(self.shape) != tuple(other.shape):
-            problems.append(f"size differs ({_fmt(self.shape[::-1])} vs {_fmt(other.shape[::-1])} voxels, x y z)")
+            problems.append(f"size differs ({format_values(self.shape[::-1])} vs {format_values(other.shape[::-1])} "
+                            "voxels, x y z)")
         return problems
 
     def direction_tolerance_mm(self) -> float:
@@ -177,5 +178,6 @@ def angle_between_degrees(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1.0, 1.0))))
 
 
-def _fmt(values: Sequence[float]) -> str:
+def format_values(values: Sequence[float]) -> str:
+    """Numbers for a message, space separated in the shortest form (``%g``): (0.8, 0.8, 2.5) -> '0.8 0.8 2.5'."""
     return " ".join(f"{v:g}" for v in values)

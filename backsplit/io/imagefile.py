@@ -27,8 +27,8 @@ from typing import Optional
 
 import numpy as np
 
-from backsplit.io.compressed import verified_readable
 from backsplit.errors import InputError
+from backsplit.io.compressed import verified_readable
 from backsplit.io.geometry import SHEAR_ADVICE, Geometry
 from backsplit.io.itkmessages import capture_itk_messages, warn_translated
 

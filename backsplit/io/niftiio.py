@@ -80,6 +80,11 @@ class NiftiGzWriter:
         self._pending.append(future)
         self._raise_finished_errors()
 
+    @property
+    def pending_count(self) -> int:
+        """Files queued or still being compressed (0: every file is written or has failed; ``wait`` re-raises)."""
+        return sum(not future.done() for future in self._pending)
+
     def _raise_finished_errors(self) -> None:
         still = []
         for future in self._pending:

@@ -16,9 +16,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from backsplit.io.cases import Case
 from backsplit.errors import InputError
-from backsplit.io.geometry import Geometry, _fmt
+from backsplit.io.cases import Case
+from backsplit.io.geometry import Geometry, format_values
 from backsplit.io.imagefile import read_image, read_sitk
 from backsplit.io.segnrrd import SegmentationContent, read_seg_nrrd
 
@@ -129,7 +129,8 @@ def align_to_image(content: SegmentationContent, image_geometry: Geometry, case_
         if inside != int(mask.sum()):
             raise InputError("part of the segment lies outside the image; crop the segment to the image or "
                              f"check that the right image is paired with this segmentation "
-                             f"(offset {_fmt(shift[::-1])} voxels)", case=case_id, segment=name, path=str(path))
+                             f"(offset {format_values(shift[::-1])} voxels)", case=case_id, segment=name,
+                             path=str(path))
         aligned[name] = out
     return aligned
 
@@ -174,7 +175,9 @@ def is_seg_nrrd(path: Path) -> bool:
     return path.name.lower().endswith(".seg.nrrd")
 
 
-def _strip_suffix(name: str) -> str:
+def strip_suffix(name: str) -> str:
+    """A file name without its image or segmentation suffix (``.seg.nrrd`` or one of ``IMAGE_SUFFIXES``, any
+    letter case): 'case7.seg.nrrd' -> 'case7', 'ct_0000.nii.gz' -> 'ct_0000'; other names unchanged."""
     lower = name.lower()
     for suffix in (".seg.nrrd",) + IMAGE_SUFFIXES:
         if lower.endswith(suffix):
@@ -200,7 +203,7 @@ def cases_from_csv(path: Path, default_name_map: Optional[dict[int, str]] = None
                              f"(found: {', '.join(fields) or 'none'})", path=str(path))
         for line, raw in enumerate(reader, start=2):
             row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
-            case_id = row.get("case_id") or _strip_suffix(Path(row["segmentation"]).name)
+            case_id = row.get("case_id") or strip_suffix(Path(row["segmentation"]).name)
             images: list[Path] = []
             for column in image_columns:
                 images += [base / p.strip() for p in row.get(column, "").split(";") if p.strip()]
@@ -229,10 +232,10 @@ def cases_from_folder(folder: Path, default_name_map: Optional[dict[int, str]] =
             case_id = re.sub(r"(\.label|_seg|_label)\.(nii\.gz|nii|nrrd|mha)$", "", seg.name, flags=re.I)
         else:
             continue
-        images = [p for p in files if p != seg and _strip_suffix(p.name) == case_id
+        images = [p for p in files if p != seg and strip_suffix(p.name) == case_id
                   and not is_seg_nrrd(p)]
         if not images:
-            images = sorted(p for p in files if re.fullmatch(re.escape(case_id) + r"_\d{4}", _strip_suffix(p.name)))
+            images = sorted(p for p in files if re.fullmatch(re.escape(case_id) + r"_\d{4}", strip_suffix(p.name)))
         if not images:
             raise InputError(f"no image found for the segmentation; name it '{case_id}.nii.gz' or "
                              f"'{case_id}_0000.nii.gz'", case=case_id, path=str(seg))

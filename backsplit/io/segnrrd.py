@@ -135,7 +135,7 @@ def read_seg_nrrd(path: Path, case_id: str) -> SegmentationContent:
     inferred = any(meta(i, "Layer") is None or meta(i, "LabelValue") is None for i in range(count))
     common = (_extent(image.GetMetaData("Segmentation_Extent")) or (0,) * 6)[::2] if legacy else (0, 0, 0)
     masks: dict[str, np.ndarray] = {}
-    for index, name, layer, value, extent in segments:
+    for _index, name, layer, value, extent in segments:
         if layer < 0 or layer >= len(frames):
             raise InputError(f"segment '{name}' is on layer {layer} but the file has {len(frames)} layer(s); the "
                              "file is damaged, save it again from Slicer", case=case_id, path=str(path))

@@ -37,7 +37,8 @@ class ContextSpec:
             raise InputError(f"context method '{self.method}' is unknown; choose none, rings or kmeans")
         widths = tuple(float(w) for w in self.ring_widths_mm)
         object.__setattr__(self, "ring_widths_mm", widths)
-        if self.method == "rings" and (not widths or any(w <= 0 for w in widths) or list(widths) != sorted(set(widths))):
+        increasing = list(widths) == sorted(set(widths))
+        if self.method == "rings" and (not widths or any(w <= 0 for w in widths) or not increasing):
             raise InputError("ring widths must be positive and increasing, e.g. 5,15 (mm)")
         if self.method == "kmeans" and not 1 <= int(self.clusters) <= 8:
             raise InputError("the number of intensity clusters must be between 1 and 8")
@@ -143,8 +144,8 @@ def intensity_clusters(image: np.ndarray, background: np.ndarray, clusters: int,
     """Background voxels inside the body split into ``clusters`` intensity classes, dark to bright.
 
     The body is what lies above Otsu's threshold of the image (air and the scanner's outside stay background).
-    1-D k-means (SciPy's Lloyd, initialised at quantiles) on a random sample of the candidate voxels; every voxel goes to the
-    nearest centre. Works on the image's own dtype (no full-size float copy)."""
+    1-D k-means (SciPy's Lloyd, initialised at quantiles) on a random sample of the candidate voxels; every voxel goes
+    to the nearest centre. Works on the image's own dtype (no full-size float copy)."""
     image = np.asarray(image)
     rng = np.random.default_rng(seed)
     flat = image.reshape(-1)

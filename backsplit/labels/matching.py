@@ -20,7 +20,27 @@ from typing import Iterable, Mapping, Optional, Sequence
 from backsplit.errors import InputError
 from backsplit.labels.schema import LabelSchema, name_key
 
-__all__ = ["name_key", "normalise", "match_segments", "near_miss", "describe_code_points", "missing_message"]
+__all__ = ["name_key", "normalise", "match_segments", "near_miss", "describe_code_points", "missing_message",
+           "split_names", "parse_mapping"]
+
+
+def split_names(text: str) -> list[str]:
+    """Class or channel names typed as one comma-separated string: 'kidney, cyst,' -> ['kidney', 'cyst'] (blanks
+    around names and empty entries dropped; the names themselves are compared later with ``name_key``)."""
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def parse_mapping(items: list[str]) -> dict[str, str]:
+    """Segment renames typed as ``ALIAS=CLASS`` entries (the CLI's ``--map``, the panel's name mapping lines) ->
+    ``{alias: class}`` (both trimmed; a later entry for the same alias wins). Raises InputError for an entry
+    without '='."""
+    mapping = {}
+    for item in items:
+        if "=" not in item:
+            raise InputError(f"--map '{item}' is not ALIAS=CLASS")
+        alias, cls = item.split("=", 1)
+        mapping[alias.strip()] = cls.strip()
+    return mapping
 
 
 def normalise(name: str) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 from backsplit.errors import InputError
 from backsplit.labels.terminology import terminology_for_name
 
+
 def _visible(name: str) -> str:
     """NFKC-normalised text without invisible characters (Unicode category Cf: zero-width space, joiners, soft
     hyphen, byte-order mark; and control characters) and with every run of whitespace folded to one space."""

@@ -27,10 +27,10 @@ from pathlib import Path, PurePosixPath
 from typing import Optional
 
 from backsplit.errors import InputError, OutputError
-from backsplit.training.manifest import MANIFEST_NAME
 from backsplit.models.location import check_model_name, free_name
 from backsplit.models.trust import ORIGIN_NAME, write_origin
 from backsplit.models.usage import IN_USE_DIR
+from backsplit.training.manifest import MANIFEST_NAME
 
 CHECKSUMS_NAME = "backsplit_checksums.sha256"
 LEFT_OUT = {ORIGIN_NAME, "checkpoint_latest.pth"}
@@ -52,7 +52,7 @@ def _model_files(folder: Path) -> list[Path]:
 
 def export_model(folder: Path, zip_path: Path, overwrite: bool = False) -> Path:
     """Write the model folder as one zip with a checksum list; written aside, then moved into place."""
-    from backsplit.datasets.versions import hash_file
+    from backsplit.datasets.layout import hash_file
     from backsplit.models.catalog import read_entry
 
     entry = read_entry(folder)        # refuses a folder that is not a model
@@ -183,7 +183,7 @@ def import_model(zip_path: Path, models_dir: Path, name: Optional[str] = None, r
             from backsplit.inference.model import read_model_info
 
             read_model_info(folder)   # manifest, dataset.json, plans, checkpoints agree (no checkpoint is loaded)
-            from backsplit.datasets.versions import hash_file
+            from backsplit.datasets.layout import hash_file
 
             write_origin(folder, {"trusted": False, "source": str(zip_path.resolve()),
                                   "archive_sha256": hash_file(zip_path),

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from backsplit.errors import InputError
-from backsplit.training.manifest import MANIFEST_NAME, read_manifest
 from backsplit.models.trust import is_trusted
 from backsplit.models.usage import model_users
+from backsplit.training.manifest import MANIFEST_NAME, read_manifest
 
 
 @dataclass

@@ -17,7 +17,8 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from backsplit.datasets.versions import current_version, files_digest, hash_file
+from backsplit.datasets.layout import hash_file
+from backsplit.datasets.versions import current_version, files_digest
 from backsplit.training.manifest import MANIFEST_NAME
 
 

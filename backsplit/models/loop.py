@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from backsplit.datasets.layout import read_dataset_json
 from backsplit.datasets.versions import current_version
-from backsplit.datasets.export import read_dataset_json
-from backsplit.training.options import FINE_TUNE_LR, TrainOptions
 from backsplit.models.location import free_name
+from backsplit.training.options import FINE_TUNE_LR, TrainOptions
 
 LOOP_EPOCHS = 5                 # a short budget: the parent model already knows the task
 LOOP_ITERATIONS = 50

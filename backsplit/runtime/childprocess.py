@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Callable, Mapping, Optional, Sequence
 
-from backsplit.runtime.progress import ProgressEvent, parse_event_line
+from backsplit.runtime.progress import ProgressEvent, Stage, parse_event_line
 
 PopenFactory = Callable[..., subprocess.Popen]
 
@@ -53,7 +53,7 @@ class ChildProcess:
             event = parse_event_line(line)
             if event is None:
                 self.log_lines.append(line)
-                event = ProgressEvent("log", line)
+                event = ProgressEvent(Stage.LOG, line)
             self._queue.put(event)
 
     @property
@@ -127,7 +127,7 @@ def popen_platform_kwargs(platform: str, startupinfo_factory: Optional[Callable[
     training. ``startupinfo_factory`` defaults to ``subprocess.STARTUPINFO`` (Windows only; injected in tests)."""
     if platform != "nt":
         return {"start_new_session": True} if new_group else {}
-    factory = startupinfo_factory or getattr(subprocess, "STARTUPINFO")
+    factory = startupinfo_factory or subprocess.STARTUPINFO
     info = factory()
     info.dwFlags = getattr(info, "dwFlags", 0) | STARTF_USESHOWWINDOW
     info.wShowWindow = SW_HIDE
@@ -215,7 +215,8 @@ def package_root() -> str:
 def child_environment(base_env: Optional[Mapping[str, str]] = None) -> dict[str, str]:
     """An environment in which a child Python finds this ``backsplit`` package and prints without buffering."""
     env = dict(os.environ if base_env is None else base_env)
-    env["PYTHONPATH"] = os.pathsep.join([package_root()] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    root, paths = package_root(), [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(paths if paths[:1] == [root] else [root] + paths)   # once, also if built twice
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

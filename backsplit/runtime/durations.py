@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from backsplit.runtime.progress import ProgressEvent, format_duration
+from backsplit.runtime.progress import ProgressEvent, Stage, format_duration
 
 LONG_JOB_S = 15 * 60            # a CPU job longer than this gets the plain warning and the faster choices
 # Rough guide, NOT measured by BackSplit: nnU-Net's documented epoch times (documentation/benchmarking.md: 250
@@ -54,7 +54,7 @@ class Estimate:
         return asdict(self)
 
     def event(self) -> ProgressEvent:
-        return ProgressEvent("estimate", self.message(), None, None, self.to_json())
+        return ProgressEvent(Stage.ESTIMATE, self.message(), None, None, self.to_json())
 
     @staticmethod
     def from_json(raw: dict) -> "Estimate":

@@ -14,9 +14,26 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional, TextIO
 
 
+class Stage:
+    """The lifecycle stages every producer and consumer of events shares (plain strings on the wire, so an event
+    line from an older or newer BackSplit still parses). A job's own stages ("export", "plan", "preprocess",
+    "train", "epoch", "predict", "generate", ...) are named by the job itself.
+
+    Plain string constants rather than an ``enum``: a (str, Enum) member hashes by its name and formats as
+    ``Stage.DONE`` on Python 3.12, which would break ``event.stage in {...}`` lookups and the rendered lines."""
+    DONE = "done"            # the job's last event on success; its data carries the result
+    ERROR = "error"          # the job's last event on failure; its message is the user's error
+    LOG = "log"              # a line of third-party output (nnU-Net, torch) read from a child's stdout
+    WARNING = "warning"      # something the user should know; the job goes on
+    ESTIMATE = "estimate"    # the up-front duration estimate (data: ``seconds`` and the estimate's parts)
+
+
+FINAL_STAGES = (Stage.DONE, Stage.ERROR)
+
+
 @dataclass
 class ProgressEvent:
-    stage: str                    # e.g. "export", "plan", "preprocess", "train", "predict", "done", "error"
+    stage: str                    # a ``Stage`` constant, or the job's own stage ("export", "plan", "train", ...)
     message: str = ""
     current: Optional[int] = None  # units done (cases, epochs, ...)
     total: Optional[int] = None    # units in all
@@ -54,8 +71,6 @@ def format_event_line(event: ProgressEvent) -> str:
 def emit_event(event: ProgressEvent) -> None:
     """Print one event as a prefixed JSON line on stdout and flush: how every child process (training, prediction,
     organ-model generation) reports to its parent, which reads it back with ``parse_event_line``."""
-    import sys
-
     sys.stdout.write(format_event_line(event) + "\n")
     sys.stdout.flush()
 
@@ -115,7 +130,7 @@ class TextProgressBar:
     def __call__(self, event: ProgressEvent) -> None:
         line = self.render(event)
         frac = event.fraction
-        final = event.stage in ("done", "error") or (frac is not None and frac >= 1.0)
+        final = event.stage in FINAL_STAGES or (frac is not None and frac >= 1.0)
         if self._tty:
             self._write_tty(line, frac is not None and not final)
         else:

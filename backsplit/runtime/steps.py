@@ -8,14 +8,12 @@ to the end with ``run_to_result``.
 
 from __future__ import annotations
 
-import errno
 from pathlib import Path
 from typing import Any, Iterable, NoReturn, Union
 
 from backsplit.errors import OutputError
-from backsplit.runtime.progress import ProgressCallback, ProgressEvent, ignore_progress
-
-DISK_FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))   # no space left; disk quota exceeded
+from backsplit.runtime.exits import is_disk_full
+from backsplit.runtime.progress import ProgressCallback, ProgressEvent, Stage, ignore_progress
 
 
 def run_to_result(events: Iterable[ProgressEvent], progress: ProgressCallback = ignore_progress) -> Any:
@@ -27,7 +25,7 @@ def run_to_result(events: Iterable[ProgressEvent], progress: ProgressCallback = 
     found = False
     result = None
     for event in events:
-        if event.stage == "done" and "result" in event.data:
+        if event.stage == Stage.DONE and "result" in event.data:
             result, found = event.data.pop("result"), True
         progress(event)
     if not found:
@@ -38,10 +36,10 @@ def run_to_result(events: Iterable[ProgressEvent], progress: ProgressCallback = 
 def raise_write_error(exc: OSError, folder: Union[str, Path], *, failed: str, fix: str, unchanged: str) -> NoReturn:
     """Raise the OutputError for an OSError met while writing into ``folder``; call it from ``except OSError``.
 
-    A full disk or exceeded quota (``DISK_FULL_ERRNOS``) gives "the disk holding '<folder>' is full; <fix>
+    A full disk or exceeded quota (``exits.is_disk_full``) gives "the disk holding '<folder>' is full; <fix>
     (<unchanged>)" without the low-level error chained; any other OSError gives "<failed> (<exc>); <unchanged>" with
     ``exc`` as its cause. ``failed`` says what failed ("writing the dataset into '...' failed"), ``fix`` what to do
     on a full disk, ``unchanged`` what the user still has ("nothing was written")."""
-    if exc.errno in DISK_FULL_ERRNOS:
+    if is_disk_full(exc):
         raise OutputError(f"the disk holding '{folder}' is full; {fix} ({unchanged})") from None
     raise OutputError(f"{failed} ({exc}); {unchanged}") from exc

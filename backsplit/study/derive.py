@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from backsplit.datasets.export import ExportRequest, export_dataset
+from backsplit.datasets.layout import read_dataset_json
 from backsplit.io.cases import Case, LazyCaseSource
-from backsplit.labels.context import ContextSpec
-from backsplit.datasets.export import ExportRequest, export_dataset, read_dataset_json
 from backsplit.io.readers import read_image
+from backsplit.labels.context import ContextSpec
 from backsplit.labels.schema import LabelSchema
 
 

@@ -7,11 +7,12 @@ them; it decides nothing about what to run (the runner does) and never trains by
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
+
+from backsplit.runtime.exits import ended_text
 
 Echo = Callable[[str], None]
 
@@ -63,12 +64,9 @@ def read_result(study_dir: Path, unit_id: str, returncode: Optional[int] = None,
     except (OSError, ValueError):
         status = None
     if status is None:
-        why = f"ended without a status (exit code {returncode}{', ' + state if state else ''})"
+        how = ended_text(returncode) if returncode is not None and returncode < 0 else f"exit code {returncode}"
+        why = f"ended without a status ({how}{', ' + state if state else ''})"   # e.g. killed by SIGKILL
         return UnitResult(unit_id, False, returncode, why, log_tail(study_dir, unit_id), state)
     ok = bool(status.get("ok"))
     return UnitResult(unit_id, ok, int(status.get("returncode", returncode or 0)), str(status.get("message", "")),
                       "" if ok else log_tail(study_dir, unit_id), state)
-
-
-def shell_line(args: Sequence[str]) -> str:
-    return " ".join(shlex.quote(str(a)) for a in args)

@@ -20,7 +20,10 @@ def stable_hash(value: Any, length: int = 16) -> str:
 
 
 class FileHasher:
-    """SHA-256 of file contents; a JSON cache file (optional) keyed by path, size and mtime avoids re-reading."""
+    """SHA-256 of file contents (first 32 hex digits); a JSON cache file (optional) keyed by path, size and mtime
+    avoids re-reading. Case files of an exported dataset use the hashes recorded in its dataset.json instead
+    (``study.scan.file_hash``); this hasher is the fallback for files without a valid record and for the study's
+    own outputs (``markers``)."""
 
     def __init__(self, cache_file: Optional[Path] = None):
         self.cache_file = Path(cache_file) if cache_file else None

@@ -1,6 +1,7 @@
 """Per-lesion table of one case (for detection curves): every reference lesion with the volume of the largest
 predicted lesion that overlaps it, every predicted lesion with its volume and whether it overlaps a reference
-lesion. Lesions are 26-connected components (``backsplit.evaluation.summary.lesion_components``, the same as the metrics)."""
+lesion. Lesions are 26-connected components (``backsplit.evaluation.summary.lesion_components``, the same as the
+metrics)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def lesion_table(reference: np.ndarray, prediction: np.ndarray, voxel_ml: float)
         matched_pred.add(int(pred_id))
     rows = [{"kind": "reference", "volume_ml": float(ref_sizes[i]), "matched_ml": float(best[i]), "matched": ""}
             for i in range(1, n_ref + 1)]
-    rows += [{"kind": "predicted", "volume_ml": float(pred_sizes[i]), "matched_ml": "", "matched": int(i in matched_pred)}
+    rows += [{"kind": "predicted", "volume_ml": float(pred_sizes[i]), "matched_ml": "",
+              "matched": int(i in matched_pred)}
              for i in range(1, n_pred + 1)]
     return rows

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from backsplit.runtime.devices import usable_cpu_count
 from backsplit.study.executors import Echo, UnitResult, log_path, read_result, unit_command
 from backsplit.study.gpus import gpu_groups
-from backsplit.runtime.devices import usable_cpu_count
 
 
 def visible_gpus() -> list[str]:
@@ -27,7 +27,7 @@ def visible_gpus() -> list[str]:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
         return []
-    return [str(i) for i, line in enumerate(l for l in out.stdout.splitlines() if l.startswith("GPU "))]
+    return [str(i) for i, line in enumerate(x for x in out.stdout.splitlines() if x.startswith("GPU "))]
 
 
 class LocalExecutor:

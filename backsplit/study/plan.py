@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from backsplit.errors import InputError
-from backsplit.training.options import CONFIGURATIONS, SAMPLINGS
 from backsplit.study.arms import BINARY, DERIVED, SOURCE, TWIN, Arm
 from backsplit.study.hashing import stable_hash
+from backsplit.training.options import CONFIGURATIONS, SAMPLINGS, check_options
 
 SPLIT_SEED = 12345        # nnU-Net's generate_crossval_split seed: the same folds nnU-Net would make
 DERIVE_VERSION = 1        # bump when derive.py changes what a recipe writes
@@ -67,8 +67,6 @@ class StudySettings:
             raise InputError(f"--sensitivity {self.sensitivity:g} is out of range; the calibration sensitivity must be "
                              "above 0 and at most 1 (e.g. 0.95)")
         if self.num_gpus != 1:
-            from backsplit.training.ddp import check_options
-
             check_options(self.num_gpus, self.device, self.batch_size, None)
 
     def training_json(self) -> dict:

@@ -29,7 +29,8 @@ def paired_differences(rows: Sequence[dict], arms: Sequence[str], reference: str
     rng = np.random.default_rng(0)
     for ax, metric in zip(axes[0], metrics):
         for x, arm in enumerate(others):
-            _, a, r, _, _ = paired_values(per_case(rows, arm, target, metric), per_case(rows, reference, target, metric))
+            _, a, r, _, _ = paired_values(per_case(rows, arm, target, metric),
+                                          per_case(rows, reference, target, metric))
             if a.size:
                 ax.scatter(x + rng.uniform(-0.15, 0.15, a.size), a - r, s=12, alpha=0.6)
             c = compare(rows, arm, reference, target, metric)

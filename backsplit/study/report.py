@@ -51,8 +51,9 @@ def build_report(per_case: Sequence[dict], lesions: Sequence[dict], curves: Sequ
     if meta.get("source"):
         lines += [f"Dataset: `{meta['source']}` (binary twin `{meta.get('twin', '')}`)", ""]
     if settings:
+        seeds = ", ".join(str(s) for s in settings.get("seeds", []))
         lines += [f"Arms: {', '.join(arms)}. {settings.get('folds')}-fold cross-validation, seeds "
-                  f"{', '.join(str(s) for s in settings.get('seeds', []))}; configuration {settings.get('configuration')}, "
+                  f"{seeds}; configuration {settings.get('configuration')}, "
                   f"{settings.get('epochs')} epochs x {settings.get('iterations_per_epoch')} iterations, batch size "
                   f"{settings.get('batch_size') or 'as planned'}, sampling {settings.get('sampling')} (unless the arm "
                   f"sets it), test-time mirroring {'on' if settings.get('mirroring') else 'off'}, NSD tolerance "
@@ -103,7 +104,8 @@ def build_report(per_case: Sequence[dict], lesions: Sequence[dict], curves: Sequ
             d = case_detection(per_case, arm, target, sensitivity)
             volumes = ", ".join(f"{k}: {v:.3g}" for k, v in d["min_volume_ml"].items()) or "-"
             lines.append(f"| {arm} | {d['cases']} ({d['positive']} / {d['negative']}) | {_f(d['auroc'])} | "
-                         f"{_f(d['sensitivity'])} | {_f(d['specificity'])} | {d['true_positive']}/{d['false_negative']}/"
+                         f"{_f(d['sensitivity'])} | {_f(d['specificity'])} | "
+                         f"{d['true_positive']}/{d['false_negative']}/"
                          f"{d['true_negative']}/{d['false_positive']} | {volumes} | {d['note']} |")
         lines += ["", "AUROC differences are not tested (too few cases without a lesion for a stable paired test "
                   "in small studies); read them as descriptive.", ""]

@@ -15,6 +15,7 @@ from backsplit.study.executors import Echo, Executor, UnitResult
 from backsplit.study.hashing import FileHasher
 from backsplit.study.markers import step_done
 from backsplit.study.plan import EVALUATE, PREDICT, PREPARE, TRAIN, Plan, StudySettings, Unit, build_plan
+from backsplit.study.report import write_report
 from backsplit.study.scan import scan_study_inputs
 
 PER_CASE_EXTRA = ["arm", "fold", "seed", "lesion_score_ml", "max_lesion_probability", "lesion_volume_ml"]
@@ -28,6 +29,12 @@ def plan_study(dataset_dir: Path, study_dir: Path, arms: Sequence[str], settings
     hasher.save()
     parsed = parse_arms(arms, ArmContext(source.targets, source.supports))
     return build_plan(study_dir, source, twin, parsed, settings)
+
+
+def plan_lines(plan: Plan) -> list[str]:
+    """One line per unit, wave by wave: ``wave W  <unit id> step=hash ...`` (what ``--plan-only`` prints)."""
+    return [f"wave {wave}  {unit.id:40s} " + " ".join(f"{k}={v}" for k, v in unit.hashes.items())
+            for wave, units in enumerate(plan.waves(), start=1) for unit in units]
 
 
 def unit_done(plan: Plan, unit: Unit) -> bool:
@@ -119,8 +126,8 @@ def collect(plan: Plan) -> dict[str, Path]:
         lesions += [{**tag, **row} for row in _read_csv(folder / "eval" / "lesions.csv")]
         curves += [{**tag, **row} for row in _read_csv(folder / "eval" / "curve.csv")]
     out = study_dir / "results"
-    paths = {"per_case": _write_csv(out / "per_case.csv", per_case), "lesions": _write_csv(out / "lesions.csv", lesions),
-             "curves": _write_csv(out / "curves.csv", curves)}
+    paths = {"per_case": _write_csv(out / "per_case.csv", per_case),
+             "lesions": _write_csv(out / "lesions.csv", lesions), "curves": _write_csv(out / "curves.csv", curves)}
     (out / "plan_summary.json").write_text(json.dumps({"settings": plan.settings.to_json(), "arms": plan.arms,
                                                       "splits": plan.splits, "source": plan.source,
                                                       "twin": plan.twin}, indent=1), encoding="utf-8")
@@ -134,11 +141,20 @@ def run_study(plan: Plan, executor: Executor, echo: Echo = print, report: bool =
          f"{len(outcome.skipped)} skipped (a unit they need failed)")
     paths = collect(plan)
     if report:
-        from backsplit.study.report import write_report
-
         report_path = write_report(paths["per_case"].parent, Path(plan.study_dir) / "report", outcome_note(outcome))
         echo(f"report: {report_path}")
     return outcome
+
+
+def report_finished(plan: Plan) -> Path:
+    """Rebuild the report from the units finished so far (``--report-only``): writes plan.json, the collected tables
+    and ``report/``, with a note naming the run units that have not finished; returns the report's path."""
+    plan.write(Path(plan.study_dir) / "plan.json")
+    paths = collect(plan)
+    missing = [u.id for u in plan.units if u.kind == "run" and not unit_done(plan, u)]
+    note = (f"{len(missing)} of {sum(u.kind == 'run' for u in plan.units)} run unit(s) have not finished "
+            f"({', '.join(missing)}); the tables cover the finished units only (see the n columns).") if missing else ""
+    return write_report(paths["per_case"].parent, Path(plan.study_dir) / "report", note)
 
 
 def outcome_note(outcome: StudyOutcome) -> str:

@@ -1,11 +1,13 @@
 """Run one unit of a study plan: ``python -m backsplit.study.runtask STUDY_DIR UNIT_ID``.
 
 The only code that executes work; both executors (local, SLURM) start this module. It calls the engine:
-``backsplit.study.derive`` (export code) and ``backsplit.training.worker.prepare`` for a prepare unit;
+``backsplit.study.derive`` (export code) and ``backsplit.training.prepare.prepare`` for a prepare unit;
 ``backsplit.training.worker.run`` (training), ``backsplit.inference.files.predict_files`` (prediction) and
-``backsplit.evaluation.evaluate`` (metrics) for a run unit. Steps already done with the planned content hash are skipped;
-an interrupted training continues from its last checkpoint. Progress goes to stdout (the unit's log.txt); the
-outcome to ``<study>/units/<unit>/status.json``. Exit code 0 done, 1 user error, 2 unexpected error.
+``backsplit.evaluation.evaluate`` (metrics) for a run unit. Steps already done with the planned content hash are
+skipped; an interrupted training continues from its last checkpoint. Progress goes to stdout (the unit's log.txt);
+the outcome to ``<study>/units/<unit>/status.json`` (keys: unit, ok, returncode, message, seconds, host, hashes).
+The unit ends as every BackSplit worker does (``runtime.workerprocess.finish_job``): exit code 0 done, 1 the user's
+error (a full disk and out of memory included), 2 unexpected error, with a final 'done' or 'error' event.
 """
 
 from __future__ import annotations
@@ -16,37 +18,45 @@ import os
 import shutil
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Optional
 
-from backsplit.errors import BackSplitError, InputError
-from backsplit.runtime.progress import ProgressEvent, format_event_line
-from backsplit.training.environment import nnunet_environment
-from backsplit.training.options import TrainOptions, trainer_folder_name
+from backsplit.datasets.layout import read_dataset_json
+from backsplit.errors import InputError
+from backsplit.runtime.devices import usable_cpu_count
+from backsplit.runtime.exits import EXIT_UNEXPECTED
+from backsplit.runtime.progress import ProgressEvent, Stage, format_event_line
+from backsplit.runtime.workerprocess import finish_job
 from backsplit.study.curves import unit_curve
 from backsplit.study.markers import clear_markers, read_marker, step_done, write_marker
 from backsplit.study.plan import EVALUATE, PREDICT, PREPARE, TRAIN, Plan, Unit
-from backsplit.runtime.devices import usable_cpu_count
+from backsplit.training.environment import nnunet_environment
+from backsplit.training.options import TrainOptions
+from backsplit.training.paths import preprocessed_folder as work_preprocessed_folder
+from backsplit.training.paths import results_folder
 
 CURVE_FIELDS = ["epoch", "train_loss", "val_loss", "target_pseudo_dice", "ema_fg_dice", "learning_rate", "epoch_time",
                 "pseudo_dice_all"]
 
 
+MAX_PROCESSES = 8     # nnU-Net's preprocessing pools of a unit: more rarely helps and costs memory
+
+
 def emit(stage: str, message: str, **data) -> None:
+    """Print one progress event (``stage``, ``message``, ``data``) on stdout for the unit's log."""
     sys.stdout.write(format_event_line(ProgressEvent(stage, message, None, None, data)) + "\n")
     sys.stdout.flush()
 
 
 def unit_dir(plan: Plan, unit: Unit) -> Path:
+    """``<study>/units/<unit id>``: the unit's log, status, markers, work folder and results."""
     return Path(plan.study_dir) / "units" / unit.id
 
 
 def processes() -> int:
-    try:
-        return max(1, min(8, len(os.sched_getaffinity(0))))
-    except AttributeError:
-        return max(1, min(8, usable_cpu_count()))
+    """Processes for nnU-Net's preprocessing in a unit: the usable cores (``runtime.devices.usable_cpu_count``:
+    the CPU affinity, e.g. a SLURM allocation), at most ``MAX_PROCESSES``."""
+    return max(1, min(MAX_PROCESSES, usable_cpu_count()))
 
 
 def _set_environment(raw_dir: Path, work_dir: Path) -> None:
@@ -58,20 +68,20 @@ def model_dir(plan: Plan, unit: Unit) -> Path:
     """Where the unit's trained model folder is (nnU-Net's output folder with backsplit_model.json)."""
     from backsplit.training.colab.spec import trainer_name
 
-    name = Path(unit.spec["dataset_dir"]).name
     trainer = trainer_name(unit.spec.get("context", "none"))      # the learned-context arm has its own trainer
-    return unit_dir(plan, unit) / "work" / "nnUNet_results" / name / trainer_folder_name(plan.settings.configuration,
-                                                                                         trainer)
+    return results_folder(unit_dir(plan, unit) / "work", Path(unit.spec["dataset_dir"]).name,
+                          plan.settings.configuration, trainer)
 
 
 def preprocessed_folder(plan: Plan, prepare: Unit) -> Path:
-    return Path(prepare.spec["work_dir"]) / "nnUNet_preprocessed" / Path(prepare.spec["dataset_dir"]).name
+    """The nnU-Net preprocessed folder a prepare unit writes (``<its work folder>/nnUNet_preprocessed/<dataset>``)."""
+    return work_preprocessed_folder(Path(prepare.spec["work_dir"]), Path(prepare.spec["dataset_dir"]).name)
 
 
 # ---- prepare --------------------------------------------------------------------------------------------------
 
 def run_prepare(plan: Plan, unit: Unit) -> None:
-    from backsplit.datasets.folder import load_training_dataset
+    from backsplit.datasets.folder import load_dataset_folder
 
     spec, folder = unit.spec, unit_dir(plan, unit)
     content_hash = unit.hashes[PREPARE]
@@ -87,7 +97,7 @@ def run_prepare(plan: Plan, unit: Unit) -> None:
         derive = arm_type(spec["kind"]).derive or derive_dataset
         dataset_dir = Path(derive(DeriveRequest(Path(spec["source_dir"]), spec["recipe"], dataset_dir)))
     _set_environment(dataset_dir.parent, work_dir)
-    from backsplit.training.worker import prepare
+    from backsplit.training.prepare import prepare  # after _set_environment: nnU-Net reads its variables once
 
     plans_from = None
     if spec.get("plans_from"):
@@ -96,7 +106,7 @@ def run_prepare(plan: Plan, unit: Unit) -> None:
         if not plans_file.is_file():
             raise InputError(f"the reference plans are missing (unit {source.id} has not run)", path=str(plans_file))
         plans_from = json.loads(plans_file.read_text(encoding="utf-8"))
-    dataset = load_training_dataset(dataset_dir)
+    dataset = load_dataset_folder(dataset_dir)
     options = TrainOptions(dataset_dir=dataset_dir, work_dir=work_dir, configuration=plan.settings.configuration,
                            preprocess_processes=processes())
     prepare(dataset, options, plans_from)
@@ -154,7 +164,7 @@ def run_train(plan: Plan, unit: Unit) -> None:
                            preprocess_processes=processes())
     emit("train", f"{unit.id}: {'resuming' if resume else 'training'} arm '{spec['arm']}' fold {spec['fold']} "
                   f"seed {spec['seed']}")
-    from backsplit.training.worker import run as train
+    from backsplit.training.worker import run as train  # after _set_environment (see there)
 
     train(options)
     model = model_dir(plan, unit)
@@ -169,7 +179,7 @@ def run_predict(plan: Plan, unit: Unit) -> None:
         emit("predict", f"{unit.id}: predictions reused")
         return
     source = Path(plan.source)
-    meta = json.loads((source / "dataset.json").read_text(encoding="utf-8"))
+    meta = read_dataset_json(source)
     ending, channels = meta["file_ending"], len(meta["channel_names"])
     inputs = [InputCase(c, [source / "imagesTr" / f"{c}_{k:04d}{ending}" for k in range(channels)])
               for c in unit.spec["test_cases"]]
@@ -224,6 +234,7 @@ def run_evaluate(plan: Plan, unit: Unit) -> None:
 
 
 def run_unit(plan: Plan, unit: Unit) -> None:
+    """Run every step of ``unit`` that is not done yet (see the module doc); raises the step's error."""
     if unit.kind == "prepare":
         run_prepare(plan, unit)
         return
@@ -233,6 +244,8 @@ def run_unit(plan: Plan, unit: Unit) -> None:
 
 
 def write_status(plan: Plan, unit: Unit, ok: bool, code: int, message: str, started: float) -> None:
+    """Write ``<unit>/status.json`` atomically (the executors read it: ``executors.read_result``); the format is
+    kept as studies written earlier have it."""
     path = unit_dir(plan, unit) / "status.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name("status.json.partial")
@@ -243,28 +256,31 @@ def write_status(plan: Plan, unit: Unit, ok: bool, code: int, message: str, star
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m backsplit.study.runtask STUDY_DIR UNIT_ID``: run the unit, write its status.json, end with a
+    'done' or 'error' event; the exit status of the shared worker protocol (0, 1 the user's error, 2 unexpected;
+    ``runtime.exits``). Wrong arguments: a usage line, exit 2."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
         print("usage: python -m backsplit.study.runtask STUDY_DIR UNIT_ID", file=sys.stderr)
-        return 2
+        return EXIT_UNEXPECTED
     plan = Plan.read(Path(argv[0]) / "plan.json")
     unit = plan.unit(argv[1])
     started = time.time()
     (unit_dir(plan, unit) / "status.json").unlink(missing_ok=True)
-    try:
+
+    def job() -> ProgressEvent:
         run_unit(plan, unit)
-    except BackSplitError as exc:
-        emit("error", f"{unit.id}: {exc}")
-        write_status(plan, unit, False, 1, str(exc), started)
-        return 1
-    except Exception as exc:  # noqa: BLE001 - reported in status.json, traceback in the log
-        traceback.print_exc()
-        emit("error", f"{unit.id}: {type(exc).__name__}: {exc}")
-        write_status(plan, unit, False, 2, f"{type(exc).__name__}: {exc}", started)
-        return 2
-    write_status(plan, unit, True, 0, "done", started)
-    emit("done", f"{unit.id}: done in {time.time() - started:.0f} s")
-    return 0
+        return ProgressEvent(Stage.DONE, f"{unit.id}: done in {time.time() - started:.0f} s")
+
+    end = finish_job(job, disk_full="free space or choose another study folder (finished steps are kept and "
+                                    "skipped when the study runs again)")
+    if end.ok:
+        write_status(plan, unit, True, end.code, "done", started)
+    else:
+        write_status(plan, unit, False, end.code, end.event.message, started)
+        end.event.message = f"{unit.id}: {end.event.message}"
+    emit(end.event.stage, end.event.message, **end.event.data)
+    return end.code
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ differences are equal the interval is that value). A difference is claimed only 
 
 Case-level decision (seed paper 003): the score of a case is its predicted lesion volume above the probability
 threshold (``lesion_score_ml``); AUROC by scikit-learn. Sensitivity and specificity use the minimum volume that
-``backsplit.evaluation.summary.calibrate_min_volume`` picks (the rule of ``backsplit calibrate``) on the out-of-fold scores of
+``backsplit.evaluation.summary.calibrate_min_volume`` picks (the rule of ``backsplit calibrate``) on the out-of-fold
+scores of
 the *other* folds only, applied to each fold's held-out cases.
 """
 
@@ -137,7 +138,8 @@ def compare(rows: Sequence[dict], arm: str, reference: str, target: str, metric:
     a_all, r_all = per_case(rows, arm, target, metric), per_case(rows, reference, target, metric)
     cases, a, r, left_out, only_one = paired_values(a_all, r_all)
     low, high = bootstrap_ci(a, r, seed)
-    mean = (lambda x: float(np.mean(x)) if x.size else math.nan)
+    def mean(x):
+        return float(np.mean(x)) if x.size else math.nan
     return Comparison(arm, reference, metric, len(cases), left_out, only_one, mean(a), mean(r), mean(a - r), low, high,
                       wilcoxon_p(a, r), verdict(metric, len(cases), low, high))
 
@@ -159,8 +161,8 @@ def verdict_line(comparisons: Sequence[Comparison]) -> str:
              f"{c.ci_high:+.3f}, n={c.n})" for c in shown]
     rest = len(testable) - len(shown)
     caution = " (fewer than 10 paired cases: bootstrap intervals are approximate)" if n < 10 else ""
-    return (f"{arm} vs {reference}: " + "; ".join(parts) + (f"; no difference shown on the other {rest}" if rest else "")
-            + caution)
+    others = f"; no difference shown on the other {rest}" if rest else ""
+    return f"{arm} vs {reference}: " + "; ".join(parts) + others + caution
 
 
 # ---- lesion detection, pooled ---------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ finished cases (original images, new segmentations) for ``backsplit export --cas
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import json
 import os
@@ -26,9 +25,10 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from backsplit.io.cases import Case, CaseSource, check_unique_ids
 from backsplit.errors import BackSplitError, CancelledError, InputError, OutputError
+from backsplit.io.cases import Case, CaseSource, check_unique_ids
 from backsplit.io.geometry import Geometry
+from backsplit.runtime.exits import is_disk_full
 from backsplit.runtime.progress import ProgressCallback, ProgressEvent, ignore_progress
 from backsplit.supports.runners import GENERATED_TAG, MODEL_TAG, GeneratedSegments, OrganModelRunner
 
@@ -36,7 +36,6 @@ CONFLICT_POLICIES = ("suffix", "refuse")
 GENERATED_SUFFIX = "generated"
 MANIFEST = "supports.json"
 CASE_LIST = "cases.csv"
-DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 @dataclass
@@ -177,10 +176,6 @@ def write_case_list(out_dir: Path, sources: Sequence[CaseSource]) -> Path:
     return path
 
 
-def _disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in DISK_FULL
-
-
 def generate_supports(sources: Sequence[CaseSource], runner: OrganModelRunner, request: GenerateRequest,
                       progress: ProgressCallback = ignore_progress,
                       cancel: Callable[[], bool] = lambda: False) -> list[CaseOutcome]:
@@ -226,7 +221,7 @@ def generate_supports(sources: Sequence[CaseSource], runner: OrganModelRunner, r
                 _write_text_aside(manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False))
                 write_case_list(out_dir, sources)
             except OSError as exc:
-                if _disk_full(exc):
+                if is_disk_full(exc):
                     raise OutputError(f"the disk is full while writing the case list; the finished cases are kept "
                                       f"in '{out_dir}': free space and run again (finished cases are skipped)"
                                       ) from None
@@ -261,7 +256,7 @@ def _one_case(source: CaseSource, runner: OrganModelRunner, request: GenerateReq
         raise
     except OSError as exc:
         partial.unlink(missing_ok=True)
-        if _disk_full(exc):
+        if is_disk_full(exc):
             raise OutputError(f"the disk is full (case '{source.case_id}'); the finished cases are kept in "
                               f"'{target.parent}' and the partial file was removed: free space and run again "
                               "(finished cases are skipped)") from None

@@ -26,12 +26,13 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from backsplit.io.cases import Case
+from backsplit.datasets.layout import read_dataset_json
 from backsplit.errors import CancelledError, InputError
+from backsplit.io.cases import Case
 from backsplit.io.geometry import Geometry
-from backsplit.runtime.progress import ProgressCallback, ProgressEvent, ignore_progress
 from backsplit.labels.schema import SUPPORT_COLORS
 from backsplit.labels.terminology import class_terminology
+from backsplit.runtime.progress import ProgressCallback, ProgressEvent, ignore_progress
 
 GENERATED_TAG = "BackSplit.Generated"
 MODEL_TAG = "BackSplit.Model"
@@ -106,11 +107,11 @@ def external_manifest(folder: Path, orientation: Optional[str] = None) -> dict:
             " Give nnU-Net's trainer output folder (<Trainer>__<Plans>__<configuration>)."
         raise InputError("this is not an nnU-Net v2 model folder (dataset.json and plans.json are missing)." + hint,
                          path=str(folder))
+    dataset_json = read_dataset_json(folder, required=(), fix="copy the whole model folder again")
     try:
-        dataset_json = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
         plans = json.loads((folder / "plans.json").read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"dataset.json or plans.json cannot be parsed ({exc})", path=str(folder)) from None
+        raise InputError(f"plans.json cannot be parsed ({exc})", path=str(folder)) from None
     labels = dataset_json.get("labels") or {}
     if any(not isinstance(v, int) for v in labels.values()):
         raise InputError("the model is region-based (labels map to lists of values); BackSplit needs one value per "
@@ -257,8 +258,8 @@ class TotalSegmentatorRunner:
     def _list_classes(self) -> Optional[list[str]]:
         """``TotalSegmentator --list-classes <task>`` (index, name per line); None for versions without it."""
         try:
-            done = subprocess.run([*self.prefix, self.executable, "--list-classes", self.task], capture_output=True, text=True,
-                                  timeout=300, env=self.env)
+            done = subprocess.run([*self.prefix, self.executable, "--list-classes", self.task], capture_output=True,
+                                  text=True, timeout=300, env=self.env)
         except (OSError, subprocess.TimeoutExpired):
             return None
         names = [m.group(2) for m in re.finditer(r"^\s*(\d+)\s+(\S+)\s*$", done.stdout, re.MULTILINE)]
@@ -276,7 +277,8 @@ class TotalSegmentatorRunner:
         pass  # each case is its own process (TotalSegmentator loads its weights per run)
 
     def command(self, image: Path, output: Path) -> list[str]:
-        args = [*self.prefix, self.executable, "-i", str(image), "-o", str(output), "--ml", "-ta", self.task, "-d", self.device]
+        args = [*self.prefix, self.executable, "-i", str(image), "-o", str(output), "--ml", "-ta", self.task,
+                "-d", self.device]
         if self.fast:
             args.append("--fast")
         if self.subset:
@@ -285,8 +287,8 @@ class TotalSegmentatorRunner:
 
     def segment(self, case: Case, image_paths: Sequence[Path],
                 cancel: Callable[[], bool] = lambda: False) -> GeneratedSegments:
-        from backsplit.runtime.childprocess import ChildProcess
         from backsplit.io.readers import read_image
+        from backsplit.runtime.childprocess import ChildProcess
         from backsplit.supports.niftilabels import read_label_table
 
         self.check_channels(len(case.channels), case.case_id)

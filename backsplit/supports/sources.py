@@ -12,8 +12,15 @@ import numpy as np
 
 from backsplit.errors import InputError
 from backsplit.io.geometry import Geometry
-from backsplit.io.readers import (FileCaseSource, align_to_image, is_seg_nrrd, read_image, read_labelmap, read_seg_nrrd,
-                       SegmentationContent)
+from backsplit.io.readers import (
+    FileCaseSource,
+    SegmentationContent,
+    align_to_image,
+    is_seg_nrrd,
+    read_image,
+    read_labelmap,
+    read_seg_nrrd,
+)
 from backsplit.supports.suggest import SuggestCase, name_key
 
 PREDICTION_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".seg.nrrd")

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 from backsplit.io.cases import Case
 from backsplit.runtime.childprocess import PopenFactory
-from backsplit.runtime.progress import ProgressEvent, emit_event
+from backsplit.runtime.progress import ProgressEvent, Stage, emit_event
 from backsplit.runtime.workerprocess import JsonRequest, WorkerProcess, run_worker
 
 
@@ -72,7 +72,7 @@ def _generate(request: GenerationRequest) -> ProgressEvent:
     sources = [ImageOnlySource(case_id, [Path(p) for p in paths]) for case_id, paths in request.cases]
     outcomes = generate_supports(sources, request.runner(),
                                  GenerateRequest(Path(request.out_dir), include_user_segments=False), emit)
-    return ProgressEvent("done", f"{sum(o.status != 'failed' for o in outcomes)} of {len(outcomes)} case(s) done",
+    return ProgressEvent(Stage.DONE, f"{sum(o.status != 'failed' for o in outcomes)} of {len(outcomes)} case(s) done",
                          len(outcomes), len(outcomes), {"outcomes": [asdict(o) for o in outcomes]})
 
 

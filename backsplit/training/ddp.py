@@ -9,7 +9,7 @@ not inherit. So this module does what ``run_ddp`` does, with BackSplit's trainer
   ``torch.multiprocessing.spawn`` (a fresh interpreter each), rendezvous on 127.0.0.1 at a free port (given as
   ``init_method``, where nnU-Net sets MASTER_ADDR / MASTER_PORT);
 * each rank calls ``init_process_group`` (NCCL on CUDA), sets the trainer's class settings, builds the same trainer as
-  ``worker.train_one`` and trains; nnU-Net's trainer then sees ``dist.is_initialized()``: it takes the GPU of its rank
+  ``fold.train_one`` and trains; nnU-Net's trainer then sees ``dist.is_initialized()``: it takes the GPU of its rank
   (``cuda:<rank>``, i.e. the rank-th of CUDA_VISIBLE_DEVICES), wraps the network in DDP, splits the plans' batch size
   across the ranks (``_set_batch_size_and_oversample``), gathers losses and Dice, and writes checkpoints on rank 0;
 * only rank 0 prints progress events and writes the model's manifest; every rank ends with
@@ -18,60 +18,36 @@ not inherit. So this module does what ``run_ddp`` does, with BackSplit's trainer
 A rank's BackSplit error (e.g. a model to fine-tune that does not fit) is written to a small JSON record and raised
 again, with its type and message, in the training process; when one rank fails, ``spawn`` ends the others.
 
-Limits (checked by ``check_options`` / ``check_request``, each an ``InputError``): CUDA only (nnU-Net's trainer
-hard-codes ``cuda:<rank>`` and NCCL in DDP mode); at least N GPUs visible; a batch size of at least N (one sample per
-GPU); not with learned context (``--context learned``): its task generator is not wrapped in DDP and its
-meta-gradients are not all-reduced, so each rank would update its own generator from its own part of the batch,
-the generators would drift apart, and the checkpoints would keep rank 0's only.
+Limits (checked by ``options.check_options`` / ``options.check_request``, each an ``InputError``): CUDA only
+(nnU-Net's trainer hard-codes ``cuda:<rank>`` and NCCL in DDP mode); at least N GPUs visible; a batch size of at
+least N (one sample per GPU); not with learned context (``--context learned``): its task generator is not wrapped
+in DDP and its meta-gradients are not all-reduced, so each rank would update its own generator from its own part of
+the batch, the generators would drift apart, and the checkpoints would keep rank 0's only.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
+from backsplit.datasets.folder import load_dataset_folder
 from backsplit.errors import BackSplitError, InputError, OutputError
+from backsplit.models.lineage import model_lineage
+from backsplit.runtime.progress import ProgressEvent, emit_event
+from backsplit.training.fold import read_manifest_or_none, training_orientation
+from backsplit.training.lock import TrainingLock, refuse_existing_model
+from backsplit.training.manifest import build_manifest, write_manifest
+from backsplit.training.options import PLANS_NAME, TRAINER_NAME, TrainOptions, check_options, check_request
+from backsplit.training.paths import results_dir
+from backsplit.training.pretrained import load_into_trainer
+from backsplit.training.timing import TrainingClock
 
 ERROR_TYPES = {"InputError": InputError, "OutputError": OutputError, "BackSplitError": BackSplitError}
-
-
-def check_request(num_gpus: int, device_type: Optional[str] = None, cuda_devices: Optional[int] = None,
-                  batch_size: Optional[int] = None) -> None:
-    """Refuse a multi-GPU request that cannot run. ``device_type``: the resolved torch device type ('cuda', 'mps',
-    'cpu', or 'auto' before resolving); ``cuda_devices``: how many GPUs PyTorch sees; ``batch_size``: the global
-    batch size (samples per iteration over all GPUs). None skips a check. Raises InputError naming the values."""
-    if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or num_gpus < 1:
-        raise InputError(f"--num-gpus {num_gpus!r} is not valid; give a whole number of GPUs, at least 1 (1: no DDP)")
-    if num_gpus == 1:
-        return
-    if device_type is not None and device_type not in ("cuda", "auto"):
-        raise InputError(f"--num-gpus {num_gpus} trains with PyTorch DDP over NCCL, which needs CUDA GPUs, but the "
-                         f"device is '{device_type}'; choose --device cuda (or auto on a machine with NVIDIA GPUs), or "
-                         "--num-gpus 1")
-    if cuda_devices is not None and cuda_devices < num_gpus:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        raise InputError(f"--num-gpus {num_gpus} asks for {num_gpus} GPUs but PyTorch sees {cuda_devices} "
-                         f"(CUDA_VISIBLE_DEVICES={visible if visible is not None else 'not set'}); choose --num-gpus "
-                         f"{max(1, cuda_devices)} or fewer, or run where {num_gpus} GPUs are visible")
-    if batch_size is not None and int(batch_size) < num_gpus:
-        raise InputError(f"the batch size is {batch_size} but --num-gpus is {num_gpus}: DDP splits every batch across "
-                         f"the GPUs and needs at least one sample per GPU; set --batch-size {num_gpus} or more, or use "
-                         f"at most {batch_size} GPU(s)")
-
-
-def check_options(num_gpus: Any, device: str, batch_size: Optional[int], context: Optional[str]) -> None:
-    """The checks that need no GPU and no plans (``TrainOptions.validate``, ``StudySettings.validate``)."""
-    check_request(num_gpus, device, None, batch_size)
-    if num_gpus > 1 and (context or "none") != "none":
-        raise InputError(f"--context {context} cannot be trained with --num-gpus {num_gpus}: the learned-context "
-                         "task generator is not synchronised across GPUs (each GPU would meta-learn its own generator "
-                         "from its own part of the batch); train learned context on one GPU (--num-gpus 1)")
 
 
 def free_port() -> int:
@@ -145,41 +121,39 @@ def configure_trainer_class(trainer_class, settings: dict, rank: int, event_sink
 
 
 def train_one_ddp(dataset, options, fold: str, device, plans: dict, pretrained_checkpoint: Optional[Path],
-                  label: str, run_folds: Sequence[str] = (), context: str = "none") -> Path:
-    """``worker.train_one`` on ``options.num_gpus`` GPUs (BackSplitTrainer only: ``context`` must be "none").
-    Returns the model folder. Raises InputError (see ``check_request``), OutputError (a model already there), or a
-    rank's error."""
+                  label: str, run_folds: Sequence[str] = (), context: str = "none",
+                  clock: Optional[TrainingClock] = None) -> Path:
+    """``fold.train_one`` on ``options.num_gpus`` GPUs (BackSplitTrainer only: ``context`` must be "none").
+    ``clock``: the job's ``TrainingClock``; on its first run rank 0 rebuilds it to time the up-front estimate.
+    Returns the model folder. Raises InputError (see ``options.check_request``), OutputError (a model already
+    there), or a rank's error."""
     import torch
-
-    from backsplit.training import worker
-    from backsplit.training.lock import TrainingLock, refuse_existing_model
-    from backsplit.training.options import TRAINER_NAME
 
     n = int(options.num_gpus)
     batch = options.batch_size or plans["configurations"][options.configuration].get("batch_size")
     check_request(n, device.type, torch.cuda.device_count(), batch)
     check_options(n, device.type, batch, context)
-    base = worker.results_dir(dataset, options.configuration, TRAINER_NAME)
+    base = results_dir(dataset, options.configuration, TRAINER_NAME)
     fold_dir = base / f"fold_{fold}"
     with TrainingLock(base.parent / f".backsplit-train-{base.name}-fold_{fold}.lock"):
         refuse_existing_model(fold_dir, options.resume, bool(options.extra.get("overwrite")))
-        clock = None
-        if worker._CLOCK is not None:
-            c = worker._CLOCK
-            c.start_run()
-            if c.run_index == 0:
-                clock = {"epochs": c.epochs, "iterations_per_epoch": c.iterations, "runs": c.runs,
-                         "val_iterations_per_epoch": c.val_iterations, "configuration": c.configuration,
-                         "device": c.device, "job_started": c.job_started}
+        rank_clock = None
+        if clock is not None:
+            clock.start_run()
+            if clock.run_index == 0:
+                rank_clock = {"epochs": clock.epochs, "iterations_per_epoch": clock.iterations, "runs": clock.runs,
+                              "val_iterations_per_epoch": clock.val_iterations,
+                              "configuration": clock.configuration, "device": clock.device,
+                              "job_started": clock.job_started}
         job = RankJob(options.to_json(), str(dataset.folder), str(fold), plans, label,
                       trainer_settings(options, dataset),
-                      str(pretrained_checkpoint) if pretrained_checkpoint else None, tuple(run_folds), clock)
+                      str(pretrained_checkpoint) if pretrained_checkpoint else None, tuple(run_folds), rank_clock)
         launch(train_rank, n, (job,), backend="nccl")
     return base
 
 
 def trainer_settings(options, dataset) -> dict:
-    """BackSplitTrainer.settings for ``options`` (as ``worker.train_one`` sets them)."""
+    """BackSplitTrainer.settings for ``options`` (as ``fold.train_one`` sets them)."""
     return {"epochs": options.epochs, "iterations_per_epoch": options.iterations_per_epoch,
             "val_iterations_per_epoch": options.val_iterations_per_epoch, "initial_lr": options.learning_rate,
             "save_every": options.save_every, "sampling": options.sampling,
@@ -193,29 +167,23 @@ def train_rank(rank: int, world_size: int, job: RankJob) -> None:
     import torch
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
-    from backsplit.training.timing import TrainingClock
-    from backsplit.runtime.progress import ProgressEvent
-    from backsplit.datasets.folder import load_training_dataset
-    from backsplit.training.options import TRAINER_NAME, TrainOptions
-    from backsplit.training.pretrained import load_into_trainer
     from backsplit.training.trainer import BackSplitTrainer
-    from backsplit.training import worker
 
     options = TrainOptions.from_json(job.options_json)
-    dataset = load_training_dataset(job.dataset_dir)
+    dataset = load_dataset_folder(job.dataset_dir)
     lead = rank == 0
 
     def emit(event) -> None:
         if lead:
-            worker.emit(event)
+            emit_event(event)
 
-    clock = TrainingClock(worker.emit, **job.clock) if lead and job.clock else None
+    clock = TrainingClock(emit_event, **job.clock) if lead and job.clock else None
     if options.seed is not None:    # a different stream per rank: each GPU samples other patches
         np.random.seed(options.seed + rank)
         torch.manual_seed(options.seed + rank)   # the weights still start equal: DDP copies rank 0's to all
     # the clock times rank 0's steps but gets no batch: its extra validation forward (a probe) would run on rank 0
     # alone, and a network with synchronised layers (SyncBatchNorm) would wait there for the other ranks
-    configure_trainer_class(BackSplitTrainer, job.settings, rank, clock.observing(worker.emit) if clock else worker.emit,
+    configure_trainer_class(BackSplitTrainer, job.settings, rank, clock.observing(emit_event) if clock else emit_event,
                             (lambda kind, trainer=None, batch=None: clock.step(kind, trainer)) if clock else None)
     if clock:
         clock.start_run()
@@ -228,7 +196,7 @@ def train_rank(rank: int, world_size: int, job: RankJob) -> None:
     trainer = BackSplitTrainer(run_plans, options.configuration, fold if fold == "all" else int(fold), dataset.meta,
                                device)
     started = time.time()
-    base = worker.results_dir(dataset, options.configuration, TRAINER_NAME)
+    base = results_dir(dataset, options.configuration, TRAINER_NAME)
     emit(ProgressEvent("train", f"{job.label}: starting ({options.configuration}, fold {fold}, {world_size} GPUs, "
                                 "DDP)", 0, options.epochs,
                        {"model": job.label, "output_folder": str(base), "num_gpus": world_size}))
@@ -256,16 +224,11 @@ def train_rank(rank: int, world_size: int, job: RankJob) -> None:
 
 def _write_manifest(trainer, options, dataset, job: RankJob, base: Path, elapsed: float, transfer, world_size: int,
                     clock) -> None:
-    """The model's manifest, as ``worker.train_one`` writes it, plus ``num_gpus`` (rank 0 only)."""
-    from backsplit.models.lineage import model_lineage
-    from backsplit.training.manifest import build_manifest, write_manifest
-    from backsplit.training.options import PLANS_NAME, TRAINER_NAME
-    from backsplit.training import worker
-
+    """The model's manifest, as ``fold.train_one`` writes it, plus ``num_gpus`` (rank 0 only)."""
     fold, run_folds = job.fold, list(job.run_folds)
     folds = [f for f in run_folds if f == fold or (base / f"fold_{f}" / "checkpoint_final.pth").is_file()] \
         if run_folds else [fold]
-    earlier = worker.read_manifest_or_none(base) if run_folds and fold != run_folds[0] else None
+    earlier = read_manifest_or_none(base) if run_folds and fold != run_folds[0] else None
     if earlier:
         elapsed += float(earlier.get("training_time_s", 0.0))
     pretrained = options.pretrained_model if job.pretrained_checkpoint else None
@@ -276,7 +239,7 @@ def _write_manifest(trainer, options, dataset, job: RankJob, base: Path, elapsed
         sampling=options.sampling if dataset.variant != "binary" else "stock (binary: targets are all classes)",
         pretrained_from=str(options.pretrained_model) if pretrained else None, source_dataset=dataset.folder_name,
         training_time_s=elapsed, device=job.device, completed_epochs=int(trainer.current_epoch),
-        training_orientation=worker.training_orientation(dataset),
+        training_orientation=training_orientation(dataset),
         batch_size=int(trainer.configuration_manager.batch_size),   # global: trainer.batch_size is one GPU's share
         lineage=model_lineage(dataset.meta, pretrained, transfer))
     manifest["num_gpus"] = world_size

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Mapping, Optional
 
+from backsplit.training.paths import PREPROCESSED, RESULTS
+
 NNUNET_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_n_proc_DA", "nnUNet_def_n_proc",
                     "nnUNet_compile")
 
@@ -20,8 +22,8 @@ def nnunet_environment(raw_dir: Path, work_dir: Path, base_env: Optional[Mapping
     env = {k: v for k, v in (os.environ if base_env is None else base_env).items() if k not in NNUNET_VARIABLES}
     env.update({
         "nnUNet_raw": str(Path(raw_dir)),
-        "nnUNet_preprocessed": str(Path(work_dir) / "nnUNet_preprocessed"),
-        "nnUNet_results": str(Path(work_dir) / "nnUNet_results"),
+        PREPROCESSED: str(Path(work_dir) / PREPROCESSED),   # the folders of ``paths.preprocessed_folder`` / ...
+        RESULTS: str(Path(work_dir) / RESULTS),             # ... ``results_folder`` for this work folder
         "nnUNet_def_n_proc": str(max(1, processes)),
         "nnUNet_compile": "f",
         "BACKSPLIT_N_PROC_DA": str(max(0, augmentation_workers)),

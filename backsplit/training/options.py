@@ -1,13 +1,16 @@
-"""What to train: a dataclass with a JSON round trip (it travels to the child process as a file)."""
+"""What to train: a dataclass with a JSON round trip (it travels to the child process as a file), and the checks of
+a request that need no GPU, plans or dataset (the multi-GPU ones included: ``check_request``, ``check_options``)."""
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from backsplit.errors import InputError
+from backsplit.runtime.workerprocess import JsonRequest
 
 CONFIGURATIONS = ("2d", "3d_fullres")
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -19,7 +22,7 @@ PLANS_NAME = "nnUNetPlans"
 
 
 @dataclass
-class TrainOptions:
+class TrainOptions(JsonRequest):
     dataset_dir: Path                         # exported BackSplit (or binary) dataset: .../DatasetNNN_Name
     work_dir: Path                            # holds nnUNet_preprocessed/ and nnUNet_results/
     configuration: str = "2d"
@@ -54,6 +57,8 @@ class TrainOptions:
         self.fold = str(self.fold)
 
     def validate(self) -> None:
+        """Refuse options that cannot run, before anything starts; raises InputError naming the value and the
+        choices."""
         if self.configuration not in CONFIGURATIONS:
             raise InputError(f"configuration '{self.configuration}' is not supported; choose one of "
                              f"{', '.join(CONFIGURATIONS)}")
@@ -70,8 +75,6 @@ class TrainOptions:
         if self.batch_size is not None and int(self.batch_size) < 1:
             raise InputError("batch size must be at least 1 (or left empty for the plans' value)")
         if self.num_gpus != 1:
-            from backsplit.training.ddp import check_options
-
             check_options(self.num_gpus, self.device, self.batch_size, self.context)  # CUDA, batch >= GPUs, no learned
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch", "save_every"):
             if int(getattr(self, name)) < 1:
@@ -92,17 +95,20 @@ class TrainOptions:
         return FINE_TUNE_LR if self.pretrained_model is not None else DEFAULT_LR
 
     def to_json(self) -> str:
+        """The options as a JSON object (paths as strings); read back by ``from_json``."""
         raw = asdict(self)
         for key, value in raw.items():
             if isinstance(value, Path):
                 raw[key] = str(value)
         return json.dumps(raw, indent=2)
 
-    @staticmethod
-    def from_json(text: str) -> "TrainOptions":
+    @classmethod
+    def from_json(cls, text: str) -> "TrainOptions":
+        """The options written by ``to_json``; keys this version does not know are left out (an older or newer
+        BackSplit's options file still loads)."""
         raw = json.loads(text)
-        known = {f.name for f in fields(TrainOptions)}
-        return TrainOptions(**{k: v for k, v in raw.items() if k in known})
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 FOLD_CHOICES = ("auto", "all", "0", "1", "2", "3", "4", "5fold")
@@ -127,4 +133,38 @@ def resolve_folds(fold: str, n_cases: int) -> list[str]:
 
 
 def trainer_folder_name(configuration: str, trainer: str = TRAINER_NAME, plans: str = PLANS_NAME) -> str:
+    """nnU-Net's name of a model's results folder: "<trainer>__<plans>__<configuration>"."""
     return f"{trainer}__{plans}__{configuration}"
+
+
+def check_request(num_gpus: int, device_type: Optional[str] = None, cuda_devices: Optional[int] = None,
+                  batch_size: Optional[int] = None) -> None:
+    """Refuse a multi-GPU request that cannot run. ``device_type``: the resolved torch device type ('cuda', 'mps',
+    'cpu', or 'auto' before resolving); ``cuda_devices``: how many GPUs PyTorch sees; ``batch_size``: the global
+    batch size (samples per iteration over all GPUs). None skips a check. Raises InputError naming the values."""
+    if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or num_gpus < 1:
+        raise InputError(f"--num-gpus {num_gpus!r} is not valid; give a whole number of GPUs, at least 1 (1: no DDP)")
+    if num_gpus == 1:
+        return
+    if device_type is not None and device_type not in ("cuda", "auto"):
+        raise InputError(f"--num-gpus {num_gpus} trains with PyTorch DDP over NCCL, which needs CUDA GPUs, but the "
+                         f"device is '{device_type}'; choose --device cuda (or auto on a machine with NVIDIA GPUs), or "
+                         "--num-gpus 1")
+    if cuda_devices is not None and cuda_devices < num_gpus:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise InputError(f"--num-gpus {num_gpus} asks for {num_gpus} GPUs but PyTorch sees {cuda_devices} "
+                         f"(CUDA_VISIBLE_DEVICES={visible if visible is not None else 'not set'}); choose --num-gpus "
+                         f"{max(1, cuda_devices)} or fewer, or run where {num_gpus} GPUs are visible")
+    if batch_size is not None and int(batch_size) < num_gpus:
+        raise InputError(f"the batch size is {batch_size} but --num-gpus is {num_gpus}: DDP splits every batch across "
+                         f"the GPUs and needs at least one sample per GPU; set --batch-size {num_gpus} or more, or use "
+                         f"at most {batch_size} GPU(s)")
+
+
+def check_options(num_gpus: Any, device: str, batch_size: Optional[int], context: Optional[str]) -> None:
+    """The checks that need no GPU and no plans (``TrainOptions.validate``, ``StudySettings.validate``)."""
+    check_request(num_gpus, device, None, batch_size)
+    if num_gpus > 1 and (context or "none") != "none":
+        raise InputError(f"--context {context} cannot be trained with --num-gpus {num_gpus}: the learned-context "
+                         "task generator is not synchronised across GPUs (each GPU would meta-learn its own generator "
+                         "from its own part of the batch); train learned context on one GPU (--num-gpus 1)")

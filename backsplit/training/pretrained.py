@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from backsplit.datasets.layout import DATASET_JSON, read_dataset_json
 from backsplit.errors import InputError
 
 OUTPUT_LAYER_KEY = ".seg_layers."
@@ -62,15 +63,15 @@ def transfer_weights(network, pretrained: dict, keep_output_layers: bool, source
 def load_into_trainer(trainer, checkpoint: Path, dataset_labels: dict) -> dict:
     """Initialise the trainer (as nnU-Net's ``maybe_load_checkpoint`` does) and load the pretrained weights; the
     output layers are kept when the pretrained model's ``dataset.json`` names the same labels as the dataset."""
-    import json
 
     import torch
 
     checkpoint = Path(checkpoint)
     if not trainer.was_initialized:
         trainer.initialize()
-    model_json = checkpoint.parent.parent / "dataset.json"
-    model_labels = json.loads(model_json.read_text(encoding="utf-8")).get("labels") if model_json.is_file() else None
+    model_folder = checkpoint.parent.parent
+    model_labels = read_dataset_json(model_folder, required=(), fix="choose a complete model folder").get("labels") \
+        if (model_folder / DATASET_JSON).is_file() else None
     same = label_sets_match(model_labels, dataset_labels)
     try:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from backsplit.runtime.progress import ProgressEvent, format_duration  # noqa: F401 - format_duration re-exported
+from backsplit.runtime.progress import ProgressEvent, Stage, format_duration  # noqa: F401 - format_duration re-exported
 
 
 @dataclass
@@ -40,7 +40,7 @@ class TrainingStatus:
     estimate_message: str = ""
 
     def update(self, event: ProgressEvent) -> None:
-        if event.stage == "log":
+        if event.stage == Stage.LOG:
             return
         self.stage, self.message = event.stage, event.message
         data = event.data
@@ -65,13 +65,13 @@ class TrainingStatus:
             curves.train_loss.append(float(data.get("train_loss", float("nan"))))
             curves.val_loss.append(float(data.get("val_loss", float("nan"))))
             curves.pseudo_dice.append([float(d) for d in data.get("pseudo_dice", [])])
-        if event.stage == "estimate" and data.get("seconds") is not None:
+        if event.stage == Stage.ESTIMATE and data.get("seconds") is not None:
             self.estimate_s = float(data["seconds"])
             self.estimate_message = event.message
-        if event.stage == "done":
+        if event.stage == Stage.DONE:
             self.finished = True
             self.models = list(data.get("models", []))
-        if event.stage == "error":
+        if event.stage == Stage.ERROR:
             self.finished = True
             self.error = event.message
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional
 
+from backsplit.runtime.devices import usable_cpu_count
 from backsplit.runtime.durations import Estimate, training_advice, training_seconds
 from backsplit.runtime.progress import ProgressEvent
-from backsplit.runtime.devices import usable_cpu_count
 
 TIMED_STEPS = 3                 # training iterations timed after the first (which includes warm-up)
 

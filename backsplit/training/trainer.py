@@ -41,7 +41,7 @@ class BackSplitTrainer(nnUNetTrainer):
     step_sink: Optional[Callable] = None   # (kind 'train' | 'val', trainer, batch): times iterations
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+                 device: torch.device = torch.device("cuda")):  # noqa: B008 (nnU-Net's own signature)
         super().__init__(plans, configuration, fold, dataset_json, device)
         settings = dict(self.settings or json.loads(os.environ.get("BACKSPLIT_TRAINER_SETTINGS", "{}")))
         self.num_epochs = int(settings.get("epochs", self.num_epochs))

@@ -12,6 +12,13 @@ generator network), ``trainer`` (the nnU-Net trainer subclass), ``checkpoints`` 
 stripped from exported models). Only ``spec`` is imported outside the training child process.
 """
 
-from backsplit.training.colab.spec import LEARNED, LEARNED_TRAINER, LearnedContextSpec, extend_dataset_json, parse_context, trainer_name
+from backsplit.training.colab.spec import (
+    LEARNED,
+    LEARNED_TRAINER,
+    LearnedContextSpec,
+    extend_dataset_json,
+    parse_context,
+    trainer_name,
+)
 
 __all__ = ["LEARNED", "LEARNED_TRAINER", "LearnedContextSpec", "extend_dataset_json", "parse_context", "trainer_name"]

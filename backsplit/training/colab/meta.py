@@ -29,7 +29,8 @@ class MetaProblem:
     """forward: theta dict -> network output (tensor or deep-supervision list); params: theta (name -> tensor);
     seg_loss(output, targets) -> L_seg; roi_loss(output) -> L_ROI; targets(): y_hat(omega) with its graph to omega;
     generator_params: omega (list of tensors); step_size: alpha; perturbed_forward: the forward used at
-    ``theta +- eps v`` by the fd method (default ``forward``; full precision under mixed precision, where a half-precision
+    ``theta +- eps v`` by the fd method (default ``forward``; full precision under mixed precision, where a
+    half-precision
     difference of two nearby outputs would be rounding noise)."""
     forward: Callable[[dict], Any]
     params: dict

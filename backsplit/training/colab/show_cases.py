@@ -23,8 +23,15 @@ import numpy as np
 from backsplit.errors import InputError, OutputError
 from backsplit.runtime.progress import ProgressCallback, ProgressEvent, ignore_progress
 from backsplit.runtime.workerprocess import JsonRequest
-from backsplit.training.colab.show import (EXTENTS, GeneratorModel, context_label_map, context_probabilities, find_generator_checkpoint,
-                   generator_predictor, load_generator_model)
+from backsplit.training.colab.show import (
+    EXTENTS,
+    GeneratorModel,
+    context_label_map,
+    context_probabilities,
+    find_generator_checkpoint,
+    generator_predictor,
+    load_generator_model,
+)
 
 SUMMARY = "learned_context.json"
 ROLE_TAG = "BackSplit.Role"              # as BackSplit Segment's prediction import tags segments
@@ -68,11 +75,11 @@ def show_learned_context(request: ShowRequest, progress: ProgressCallback = igno
     Raises InputError for a folder without a learned-context checkpoint, a dataset other than the one trained on,
     an unknown case or option; OutputError for an output folder that is not empty (without ``overwrite``) or lies
     inside the dataset. Returns one ``ShownCase`` per case, in the order asked."""
-    from backsplit.datasets.folder import load_training_dataset
+    from backsplit.datasets.folder import load_dataset_folder
 
     if request.extent not in EXTENTS:
         raise InputError(f"context extent '{request.extent}' is unknown; choose margin or label")
-    dataset = load_training_dataset(Path(request.dataset_dir))
+    dataset = load_dataset_folder(Path(request.dataset_dir))
     checkpoint = find_generator_checkpoint(Path(request.work_dir), dataset.folder_name, request.fold,
                                            request.checkpoint, request.configuration)
     case_ids = chosen_cases(dataset.case_ids, request.cases, dataset.folder)

@@ -13,7 +13,7 @@ import sys
 from typing import Optional
 
 from backsplit.runtime.childprocess import PopenFactory
-from backsplit.runtime.progress import ProgressEvent, emit_event
+from backsplit.runtime.progress import ProgressEvent, Stage, emit_event
 from backsplit.runtime.workerprocess import WorkerProcess, run_worker
 from backsplit.training.colab.show_cases import ShowRequest
 
@@ -43,7 +43,7 @@ def _show(request: ShowRequest) -> ProgressEvent:
     from backsplit.training.colab.show_cases import show_learned_context
 
     shown = show_learned_context(request, progress=emit_event)
-    return ProgressEvent("done", f"learned context of {len(shown)} case(s) in {request.out_dir}", len(shown),
+    return ProgressEvent(Stage.DONE, f"learned context of {len(shown)} case(s) in {request.out_dir}", len(shown),
                          len(shown), {"out_dir": request.out_dir, "cases": [c.to_json() for c in shown]})
 
 

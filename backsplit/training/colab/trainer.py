@@ -28,13 +28,13 @@ from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
-from backsplit.training.trainer import BackSplitTrainer
 from backsplit.training.colab import aggregation, losses
 from backsplit.training.colab.checkpoints import add_generator_state, read_generator_state
 from backsplit.training.colab.functional import functional_forward, parameter_slots
 from backsplit.training.colab.generator import build_generator
 from backsplit.training.colab.meta import MetaProblem, meta_gradient_exact, meta_gradient_fd
 from backsplit.training.colab.spec import spec_from_json
+from backsplit.training.trainer import BackSplitTrainer
 
 AMP_ROI_SCALE = 2.0 ** 12     # L_ROI multiplier before its half-precision backward (fd; the result is scale-free)
 
@@ -47,7 +47,7 @@ def _finite(tensors: list) -> bool:
 
 class BackSplitLearnedContextTrainer(BackSplitTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+                 device: torch.device = torch.device("cuda")):  # noqa: B008 (nnU-Net's own signature)
         super().__init__(plans, configuration, fold, dataset_json, device)
         section = dataset_json.get("backsplit", {})
         if "learned_context" not in section:

@@ -11,11 +11,21 @@ No Qt here (tested with real processes).
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
-from .compatibility import NNUNET_REQUIREMENT, TORCH_SPECIFIER
+from backsplit.runtime.childprocess import ChildProcess, python_executable
+from backsplit.runtime.requirements import (
+    NNUNET_REQUIREMENT,
+    TORCH_SPECIFIER,
+    check_installed_torch,
+    missing,
+    requirements_without,
+)
 
 Command = Union[Sequence[str], Callable[[], Sequence[str]]]   # a callable: built when the step starts
 
@@ -61,19 +71,14 @@ def torch_arguments(pytorch_utils_logic=None) -> list[str]:
 
 def nnunet_dependency_command(python: str) -> list[str]:
     """pip command for nnU-Net's dependencies minus the skipped ones (read from the just installed metadata)."""
-    import importlib
-    from importlib.metadata import requires
-
-    from .dependencies import requirements_without
-
     importlib.invalidate_caches()
-    rest = requirements_without(requires("nnunetv2"))
+    rest = requirements_without(importlib.metadata.requires("nnunetv2"))
     return [python, "-m", "pip", "install", *rest] if rest else [python, "-c", "pass"]
 
 
 def install_plan(needed: Sequence[str], python: str, pytorch_utils_logic=None,
                  light_the_torch_present: bool = True) -> list[InstallStep]:
-    """The steps for the missing packages (``needed`` from ``dependencies.missing()``), in order."""
+    """The steps for the missing packages (``needed`` from ``backsplit.runtime.requirements.missing()``), in order."""
     steps = []
     if "torch" in needed:
         if not light_the_torch_present:
@@ -97,7 +102,7 @@ def format_elapsed(seconds: float) -> str:
 class InstallRun:
     """``InstallRun(steps).step()`` from a timer until ``done``; ``cancel()`` ends the running step (async)."""
     steps: Sequence[InstallStep]
-    start_process: Optional[Callable[[Sequence[str]], object]] = None   # default: backsplit.runtime.childprocess.ChildProcess
+    start_process: Optional[Callable[[Sequence[str]], object]] = None   # default: ChildProcess (backsplit.runtime)
     clock: Callable[[], float] = time.monotonic
     _index: int = field(default=0, init=False)
     _job: Optional[object] = field(default=None, init=False, repr=False)
@@ -109,8 +114,6 @@ class InstallRun:
     def _start(self, command: Sequence[str]):
         if self.start_process is not None:
             return self.start_process(command)
-        from backsplit.runtime.childprocess import ChildProcess
-
         return ChildProcess(list(command)).start()
 
     def cancel(self) -> None:
@@ -165,12 +168,6 @@ class InstallRun:
 def default_plan() -> list[InstallStep]:
     """The steps this Slicer needs now (empty when nothing is missing). Raises RuntimeError with the message to
     show when the PyTorch extension is missing or the installed torch breaks nnU-Net's rule."""
-    import importlib.util
-
-    from backsplit.runtime.childprocess import python_executable
-
-    from .dependencies import check_installed_torch, missing
-
     check_installed_torch()
     needed = missing()
     logic = None
@@ -232,8 +229,6 @@ class DependencyGate:
         if status.state == FAILED:
             self.report(status.message)
         elif status.state == FINISHED:
-            import importlib
-
             importlib.invalidate_caches()
             then()
 

@@ -15,6 +15,13 @@ import logging
 from typing import Callable, Optional
 
 
+def report_error(message: str, detail: str = "") -> None:
+    """The ``report`` most panels give ``TickGuard``: Slicer's error dialog with the traceback as detail."""
+    import slicer  # here, not at the top: the rest of this module runs without Slicer (tests with fakes)
+
+    slicer.util.errorDisplay(message, detailedText=detail)
+
+
 class TickGuard:
     """``timer.timeout.connect(TickGuard(timer, restore, report).wrap(self._poll))``.
 

@@ -1,68 +1,30 @@
-"""nnU-Net and PyTorch inside Slicer: installed on first use after asking, never at import.
+"""nnU-Net and PyTorch inside Slicer: installed on first use after asking, never at import (blocking variant, for
+scripts and self-tests; the panels use ``install_run.DependencyGate``, which keeps them moving).
 
 PyTorch comes from Slicer's PyTorch extension (PyTorchUtils picks the build for the computer's GPU); nnU-Net from
 pip, without letting pip replace the packages Slicer already provides (PyTorch from the extension, Slicer's own
 SimpleITK). ``slicer.packaging.pip_ensure`` (named ``slicer.pydeps`` in some 5.11 previews) does that with
 ``skip_packages``; older releases get the same result by installing nnU-Net without dependencies and then its
-dependencies minus the skipped ones.
+dependencies minus the skipped ones. The requirement strings and checks are the engine's
+(``backsplit.runtime.requirements``).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Iterable, Optional, Sequence
+from importlib.metadata import requires
 
-from .compatibility import NNUNET_REQUIREMENT, TORCH_SPECIFIER, torch_problem
+import slicer
 
-# Provided by Slicer or by the PyTorch extension: pip must not install its own copies.
-SKIP_PACKAGES = ("torch", "torchvision", "SimpleITK")
-
-
-def missing() -> list[str]:
-    return [name for name in ("torch", "nnunetv2") if importlib.util.find_spec(name) is None]
-
-
-def installed_torch_version() -> Optional[str]:
-    """The installed torch's version from its metadata (without importing torch), or None."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("torch")
-    except PackageNotFoundError:
-        return None
-
-
-def check_installed_torch() -> None:
-    """Raise RuntimeError with the user-facing message when an installed torch breaks nnU-Net's rule."""
-    problem = torch_problem(installed_torch_version())
-    if problem:
-        raise RuntimeError(problem)
-
-
-def _canonical(name: str) -> str:
-    return name.strip().lower().replace("_", "-").replace(".", "-")
-
-
-def requirements_without(requires: Optional[Iterable[str]], skip: Sequence[str] = SKIP_PACKAGES,
-                         extras: Sequence[str] = ()) -> list[str]:
-    """Dependency strings of a package (``importlib.metadata.requires``) minus the skipped packages and the ones
-    that only an extra we did not ask for pulls in; markers for this platform are evaluated."""
-    from packaging.requirements import Requirement
-
-    skipped = {_canonical(s) for s in skip}
-    kept = []
-    for text in requires or []:
-        requirement = Requirement(text)
-        if _canonical(requirement.name) in skipped:
-            continue
-        if requirement.marker is not None:
-            environments = [{"extra": extra} for extra in extras] or [{"extra": ""}]
-            if not any(requirement.marker.evaluate(env) for env in environments):
-                continue
-        requirement.marker = None
-        kept.append(str(requirement))
-    return kept
+from backsplit.runtime.requirements import (
+    NNUNET_REQUIREMENT,
+    SKIP_PACKAGES,
+    TORCH_SPECIFIER,
+    check_installed_torch,
+    missing,
+    requirements_without,
+)
 
 
 def pip_ensure_function():
@@ -78,8 +40,7 @@ def pip_ensure_function():
 
 
 def install_nnunet() -> None:
-    import slicer
-
+    """pip-install nnU-Net (``NNUNET_REQUIREMENT``) into Slicer's Python, leaving ``SKIP_PACKAGES`` alone (blocks)."""
     pip_ensure = pip_ensure_function()
     if pip_ensure is not None:
         from packaging.requirements import Requirement
@@ -90,8 +51,6 @@ def install_nnunet() -> None:
     # Older Slicer: nnU-Net itself without dependencies, then its dependencies except the skipped ones.
     slicer.util.pip_install(["--no-deps", NNUNET_REQUIREMENT])
     importlib.invalidate_caches()
-    from importlib.metadata import requires
-
     rest = requirements_without(requires("nnunetv2"))
     if rest:
         slicer.util.pip_install(rest)
@@ -102,8 +61,6 @@ def ensure_nnunet(ask: bool = True) -> bool:
     and self-tests; the panels install through ``install_run.InstallRun`` so that they keep moving.
 
     Raises RuntimeError when the installed torch does not satisfy nnU-Net's ``torch>=2.1.2,!=2.9.*``."""
-    import slicer
-
     check_installed_torch()
     needed = missing()
     if not needed:

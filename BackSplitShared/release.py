@@ -1,4 +1,4 @@
-"""Which Slicer releases BackSplit supports, and whether the installed PyTorch suits nnU-Net (pure functions).
+"""Which Slicer releases BackSplit supports (pure functions).
 
 Slicer 5.8 ships Python 3.9.10 and nnU-Net 2.8 needs Python >= 3.10, so nnU-Net cannot be installed there; 5.10.0
 and 5.12.x ship Python 3.12.10 (``SuperBuild/External_python.cmake`` and ``Slicer_REQUIRED_PYTHON_VERSION`` in
@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from backsplit.runtime.requirements import MINIMUM_PYTHON
+
 MINIMUM_SLICER = (5, 10)
-MINIMUM_PYTHON = (3, 10)          # nnunetv2 2.8: Requires-Python >= 3.10
-NNUNET_REQUIREMENT = "nnunetv2>=2.8,<2.9"
-TORCH_SPECIFIER = ">=2.1.2,!=2.9.*"   # nnunetv2 2.8.1's own rule on torch (its METADATA Requires-Dist)
 
 
 def release_problem(slicer_version: Sequence[int], python_version: Sequence[int] = (3, 12)) -> Optional[str]:
@@ -34,25 +33,3 @@ def release_problem(slicer_version: Sequence[int], python_version: Sequence[int]
         return ("BackSplit needs Python {0}.{1} or later for nnU-Net 2.8; this Slicer runs Python {2}.{3}. Use an "
                 "official Slicer {4}.{5} or later build.").format(*MINIMUM_PYTHON, *python, *MINIMUM_SLICER)
     return None
-
-
-def torch_problem(installed_version: Optional[str]) -> Optional[str]:
-    """None when no PyTorch is installed yet (it is installed with ``TORCH_SPECIFIER``) or the installed one suits
-    nnU-Net 2.8; else the message to show (the user must replace it in the PyTorch Utils module).
-
-    ``installed_version`` is e.g. ``torch.__version__`` or ``importlib.metadata.version("torch")``; a local
-    suffix such as ``+cu128`` is ignored. Uses ``packaging`` (shipped with Slicer) to evaluate the specifier."""
-    if not installed_version:
-        return None
-    from packaging.specifiers import SpecifierSet
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        version = Version(str(installed_version).strip())
-    except InvalidVersion:
-        return f"PyTorch reports an unreadable version '{installed_version}'; reinstall it in the PyTorch Utils module."
-    if Version(version.base_version) in SpecifierSet(TORCH_SPECIFIER):
-        return None
-    return (f"PyTorch {installed_version} is installed, but nnU-Net 2.8 needs torch{TORCH_SPECIFIER}. Open the "
-            "PyTorch Utils module, uninstall PyTorch, restart Slicer, and press Apply or Start again: BackSplit then "
-            f"installs a suitable version (torch{TORCH_SPECIFIER}).")

@@ -1,0 +1,136 @@
+"""One training on a SLURM cluster, followed like a local training (the training panel's "cluster" choice).
+
+``ClusterTraining(options, config).start()`` writes the options file and an sbatch script (nnU-Net's variables for
+this training exported in it, resources from ``runtime.slurm.SlurmConfig``), submits it with ``sbatch`` and then
+behaves like ``training.process.TrainingProcess``: ``poll_events()`` reads the progress events the training prints
+into the job's output file (a shared file system between this machine and the nodes is assumed, as for any SLURM
+use) and records them as a local worker's (``runtime.workerprocess.EventRecord``), ``is_running()`` asks
+``squeue``, ``cancel()`` calls ``scancel``. The node runs the same ``backsplit.training.worker`` as a local
+training, so the exit status and the final event follow the one worker protocol.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+from backsplit.errors import BackSplitError
+from backsplit.runtime.childprocess import python_executable
+from backsplit.runtime.exits import EXIT_CANCELLED, EXIT_DONE, EXIT_ERROR, EXIT_UNEXPECTED
+from backsplit.runtime.progress import ProgressEvent, Stage, parse_event_line
+from backsplit.runtime.slurm import Runner, SlurmClient, SlurmConfig
+from backsplit.runtime.workerprocess import EventRecord
+from backsplit.training.options import TrainOptions
+from backsplit.training.process import options_file_for, training_command, training_environment
+
+EXPORTED = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_def_n_proc", "nnUNet_compile",
+            "BACKSPLIT_N_PROC_DA", "PYTHONUNBUFFERED")
+
+
+def training_script(options_file: Path, env: dict, config: SlurmConfig, output: Path, python: str) -> str:
+    """The sbatch script of one training (pure): the config's directives, nnU-Net's variables of ``env`` exported,
+    then ``exec`` of the training worker on ``options_file``; its stdout and stderr go to ``output``."""
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={config.job_name}-train", f"#SBATCH --output={output}"]
+    lines += [f"#SBATCH {option}" for option in config.directives()]
+    lines += [f"export {key}={shlex.quote(env[key])}" for key in EXPORTED if key in env]
+    lines += ["exec " + " ".join(shlex.quote(a) for a in training_command(options_file, python)), ""]
+    return "\n".join(lines)
+
+
+class ClusterTraining(EventRecord):
+    """A training submitted to SLURM, with the methods a panel's timer calls on a ``TrainingProcess``:
+    ``start``, ``poll_events``, ``is_running``, ``returncode``, ``cancel``; ``error``, ``done_data``,
+    ``result_models``, ``log_lines`` as there. ``run``: stands in for ``subprocess.run`` in tests."""
+
+    def __init__(self, options: TrainOptions, config: Optional[SlurmConfig] = None, run: Runner = subprocess.run):
+        options.validate()
+        self.options = options
+        self.config = config if config is not None else SlurmConfig()
+        self.client = SlurmClient(run, timeout_s=60, missing="the SLURM client commands must be installed here to "
+                                                             "train on the cluster")
+        self.job_id: Optional[str] = None
+        self.log_lines: list[str] = []
+        self.cancelled = False
+        self._offset = 0
+        self._final: Optional[int] = None
+        self.options_file = options_file_for(Path(options.work_dir).resolve())   # <work>/jobs/, as a local training
+        self.script_file = self.options_file.with_suffix(".sbatch")
+        self.output_file = self.options_file.with_suffix(".out")
+        self.init_record()
+
+    @property
+    def result_models(self) -> list[str]:
+        """The model folders of the 'done' event (empty before it, or after an error)."""
+        return list(self.done_data.get("models", []))
+
+    def start(self) -> "ClusterTraining":
+        """Write the options file and the script, and submit it; raises BackSplitError when sbatch refuses it."""
+        self.options_file.write_text(self.options.to_json(), encoding="utf-8")
+        env = training_environment(self.options)
+        self.script_file.write_text(training_script(self.options_file, env, self.config, self.output_file,
+                                                    self.config.python or python_executable()), encoding="utf-8")
+        try:
+            self.job_id = self.client.submit(self.script_file)
+        except BackSplitError as exc:
+            raise BackSplitError(f"sbatch refused the training: {exc}") from None
+        return self
+
+    def poll_events(self) -> list[ProgressEvent]:
+        """Events printed by the training since the last call (log lines as 'log' events); never blocks long."""
+        if not self.output_file.is_file():
+            return []
+        with self.output_file.open("r", encoding="utf-8", errors="replace") as handle:
+            handle.seek(self._offset)
+            text = handle.read()
+        complete = text[: text.rfind("\n") + 1]   # keep a half-written last line for the next call
+        self._offset += len(complete.encode("utf-8"))
+        events = []
+        for line in complete.splitlines():
+            event = parse_event_line(line)
+            if event is None:
+                self.log_lines.append(line)
+                event = ProgressEvent(Stage.LOG, line)
+            elif event.stage == Stage.DONE:
+                self._final = EXIT_DONE
+            elif event.stage == Stage.ERROR:
+                self._final = EXIT_ERROR
+            events.append(event)
+        return self.record(events)
+
+    def is_running(self) -> bool:
+        """True while the job is in SLURM's queue (pending or running). A failing ``squeue`` counts as ended."""
+        if self.job_id is None:
+            return False
+        try:
+            return bool(self.client.queued(self.job_id))
+        except BackSplitError:
+            return False
+
+    @property
+    def returncode(self) -> Optional[int]:
+        """0 done, 1 the training reported an error, 130 cancelled, 2 the job ended without a final event; None
+        while running (``runtime.exits``)."""
+        if self._final is not None:
+            return self._final
+        if self.job_id is None or self.is_running():
+            return None
+        self.poll_events()
+        if self._final is not None:
+            return self._final
+        return EXIT_CANCELLED if self.cancelled else EXIT_UNEXPECTED
+
+    def cancel(self, grace_seconds: float = 0.0, wait: bool = False) -> None:
+        """``scancel`` the job (SLURM ends the process tree on the node). Same signature as ``ChildProcess.cancel``
+        so the panel treats both alike; ``scancel`` returns at once, so ``wait`` and ``grace_seconds`` change
+        nothing (SLURM applies its own KillWait grace)."""
+        if self.job_id is not None:
+            self.cancelled = True
+            self.client.cancel(self.job_id)
+
+
+def slurm_config(config_file: Optional[Path], partition: str = "") -> SlurmConfig:
+    """The panel's SLURM settings: the optional JSON config file (``backsplit study --slurm-config`` format), then
+    the partition typed in the panel when not empty. InputError names the file and the allowed keys."""
+    return SlurmConfig.load(config_file, partition=(partition or "").strip() or None)
