@@ -12,6 +12,8 @@ which other arm's model it starts from. Built-in arms:
 * ``rings[:W1,W2]`` / ``kmeans[:T]``: generated context classes (CoLab) instead of the dataset's supports.
 * ``finetune``: the binary model of the same fold and seed fine-tuned on the BackSplit dataset at lr 1e-3 (Fig. 3).
 * ``sampling:stock`` / ``sampling:target``: the BackSplit dataset with nnU-Net's or target-aware patch sampling.
+* ``paper``, ``lvr[:W]``, ``ramp[:N]...``, ``cap[:C]...``, ``head[:W]``, ``finetune:preserve[,loss=S]``: how the
+  support structures enter training (issue 19; ``arms_dynamics.py``).
 
 A new arm plugs in with one call, e.g. ``register_arm(ArmType("learned", "...", build, derive=my_derive))``; the
 plan, the executors and the report need no change. ``derive`` (optional) writes the arm's dataset; the default is
@@ -42,6 +44,9 @@ class Arm:
     initial_lr: Optional[float] = None          # None: nnU-Net's 1e-2 (or 1e-3 when fine-tuning)
     pretrained_arm: Optional[str] = None        # start from this arm's model of the same fold and seed
     train_context: Optional[str] = None         # training-time context (``--context learned[:t]``); None: none
+    loss: Optional[str] = None                  # support schedule (training/schedule.py); None: the train default
+    support_head: Optional[float] = None        # separate support head's loss weight; None: none
+    head_init: Optional[str] = None             # preserve | reinit (fine-tuning arms); None: the train default
 
     @property
     def slug(self) -> str:
@@ -50,9 +55,13 @@ class Arm:
 
     def training_json(self) -> dict:
         """What of the arm changes its training (part of the content hash)."""
-        return {"dataset": self.dataset, "recipe": self.recipe, "sampling": self.sampling,
-                "initial_lr": self.initial_lr, "pretrained_arm": self.pretrained_arm,
-                "train_context": self.train_context}
+        raw = {"dataset": self.dataset, "recipe": self.recipe, "sampling": self.sampling,
+               "initial_lr": self.initial_lr, "pretrained_arm": self.pretrained_arm,
+               "train_context": self.train_context}
+        for key in ("loss", "support_head", "head_init"):   # only when set: earlier arms keep their content hash
+            if getattr(self, key) is not None:
+                raw[key] = getattr(self, key)
+        return raw
 
 
 @dataclass(frozen=True)
@@ -227,3 +236,6 @@ register_arm(ArmType("finetune", "binary model fine-tuned on the BackSplit datas
 register_arm(ArmType("sampling", "sampling:stock | sampling:target", _sampling))
 register_arm(ArmType("learned", "learned[:t] CoLab task generator: t learned context classes on the binary twin",
                      _learned))
+
+
+from backsplit.study import arms_dynamics  # noqa: E402,F401 - registers the training-variant arms (issue 19)

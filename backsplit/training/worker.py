@@ -30,6 +30,8 @@ from backsplit.models.lineage import model_lineage
 from backsplit.models.usage import ModelInUse
 from backsplit.training.manifest import build_manifest, read_manifest, write_manifest
 from backsplit.training.pretrained import load_into_trainer
+from backsplit.training.dynamics import (export_support_head_model, lesion_meta, manifest_record, target_names,
+                                        variant_settings)
 from backsplit.training.ddp import check_request, train_one_ddp
 from backsplit.training.options import PLANS_NAME, TRAINER_NAME, TrainOptions, CROSS_VALIDATION, resolve_folds, trainer_folder_name
 
@@ -185,7 +187,8 @@ def train_one(dataset: TrainingDataset, options: TrainOptions, fold: str, device
         BackSplitTrainer.settings = {
             "epochs": options.epochs, "iterations_per_epoch": options.iterations_per_epoch,
             "val_iterations_per_epoch": options.val_iterations_per_epoch, "initial_lr": options.learning_rate,
-            "save_every": options.save_every, "sampling": options.sampling, "target_labels": dataset.target_labels}
+            "save_every": options.save_every, "sampling": options.sampling, "target_labels": dataset.target_labels,
+            **variant_settings(options, dataset)}                                  # issue 19 (training/dynamics.py)
         BackSplitTrainer.event_sink = _CLOCK.observing(emit) if _CLOCK else emit   # the clock refines its estimate
         BackSplitTrainer.step_sink = _CLOCK.step if _CLOCK else None               # ... from timed iterations
         if _CLOCK:
@@ -201,7 +204,10 @@ def train_one(dataset: TrainingDataset, options: TrainOptions, fold: str, device
         transfer = None
         if pretrained_checkpoint is not None:
             try:  # nnU-Net's rule; output layers kept when the label sets are equal (training/pretrained.py)
-                transfer = load_into_trainer(trainer, pretrained_checkpoint, meta["labels"])
+                support_head = BackSplitTrainer.settings["support_head"] is not None   # lesion head: binary labels
+                head_meta = lesion_meta(meta, len(dataset.target_labels)) if support_head else meta
+                transfer = load_into_trainer(trainer, pretrained_checkpoint, head_meta["labels"],
+                                             options.variants["head_init"], target_names(meta, dataset.target_labels))
                 emit(ProgressEvent("train", f"{label}: fine-tuning from {options.pretrained_model}: "
                                             f"{transfer['message']}", 0, options.epochs,
                                    {"weights_transfer": transfer["counts"]}))
@@ -214,6 +220,10 @@ def train_one(dataset: TrainingDataset, options: TrainOptions, fold: str, device
             emit(ProgressEvent("train", f"{label}: resuming at epoch {trainer.current_epoch}", trainer.current_epoch,
                                options.epochs, {"start_epoch": trainer.current_epoch}))
         trainer.run_training()
+        export = None
+        if BackSplitTrainer.settings.get("support_head") is not None:   # the lesion head as a plain nnU-Net model
+            export = export_support_head_model(base, fold, meta, len(dataset.target_labels))
+            meta = lesion_meta(meta, len(dataset.target_labels))
         if options.final_validation:
             emit(ProgressEvent("validate", f"{label}: nnU-Net validation of fold {fold}"))
             trainer.perform_actual_validation(False)
@@ -237,6 +247,8 @@ def train_one(dataset: TrainingDataset, options: TrainOptions, fold: str, device
             manifest["estimate"] = _CLOCK.record()   # the up-front estimate next to the real time
         if manifest_entry(meta):
             manifest["learned_context"] = manifest_entry(meta)
+        if trainer_class is BackSplitTrainer:
+            manifest.update(manifest_record(options, trainer, export, transfer))
         write_manifest(base, manifest)
     return base
 
