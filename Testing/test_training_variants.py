@@ -30,21 +30,20 @@ def _train(tiny_dataset, tmp_path, **kw):
     return manifest, events
 
 
-@pytest.mark.parametrize("schedule,weights", [
-    ("lvr:1", [[0, 1.0, 1.0], [3, 1.0, 1.0]]),
-    ("ramp:4,lvr=0.5,cap=0.5", [[0, 0.0, 1.5], [3, 0.75, 0.75]]),   # binary training's loss at step 0, then ramped
-], ids=["lvr", "ramp-cap"])
-def test_tiny_training_with_a_support_schedule(tiny_dataset, tmp_path, schedule, weights):
-    manifest, _ = _train(tiny_dataset, tmp_path, support_schedule=schedule)
-    assert manifest["recipe"] == "default" and manifest["loss_schedule"]["option"] == schedule
-    assert manifest["loss_schedule"]["weights_at_epoch_start"] == weights
+def test_tiny_training_with_a_support_schedule(tiny_dataset, tmp_path):
+    """One training covers the three schedule pieces: constant lesion-vs-rest (lvr), the ramp and the Dice cap."""
+    manifest, _ = _train(tiny_dataset, tmp_path, support_schedule="ramp:4,lvr=0.5,cap=0.5")
+    assert manifest["recipe"] == "default" and manifest["loss_schedule"]["option"] == "ramp:4,lvr=0.5,cap=0.5"
+    # binary training's loss (+ lvr) at step 0, supports ramped in over 4 steps: (step, w_multi, w_lvr) per epoch
+    assert manifest["loss_schedule"]["weights_at_epoch_start"] == [[0, 0.0, 1.5], [3, 0.75, 0.75]]
     assert manifest["labels"] == {"background": 0, "Lesion": 1, "Vessel": 2, "Organ": 3}
 
 
-def test_paper_recipe_keeps_nnunets_loss(tiny_dataset, tmp_path):
-    manifest, _ = _train(tiny_dataset, tmp_path, recipe="paper")
-    assert manifest["recipe"] == "paper" and manifest["loss_schedule"]["option"] == "plain"
-    assert manifest["loss_schedule"]["weights_at_epoch_start"] == []      # nnU-Net's own loss object
+def test_default_recipe_is_still_the_papers(tiny_model_dir):
+    """Until the measurement chooses a default, ``backsplit train`` trains the paper's recipe (nnU-Net's own loss)."""
+    manifest = json.loads((tiny_model_dir / "backsplit_model.json").read_text())
+    assert manifest["recipe"] == "default" and manifest["loss_schedule"]["option"] == "plain"
+    assert manifest["loss_schedule"]["weights_at_epoch_start"] == [] and "support_head" not in manifest
 
 
 def test_support_head_is_exported_as_a_plain_lesion_model(tiny_dataset, tmp_path):
@@ -111,14 +110,33 @@ def test_function_preserving_start_from_the_trained_binary_model(tiny_dataset, t
                           ["Organ"])
 
 
-def test_fine_tune_binary_model_with_preserve_and_with_the_support_head(tiny_dataset, tiny_binary_model_dir,
-                                                                         tmp_path):
-    manifest, events = _train(tiny_dataset, tmp_path / "a", pretrained_model=tiny_binary_model_dir,
-                              head_init="preserve", support_schedule="ramp:3")
+def test_fine_tune_binary_model_with_preserve(tiny_dataset, tiny_binary_model_dir, tmp_path):
+    manifest, _ = _train(tiny_dataset, tmp_path / "a", pretrained_model=tiny_binary_model_dir,
+                         head_init="preserve", support_schedule="ramp:3")
     transfer = manifest["weights_transfer"]
     assert transfer["output_layers"] == "function-preserving" and transfer["bias_shift"] == pytest.approx(
         -math.log(3)) and transfer["reinitialised"] == 0
     assert manifest["head_init"] == "preserve" and manifest["initial_lr"] == 1e-3
-    manifest, _ = _train(tiny_dataset, tmp_path / "b", pretrained_model=tiny_binary_model_dir, support_head=1.0)
-    assert manifest["weights_transfer"]["output_layers_kept"] is True       # lesion head = binary output layer
-    assert manifest["labels"] == BINARY_LABELS
+
+
+def test_support_head_network_takes_the_binary_model_as_its_lesion_head(tiny_binary_model_dir):
+    """Fine-tuning a binary model with the support head: every stock weight (output layers too: the lesion head has
+    the binary model's classes) is loaded; only the support head is new."""
+    from types import SimpleNamespace
+
+    from backsplit.training.dynamics import lesion_meta
+    from backsplit.training.pretrained import load_into_trainer
+    from backsplit.training.supporthead import attach_support_head
+
+    plans = json.loads((tiny_binary_model_dir / "plans.json").read_text())
+    checkpoint = tiny_binary_model_dir / "fold_all" / "checkpoint_final.pth"
+    network = attach_support_head(build_network(plans, "2d", 2), 3)
+    labels = lesion_meta({"labels": {"background": 0, "Lesion": 1, "Vessel": 2, "Organ": 3}}, 1)["labels"]
+    report = load_into_trainer(SimpleNamespace(was_initialized=True, network=network), checkpoint, labels, "preserve",
+                               ["Lesion"])
+    assert report["counts"]["output_layers_kept"] is True
+    assert report["reinitialised"] and all(k.startswith("decoder.support_layers.") for k in report["reinitialised"])
+    binary = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+    state = network.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in binary.items())
+    assert sorted(set(state) - set(binary)) == sorted(k for k in state if k.startswith("decoder.support_layers."))
