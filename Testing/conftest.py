@@ -5,5 +5,6 @@ import os
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from fixtures_data import *  # noqa: E402,F401,F403
+from fixtures_dynamics import *  # noqa: E402,F401,F403
 from fixtures_nnunet import *  # noqa: E402,F401,F403
 from fixtures_slicer import *  # noqa: E402,F401,F403

@@ -56,6 +56,21 @@ def register(subparsers) -> None:
                         "adds t classes (default 2) for background near the targets; settings as "
                         "learned:2,m=48,tau=32,k=8 (margin and temperature in mm from the lesion, generator step every "
                         "k iterations; also w=generator width, meta=fd|exact, lr=generator Adam rate). Default: none")
+    p.add_argument("--recipe", default="default", choices=["default", "paper"],
+                   help="how the support structures enter training: default (the measured default; until issue 19's "
+                        "measurement it is the paper's) or paper (multi-class loss from the first step, one output "
+                        "head, fine-tuning re-initialises the output layers); the three options below override it")
+    p.add_argument("--support-schedule", metavar="SCHEDULE",
+                   help="plain (the paper's loss), lvr:W (add W x binary training's loss of target vs the rest), "
+                        "ramp:N[,delay=D][,lvr=W][,cap=C] (start with binary training's loss, supports ramped in over "
+                        "N optimiser steps) or cap:C[,lvr=W] (supports hold at most C of the Dice term)")
+    p.add_argument("--support-head", nargs="?", type=float, const=1.0, metavar="W",
+                   help="train the support structures on a separate output head with loss weight W (default 1); the "
+                        "model is exported as the target head alone, a plain nnU-Net model (support head in "
+                        "fold_*/support_head.pth); not with --validate")
+    p.add_argument("--head-init", choices=["preserve", "reinit"],
+                   help="fine-tuning a binary model (--pretrained): preserve = the new output layers start with the "
+                        "binary model's prediction; reinit = new output layers (nnU-Net's rule); default: the recipe's")
     p.add_argument("--jsonl", action="store_true", help="print progress events as JSON lines instead of a bar")
     p.add_argument("--verbose", "--log", action="store_true", dest="log",
                    help="also print nnU-Net's and torch's own output (default: only in the job's log file, "
@@ -73,6 +88,8 @@ def options_from_args(args: argparse.Namespace):
         pretrained_model=args.pretrained, initial_lr=args.lr, resume=args.resume, with_binary=args.with_binary,
         save_every=args.save_every, num_workers=args.workers, final_validation=args.validate, seed=args.seed,
         batch_size=args.batch_size, context=getattr(args, "context", "none"), num_gpus=getattr(args, "num_gpus", 1),
+        recipe=getattr(args, "recipe", "default"), support_schedule=getattr(args, "support_schedule", None),
+        support_head=getattr(args, "support_head", None), head_init=getattr(args, "head_init", None),
         extra={"overwrite": True} if args.overwrite else {})
 
 

@@ -158,6 +158,8 @@ def run_train(plan: Plan, unit: Unit) -> None:
                            val_iterations_per_epoch=settings.val_iterations_per_epoch, device=settings.device,
                            sampling=spec["sampling"], pretrained_model=pretrained, initial_lr=spec.get("initial_lr"),
                            context=spec.get("context", "none"),
+                           support_schedule=spec.get("loss"), support_head=spec.get("support_head"),
+                           head_init=spec.get("head_init") if pretrained is not None else None,
                            resume=resume, seed=int(spec["seed"]), batch_size=settings.batch_size,
                            num_gpus=getattr(settings, "num_gpus", 1),
                            save_every=max(1, min(settings.save_every, settings.epochs)),

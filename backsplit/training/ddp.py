@@ -154,10 +154,12 @@ def train_one_ddp(dataset, options, fold: str, device, plans: dict, pretrained_c
 
 def trainer_settings(options, dataset) -> dict:
     """BackSplitTrainer.settings for ``options`` (as ``fold.train_one`` sets them)."""
+    from backsplit.training.dynamics import variant_settings
+
     return {"epochs": options.epochs, "iterations_per_epoch": options.iterations_per_epoch,
             "val_iterations_per_epoch": options.val_iterations_per_epoch, "initial_lr": options.learning_rate,
             "save_every": options.save_every, "sampling": options.sampling,
-            "target_labels": list(dataset.target_labels)}
+            "target_labels": list(dataset.target_labels), **variant_settings(options, dataset)}
 
 
 def train_rank(rank: int, world_size: int, job: RankJob) -> None:

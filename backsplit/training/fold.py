@@ -20,6 +20,13 @@ from backsplit.errors import BackSplitError, InputError, OutputError
 from backsplit.models.lineage import model_lineage
 from backsplit.runtime.progress import ProgressEvent
 from backsplit.runtime.progress import emit_event as emit  # one JSON event line on stdout, read by the parent
+from backsplit.training.dynamics import (
+    export_support_head_model,
+    lesion_meta,
+    manifest_record,
+    target_names,
+    variant_settings,
+)
 from backsplit.training.lock import TrainingLock, refuse_existing_model
 from backsplit.training.manifest import build_manifest, read_manifest, write_manifest
 from backsplit.training.options import PLANS_NAME, TrainOptions
@@ -96,7 +103,8 @@ def train_one(dataset: DatasetFolder, options: TrainOptions, fold: str, device, 
         BackSplitTrainer.settings = {
             "epochs": options.epochs, "iterations_per_epoch": options.iterations_per_epoch,
             "val_iterations_per_epoch": options.val_iterations_per_epoch, "initial_lr": options.learning_rate,
-            "save_every": options.save_every, "sampling": options.sampling, "target_labels": dataset.target_labels}
+            "save_every": options.save_every, "sampling": options.sampling, "target_labels": dataset.target_labels,
+            **variant_settings(options, dataset)}                                  # training/dynamics.py
         BackSplitTrainer.event_sink = clock.observing(emit) if clock else emit   # the clock refines its estimate
         BackSplitTrainer.step_sink = clock.step if clock else None               # ... from timed iterations
         if clock:
@@ -112,7 +120,10 @@ def train_one(dataset: DatasetFolder, options: TrainOptions, fold: str, device, 
         transfer = None
         if pretrained_checkpoint is not None:
             try:  # nnU-Net's rule; output layers kept when the label sets are equal (training/pretrained.py)
-                transfer = load_into_trainer(trainer, pretrained_checkpoint, meta["labels"])
+                support_head = BackSplitTrainer.settings["support_head"] is not None   # lesion head: binary labels
+                head_meta = lesion_meta(meta, len(dataset.target_labels)) if support_head else meta
+                transfer = load_into_trainer(trainer, pretrained_checkpoint, head_meta["labels"],
+                                             options.variants["head_init"], target_names(meta, dataset.target_labels))
                 emit(ProgressEvent("train", f"{label}: fine-tuning from {options.pretrained_model}: "
                                             f"{transfer['message']}", 0, options.epochs,
                                    {"weights_transfer": transfer["counts"]}))
@@ -126,6 +137,10 @@ def train_one(dataset: DatasetFolder, options: TrainOptions, fold: str, device, 
             emit(ProgressEvent("train", f"{label}: resuming at epoch {trainer.current_epoch}", trainer.current_epoch,
                                options.epochs, {"start_epoch": trainer.current_epoch}))
         trainer.run_training()
+        export = None
+        if BackSplitTrainer.settings.get("support_head") is not None:   # the lesion head as a plain nnU-Net model
+            export = export_support_head_model(base, fold, meta, len(dataset.target_labels))
+            meta = lesion_meta(meta, len(dataset.target_labels))
         if options.final_validation:
             emit(ProgressEvent("validate", f"{label}: nnU-Net validation of fold {fold}"))
             trainer.perform_actual_validation(False)
@@ -149,6 +164,8 @@ def train_one(dataset: DatasetFolder, options: TrainOptions, fold: str, device, 
             manifest["estimate"] = clock.record()   # the up-front estimate next to the real time
         if manifest_entry(meta):
             manifest["learned_context"] = manifest_entry(meta)
+        if trainer_class is BackSplitTrainer:
+            manifest.update(manifest_record(options, trainer, export, transfer))
         write_manifest(base, manifest)
     return base
 

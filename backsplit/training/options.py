@@ -45,6 +45,11 @@ class TrainOptions(JsonRequest):
     preprocess_processes: int = 2
     context: str = "none"                     # "learned[:t][,m=MM,...]": learned context classes (CoLab), or "none"
     num_gpus: int = 1                         # > 1: one training on that many GPUs with PyTorch DDP (training/ddp.py)
+    # issue 19 (training/schedule.py): None = the recipe's value; the recipe "default" is the paper's until measured
+    recipe: str = "default"                   # "paper" | "default"
+    support_schedule: Optional[str] = None    # plain | lvr:W | ramp:N[,delay=D][,lvr=W][,cap=C] | cap:C[,lvr=W]
+    support_head: Optional[float] = None      # separate support head with this loss weight (exported: lesion head)
+    head_init: Optional[str] = None           # preserve | reinit: output layers when fine-tuning a binary model
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -79,6 +84,20 @@ class TrainOptions(JsonRequest):
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch", "save_every"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name.replace('_', ' ')} must be at least 1")
+        variants = self.variants   # InputError naming the accepted forms
+        if self.head_init is not None and self.pretrained_model is None:
+            raise InputError(f"head init '{self.head_init}' applies only when fine-tuning (--pretrained); remove it or "
+                             "choose the model to fine-tune from")
+        if variants["support_head"] is not None and self.final_validation:
+            raise InputError("nnU-Net's final validation cannot run with the separate support head (the exported "
+                             "model predicts the targets only); remove --validate or --support-head")
+        if variants["support_head"] is not None and self.num_gpus > 1:
+            raise InputError("the separate support head is not available with --num-gpus above 1 yet (its lesion-head "
+                             "export runs in the single-GPU worker); use --num-gpus 1 or a support schedule")
+        if (variants["support_head"] is not None or variants["support_schedule"] != "plain") and \
+                (self.context or "none") != "none":
+            raise InputError(f"the support schedule / support head cannot be combined with --context "
+                             f"{self.context}; use one of them")
         if self.resume and self.pretrained_model is not None:
             raise InputError("resume and fine-tune cannot be combined: resume continues an earlier run of this model, "
                              "fine-tuning starts a new one from another model's weights")
@@ -87,6 +106,16 @@ class TrainOptions(JsonRequest):
     def runs_total(self) -> int:
         """How many trainings this request starts: per dataset (BackSplit, and the twin) one per fold."""
         return (2 if self.with_binary else 1) * (5 if self.fold == CROSS_VALIDATION else 1)
+
+    @property
+    def variants(self) -> dict:
+        """The effective support schedule, support head and head init (``schedule.resolve_recipe``)."""
+        from backsplit.training.schedule import resolve_recipe
+
+        try:
+            return resolve_recipe(self.recipe, self.support_schedule, self.support_head, self.head_init)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
 
     @property
     def learning_rate(self) -> float:

@@ -7,7 +7,10 @@ never transferred. BackSplit follows that rule when the label sets differ (a bin
 support classes, fine-tuned into this dataset's classes: output layers re-initialised, everything else loaded).
 When the label sets are identical (the interactive loop: the same model fine-tuned on the enlarged dataset) the
 output layers are loaded too, so fine-tuning starts from the parent model's predictions rather than from random
-output layers. The checkpoint is read onto the CPU (``map_location``), so a GPU-trained model fine-tunes anywhere.
+output layers. With ``head_init="preserve"`` the output layers of a binary model fine-tuned into a
+BackSplit model start function-preserving instead (``headinit.py``: the first prediction is the binary model's).
+A separate support head's layers (``decoder.support_layers``) are always new. The checkpoint is read onto the CPU
+(``map_location``), so a GPU-trained model fine-tunes anywhere.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from backsplit.datasets.layout import DATASET_JSON, read_dataset_json
 from backsplit.errors import InputError
 
 OUTPUT_LAYER_KEY = ".seg_layers."
+SUPPORT_HEAD_KEY = "decoder.support_layers."   # supporthead.SUPPORT_KEY: never in a pretrained model
 
 
 def label_sets_match(model_labels: Optional[dict], dataset_labels: dict) -> bool:
@@ -44,7 +48,7 @@ def transfer_weights(network, pretrained: dict, keep_output_layers: bool, source
     module = _unwrap(network)
     state = module.state_dict()
     for key, value in state.items():
-        if OUTPUT_LAYER_KEY in key and not keep_output_layers:
+        if (OUTPUT_LAYER_KEY in key and not keep_output_layers) or key.startswith(SUPPORT_HEAD_KEY):
             continue
         if key not in pretrained:
             raise InputError(f"the model to fine-tune has no parameter '{key}'; its network differs from this "
@@ -53,16 +57,21 @@ def transfer_weights(network, pretrained: dict, keep_output_layers: bool, source
             raise InputError(f"the parameter '{key}' has shape {tuple(pretrained[key].shape)} in the model to "
                              f"fine-tune but {tuple(value.shape)} here; fine-tune from a model trained with the same "
                              "plans", path=source or None)
-    loaded = [k for k in state if keep_output_layers or OUTPUT_LAYER_KEY not in k]
+    loaded = [k for k in state if (keep_output_layers or OUTPUT_LAYER_KEY not in k) and
+              not k.startswith(SUPPORT_HEAD_KEY)]
     state.update({k: pretrained[k] for k in loaded})
     module.load_state_dict(state)
     return {"loaded": loaded, "reinitialised": [k for k in state if k not in set(loaded)],
             "output_layers_kept": keep_output_layers}
 
 
-def load_into_trainer(trainer, checkpoint: Path, dataset_labels: dict) -> dict:
+def load_into_trainer(trainer, checkpoint: Path, dataset_labels: dict, head_init: Optional[str] = None,
+                      targets=()) -> dict:
     """Initialise the trainer (as nnU-Net's ``maybe_load_checkpoint`` does) and load the pretrained weights; the
-    output layers are kept when the pretrained model's ``dataset.json`` names the same labels as the dataset."""
+    output layers are kept when the pretrained model's ``dataset.json`` names the same labels as the dataset, else
+    re-initialised (nnU-Net's rule) or, with ``head_init="preserve"``, set function-preserving from a binary model
+    (``targets``: the target class names). Raises InputError naming the checkpoint when a model that is not binary
+    is to be fine-tuned with ``preserve``."""
 
     import torch
 
@@ -78,8 +87,27 @@ def load_into_trainer(trainer, checkpoint: Path, dataset_labels: dict) -> dict:
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
         raise InputError(f"the checkpoint cannot be read ({type(exc).__name__}: {exc})", path=str(checkpoint)) from None
     report = transfer_weights(trainer.network, saved["network_weights"], same, str(checkpoint))
+    preserving = None
+    if head_init == "preserve" and not same:
+        from backsplit.training.headinit import preserve_into
+
+        try:
+            preserving = preserve_into(_unwrap(trainer.network), saved["network_weights"], model_labels or {},
+                                       dataset_labels, list(targets))
+        except ValueError as exc:
+            raise InputError(f"function-preserving fine-tuning (head init 'preserve') cannot start from this model: "
+                             f"{exc}; fine-tune from the binary twin's model, or choose head init 'reinit'",
+                             path=str(checkpoint)) from None
+        report["reinitialised"] = []
     report["counts"] = {"output_layers_kept": same, "loaded": len(report["loaded"]),
                         "reinitialised": len(report["reinitialised"])}
+    if preserving is not None:
+        report["counts"].update(preserving)
+        report["function_preserving"] = preserving
+        report["message"] = (f"loaded {len(report['loaded'])} weight tensors; output layers function-preserving from "
+                             f"the binary model ({preserving['layers']} layers, rows from "
+                             f"{preserving['rows_from']}): the first prediction is the binary model's")
+        return report
     report["message"] = (f"loaded all {len(report['loaded'])} weight tensors (same label set)" if same else
                          f"loaded {len(report['loaded'])} weight tensors; output layers re-initialised "
                          f"({len(report['reinitialised'])} tensors: the label sets differ, "

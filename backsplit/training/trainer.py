@@ -4,7 +4,8 @@ A subclass of ``nnUNetTrainer`` that keeps the base ``__init__`` signature (nnU-
 the stock network architecture (so inference builds the network from the plans with the stock trainer), and adds:
 epochs / iterations / learning rate / checkpoint interval from ``BackSplitTrainer.settings`` (or the
 ``BACKSPLIT_TRAINER_SETTINGS`` JSON environment variable), progress events after every epoch, and target-aware
-forced-foreground sampling.
+forced-foreground sampling. The training variants of issue 19 (support schedules, support head) are hooks of
+``variants.VariantsMixin``; with the paper's recipe they pass straight to nnU-Net's code.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from backsplit.runtime.progress import ProgressEvent
 from backsplit.training.sampling import choose_forced_class
+from backsplit.training.variants import VariantsMixin
 
 
 class TargetAwareDataLoader(nnUNetDataLoader):
@@ -35,7 +37,7 @@ class TargetAwareDataLoader(nnUNetDataLoader):
         return super().get_bbox(data_shape, force_fg, class_locations, overwrite_class, verbose)
 
 
-class BackSplitTrainer(nnUNetTrainer):
+class BackSplitTrainer(VariantsMixin, nnUNetTrainer):
     settings: dict = {}
     event_sink: Optional[Callable[[ProgressEvent], None]] = None
     step_sink: Optional[Callable] = None   # (kind 'train' | 'val', trainer, batch): times iterations
@@ -53,6 +55,7 @@ class BackSplitTrainer(nnUNetTrainer):
         self.sampling = settings.get("sampling", "stock")
         self.target_labels = [int(v) for v in settings.get("target_labels", [])]
         self._epoch_started = None
+        self._init_variants(settings)
 
     # ---- sampling ------------------------------------------------------------------------------------------------
     def get_dataloaders(self):

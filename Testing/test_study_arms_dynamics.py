@@ -1,0 +1,76 @@
+"""The study arms of issue 19 (training/schedule.py variants): parsing, canonical names, unit specs, and the content
+hashes: existing arms keep theirs (finished units of earlier studies are reused), new arms' change only with their
+settings."""
+
+import pytest
+
+from backsplit.errors import InputError
+from backsplit.study.arms import ArmContext, parse_arm, parse_arms, split_arms
+from backsplit.study.hashing import stable_hash
+
+CONTEXT = ArmContext(("cyst",), ("tumor", "kidney"))
+
+# Arm.training_json() of the arms that existed before issue 19 (git main 3875d02): must not change
+EARLIER = {
+    "binary": {"dataset": "twin", "recipe": {}, "sampling": None, "initial_lr": None, "pretrained_arm": None,
+               "train_context": None},
+    "backsplit": {"dataset": "source", "recipe": {}, "sampling": None, "initial_lr": None, "pretrained_arm": None,
+                  "train_context": None},
+    "finetune": {"dataset": "source", "recipe": {}, "sampling": None, "initial_lr": 1e-3, "pretrained_arm": "binary",
+                 "train_context": None},
+    "drop:tumor": {"dataset": "derived", "recipe": {"supports": ["kidney"]}, "sampling": None, "initial_lr": None,
+                   "pretrained_arm": None, "train_context": None},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EARLIER))
+def test_existing_arms_keep_their_training_json_and_hash(name):
+    arm = parse_arm(name, CONTEXT)
+    assert arm.training_json() == EARLIER[name]
+    assert stable_hash(arm.training_json()) == stable_hash(EARLIER[name])
+
+
+@pytest.mark.parametrize("text,name,field,value", [
+    ("paper", "paper", "loss", "plain"),
+    ("lvr", "lvr:1", "loss", "lvr:1"),
+    ("lvr:0.5", "lvr:0.5", "loss", "lvr:0.5"),
+    ("ramp", "ramp:200", "loss", "ramp:200"),
+    ("ramp:100,lvr=0.5", "ramp:100,lvr=0.5", "loss", "ramp:100,lvr=0.5"),
+    ("ramp:lvr=1", "ramp:200,lvr=1", "loss", "ramp:200,lvr=1"),
+    ("cap", "cap:0.5", "loss", "cap:0.5"),
+    ("head", "head", "support_head", 1.0),
+    ("head:0.5", "head:0.5", "support_head", 0.5),
+    ("finetune:preserve", "finetune:preserve", "head_init", "preserve"),
+    ("finetune:preserve,loss=ramp:200", "finetune:preserve,loss=ramp:200", "loss", "ramp:200"),
+])
+def test_new_arms(text, name, field, value):
+    arm = parse_arm(text, CONTEXT)
+    assert arm.name == name and getattr(arm, field) == value and arm.training_json()[field] == value
+
+
+def test_hash_changes_only_with_the_settings():
+    def h(text):
+        return (stable_hash(parse_arm(text, CONTEXT).training_json()))
+    assert h("ramp:200") == h("ramp") != h("ramp:100")
+    assert h("head") == h("head:1") != h("head:0.5")
+    assert h("finetune") != h("finetune:preserve") != h("finetune:preserve,loss=ramp:200")
+    assert h("paper") != h("backsplit")          # the paper's recipe is pinned; 'backsplit' follows the default
+
+
+def test_arms_list_and_unit_specs():
+    arms = parse_arms(split_arms("binary,backsplit,lvr:1,ramp:200,lvr=0.5,head,finetune:preserve"), CONTEXT)
+    assert [a.name for a in arms] == ["binary", "backsplit", "lvr:1", "ramp:200,lvr=0.5", "head",
+                                      "finetune:preserve"]
+    assert len({a.slug for a in arms}) == len(arms)
+
+
+@pytest.mark.parametrize("text", ["paper:x", "ramp:abc", "head:0", "head:x", "finetune:keep",
+                                  "finetune:preserve,lr=1", "cap:2", "lvr:-1"])
+def test_refusals_name_the_forms(text):
+    with pytest.raises(InputError):
+        parse_arm(text, CONTEXT)
+
+
+def test_arms_need_supports():
+    with pytest.raises(InputError, match="support"):
+        parse_arm("ramp", ArmContext(("cyst",), ()))
