@@ -105,7 +105,7 @@ def test_a_new_arm_plugs_in_with_one_registration():
         assert p.unit("organ-totalseg-fold1-seed2").needs == ["prepare-organ-totalseg"]
     finally:
         arm_types()  # the registry is a module-level dict; remove the test arm
-        from backsplit.study import arms as module
+        from backsplit.study import arm_registry as module
         module._REGISTRY.pop("organ", None)
 
 
