@@ -44,7 +44,8 @@ from BackSplitSegmentLib.prediction_run import finish_prediction, start_predicti
 from BackSplitSegmentLib.scene_cases import cases_in_scene  # noqa: E402
 from BackSplitSegmentLib.supports_section import SupportsSection  # noqa: E402
 from BackSplitShared.dependencies import ensure_nnunet  # noqa: E402
-from BackSplitShared.panel_support import GuiBinding, TickGuard, report_error  # noqa: E402
+from BackSplitShared.panel_action import PanelAction, once  # noqa: E402
+from BackSplitShared.panel_support import GuiBinding  # noqa: E402
 from BackSplitShared.release import release_problem  # noqa: E402
 
 DOCUMENTATION_URL = "https://github.com/backsplit/SlicerBackSplit#readme"
@@ -59,13 +60,13 @@ class BackSplitSegment(ScriptedLoadableModule):
         self.parent.contributors = ["BackSplit contributors"]
         self.parent.helpText = _(
             "Export segmented cases as an nnU-Net v2 dataset whose background is split into support structures "
-            "(BackSplit), plus the matching binary dataset, and apply a trained BackSplit model to a volume. "
-            "Label values: 0 background, then the target (lesion) segments, then the support segments, in the "
+            "(BackSplit), plus its binary baseline dataset, and apply a trained BackSplit model to a volume. "
+            "Label values: 0 background, then the target (lesion) segments, then the support structures, in the "
             "order of the lists; a voxel in several segments takes the earliest class. Needs Slicer 5.10 or "
             "later.") + f' <a href="{DOCUMENTATION_URL}">' + _("Documentation") + "</a>"
         self.parent.acknowledgementText = _(
             "BackSplit: The Importance of Sub-dividing the Background in Biomedical Lesion Segmentation. "
-            "Demo cases: KiTS23 label maps (MIT licence) with synthetic images.")
+            "Demo cases: KiTS23 labelmaps (MIT licence) with synthetic images.")
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
@@ -135,26 +136,34 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self._timer.timeout.connect(TickGuard(self._timer, self._exportIdle, report_error, _("Export failed"))
-                                    .wrap(self._stepExport))
+        # every button through BackSplitShared.panel_action: idle again on every way out, one report per failure
+        status = lambda text: setattr(self.ui.statusLabel, "text", text) if text else None  # noqa: E731
+        self._exportAction = PanelAction(_("Export failed"), self.ui.exportButton, self.ui.cancelExportButton,
+                                         status=status, on_idle=self._exportIdle, wait_cursor=True)
+        self._timer.timeout.connect(self._exportAction.wrap_tick(self._timer, self._stepExport))
 
         self._caseList = CaseList(self.ui, qt.QTableWidgetItem, _)
-        self.ui.addCaseButton.clicked.connect(self.onAddCase)
-        self.ui.addAllCasesButton.clicked.connect(self.onAddAllCases)
-        self.ui.removeCaseButton.clicked.connect(lambda: self._caseList.remove_selected())
-        self.ui.addTargetButton.clicked.connect(lambda: self._caseList.move_available(self.ui.targetList))
-        self.ui.addSupportButton.clicked.connect(lambda: self._caseList.move_available(self.ui.supportList))
-        self.ui.upButton.clicked.connect(lambda: self._caseList.move_selected(-1))
-        self.ui.downButton.clicked.connect(lambda: self._caseList.move_selected(+1))
-        self.ui.removeClassButton.clicked.connect(lambda: self._caseList.remove_classes())
-        self.ui.exportButton.clicked.connect(self.onExport)
-        self.ui.cancelExportButton.clicked.connect(self.onCancelExport)
-        self.ui.loadDemoButton.clicked.connect(self.onLoadDemo)
+        cases = self._caseList
+        for button, what, fn in (
+                (self.ui.addCaseButton, _("Could not add the case"), self.onAddCase),
+                (self.ui.addAllCasesButton, _("Could not add the loaded cases"), self.onAddAllCases),
+                (self.ui.removeCaseButton, _("Could not remove the case"), cases.remove_selected),
+                (self.ui.addTargetButton, _("Could not add the target"),
+                 lambda: cases.move_available(self.ui.targetList)),
+                (self.ui.addSupportButton, _("Could not add the support structure"),
+                 lambda: cases.move_available(self.ui.supportList)),
+                (self.ui.upButton, _("Could not move the class"), lambda: cases.move_selected(-1)),
+                (self.ui.downButton, _("Could not move the class"), lambda: cases.move_selected(+1)),
+                (self.ui.removeClassButton, _("Could not remove the class"), cases.remove_classes),
+                (self.ui.loadDemoButton, _("Could not load the demo cases"), self.onLoadDemo)):
+            button.clicked.connect(once(what, fn, status=status, wait_cursor=True))
+        self.ui.exportButton.clicked.connect(self._exportAction.slot(self.onExport))
+        self.ui.cancelExportButton.clicked.connect(once(_("Could not cancel"), self.onCancelExport, status=status))
         self._binding = GuiBinding(self.ui)   # connected once per parameter node, whatever the release
-        self._supportsSection = SupportsSection(self.ui, self._caseList, self.logic.ensureDependencies, qt.QTimer(),
+        self._supportsSection = SupportsSection(self.ui, self._caseList, qt.QTimer(), qt.QTimer(),
                                                qt.QTableWidgetItem)
         self._applySection = ApplySection(self.ui, self.logic, lambda: self._parameterNode, qt.QTimer(), qt.QTimer())
-        self._loopSection = LoopSection(self.ui, self.logic, qt.QTimer(), qt.QFileDialog)   # loop; model manager
+        self._loopSection = LoopSection(self.ui, self.logic, qt.QTimer(), qt.QFileDialog, qt.QTimer())   # loop
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -169,6 +178,10 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self._binding.unbind()
+        stopped = _("Stopped: the scene was closed.")   # work that reads or writes scene nodes ends (PanelAction)
+        for action in (self._exportAction, self._applySection.action, self._supportsSection.action):
+            if action.busy:
+                action.finish(stopped)
         self._caseList.clear()
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -184,35 +197,32 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ---- case list (BackSplitSegmentLib.case_list) ---------------------------------------------------------------
     def onAddCase(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Could not add the case."), waitCursor=True):
-            extra = [self.ui.extraChannelSelector.currentNode()] if self.ui.extraChannelSelector.currentNode() else []
-            self._caseList.add(self._parameterNode.inputVolume, self._parameterNode.inputSegmentation, extra)
+        extra = [self.ui.extraChannelSelector.currentNode()] if self.ui.extraChannelSelector.currentNode() else []
+        self._caseList.add(self._parameterNode.inputVolume, self._parameterNode.inputSegmentation, extra)
 
     def onAddAllCases(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Could not add the loaded cases."), waitCursor=True):
-            summary = self._caseList.add_loaded(slicer.mrmlScene)
-            self.ui.caseCountLabel.toolTip = summary
-            self.ui.statusLabel.text = summary
+        summary = self._caseList.add_loaded(slicer.mrmlScene)
+        self.ui.caseCountLabel.toolTip = summary
+        self.ui.statusLabel.text = summary
 
     # ---- export ---------------------------------------------------------------------------------------------------
-    def onExport(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
-            names = self._caseList.names
-            self._export = self.logic.exportRun([c.source() for c in self._caseList.cases],
-                                                names(self.ui.targetList), names(self.ui.supportList),
-                                                self._parameterNode)
-            self.ui.exportProgressBar.value = 0
-            self.ui.exportButton.enabled = False
-            self.ui.cancelExportButton.enabled = True
-            self.ui.statusLabel.text = _("Exporting...")
-            self._timer.start()
+    def onExport(self) -> bool:
+        """Run by the Export button's ``PanelAction``: checks the request, then steps the export from the timer."""
+        names = self._caseList.names
+        self._export = self.logic.exportRun([c.source() for c in self._caseList.cases],
+                                            names(self.ui.targetList), names(self.ui.supportList),
+                                            self._parameterNode)
+        self.ui.exportProgressBar.value = 0
+        self.ui.statusLabel.text = _("Exporting...")
+        self._timer.start()
+        return True
 
     def _exportIdle(self) -> None:
+        """Every way back to idle (``PanelAction.on_idle``): timer stopped, the export closed."""
+        self._timer.stop()
         if self._export is not None:
             self._export.close()
         self._export = None
-        self.ui.exportButton.enabled = True
-        self.ui.cancelExportButton.enabled = False
 
     def _stepExport(self) -> None:
         """One short piece of reading from the scene, or a look at the export thread, per tick (ExportRun)."""
@@ -221,13 +231,12 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = step.message
         if not step.done:
             return
-        self._timer.stop()
-        self._exportIdle()
         if step.state == "cancelled":
-            self.ui.statusLabel.text = _("Export cancelled; nothing was written.")
+            self._exportAction.finish(_("Export cancelled; nothing was written."))
         elif step.state == "failed":
-            slicer.util.errorDisplay(_("Export failed: {error}").format(error=step.message),
-                                     detailedText="" if step.expected else self.logic.tracebackText(step.error))
+            self._exportAction.failed(step.message, "" if step.expected else self.logic.tracebackText(step.error))
+        else:
+            self._exportAction.finish()
 
     def onCancelExport(self) -> None:
         if self._export is not None:
@@ -235,8 +244,7 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Cancelling...")
 
     def onLoadDemo(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Could not load the demo cases."), waitCursor=True):
-            self.logic.loadDemoCases(int(self.ui.demoCountSpinBox.value))
+        self.logic.loadDemoCases(int(self.ui.demoCountSpinBox.value))
         self.onAddAllCases()
 
 

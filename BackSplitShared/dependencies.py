@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from importlib.metadata import requires
 
 import slicer
 
 from backsplit.runtime.requirements import (
     NNUNET_REQUIREMENT,
+    PLATFORM_PINS,
     SKIP_PACKAGES,
     TORCH_SPECIFIER,
     check_installed_torch,
     missing,
+    pinned,
     requirements_without,
 )
 
@@ -45,13 +48,16 @@ def install_nnunet() -> None:
     if pip_ensure is not None:
         from packaging.requirements import Requirement
 
-        pip_ensure([Requirement(NNUNET_REQUIREMENT)], skip_packages=list(SKIP_PACKAGES), prompt_install=False,
-                   requester="BackSplit")
+        pins = list(PLATFORM_PINS.get(sys.platform, {}).values())   # installed first, then skipped (imagecodecs)
+        if pins:
+            pip_ensure([Requirement(p) for p in pins], prompt_install=False, requester="BackSplit")
+        pip_ensure([Requirement(NNUNET_REQUIREMENT)], prompt_install=False, requester="BackSplit",
+                   skip_packages=[*SKIP_PACKAGES, *PLATFORM_PINS.get(sys.platform, {})])
         return
     # Older Slicer: nnU-Net itself without dependencies, then its dependencies except the skipped ones.
     slicer.util.pip_install(["--no-deps", NNUNET_REQUIREMENT])
     importlib.invalidate_caches()
-    rest = requirements_without(requires("nnunetv2"))
+    rest = pinned(requirements_without(requires("nnunetv2")))
     if rest:
         slicer.util.pip_install(rest)
 

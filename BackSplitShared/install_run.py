@@ -24,6 +24,7 @@ from backsplit.runtime.requirements import (
     TORCH_SPECIFIER,
     check_installed_torch,
     missing,
+    pinned,
     requirements_without,
 )
 
@@ -70,9 +71,10 @@ def torch_arguments(pytorch_utils_logic=None) -> list[str]:
 
 
 def nnunet_dependency_command(python: str) -> list[str]:
-    """pip command for nnU-Net's dependencies minus the skipped ones (read from the just installed metadata)."""
+    """pip command for nnU-Net's dependencies minus the skipped ones (read from the just installed metadata), with
+    this platform's pins (imagecodecs on macOS)."""
     importlib.invalidate_caches()
-    rest = requirements_without(importlib.metadata.requires("nnunetv2"))
+    rest = pinned(requirements_without(importlib.metadata.requires("nnunetv2")))
     return [python, "-m", "pip", "install", *rest] if rest else [python, "-c", "pass"]
 
 
@@ -119,7 +121,7 @@ class InstallRun:
     def cancel(self) -> None:
         if self._job is not None and self._job.is_running():
             self._job.cancel(grace_seconds=2.0, wait=False)
-        self._status = InstallStatus(CANCELLED, "Installation cancelled; press Apply or Start to try again.",
+        self._status = InstallStatus(CANCELLED, "Installation cancelled; press the button again to install.",
                                      self._index, len(self.steps), self._elapsed())
 
     def _elapsed(self) -> float:
@@ -165,6 +167,48 @@ class InstallRun:
             len(self.steps), self._elapsed())
 
 
+_RUNNING: list = []   # the installations of this Slicer process, whichever panel section started them
+
+
+def _slicer_packaging():
+    try:
+        import slicer.packaging as packaging  # Slicer 5.12+
+    except ImportError:
+        return None
+    return packaging
+
+
+def busy_elsewhere() -> Optional[str]:
+    """Why an installation must not start now, or None: another BackSplit installation runs, or Slicer's own
+    non-blocking pip does (``slicer.packaging.isPipInstallInProgress()``, packaging.py v5.12.3:248-268). Two pips
+    writing into one site-packages can leave it broken (audit N7)."""
+    if _RUNNING:
+        return "BackSplit is already installing PyTorch and nnU-Net (from another button); wait until it has finished"
+    packaging = _slicer_packaging()
+    check = getattr(packaging, "isPipInstallInProgress", None)
+    if check is not None and check():
+        return ("another extension is installing Python packages right now; wait until it has finished, then press "
+                "the button again")
+    return None
+
+
+def _mark_slicer_pip(running: bool) -> None:
+    """While ours runs, Slicer's own non-blocking ``pip_install`` refuses to start beside it: it checks the module
+    flag ``_pip_install_in_progress`` (packaging.py v5.12.3:245, :660-664), which it sets itself (:853-861)."""
+    packaging = _slicer_packaging()
+    if packaging is not None and hasattr(packaging, "_pip_install_in_progress"):
+        packaging._pip_install_in_progress = running
+
+
+def _testing() -> bool:
+    try:
+        import slicer
+    except ImportError:
+        return False
+    app = getattr(slicer, "app", None)
+    return bool(app is not None and app.testingEnabled())
+
+
 def default_plan() -> list[InstallStep]:
     """The steps this Slicer needs now (empty when nothing is missing). Raises RuntimeError with the message to
     show when the PyTorch extension is missing or the installed torch breaks nnU-Net's rule."""
@@ -186,11 +230,16 @@ class DependencyGate:
     otherwise it asks (``confirm(text) -> bool``, shown without a wait cursor), runs the installation from
     ``timer`` (connect ``timer.timeout`` to ``gate.tick``, through the panel's ``TickGuard``) and calls ``start()``
     when it finished. ``show(text, busy)`` updates the panel (busy: a moving progress bar); ``report(text)`` shows
-    a failure. Qt objects are passed in, none is imported."""
+    a failure; ``ended(text)`` puts the panel back when the installation was cancelled (the user's own choice: a
+    status line, no dialog) or ``start`` started nothing (with the panels' ``PanelAction``: its ``finish``). An
+    error raised by ``start`` after the installation leaves ``tick`` (the caller's tick guard reports it once, as
+    a start error, never as "Installation failed"). Qt objects are passed in, none is imported."""
 
     def __init__(self, timer, show: Callable[[str, bool], None], confirm: Callable[[str], bool],
-                 report: Callable[[str], None], plan: Callable[[], list] = default_plan):
+                 report: Callable[[str], None], plan: Callable[[], list] = default_plan,
+                 ended: Optional[Callable[[str], None]] = None):
         self.timer, self.show, self.confirm, self.report, self.plan = timer, show, confirm, report, plan
+        self.ended = ended
         self.run_: Optional[InstallRun] = None
         self._then: Optional[Callable[[], None]] = None
 
@@ -209,15 +258,30 @@ class DependencyGate:
             self.report(str(exc))
             return False
         if not steps:
-            start()
-            return True
+            return start() is not False
         needed = list(dict.fromkeys(step.package for step in steps if step.package))
+        if _testing():   # N11: Slicer's self-tests never download gigabytes, whatever a dialog would answer
+            self.report(f"{', '.join(needed)} not installed: BackSplit does not install them in Slicer's testing "
+                        "mode. Install them once outside testing mode (press Apply), then run the test again.")
+            return False
+        reason = busy_elsewhere()
+        if reason:
+            self.report(f"Not installing now: {reason}.")
+            return False
         if not self.confirm(confirmation_text(needed or ["nnunetv2"])):
             return False
         self.run_, self._then = InstallRun(steps), start
+        _RUNNING.append(self.run_)
+        _mark_slicer_pip(True)
         self.show("Installing...", True)
         self.timer.start()
         return True
+
+    def _release(self) -> None:
+        if self.run_ in _RUNNING:
+            _RUNNING.remove(self.run_)
+        if not _RUNNING:
+            _mark_slicer_pip(False)
 
     def tick(self) -> None:
         status = self.run_.step()
@@ -225,12 +289,16 @@ class DependencyGate:
         if not status.done:
             return
         self.timer.stop()
+        self._release()
         then, self.run_, self._then = self._then, None, None
         if status.state == FAILED:
             self.report(status.message)
         elif status.state == FINISHED:
             importlib.invalidate_caches()
-            then()
+            if then() is not True and self.ended is not None:   # started nothing: the panel is idle again
+                self.ended("")
+        elif self.ended is not None:                            # CANCELLED (audit F2: the buttons stayed dead)
+            self.ended(status.message)
 
     def cancel(self) -> None:
         if self.run_ is not None:

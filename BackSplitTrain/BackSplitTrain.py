@@ -29,19 +29,23 @@ if os.path.isdir(os.path.join(ROOT, "BackSplitShared")) and ROOT not in sys.path
 
 from backsplit.errors import InputError  # noqa: E402 (after the dev-mode path above)
 from backsplit.runtime.childprocess import python_executable  # noqa: E402
+from backsplit.runtime.slurm_poll import BackgroundQueue  # noqa: E402
 from backsplit.training.cluster import ClusterTraining, slurm_config  # noqa: E402
 from backsplit.training.options import TrainOptions  # noqa: E402
 from backsplit.training.process import TrainingProcess  # noqa: E402
 from backsplit.training.status import TrainingStatus  # noqa: E402
 from BackSplitShared.dependencies import ensure_nnunet  # noqa: E402
 from BackSplitShared.install_run import DependencyGate  # noqa: E402
-from BackSplitShared.panel_support import GuiBinding, TickGuard, report_error  # noqa: E402
+from BackSplitShared.panel_action import PanelAction, once  # noqa: E402
+from BackSplitShared.panel_support import GuiBinding, report_error  # noqa: E402
 from BackSplitShared.release import release_problem  # noqa: E402
+from BackSplitTrainLib import training_run  # noqa: E402
 from BackSplitTrainLib.context_view import finish_context_show, start_context_show  # noqa: E402
 from BackSplitTrainLib.devices import DeviceProbe, describe_devices, probe_devices  # noqa: E402
 from BackSplitTrainLib.model_list import fine_tune_choices  # noqa: E402
 from BackSplitTrainLib.paths import default_work_folder, resolve_folder  # noqa: E402
 from BackSplitTrainLib.plots import TrainingPlot, ensure_plot  # noqa: E402
+from BackSplitTrainLib.support_choice import BudgetLabel, choice_options  # noqa: E402
 from BackSplitTrainLib.training_run import apply_events, dataset_target_count, final_message  # noqa: E402
 
 DOCUMENTATION_URL = "https://github.com/backsplit/SlicerBackSplit#readme"
@@ -56,7 +60,7 @@ class BackSplitTrain(ScriptedLoadableModule):
         self.parent.contributors = ["BackSplit contributors"]
         self.parent.helpText = _(
             "Train nnU-Net v2 locally (GPU or CPU) on a dataset exported by BackSplit Segment, optionally with its "
-            "binary twin using identical settings. Slicer stays usable while training runs in a background "
+            "binary baseline (identical settings). Slicer stays usable while training runs in a background "
             "process. Cancel ends the training; Resume continues from the last checkpoint. Needs Slicer 5.10 or "
             "later.") + f' <a href="{DOCUMENTATION_URL}">' + _("Documentation") + "</a>"
         self.parent.acknowledgementText = _("nnU-Net v2 (Isensee et al.). BackSplit training paradigm.")
@@ -75,6 +79,7 @@ class BackSplitTrainParameterNode:
     device: Annotated[str, Choice(["auto", "cuda", "mps", "cpu"])] = "auto"
     targetSampling: bool = True
     learnedContext: Annotated[str, Choice(["none", "learned:2", "learned:4"])] = "none"   # CoLab task generator
+    supportRecipe: Annotated[str, Choice(["default", "paper", "ramp:200,lvr=0.5", "lvr:1", "head"])] = "default"
     executor: Annotated[str, Choice(["local", "slurm"])] = "local"   # slurm: one sbatch job, followed with squeue
     slurmPartition: str = ""
     slurmConfig: Path
@@ -121,29 +126,35 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             label.wordWrap = True
             self.layout.insertWidget(0, label)
             uiWidget.enabled = False
-        self._timer.timeout.connect(TickGuard(self._timer, self._idle, report_error, _("Training display failed"))
-                                    .wrap(self._poll))
-        self._probeTimer.timeout.connect(TickGuard(self._probeTimer, self._probeIdle, report_error,
-                                                   _("Device check failed")).wrap(self._pollProbe))
+        # every button through BackSplitShared.panel_action: idle again on every way out, one report per failure
+        status = lambda text: setattr(self.ui.statusLabel, "text", text) if text else None  # noqa: E731
+        self._startAction = PanelAction(_("Could not train"), self.ui.startButton, self.ui.cancelButton,
+                                        status=status, on_idle=self._idle, wait_cursor=True)
+        self._probeAction = PanelAction(_("Device check failed"), self.ui.probeDevicesButton, on_idle=self._probeIdle,
+                                        status=lambda text: setattr(self.ui.deviceInfoLabel, "text", text))
+        self._contextAction = PanelAction(_("Could not show the learned context"), self.ui.showContextButton,
+                                          status=status, on_idle=self._contextIdle, wait_cursor=True)
+        self._timer.timeout.connect(self._startAction.wrap_tick(self._timer, self._poll))
+        self._probeTimer.timeout.connect(self._probeAction.wrap_tick(self._probeTimer, self._pollProbe))
         self._gate = DependencyGate(self._installTimer, self._showStatus,
                                     lambda text: slicer.util.confirmOkCancelDisplay(text, _("BackSplit: install")),
-                                    lambda text: (self._idle(), report_error(text)))
-        self._installTimer.timeout.connect(TickGuard(self._installTimer, self._idle, report_error,
-                                                     _("Installation failed")).wrap(self._gate.tick))
-        self.ui.startButton.clicked.connect(self.onStart)
-        self.ui.showContextButton.clicked.connect(self.onShowContext)
-        self._contextTimer.timeout.connect(TickGuard(self._contextTimer, self._contextIdle, report_error,
-                                                     _("Showing the learned context failed"))
-                                           .wrap(self._pollContext))
-        self.ui.cancelButton.clicked.connect(self.onCancel)
-        self.ui.probeDevicesButton.clicked.connect(self.onProbeDevices)
+                                    lambda text: (self._startAction.finish(), report_error(text)),
+                                    ended=self._startAction.finish)
+        self._installTimer.timeout.connect(self._startAction.wrap_tick(self._installTimer, self._gate.tick))
+        self._contextTimer.timeout.connect(self._contextAction.wrap_tick(self._contextTimer, self._pollContext))
+        self.ui.startButton.clicked.connect(self._startAction.slot(self.onStart))
+        self.ui.showContextButton.clicked.connect(self._contextAction.slot(self.onShowContext))
+        self.ui.cancelButton.clicked.connect(once(_("Could not cancel"), self.onCancel, status=status))
+        self.ui.probeDevicesButton.clicked.connect(self._probeAction.slot(self.onProbeDevices))
         self._modelFolders = []
-        self.ui.modelListRefreshButton.clicked.connect(self.onRefreshModels)
+        self.ui.modelListRefreshButton.clicked.connect(once(_("Could not list the models"), self.onRefreshModels,
+                                                            status=status))
         self.ui.modelListCombo.activated.connect(self.onModelChosen)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self._binding = GuiBinding(self.ui)   # connected once per parameter node
         self.initializeParameterNode()
+        self._budgetLabel = BudgetLabel(self.ui)   # the expected break-even budget under the support choice
 
     def initializeParameterNode(self) -> None:
         """Bind (idempotent) and make the work folder absolute again (a scene close resets it to ".")."""
@@ -160,8 +171,9 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        self._followLeftClusterJob()
         if self._probe is None and not self._problem:  # first visit: which GPU "auto" will use (child process)
-            self.onProbeDevices()
+            self._probeAction.click(self.onProbeDevices)
 
     def cleanup(self) -> None:
         self.removeObservers()
@@ -174,59 +186,62 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._gate.cancel()
         if self._probe is not None and self._probe.job is not None and self._probe.job.is_running():
             self._probe.job.cancel(grace_seconds=1.0, wait=False)
-        if self._job is not None and self._job.is_running():
-            self._job.cancel(wait=True)   # Slicer is closing: end the tree before leaving
+        training_run.stop_following(self._job, wait=True)   # closing: a local tree ends, a cluster job runs on
 
     def onRefreshModels(self) -> None:
         """List the models folder's models that take the chosen dataset's channels (newest first)."""
-        with slicer.util.tryWithErrorDisplay(_("Could not list the models.")):
-            choices = fine_tune_choices(None, resolve_folder(self._parameterNode.datasetFolder))
-            self.ui.modelListCombo.clear()
-            self._modelFolders = [folder for _label, folder in choices]
-            for label, _folder in choices:
-                self.ui.modelListCombo.addItem(label)
+        choices = fine_tune_choices(None, resolve_folder(self._parameterNode.datasetFolder))
+        self.ui.modelListCombo.clear()
+        self._modelFolders = [folder for _label, folder in choices]
+        for label, _folder in choices:
+            self.ui.modelListCombo.addItem(label)
 
     def onModelChosen(self, index: int) -> None:
         if 0 <= index < len(self._modelFolders):
             self._parameterNode.pretrainedModel = self._modelFolders[index]
 
-    def onProbeDevices(self) -> None:
-        if self._probeTimer.isActive():
-            return
-        with slicer.util.tryWithErrorDisplay(_("Could not query the devices.")):
-            self._probe = self.logic.startDeviceProbe()
-            self.ui.deviceInfoLabel.text = _("Checking the devices...")
-            self.ui.probeDevicesButton.enabled = False
-            self._probeTimer.start()
+    def onProbeDevices(self) -> bool:
+        """Run by the Check-devices button's ``PanelAction``: the probe child, followed by its timer."""
+        self._probe = self.logic.startDeviceProbe()
+        self.ui.deviceInfoLabel.text = _("Checking the devices...")
+        self._probeTimer.start()
+        return True
 
     def _probeIdle(self) -> None:
-        self.ui.probeDevicesButton.enabled = True
+        self._probeTimer.stop()
 
     def _pollProbe(self) -> None:
         text = self._probe.poll()
-        if text is None:
+        if text is not None:
+            self._probeAction.finish(text)
+
+    def onStart(self) -> bool:
+        """Run by the Start button's ``PanelAction``: installs PyTorch and nnU-Net first when they are missing (after
+        asking, with moving progress); True while the installation or the training runs."""
+        return self._gate.run(self._startTraining)
+
+    def _startTraining(self) -> bool:
+        """Start the training and its timer (True), or raise: the action reports once and is idle again (F1)."""
+        self._job, self._status = self.logic.startTraining(self._parameterNode)
+        self._plot = self.logic.createPlot()
+        self.ui.logTextEdit.clear()
+        self._showStatus(_("Starting..."), False)
+        self.ui.progressBar.value = 0
+        self._timer.start()
+        return True
+
+    def _followLeftClusterJob(self) -> None:
+        """A cluster training left running (display error, Slicer closed) is followed again, never cancelled."""
+        if self._timer.isActive() or self._gate.busy:
             return
-        self._probeTimer.stop()
-        self._probeIdle()
-        self.ui.deviceInfoLabel.text = text
-
-    def onStart(self) -> None:
-        """Installs PyTorch and nnU-Net first when they are missing (after asking, with moving progress)."""
-        self.ui.startButton.enabled = False
-        self.ui.cancelButton.enabled = True
-        if not self._gate.run(self._startTraining):
-            self._idle()
-
-    def _startTraining(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Could not start the training."), waitCursor=True):
-            self._job, self._status = self.logic.startTraining(self._parameterNode)
-            self._plot = self.logic.createPlot()
-            self.ui.logTextEdit.clear()
-            self._showStatus(_("Starting..."), False)
-            self.ui.progressBar.value = 0
-            self._timer.start()
-        if not self._timer.isActive():
-            self._idle()
+        work = resolve_folder(self._parameterNode.workFolder, default_work_folder())
+        job = training_run.follow_left_cluster_job(work)
+        if job is None:
+            return
+        self._job, self._status, self._plot = job, TrainingStatus(models_total=job.options.runs_total), None
+        self.ui.logTextEdit.clear()
+        self._showStatus(_("Following cluster job {job} again...").format(job=job.job_id), False)
+        self._startAction.click(lambda: self._timer.start() or True)   # Start disabled, Cancel enabled, as a start
 
     def _showStatus(self, text: str, busy: bool) -> None:
         self.ui.progressBar.setRange(0, 0 if busy else 100)   # 0..0: Qt's moving busy bar
@@ -234,8 +249,7 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _idle(self) -> None:
         self._timer.stop()
-        if self._job is not None and self._job.is_running():   # after a failed tick: end the child
-            self._job.cancel(wait=False)
+        training_run.stop_following(self._job)   # after a failed tick: a local child ends, a cluster job runs on
         self.ui.progressBar.setRange(0, 100)
         self.ui.startButton.enabled = True
         self.ui.cancelButton.enabled = False
@@ -251,37 +265,38 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         for line in self.logic.pollTraining(self._job, self._status, self._plot):  # the last lines
             self.ui.logTextEdit.appendPlainText(line)
-        self._idle()
         message, isError = self.logic.finalMessage(self._job, self._status)
-        self.ui.statusLabel.text = message
         if isError:
-            slicer.util.errorDisplay(_("Training failed: {error}").format(error=message))
-        elif not self._job.cancelled:
+            self._startAction.failed(message)
+            self.ui.statusLabel.text = message
+            return
+        self._startAction.finish(message)
+        if not self._job.cancelled:
             self.ui.progressBar.value = 100
 
-    def onShowContext(self) -> None:
+    def onShowContext(self) -> bool:
         """The learned-context generator's labels of the first training cases, as segmentations (child process)."""
-        with slicer.util.tryWithErrorDisplay(_("Could not show the learned context."), waitCursor=True):
-            self._contextJob = self.logic.startContextShow(self._parameterNode)
-            self.ui.showContextButton.enabled = False
-            self.ui.statusLabel.text = _("Running the context generator...")
-            self._contextTimer.start()
+        self._contextJob = self.logic.startContextShow(self._parameterNode)
+        self.ui.statusLabel.text = _("Running the task generator...")
+        self._contextTimer.start()
+        return True
 
     def _contextIdle(self) -> None:
         self._contextTimer.stop()
-        self.ui.showContextButton.enabled = True
+        if self._contextJob is not None and self._contextJob.is_running():
+            self._contextJob.cancel(grace_seconds=1.0, wait=False)
 
     def _pollContext(self) -> None:
+        """One report per failure (F8: the inner dialog and the guard's both showed it)."""
         for event in self._contextJob.poll_events():
             if event.stage != "log" and event.message:
                 self.ui.statusLabel.text = event.message
         if self._contextJob.is_running():
             return
-        self._contextIdle()
-        with slicer.util.tryWithErrorDisplay(_("Could not show the learned context."), waitCursor=True):
-            loaded = self.logic.finishContextShow(self._contextJob)
-            self.ui.statusLabel.text = _("Learned context of {count} case(s) loaded as segmentations.").format(
-                count=len(loaded))
+        self._contextTimer.stop()
+        loaded = self.logic.finishContextShow(self._contextJob)   # an error: the action reports it once
+        self._contextAction.finish(_("Learned context of {count} case(s) loaded as segmentations.").format(
+            count=len(loaded)))
 
     def onCancel(self) -> None:
         if self._gate.busy:
@@ -337,13 +352,14 @@ class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
             pretrained_model=resolve_folder(p.pretrainedModel),
             initial_lr=float(p.learningRate) or None, resume=bool(p.resume), with_binary=bool(p.withBinary),
             batch_size=int(p.batchSize) or None, context=p.learnedContext,
+            **choice_options(p.supportRecipe, fine_tuning=resolve_folder(p.pretrainedModel) is not None),
             extra={"overwrite": True} if p.overwrite else {})
 
     def startTraining(self, parameters):
         options = self.trainOptions(parameters)
         if parameters.executor == "slurm":
             config = slurm_config(resolve_folder(parameters.slurmConfig), parameters.slurmPartition)
-            job = ClusterTraining(options, config).start()
+            job = ClusterTraining(options, config, run=BackgroundQueue()).start()   # squeue never on the GUI thread
         else:
             job = TrainingProcess(options).start()
         return job, TrainingStatus(models_total=options.runs_total)

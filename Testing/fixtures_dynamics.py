@@ -1,4 +1,4 @@
-"""Fixtures of the training-variant tests (issue 19): the tiny models' nnU-Net plans and labels, and the networks
+"""Fixtures of the training-variant tests: the tiny models' nnU-Net plans and labels, and the networks
 nnU-Net builds from them (``nnUNetTrainer.build_network_architecture``, as BackSplit's inference does)."""
 
 from __future__ import annotations

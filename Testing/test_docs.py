@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import pkgutil
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -23,17 +24,16 @@ CLI_REFERENCE = DOCS / "cli-reference.md"
 UI_FILES = (ROOT / "BackSplitSegment" / "Resources" / "UI" / "BackSplitSegment.ui",
             ROOT / "BackSplitTrain" / "Resources" / "UI" / "BackSplitTrain.ui")
 
-# Checked for retired words now. glossary.md names them on purpose; docs/results/ and CHANGELOG.md are dated records.
+# Checked for retired words: README, docs/*.md, docs/cli-reference.md whole (= every --help text), `backsplit --help`,
+# both .ui files and the panels' _() / translate() strings. glossary.md names them on purpose; docs/results/ and
+# CHANGELOG.md are dated records.
 RETIRED_WORDS_NOT_CHECKED = ("glossary.md",)
 # To add to the retired-word check once their owners have reworded them (each still holds retired words today):
 RETIRED_WORDS_LATER = (
     "docs/ARCHITECTURE.md",                                    # the lead's
-    "docs/cli-reference.md outside the hand-written blocks",   # = the --help texts of backsplit/commands/*
-    "BackSplitSegment/Resources/UI/BackSplitSegment.ui",
-    "BackSplitTrain/Resources/UI/BackSplitTrain.ui",
-    "panel strings: _() and translate() in BackSplitSegment/*.py, BackSplitTrain/*.py and their Lib/ folders",
 )
 LATER_DOCS = ("ARCHITECTURE.md",)
+PANEL_SOURCES = ("BackSplitSegment", "BackSplitTrain")  # their *.py and *Lib/*.py; Testing/ left out
 
 
 def generator():
@@ -92,11 +92,57 @@ def test_no_retired_words(path):
     if path.name in RETIRED_WORDS_NOT_CHECKED or path.name in LATER_DOCS:
         pytest.skip(f"{path.name}: not checked (see RETIRED_WORDS_NOT_CHECKED / RETIRED_WORDS_LATER)")
     text = path.read_text(encoding="utf-8")
-    if path == CLI_REFERENCE:  # only what is written by hand; the rest is --help (RETIRED_WORDS_LATER)
-        text = "\n".join(m.group("body") for m in generator().HAND.finditer(text))
-    for label in sorted(ui_strings(), key=len, reverse=True):
-        text = text.replace(label, "")
     assert hits(text, retired_words()) == [], f"{path.name}: retired words (docs/glossary.md says what to write)"
+
+
+def callee(call: ast.Call) -> str:
+    """'_' for _(...), 'translate' for translate(...) and slicer.app.translate(...)."""
+    return getattr(call.func, "id", None) or getattr(call.func, "attr", "")
+
+
+def panel_strings() -> dict[str, list[str]]:
+    """The text of every ``_(...)`` and ``translate(...)`` call of the panels' Python files (what Slicer shows), by
+    file: string constants and the literal parts of f-strings."""
+    found = {}
+    for folder in PANEL_SOURCES:
+        for source in sorted((ROOT / folder).rglob("*.py")):
+            if "Testing" in source.relative_to(ROOT).parts:
+                continue
+            calls = [node for node in ast.walk(ast.parse(source.read_text(encoding="utf-8")))
+                     if isinstance(node, ast.Call) and callee(node) in ("_", "translate")]
+            found[str(source.relative_to(ROOT))] = [part.value for call in calls for part in ast.walk(call)
+                                                    if isinstance(part, ast.Constant) and isinstance(part.value, str)]
+    return found
+
+
+@pytest.mark.parametrize("ui", UI_FILES, ids=lambda p: p.name)
+def test_no_retired_words_in_panels(ui):
+    texts = [s.text for s in ET.parse(ui).getroot().iter("string") if s.text]
+    assert [h for text in texts for h in hits(text, retired_words())] == [], f"{ui.name}: retired words"
+
+
+def test_no_retired_words_in_panel_messages():
+    strings = panel_strings()
+    assert len(strings) >= 10 and sum(map(len, strings.values())) >= 50   # the walk found the panels' messages
+    bad = {name: [h for text in texts for h in hits(text, retired_words())] for name, texts in strings.items()}
+    assert {name: found for name, found in bad.items() if found} == {}
+
+
+def test_backsplit_help_in_workflow_order_with_examples(capsys):
+    """``backsplit --help`` lists every command module (found by discovery) in workflow order, one example each."""
+    from backsplit import cli, commands
+
+    parser = generator().build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert hits(text, retired_words()) == []
+    modules = {info.name for info in pkgutil.iter_modules(commands.__path__)}
+    listed = list(generator().subcommands(parser))
+    assert set(listed) == modules and listed[:len(cli.WORKFLOW_ORDER)] == list(cli.WORKFLOW_ORDER)
+    examples = text.split("examples, in the order of the work", 1)[1]
+    for name in cli.WORKFLOW_ORDER:
+        assert re.search(rf"^  {name} +backsplit {name} ", examples, re.MULTILINE), f"no example for {name}"
 
 
 def test_glossary_lists_retired_words():

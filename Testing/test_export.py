@@ -103,10 +103,11 @@ def test_negative_case_needs_explicit_choice_and_is_recorded(tmp_path):
 def test_missing_support_segment_error_or_absent(tmp_path):
     case = make_case("c1")
     del case.segments["Vessel"]
+    sources = [InMemoryCaseSource(case), InMemoryCaseSource(make_case("c0"))]   # c0 has the Vessel
     with pytest.raises(InputError, match=r"case 'c1', segment 'Vessel'.*missing.*absent"):
-        export_dataset([InMemoryCaseSource(case)], request(tmp_path))
+        export_dataset(sources, request(tmp_path))
     assert_nothing_written(tmp_path)
-    result = export_dataset([InMemoryCaseSource(case)], request(tmp_path, missing_segments="absent"))
+    result = export_dataset(sources, request(tmp_path, missing_segments="absent"))
     assert result.absent_segments == {"c1": ["Vessel"]}
     meta = json.loads((result.dataset_dir / "dataset.json").read_text())
     assert meta["backsplit"]["absent_segments"] == {"c1": ["Vessel"]}

@@ -53,8 +53,9 @@ def test_legacy_model_folder_predicts(legacy, tmp_path):
     assert [c.name for c in info.schema.targets] == ["Lesion"]
     image = legacy / "raw" / "Dataset021_Legacy" / "imagesTr" / "old0_0000.nii.gz"
     out = tmp_path / "pred"
-    result = subprocess.run([sys.executable, "-m", "backsplit", "predict", str(model), str(image), "--out", str(out), "--device", "cpu", "--trust-model"],
-                            capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-m", "backsplit", "predict", str(model), str(image), "--out", str(out), "--device",
+               "cpu", "--trust-model"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     labelmaps = [p for p in out.glob("*.nii.gz") if "probability" not in p.name]
     assert labelmaps, sorted(p.name for p in out.iterdir())

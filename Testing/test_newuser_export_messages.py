@@ -14,7 +14,10 @@ def _folder(tmp_path):
 
 def test_missing_support_names_missing_as_absent(tmp_path, capsys):
     folder = _folder(tmp_path)
-    code = main(["export", "--folder", str(folder), "--targets", "lesion", "--supports", "liver",
+    case = make_case("case2", seed=2)
+    del case.segments["Vessel"]             # missing in one case only: --missing-as-absent is the fix
+    write_case_files(folder, case)
+    code = main(["export", "--folder", str(folder), "--targets", "lesion", "--supports", "vessel",
                  "--out", str(tmp_path / "raw"), "--id", "7", "--name", "T", "--quiet"])
     assert code != 0
     assert "--missing-as-absent" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The study arms of issue 19 (training/schedule.py variants): parsing, canonical names, unit specs, and the content
+"""The study arms of the training variants (training/schedule.py): parsing, canonical names, unit specs, and the content
 hashes: existing arms keep theirs (finished units of earlier studies are reused), new arms' change only with their
 settings."""
 
@@ -10,7 +10,7 @@ from backsplit.study.hashing import stable_hash
 
 CONTEXT = ArmContext(("cyst",), ("tumor", "kidney"))
 
-# Arm.training_json() of the arms that existed before issue 19 (git main 3875d02): must not change
+# Arm.training_json() of the arms that existed before the training variants (git main 3875d02): must not change
 EARLIER = {
     "binary": {"dataset": "twin", "recipe": {}, "sampling": None, "initial_lr": None, "pretrained_arm": None,
                "train_context": None},

@@ -93,9 +93,9 @@ def test_bad_input(tmp_path):
     code, _, err = run(["supports", "suggest", "--folder", str(tmp_path / "cases"), "--target", "Lesion",
                         "--predictions", str(preds)])
     assert code == 1 and "case 'h0': no prediction for the case" in err
-    code, _, err = run(["supports", "suggest", "--folder", str(tmp_path / "cases"), "--target", "Lesion",
-                        "--distance", "0"])
-    assert code == 1 and "--distance must be > 0 mm" in err
+    with pytest.raises(SystemExit) as stop:   # refused where it is parsed (runtime/argtypes.py)
+        run(["supports", "suggest", "--folder", str(tmp_path / "cases"), "--target", "Lesion", "--distance", "0"])
+    assert stop.value.code == 2
     code, _, err = run(["supports", "suggest", "--folder", str(tmp_path / "cases"), "--target", "cyst"])
     assert code == 1 and "no case has voxels of the target 'cyst'" in err
     code, _, err = run(["supports", "generate", "--folder", str(tmp_path / "cases"), "--model", str(tmp_path),
@@ -108,3 +108,22 @@ def test_bad_input(tmp_path):
                         "--executable", str(write_standin(tmp_path / "bin")), "--classes", "liver,lungs",
                         "--out", str(tmp_path / "gen")])
     assert code == 1 and "has no class 'lungs'; its classes are: spleen, kidney_right, kidney_left, liver" in err
+
+
+def test_accept_warns_when_the_support_list_is_longer_than_advised_for_the_planned_budget(tmp_path):
+    """The advice and its source come from training/budget.py (the paper's Fig. 6 statements: at most 1 support
+    structure up to 250 epochs x 250 iterations); without --planned-steps the budget is backsplit train's default."""
+    write_hand_made(tmp_path / "cases")
+    base = ["supports", "suggest", "--folder", str(tmp_path / "cases"), "--target", "Lesion", "--distance", "5",
+            "--accept", "--quiet"]
+    code, out, err = run(base)
+    assert code == 0 and '--supports "near,Organ"' in out
+    assert "warning: 2 support structures for a training of 12500 optimiser steps" in err
+    assert "BackSplit paper" in err and "fewer support structures" in err
+    code, out, err = run(base + ["--top", "1"])
+    assert code == 0 and "warning" not in err
+    code, out, err = run(base + ["--planned-steps", str(250 * 250 + 1)])
+    assert code == 0 and "warning" not in err
+    with pytest.raises(SystemExit) as stop:   # refused where it is parsed (runtime/argtypes.py)
+        run(base + ["--planned-steps", "0"])
+    assert stop.value.code == 2

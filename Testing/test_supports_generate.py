@@ -130,7 +130,8 @@ def test_failed_and_unreadable_cases_are_reported_and_the_rerun_skips_finished_o
     outcomes = generate_supports(sources, runner_for(standin, tmp_path, env={"STANDIN_FAIL": "case1"}),
                                  GenerateRequest(out))
     assert [o.status for o in outcomes] == ["done", "failed", "done", "failed"]
-    assert "TotalSegmentator failed (exit code 3)" in outcomes[1].error and "stand-in failure" in outcomes[1].error
+    assert "TotalSegmentator failed: it ended with exit code 3" in outcomes[1].error
+    assert "stand-in failure" in outcomes[1].error
     assert "case 'case3'" in outcomes[3].error and "cannot be read" in outcomes[3].error
     assert sorted(p.name for p in out.glob("*.seg.nrrd")) == ["case0.seg.nrrd", "case2.seg.nrrd"]
     assert json.loads((out / "supports.json").read_text())["cases"]["case1"]["status"] == "failed"

@@ -73,15 +73,50 @@ def test_generated_segments_are_added_exactly_and_undone_in_one_step(slicer_scen
 
     value = vtk.mutable("")
     assert spleen_segment.GetTag("BackSplit.Model", value) and str(value) == "nnU-Net model /m"
-    scene.Undo()                                                                  # Edit > Undo: one step
+    assert not case.segmentation.GetUndoEnabled()            # N10: scene undo is not touched (dead in stock Slicer)
+    assert scene.GetNumberOfUndoLevels() == 0
+    scene.SetUndoOff()
+    assert undo_last_case(case.segmentation)                                      # the panel's own undo: one step
     assert names(case.segmentation) == ["Lesion", "liver"]
     for name, mask in before.items():
         assert np.array_equal(segment_mask(case.segmentation, name, case.volume, "c"), mask)
-    scene.SetUndoOff()                                                            # the panel's own undo
+    assert not undo_last_case(case.segmentation)                                  # nothing left to undo
     add_generated_segments(case.segmentation, case.volume, {"spleen": spleen}, model="m")
     assert names(case.segmentation) == ["Lesion", "liver", "spleen"]
     assert undo_last_case(case.segmentation)
     assert names(case.segmentation) == ["Lesion", "liver"]
+
+
+def test_undo_keeps_the_users_later_edits_and_forgets_closed_scenes(slicer_scene):
+    """F5 (audit A4): the user's edit after a generation survives Undo last case (64 -> 32 voxels before the fix);
+    after a scene close a new node that reuses the old node ID has nothing to undo; no module-level memory."""
+    from BackSplitSegmentLib import supports_scene
+    from BackSplitSegmentLib.scene_nodes import segment_mask
+    from BackSplitSegmentLib.supports_scene import add_generated_segments, undo_last_case
+
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    case = user_case(slicer)
+    add_generated_segments(case.segmentation, case.volume, {"kidney": box((0, 2), (0, 2), (0, 2))}, model="m")
+    bigger = box((2, 7), (3, 8), (4, 9))                                          # the user corrects the lesion
+    lesion_id = case.segmentation.GetSegmentation().GetSegmentIdBySegmentName("Lesion")
+    slicer.util.updateSegmentBinaryLabelmapFromArray(bigger.astype(np.uint8), case.segmentation, lesion_id,
+                                                     case.volume)
+    assert undo_last_case(case.segmentation)
+    assert names(case.segmentation) == ["Lesion", "liver"]
+    assert np.array_equal(segment_mask(case.segmentation, "Lesion", case.volume, "c"), bigger)
+
+    add_generated_segments(case.segmentation, case.volume, {"kidney": box((0, 2), (0, 2), (0, 2))}, model="m")
+    old_id = case.segmentation.GetID()
+    scene.Clear(0)                                                                # File > Close Scene
+    reused = user_case(slicer, "CT2").segmentation
+    assert reused.GetID() == old_id or scene.GetNodeByID(old_id) is not None      # an old ID is in use again
+    node = scene.GetNodeByID(old_id)
+    before = names(node)
+    assert not undo_last_case(node)
+    assert names(node) == before
+    module_state = [k for k, v in vars(supports_scene).items()
+                    if not k.startswith("__") and isinstance(v, (dict, list, set))]
+    assert module_state == []                                                     # nothing kept across a close
 
 
 def test_bad_masks_and_refused_names_add_nothing(slicer_scene):
@@ -165,7 +200,7 @@ def test_supports_section_follows_the_others_and_uses_only_widgets_of_the_ui():
     assert used and not used - widgets, sorted(used - widgets)
     sections = [w.get("name") for w in tree.iter("widget") if w.get("class") == "ctkCollapsibleButton"]
     assert sections.index("supportsCollapsibleButton") > sections.index("applyCollapsibleButton")  # after the others
-    assert "SupportsSection(self.ui, self._caseList, self.logic.ensureDependencies, qt.QTimer()," in \
+    assert "SupportsSection(self.ui, self._caseList, qt.QTimer(), qt.QTimer()," in \
         (repo / "BackSplitSegment" / "BackSplitSegment.py").read_text()      # handed what it uses, not the widget
     for name in ("BackSplitSegmentLib.supports_scene", "BackSplitSegmentLib.supports_section"):
         importlib.import_module(name)

@@ -48,7 +48,7 @@ def test_first_forward_gives_the_binary_lesion_probability(planned, configuratio
 
 
 def test_float32_error_is_rounding_only(planned):
-    """The issue's bound, in the precision nnU-Net trains in on the CPU (float32)."""
+    """The required bound (1e-5), in the precision nnU-Net trains in on the CPU (float32)."""
     import torch
 
     from backsplit.training.headinit import transfer_all

@@ -1,4 +1,4 @@
-"""Training variants of issue 19 end to end: tiny real nnU-Net trainings (child processes, CPU, 2d) of each support
+"""Training variants end to end: tiny real nnU-Net trainings (child processes, CPU, 2d) of each support
 schedule, the separate support head (exported as a plain nnU-Net lesion model that ``backsplit predict`` runs) and
 function-preserving fine-tuning of the tiny binary model (first prediction = the binary model's, on a real case).
 Checks wiring, not quality."""

@@ -243,6 +243,8 @@ def test_connected_slots_and_logic_calls_exist(module):
             for arg in node.args:
                 if isinstance(arg, ast.Attribute) and getattr(arg.value, "id", None) == "self":
                     slots.add(arg.attr)
+                else:   # through a PanelAction: action.slot(self.onX), action.wrap_tick(self._timer, self._pollX)
+                    slots |= set(re.findall(r"self\.(on\w+|_poll\w*|_step\w*)\b", ast.unparse(arg)))
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
                 and node.value.attr == "logic" and getattr(node.value.value, "id", None) == "self":
             logic_calls.add(node.attr)
@@ -286,12 +288,13 @@ def test_case_table_cells_are_read_only():
 
 @pytest.mark.parametrize("module", MODULES)
 def test_timer_callbacks_are_guarded_and_cancel_does_not_wait(module):
-    """Every timer's timeout goes through TickGuard (stop, restore, report once); Cancel never waits on the GUI."""
+    """Every timer's timeout goes through a PanelAction's wrap_tick (stop, idle, report once; the whole rule, all
+    files: Testing/test_panel_actions.py); Cancel never waits on the GUI."""
     source = (REPO / module / f"{module}.py").read_text()
     timers = set(re.findall(r"self\.(\w+) = qt\.QTimer\(\)", source))
     for timer in timers:
         connections = re.findall(rf"self\.{timer}\.timeout\.connect\((.*)", source)
-        assert connections and all(c.startswith("TickGuard(") for c in connections), (timer, connections)
+        assert connections and all(".wrap_tick(" in c for c in connections), (timer, connections)
     widget = ast.unparse(class_def(module_ast(module), "Widget"))
     for method in re.findall(r"def (onCancel\w*)\(", widget):
         body = widget.split(f"def {method}(", 1)[1].split("\n    def ", 1)[0]

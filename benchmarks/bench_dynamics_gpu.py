@@ -1,4 +1,5 @@
-"""One-GPU check of issue 19: the binary model vs the candidate default BackSplit recipe, 3d_fullres, shipped cases.
+"""One-GPU check of the training variants: the binary baseline vs the candidate default BackSplit recipe, 3d_fullres,
+shipped cases.
 
   python benchmarks/bench_dynamics_gpu.py --out /tmp/bench-dynamics-gpu            # about 8 min on one H100
 

@@ -22,9 +22,10 @@ import sys
 from pathlib import Path
 from typing import Iterator, Optional
 
-# The order a user meets the commands in (docs and `backsplit --help` follow it); commands not listed come last.
-WORKFLOW_ORDER = ("export", "train", "predict", "evaluate", "compare", "calibrate", "supports", "dataset", "model",
-                  "context", "study", "demo")
+# The order a user meets the commands in: its one home is backsplit.cli (`backsplit --help` lists them so); commands
+# not listed come last.
+from backsplit.cli import WORKFLOW_ORDER
+
 # backsplit.cli.main: what each exit status means (kept here by hand; the test compares it with cli.main's source).
 EXIT_CODES = (("0", "success"),
               ("1", "the input or a file was refused (the message names the case, segment or file and how to fix it); "

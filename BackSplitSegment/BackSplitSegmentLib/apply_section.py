@@ -14,7 +14,8 @@ from typing import Callable, Protocol
 import slicer
 
 from BackSplitShared.install_run import DependencyGate
-from BackSplitShared.panel_support import TickGuard, report_error
+from BackSplitShared.panel_action import PanelAction, once
+from BackSplitShared.panel_support import report_error
 
 from .prediction_run import PredictionFinish, apply_progress
 
@@ -37,7 +38,7 @@ class ApplyLogic(Protocol):
 class ApplySection:
     """``ApplySection(ui, logic, parameters, prediction_timer, install_timer)``: ``ui`` the panel's widgets,
     ``logic`` an ``ApplyLogic``, ``parameters()`` the current parameter node, the timers ``qt.QTimer`` (their ticks
-    run through ``TickGuard``)."""
+    run through the Apply button's ``PanelAction``: every way out, installation included, ends in an idle panel)."""
 
     def __init__(self, ui, logic: ApplyLogic, parameters: Callable[[], object], prediction_timer, install_timer):
         self.ui, self.logic, self.parameters = ui, logic, parameters
@@ -47,15 +48,17 @@ class ApplySection:
         self._predictionTimer.setInterval(300)
         self._installTimer = install_timer
         self._installTimer.setInterval(250)
-        self._predictionTimer.timeout.connect(TickGuard(self._predictionTimer, self._applyIdle, report_error,
-                                                        _("Prediction failed")).wrap(self._pollPrediction))
+        self.action = PanelAction(_("Could not apply the model"), ui.applyButton, ui.cancelApplyButton,
+                                  status=lambda text: setattr(ui.summaryLabel, "text", text) if text else None,
+                                  on_idle=self._applyIdle, wait_cursor=True)
+        self._predictionTimer.timeout.connect(self.action.wrap_tick(self._predictionTimer, self._pollPrediction))
         self._gate = DependencyGate(self._installTimer, self._showApplyStatus,
                                     lambda text: slicer.util.confirmOkCancelDisplay(text, _("BackSplit: install")),
-                                    lambda text: (self._applyIdle(), report_error(text)))
-        self._installTimer.timeout.connect(TickGuard(self._installTimer, self._applyIdle, report_error,
-                                                     _("Installation failed")).wrap(self._gate.tick))
-        ui.applyButton.clicked.connect(self.onApply)
-        ui.cancelApplyButton.clicked.connect(self.onCancelApply)
+                                    lambda text: (self.action.finish(), report_error(text)),
+                                    ended=self.action.finish)
+        self._installTimer.timeout.connect(self.action.wrap_tick(self._installTimer, self._gate.tick))
+        ui.applyButton.clicked.connect(self.action.slot(self.onApply))
+        ui.cancelApplyButton.clicked.connect(once(_("Could not cancel"), self.onCancelApply))
         ui.showAuxiliaryCheckBox.toggled.connect(self.onShowAuxiliary)
 
     def cleanup(self) -> None:
@@ -66,23 +69,20 @@ class ApplySection:
         if self._prediction is not None and self._prediction.is_running():
             self._prediction.cancel(wait=True)
 
-    def onApply(self) -> None:
-        """Installs PyTorch and nnU-Net first when they are missing (after asking, with moving progress)."""
-        self.ui.applyButton.enabled = False
-        self.ui.cancelApplyButton.enabled = True
-        if not self._gate.run(self._startPrediction):
-            self._applyIdle()
+    def onApply(self) -> bool:
+        """Run by the Apply button's ``PanelAction``: installs PyTorch and nnU-Net first when they are missing (after
+        asking, with moving progress); True while the installation or the prediction runs."""
+        return self._gate.run(self._startPrediction)
 
-    def _startPrediction(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Could not start the prediction."), waitCursor=True):
-            extra = [self.ui.predictExtraChannelSelector.currentNode()] \
-                if self.ui.predictExtraChannelSelector.currentNode() else []
-            self._prediction = self.logic.startPrediction(self.parameters(), extra)
-            self._showApplyStatus(_("Predicting..."), False)
-            self.ui.applyProgressBar.value = 0
-            self._predictionTimer.start()
-        if self._prediction is None:
-            self._applyIdle()
+    def _startPrediction(self) -> bool:
+        """Start the child and its timer (True), or raise: the action reports the error once and is idle again."""
+        extra = [self.ui.predictExtraChannelSelector.currentNode()] \
+            if self.ui.predictExtraChannelSelector.currentNode() else []
+        self._prediction = self.logic.startPrediction(self.parameters(), extra)
+        self._showApplyStatus(_("Predicting..."), False)
+        self.ui.applyProgressBar.value = 0
+        self._predictionTimer.start()
+        return True
 
     def _showApplyStatus(self, text: str, busy: bool) -> None:
         self.ui.applyProgressBar.setRange(0, 0 if busy else 100)   # 0..0: Qt's moving busy bar
@@ -92,6 +92,8 @@ class ApplySection:
         self._predictionTimer.stop()
         if self._prediction is not None and self._prediction.is_running():   # after a failed tick: end the child
             self._prediction.cancel(wait=False)
+        if self._finish is not None:   # scene close, error or Cancel mid-import: release it, removed nodes untouched
+            self._finish.close()
         self._prediction, self._finish = None, None
         self.ui.applyProgressBar.setRange(0, 100)
         self.ui.applyButton.enabled = True
@@ -117,7 +119,7 @@ class ApplySection:
             return
         outcome, cancelled = self._finish.outcome, self._prediction.cancelled
         self._predictionTimer.setInterval(300)
-        self._applyIdle()
+        self.action.finish()
         if outcome is not None:
             self.logic.lastSegmentation = outcome.segmentation_node
             self.ui.applyProgressBar.value = 100

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Protocol
 
 import slicer
-from slicer.i18n import tr as _
 
+from backsplit.errors import InputError
 from backsplit.models.archive import export_model, import_model
 from backsplit.models.catalog import model_choices, read_entry
 from backsplit.models.location import models_dir
@@ -22,45 +22,87 @@ from backsplit.models.remove import remove_model
 from backsplit.models.trust import confirm_trust, trust_warning
 from backsplit.runtime.progress import Stage
 from backsplit.training.process import TrainingProcess
-from BackSplitShared.panel_support import TickGuard, report_error
+from BackSplitShared.install_run import DependencyGate
+from BackSplitShared.panel_action import PanelAction, once
+from BackSplitShared.panel_support import report_error
 
 from .dataset_add import SceneAddOptions, add_scene_case, result_text
+
+try:
+    from slicer.i18n import tr as _
+except ImportError:  # slicer-core (the tests) has no i18n
+    def _(text: str) -> str:
+        return text
 
 
 class LoopLogic(Protocol):
     """What the section needs of the module's logic (``BackSplitSegmentLogic``)."""
     lastSegmentation: object          # the segmentation node of the last prediction, or None
 
-    def ensureDependencies(self) -> bool: ...
+
+class ModelChoices:
+    """``model_choices`` read again only when the models folder changed (audit N9: every keystroke in the folder
+    field and every volume change re-read every manifest and summed every folder's size on the GUI thread). The key
+    is the folder, the channel count and the modification times of the folder and of its entries (a new, removed or
+    renamed model changes them); *Refresh* reads again whatever the times say."""
+
+    def __init__(self, read=model_choices):
+        self.read = read
+        self._key, self._value = None, []
+
+    @staticmethod
+    def _stamp(folder: Path):
+        try:
+            return folder.stat().st_mtime_ns, tuple(sorted((e.name, e.stat().st_mtime_ns) for e in folder.iterdir()))
+        except OSError:
+            return None
+
+    def get(self, folder: Path, n_channels: int, force: bool = False) -> list:
+        key = (str(folder), n_channels, self._stamp(folder))
+        if force or key != self._key:
+            self._key, self._value = key, self.read(folder, n_channels)
+        return list(self._value)
 
 
 class LoopSection:
-    """``LoopSection(ui, logic, timer, file_dialog)``: ``ui`` the panel's widgets, ``logic`` a ``LoopLogic``,
-    ``timer`` a ``qt.QTimer`` (its ticks run through ``TickGuard``), ``file_dialog`` ``qt.QFileDialog``."""
+    """``LoopSection(ui, logic, timer, file_dialog, install_timer)``: ``ui`` the panel's widgets, ``logic`` a
+    ``LoopLogic``, ``timer`` and ``install_timer`` ``qt.QTimer`` (their ticks run through the Fine-tune button's
+    ``PanelAction``), ``file_dialog`` ``qt.QFileDialog``."""
 
-    def __init__(self, ui, logic: LoopLogic, timer, file_dialog):
+    def __init__(self, ui, logic: LoopLogic, timer, file_dialog, install_timer):
         self.ui, self.logic, self._dialog = ui, logic, file_dialog
         self._training = None
         self._timer = timer
         self._timer.setInterval(500)
-        self._timer.timeout.connect(TickGuard(self._timer, self._idle, report_error, _("Fine-tuning display failed"))
-                                    .wrap(self._poll))
+        status = lambda text: setattr(ui.loopStatusLabel, "text", text) if text else None  # noqa: E731
+        self.action = PanelAction(_("Could not fine-tune"), ui.loopFineTuneButton, ui.loopCancelButton,
+                                  status=status, on_idle=self._idle, wait_cursor=True)
+        self._timer.timeout.connect(self.action.wrap_tick(self._timer, self._poll))
+        self._installTimer = install_timer
+        self._installTimer.setInterval(250)
+        self._gate = DependencyGate(install_timer, lambda text, busy: status(text),
+                                    lambda text: slicer.util.confirmOkCancelDisplay(text, _("BackSplit: install")),
+                                    lambda text: (self.action.finish(), report_error(text)), ended=self.action.finish)
+        self._installTimer.timeout.connect(self.action.wrap_tick(self._installTimer, self._gate.tick))
+        self._choices = ModelChoices()
         slicer.app.connect("aboutToQuit()", self.cleanup)
         if not str(ui.loopModelsDir.currentPath or "").strip():
             ui.loopModelsDir.currentPath = str(models_dir())
         ui.loopModelsDir.currentPathChanged.connect(lambda _path: self.refresh())
         ui.predictVolume.currentNodeChanged.connect(lambda _node: self.refresh())
-        ui.loopRefreshButton.clicked.connect(self.refresh)
         ui.loopModelCombo.currentIndexChanged.connect(lambda _index: self._showModel())
-        ui.loopUseModelButton.clicked.connect(self.useModel)
-        ui.loopExportModelButton.clicked.connect(self.exportModel)
-        ui.loopImportModelButton.clicked.connect(self.importModel)
-        ui.loopRemoveModelButton.clicked.connect(self.removeModel)
-        ui.loopAddButton.clicked.connect(self.addCase)
-        ui.loopFineTuneButton.clicked.connect(self.fineTune)
-        ui.loopCancelButton.clicked.connect(self.cancel)
+        for button, what, fn in (
+                (ui.loopRefreshButton, _("Could not list the models"), lambda: self.refresh(force=True)),
+                (ui.loopUseModelButton, _("Could not use the model"), self.useModel),
+                (ui.loopExportModelButton, _("Could not export the model"), self.exportModel),
+                (ui.loopImportModelButton, _("Could not import the model"), self.importModel),
+                (ui.loopRemoveModelButton, _("The model was not removed"), self.removeModel),
+                (ui.loopAddButton, _("The case was not added"), self.addCase),
+                (ui.loopCancelButton, _("Could not cancel"), self.cancel)):
+            button.clicked.connect(once(what, fn, status=status, wait_cursor=button is not ui.loopCancelButton))
+        ui.loopFineTuneButton.clicked.connect(self.action.slot(self.fineTune))
         self._folders: list[Path] = []
-        self.refresh()
+        once(_("Could not list the models"), self.refresh, status=status)()
 
     # ---- model manager ---------------------------------------------------------------------------------------------
     def _modelsDir(self) -> Path:
@@ -69,10 +111,11 @@ class LoopSection:
     def _channels(self) -> int:
         return 1 + (1 if self.ui.predictExtraChannelSelector.currentNode() else 0)
 
-    def refresh(self) -> None:
-        """The models that fit the Apply panel's volume(s), newest first."""
+    def refresh(self, force: bool = False) -> None:
+        """The models that fit the Apply panel's volume(s), newest first (read again only when the folder changed,
+        or with ``force``: the Refresh button)."""
         self.ui.loopModelCombo.clear()
-        choices = model_choices(self._modelsDir(), self._channels())
+        choices = self._choices.get(self._modelsDir(), self._channels(), force)
         self._folders = [folder for _label, folder in choices]
         for label, _folder in choices:
             self.ui.loopModelCombo.addItem(label)
@@ -110,53 +153,53 @@ class LoopSection:
         path = self._dialog.getSaveFileName(None, _("Export model"), f"{folder.name}.zip" if folder else "",
                                               "Zip (*.zip)") if folder else ""
         if path:
-            with slicer.util.tryWithErrorDisplay(_("Could not export the model."), waitCursor=True):
-                export_model(folder, Path(path), overwrite=True)   # the dialog already asked about overwriting
-                self.ui.loopStatusLabel.text = _("Exported to {path}").format(path=path)
+            export_model(folder, Path(path), overwrite=True)   # the dialog already asked about overwriting
+            self.ui.loopStatusLabel.text = _("Exported to {path}").format(path=path)
 
     def importModel(self) -> None:
         path = self._dialog.getOpenFileName(None, _("Import model"), "", "Zip (*.zip)")
         if path:
-            with slicer.util.tryWithErrorDisplay(_("Could not import the model."), waitCursor=True):
-                result = import_model(Path(path), self._modelsDir(), rename_if_exists=True)
-                self.ui.loopStatusLabel.text = _("Imported '{name}' (checksums verified; untrusted until you use "
-                                                 "it and confirm).").format(name=result.name)
-                self.refresh()
+            result = import_model(Path(path), self._modelsDir(), rename_if_exists=True)
+            self.ui.loopStatusLabel.text = _("Imported '{name}' (checksums verified; untrusted until you use "
+                                             "it and confirm).").format(name=result.name)
+            self.refresh(force=True)
 
     def removeModel(self) -> None:
+        """The user's Cancel in the question is a status line (``CancelledError``), not an error dialog (F8)."""
         folder = self._current()
         if folder is not None:
-            with slicer.util.tryWithErrorDisplay(_("The model was not removed."), waitCursor=False):
-                remove_model(folder, slicer.util.confirmOkCancelDisplay)
-                self.refresh()
+            remove_model(folder, slicer.util.confirmOkCancelDisplay)
+            self.refresh(force=True)
 
     # ---- correct, add, fine-tune -----------------------------------------------------------------------------------
     def addCase(self) -> None:
         segmentation = self.ui.loopSegmentation.currentNode() or self.logic.lastSegmentation
         options = SceneAddOptions(Path(self.ui.loopDatasetPath.currentPath), case_id=self.ui.loopCaseId.text,
                                   new_id_if_taken=self.ui.loopNewIdCheckBox.checked)
-        with slicer.util.tryWithErrorDisplay(_("The case was not added."), waitCursor=True):
-            result = add_scene_case(self.ui.predictVolume.currentNode(), segmentation, options)
-            self.ui.loopStatusLabel.text = result_text(result)
+        result = add_scene_case(self.ui.predictVolume.currentNode(), segmentation, options)
+        self.ui.loopStatusLabel.text = result_text(result)
 
-    def fineTune(self) -> None:
+    def fineTune(self) -> bool:
+        """Run by the Fine-tune button's ``PanelAction``: installs PyTorch and nnU-Net first when they are missing
+        (the non-blocking installer, as Apply; audit F6); True while the installation or the training runs."""
         parent = self._current()
-        if parent is None or not self._confirmTrust(parent) or not self.logic.ensureDependencies():
-            return
-        with slicer.util.tryWithErrorDisplay(_("Could not start fine-tuning."), waitCursor=True):
-            request = FineTuneRequest(Path(self.ui.loopDatasetPath.currentPath), parent, self._modelsDir(),
-                                      self._modelsDir() / ".backsplit-work",
-                                      epochs=int(self.ui.loopEpochsSpinBox.value))
-            self._training = TrainingProcess(fine_tune_options(request)).start()
-            self.ui.loopFineTuneButton.enabled = False
-            self.ui.loopCancelButton.enabled = True
-            self.ui.loopProgressBar.value = 0
-            self._timer.start()
+        if parent is None:
+            raise InputError(_("choose the model to fine-tune in the model list"))
+        if not self._confirmTrust(parent):
+            return False
+        return self._gate.run(lambda: self._startFineTune(parent))
+
+    def _startFineTune(self, parent: Path) -> bool:
+        request = FineTuneRequest(Path(self.ui.loopDatasetPath.currentPath), parent, self._modelsDir(),
+                                  self._modelsDir() / ".backsplit-work", epochs=int(self.ui.loopEpochsSpinBox.value))
+        self._training = TrainingProcess(fine_tune_options(request)).start()
+        self.ui.loopProgressBar.value = 0
+        self._timer.start()
+        return True
 
     def _idle(self) -> None:
-        """Buttons back after a failed tick; a training still running is ended without waiting."""
-        self.ui.loopFineTuneButton.enabled = True
-        self.ui.loopCancelButton.enabled = False
+        """Every way back to idle (``PanelAction.on_idle``): a training still running is ended without waiting."""
+        self._timer.stop()
         if self._training is not None and self._training.is_running():
             self._training.cancel(wait=False)
         self._training = None
@@ -170,21 +213,23 @@ class LoopSection:
             self.ui.loopStatusLabel.text = event.message
         if self._training.is_running():
             return
-        self._timer.stop()
-        self.ui.loopFineTuneButton.enabled = True
-        self.ui.loopCancelButton.enabled = False
-        if self._training.result_models:
-            self.ui.loopStatusLabel.text = _("New model: {path}").format(path=self._training.result_models[0])
+        models = list(self._training.result_models)
+        self.action.finish()
+        if models:
+            self.ui.loopStatusLabel.text = _("New model: {path}").format(path=models[0])
             self.ui.loopProgressBar.value = 100
-            self.refresh()
-        self._training = None
+            self.refresh(force=True)
 
     def cancel(self) -> None:
-        if self._training is not None:
+        if self._gate.busy:
+            self._gate.cancel()
+        elif self._training is not None:
             self._training.cancel(wait=False)
             self.ui.loopStatusLabel.text = _("Cancelling...")
 
     def cleanup(self) -> None:
         self._timer.stop()
+        self._installTimer.stop()
+        self._gate.cancel()
         if self._training is not None and self._training.is_running():
             self._training.cancel(wait=True)

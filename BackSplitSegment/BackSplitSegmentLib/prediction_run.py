@@ -143,6 +143,9 @@ class PredictionFinish:
         from .prediction_import import add_class_segment, import_probability, new_segmentation, set_auxiliary_visible
 
         job, volume = self.job, self.volume
+        if volume.GetScene() is None or (self._segmentation is not None and self._segmentation.GetScene() is None):
+            raise InputError("the scene was closed while the prediction was being imported; nothing was added to "
+                             "the new scene. Load the volume and apply the model again", case=volume.GetName())
         if self._future is None and self._files is None:
             job.poll_events()
             if job.cancelled:
@@ -187,6 +190,12 @@ class PredictionFinish:
         summary = job.summaries[0] if job.summaries else {}
         self.outcome = PredictionOutcome(self._segmentation, probability_node, summary_text(summary))
         self.done = True
+
+    def close(self) -> None:
+        """Stop here (the panel went idle: Cancel, an error, a scene close): a half-imported segmentation still in a
+        scene is removed, nodes already removed by a scene close are not touched, the reading thread and the
+        temporary folder are released. Idempotent."""
+        self._close()
 
     def _close(self) -> None:
         if not self.done and self._segmentation is not None and self._segmentation.GetScene() is not None:

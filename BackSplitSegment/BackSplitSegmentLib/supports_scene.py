@@ -1,8 +1,12 @@
 """Generated support structures into the scene: new segments in a case's segmentation node, on the volume's exact
 grid, tagged as generated with the model; the user's segments are never changed (a generated class named like one
-of them is suffixed, ' (generated)', or refused). Each case is one undo step: the scene's undo (Edit > Undo, when
-undo is enabled in Slicer's settings; ``vtkMRMLScene::SaveStateForUndo`` with the node's ``UndoEnabled`` flag) and
-a per-node ``vtkSegmentationHistory`` (the Segment Editor's undo store) for the panel's *Undo last case*.
+of them is suffixed, ' (generated)', or refused). The panel's *Undo last case* removes exactly the segments the
+node's last generation added: each generation gets an id, stored on the node (attribute ``BackSplit.LastGeneration``)
+and on each segment it added (tag ``BackSplit.GenerationId``); the user's segments, and their edits made after the
+generation, are never touched. Nothing is kept in memory: the record lives and dies with the node (a scene close
+removes it; a node that reuses an old node ID has no record). Slicer's scene undo (Edit > Undo) is not used: a stock
+Slicer never turns the scene's undo flag on (no ``SetUndoFlag`` in v5.12.3 Base/Applications/Modules), and enabling
+undo on the segmentation node alone would break its display and storage references (``vtkMRMLNode.h`` v5.12.3:447-455).
 
 Two ways to run the organ model: the engine in a child process (``start_generation``: an nnU-Net model folder or the
 TotalSegmentator command; Cancel ends the process tree), or the TotalSegmentator extension's own logic
@@ -14,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -41,45 +46,51 @@ TOTALSEGMENTATOR_NOT_SET_UP = (
     "The TotalSegmentator extension is installed but its Python package is not set up yet: open the "
     "TotalSegmentator module and press Apply once (it asks before installing), then come back.")
 
-_histories: dict[str, object] = {}
+LAST_GENERATION_ATTRIBUTE = "BackSplit.LastGeneration"
+GENERATION_TAG = "BackSplit.GenerationId"
 
 
-def begin_undo_step(segmentation_node) -> None:
-    """Save the node's state before a case's segments are added (one undo step per case)."""
-    scene = segmentation_node.GetScene()
-    segmentation_node.SetUndoEnabled(True)
-    if scene is not None and scene.GetUndoFlag():
-        scene.SaveStateForUndo()
-    history = _histories.get(segmentation_node.GetID())
-    if history is None or history.GetSegmentation() is not segmentation_node.GetSegmentation():
-        history = slicer.vtkSegmentationHistory()
-        history.SetSegmentation(segmentation_node.GetSegmentation())
-        _histories[segmentation_node.GetID()] = history
-    history.SaveState()
+def _segment_tag(segment, tag: str) -> str:
+    value = vtk.mutable("")
+    return str(value) if segment.GetTag(tag, value) else ""
 
 
 def undo_last_case(segmentation_node) -> bool:
-    """Remove the segments the last generation added to this node (the user's segments are as before)."""
-    history = _histories.get(segmentation_node.GetID())
-    if history is None or not history.IsRestorePreviousStateAvailable():
+    """Remove the segments the node's last generation added (those still carrying its id; the user's segments and
+    their later edits stay as they are) and forget that generation. Returns False when the node has no generation
+    to undo (none ran on it, it was undone already, or it is a new node that reuses an old node ID)."""
+    generation = segmentation_node.GetAttribute(LAST_GENERATION_ATTRIBUTE) or ""
+    if not generation:
         return False
-    return bool(history.RestorePreviousState())
+    segmentation = segmentation_node.GetSegmentation()
+    ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())
+           if _segment_tag(segmentation.GetNthSegment(i), GENERATION_TAG) == generation]
+    was_modifying = segmentation_node.StartModify()
+    try:
+        for segment_id in ids:
+            segmentation.RemoveSegment(segment_id)
+        segmentation_node.RemoveAttribute(LAST_GENERATION_ATTRIBUTE)
+    finally:
+        segmentation_node.EndModify(was_modifying)
+    return bool(ids)
 
 
 def add_generated_segments(segmentation_node, volume, masks: dict[str, np.ndarray], *, model: str,
                            colors: Optional[dict] = None, terminology: Optional[dict] = None,
                            on_conflict: str = "suffix") -> dict[str, str]:
     """Add masks (z, y, x on ``volume``'s grid) as new segments; returns model class -> segment name. One undo
-    step. Raises InputError (nothing added) when a mask is not on the volume's grid or a name clashes with 'refuse'."""
+    step for *Undo last case* (``undo_last_case``). Raises InputError (nothing added) when a mask is not on the
+    volume's grid or a name clashes with 'refuse'."""
     shape = tuple(volume_geometry(volume).shape)
     for cls, mask in masks.items():
         if tuple(mask.shape) != shape:
             raise InputError(f"the generated '{cls}' has size {mask.shape[::-1]} but the volume "
                              f"'{volume.GetName()}' has {shape[::-1]}")
     names = resolve_names(segment_names(segmentation_node), list(masks), on_conflict, volume.GetName())
-    begin_undo_step(segmentation_node)
+    generation = uuid.uuid4().hex
     segmentation = segmentation_node.GetSegmentation()
     was_modifying = segmentation_node.StartModify()
+    added = False
     try:
         for cls, mask in masks.items():
             color = (colors or {}).get(cls, (0.6, 0.6, 0.6))
@@ -89,9 +100,13 @@ def add_generated_segments(segmentation_node, volume, masks: dict[str, np.ndarra
             segment = segmentation.GetSegment(segment_id)
             segment.SetTag(GENERATED_TAG, "1")
             segment.SetTag(MODEL_TAG, model)
+            segment.SetTag(GENERATION_TAG, generation)
+            added = True
             if (terminology or {}).get(cls):
                 segment.SetTag(segment.GetTerminologyEntryTagName(), terminology[cls])
     finally:
+        if added:  # also after a failure part-way: Undo last case then removes what was added
+            segmentation_node.SetAttribute(LAST_GENERATION_ATTRIBUTE, generation)
         segmentation_node.EndModify(was_modifying)
     return names
 
@@ -126,8 +141,9 @@ class GenerationJob:
     failed: dict[str, str] = field(default_factory=dict)
 
     def close(self) -> None:
+        """End the child without waiting (the GUI thread never joins it: audit F7) and remove the input folder."""
         if self.process.is_running():
-            self.process.cancel()
+            self.process.cancel(wait=False)
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
@@ -172,17 +188,21 @@ def import_events(job: GenerationJob, events) -> list[str]:
         if status != "done" or case_id in job.imported:
             continue
         case = job.cases[case_id]
-        content = read_seg_nrrd(Path(event.data["file"]), case_id)
-        if content.geometry.differences(volume_geometry(case.volume)):
-            raise InputError("the generated segments are not on the volume's grid", case=case_id)
-        model = next((t.get(MODEL_TAG, "") for t in read_segment_tags(Path(event.data["file"])).values()), "")
-        try:
+        if case.volume.GetScene() is None or case.segmentation.GetScene() is None:   # a scene close removed them
+            job.failed[case_id] = "the scene was closed before its generated segments could be added"
+            messages.append(f"case '{case_id}': {job.failed[case_id]}")
+            continue
+        try:   # per case: one unreadable file or grid mismatch must not drop the other cases of the batch (F3)
+            content = read_seg_nrrd(Path(event.data["file"]), case_id)
+            if content.geometry.differences(volume_geometry(case.volume)):
+                raise InputError("the generated segments are not on the volume's grid", case=case_id)
+            model = next((t.get(MODEL_TAG, "") for t in read_segment_tags(Path(event.data["file"])).values()), "")
             job.imported[case_id] = add_generated_segments(case.segmentation, case.volume, content.masks, model=model,
                                                            colors=content.colors, terminology=content.terminology,
                                                            on_conflict=job.on_conflict)
-        except InputError as exc:
+        except Exception as exc:  # noqa: BLE001 - recorded per case, shown in the panel's summary
             job.failed[case_id] = str(exc)
-            messages.append(str(exc))
+            messages.append(f"case '{case_id}': {exc}")
             continue
         messages.append(f"case '{case_id}': added {', '.join(job.imported[case_id].values())}")
     return messages

@@ -1,12 +1,16 @@
 """The panel's *Support structures* section (widgets only; the logic is in ``supports_scene`` and the engine).
 
-1. *Generate*: run an organ model on every listed case (an nnU-Net model folder or the TotalSegmentator command in
-   a child process; Cancel ends the process tree; or the TotalSegmentator extension's logic, asked for and never
-   installed) and add the structures as new segments to each case's segmentation (one undo step per case).
+1. *Generate*: run an organ model on every listed case in a child process (an nnU-Net model folder, the
+   TotalSegmentator command, or the TotalSegmentator that the TotalSegmentator extension installed: the same child,
+   never the extension's blocking ``process()``), with progress and a Cancel that does not wait, and add the
+   structures as new segments to each case's segmentation. PyTorch and nnU-Net are installed first when an nnU-Net
+   model needs them, without freezing the panel (``DependencyGate``).
 2. *Suggest*: rank the segments of the listed cases as support structures for the chosen target, with the reasons.
-3. *Accept*: move the top suggestions into the support list, smaller structures first (overlap policy).
+3. *Accept*: move the top suggestions into the support list, smaller structures first (overlap policy). The status
+   line warns when the list is longer than advised for this panel's fine-tuning budget (``budget_note``; the advice
+   and its source: ``backsplit.training.budget``).
 Attached to the module widget by one line in ``BackSplitSegment.setup``, which hands in what the section uses: the
-panel's widgets, the case list (``CaseListView``), the dependency check of the logic, and the Qt pieces (a timer, the
+panel's widgets, the case list (``CaseListView``), and the Qt pieces (an install timer, a timer, the
 table item class): this module itself imports no Qt, like every ``BackSplitSegmentLib`` module, and never reaches into
 the module widget.
 """
@@ -14,19 +18,24 @@ the module widget.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import slicer
 
+from backsplit.errors import InputError
+from backsplit.models.loop import LOOP_ITERATIONS
 from backsplit.supports.suggest import SuggestOptions, suggest
-from BackSplitShared.panel_support import TickGuard, report_error
+from backsplit.training.budget import supports_warning
+from BackSplitShared.install_run import DependencyGate
+from BackSplitShared.panel_action import PanelAction, once
+from BackSplitShared.panel_support import report_error
 
 from .scene_cases import SceneCase
 from .supports_scene import (
     import_events,
-    run_totalsegmentator_extension,
     start_generation,
     suggest_cases_from_scene,
+    totalsegmentator_extension_logic,
     undo_last_case,
 )
 
@@ -39,6 +48,12 @@ except ImportError:  # slicer-core (the tests) has no i18n
 SOURCES = ["nnU-Net model folder", "TotalSegmentator (command)", "TotalSegmentator (extension)"]
 
 
+def budget_note(n_supports: int, loop_epochs: int) -> str:
+    """The warning for ``n_supports`` support structures and this panel's fine-tuning of ``loop_epochs`` epochs of
+    ``LOOP_ITERATIONS`` iterations (``training.budget.supports_warning``), or "" when within the advice."""
+    return supports_warning(int(n_supports), int(loop_epochs) * LOOP_ITERATIONS) or ""
+
+
 class CaseListView(Protocol):
     """What the section needs of the panel's case list (``case_list.CaseList``): the listed cases, and a redraw of
     the table and class lists after segments were added, undone or moved."""
@@ -48,48 +63,63 @@ class CaseListView(Protocol):
 
 
 class SupportsSection:
-    """``SupportsSection(ui, case_list, ensure_dependencies, timer, table_item)``: ``ui`` the panel's widgets
-    (``childWidgetVariables``), ``case_list`` a ``CaseListView``, ``ensure_dependencies()`` True when nnU-Net can run
-    (installing after asking), ``timer`` a ``qt.QTimer`` (its ticks run through ``TickGuard``), ``table_item`` the
-    table item class (``qt.QTableWidgetItem``)."""
+    """``SupportsSection(ui, case_list, install_timer, timer, table_item)``: ``ui`` the panel's widgets
+    (``childWidgetVariables``), ``case_list`` a ``CaseListView``, ``install_timer`` and ``timer`` ``qt.QTimer``
+    (their ticks run through the Generate button's ``PanelAction``), ``table_item`` the table item class
+    (``qt.QTableWidgetItem``)."""
 
-    def __init__(self, ui, case_list: CaseListView, ensure_dependencies: Callable[[], bool], timer, table_item):
+    def __init__(self, ui, case_list: CaseListView, install_timer, timer, table_item):
         self.ui = ui
         self.case_list = case_list
-        self.ensure_dependencies = ensure_dependencies
         self.job = None
         self.report = None
         self.table_item = table_item
         self.timer = timer
         self.timer.setInterval(300)
-        self.timer.timeout.connect(TickGuard(self.timer, self._idle, report_error,
-                                             _("Adding the generated segments failed")).wrap(self._poll))
+        self.action = PanelAction(_("Could not generate the support structures"), ui.supportsGenerateButton,
+                                  ui.supportsCancelButton, status=self._status, on_idle=self._idle, wait_cursor=True)
+        self.timer.timeout.connect(self.action.wrap_tick(self.timer, self._poll))
+        self.install_timer = install_timer
+        self.install_timer.setInterval(250)
+        self.gate = DependencyGate(install_timer, lambda text, busy: self._status(text),
+                                   lambda text: slicer.util.confirmOkCancelDisplay(text, _("BackSplit: install")),
+                                   lambda text: (self.action.finish(), report_error(text)), ended=self.action.finish)
+        self.install_timer.timeout.connect(self.action.wrap_tick(self.install_timer, self.gate.tick))
         self.ui.supportsSourceComboBox.clear()
         for text in SOURCES:
             self.ui.supportsSourceComboBox.addItem(_(text))
-        self.ui.supportsGenerateButton.clicked.connect(self.onGenerate)
-        self.ui.supportsCancelButton.clicked.connect(self.onCancel)
-        self.ui.supportsUndoButton.clicked.connect(self.onUndo)
-        self.ui.supportsSuggestButton.clicked.connect(self.onSuggest)
-        self.ui.supportsAcceptButton.clicked.connect(self.onAccept)
-        self.ui.supportsCancelButton.enabled = False
+        self.ui.supportsGenerateButton.clicked.connect(self.action.slot(self.onGenerate))
+        self.ui.supportsCancelButton.clicked.connect(once(_("Could not cancel"), self.onCancel, status=self._status))
+        self.ui.supportsUndoButton.clicked.connect(once(_("Could not undo"), self.onUndo, status=self._status))
+        self.ui.supportsSuggestButton.clicked.connect(once(_("Could not rank the support structures"), self.onSuggest,
+                                                           status=self._status, wait_cursor=True))
+        self.ui.supportsAcceptButton.clicked.connect(once(_("Could not accept the suggestions"), self.onAccept,
+                                                          status=self._status))
+        # after the panel's own move
+        self.ui.addSupportButton.clicked.connect(once(_("Could not check the budget"), self.showBudgetNote))
         slicer.app.connect("aboutToQuit()", self.cleanup)
 
+    def _status(self, text: str) -> None:
+        if text:
+            self.ui.supportsStatusLabel.text = text
+
     def cleanup(self) -> None:
+        """Slicer is closing: stop the timers, end the child without waiting, remove the temporary folder."""
         self.timer.stop()
-        if self.job is not None:
-            self.job.close()
-            self.job = None
+        self.install_timer.stop()
+        self.gate.cancel()
+        job, self.job = self.job, None
+        if job is not None:
+            job.close()   # ends a running child without waiting, removes the input folder
 
     def _idle(self) -> None:
-        """Buttons back after a failed tick; a child still running is ended without waiting."""
-        self.ui.supportsGenerateButton.enabled = True
-        self.ui.supportsCancelButton.enabled = False
+        """Every way back to idle (``PanelAction.on_idle``): a child still running is ended without waiting (audit
+        F7: no join on the GUI thread), the temporary folder removed, the case table redrawn."""
+        self.timer.stop()
         job, self.job = self.job, None
-        if job is not None and job.process.is_running():
-            job.process.cancel(wait=False)
-        elif job is not None:
-            job.close()
+        if job is not None:
+            job.close()   # ends a running child without waiting (GenerationJob.close), removes the input folder
+        self._refresh()
 
     def _cases(self) -> list:
         return list(self.case_list.cases)
@@ -101,35 +131,29 @@ class SupportsSection:
         return [n.strip() for n in self.ui.supportsClassesLineEdit.text.split(",") if n.strip()]
 
     # ---- generate ---------------------------------------------------------------------------------------------
-    def onGenerate(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Could not run the organ model."), waitCursor=True):
-            cases = self._cases()
-            source = self.ui.supportsSourceComboBox.currentIndex
-            conflict = "refuse" if self.ui.supportsRefuseCheckBox.checked else "suffix"
-            device = self.ui.supportsDeviceComboBox.currentText
-            if source == 2:  # the extension's logic runs in Slicer, one case after the other
-                for case in cases:
-                    added = run_totalsegmentator_extension(case, subset=self._classes(),
-                                                           fast=self.ui.supportsFastCheckBox.checked,
-                                                           cpu=device == "cpu", on_conflict=conflict)
-                    self.ui.supportsStatusLabel.text = _("Case {case}: added {names}").format(
-                        case=case.case_id, names=", ".join(added.values()))
-                    slicer.app.processEvents()
-                self._refresh()
-                return
-            if source == 0 and not self.ensure_dependencies():
-                return
-            model = self.ui.supportsModelPathLineEdit.currentPath.strip()
-            if source == 0 and not model:
-                raise ValueError(_("Choose the organ model folder (an nnU-Net v2 model folder)."))
-            self.job = start_generation(cases, model_dir=Path(model) if source == 0 else None,
-                                        classes=self._classes(), device=device,
-                                        fast=self.ui.supportsFastCheckBox.checked, on_conflict=conflict)
-            self.ui.supportsGenerateButton.enabled = False
-            self.ui.supportsCancelButton.enabled = True
-            self.ui.supportsProgressBar.value = 0
-            self.ui.supportsStatusLabel.text = _("Running the organ model...")
-            self.timer.start()
+    def onGenerate(self) -> bool:
+        """Run by the Generate button's ``PanelAction``: True while the installation or the organ model runs."""
+        source = self.ui.supportsSourceComboBox.currentIndex
+        model = self.ui.supportsModelPathLineEdit.currentPath.strip()
+        if source == 0 and not model:
+            raise InputError(_("choose the organ model folder (an nnU-Net v2 model folder)"))
+        if source == 2:   # only its set-up is checked here: the model runs in the child, like the command
+            totalsegmentator_extension_logic()
+        if source != 0:
+            return self._startGeneration()
+        return self.gate.run(self._startGeneration)   # an nnU-Net model needs PyTorch and nnU-Net: install first
+
+    def _startGeneration(self) -> bool:
+        source = self.ui.supportsSourceComboBox.currentIndex
+        model = self.ui.supportsModelPathLineEdit.currentPath.strip()
+        self.job = start_generation(self._cases(), model_dir=Path(model) if source == 0 else None,
+                                    classes=self._classes(), device=self.ui.supportsDeviceComboBox.currentText,
+                                    fast=self.ui.supportsFastCheckBox.checked,
+                                    on_conflict="refuse" if self.ui.supportsRefuseCheckBox.checked else "suffix")
+        self.ui.supportsProgressBar.value = 0
+        self._status(_("Running the organ model..."))
+        self.timer.start()
+        return True
 
     def _poll(self) -> None:
         job = self.job
@@ -137,16 +161,12 @@ class SupportsSection:
         for event in events:
             if event.fraction is not None and event.stage == "generate":
                 self.ui.supportsProgressBar.value = int(100 * event.fraction)
-        with slicer.util.tryWithErrorDisplay(_("Could not add the generated segments."), waitCursor=False):
-            for message in import_events(job, events):
-                self.ui.supportsStatusLabel.text = message
-        if job.process.is_running():
+        for message in import_events(job, events):
+            self._status(message)
+        if not job.process.output_done:   # running, or its last lines are still being read (never waits here)
             return
-        self.timer.stop()
-        job.process.wait()
-        import_events(job, job.process.poll_events())
-        self.ui.supportsGenerateButton.enabled = True
-        self.ui.supportsCancelButton.enabled = False
+        for message in import_events(job, job.process.poll_events()):   # the events that came with the end
+            self._status(message)
         if job.process.cancelled:
             text = _("Cancelled; the cases finished before stay added.")
         elif job.process.error:
@@ -154,18 +174,18 @@ class SupportsSection:
         else:
             text = _("{done} case(s) got generated segments; {failed} failed.").format(
                 done=len(job.imported), failed=len(job.failed))
-        self.ui.supportsStatusLabel.text = text
-        if job.failed:
-            slicer.util.errorDisplay(_("Some cases failed:") + "\n" +
-                                     "\n".join(f"{k}: {v}" for k, v in job.failed.items()))
-        job.close()
-        self.job = None
-        self._refresh()
+        failed = dict(job.failed)
+        self.action.finish(text)                       # idle: timer stopped, folder removed, table redrawn
+        if failed and not job.process.cancelled:
+            report_error(_("Some cases failed:") + "\n" + "\n".join(f"{k}: {v}" for k, v in failed.items()), "")
 
     def onCancel(self) -> None:
-        if self.job is not None:
-            self.job.process.cancel()
-            self.ui.supportsStatusLabel.text = _("Cancelling...")
+        """Never waits on the GUI thread (audit F7): the child is ended in the background, the timer sees the end."""
+        if self.gate.busy:
+            self.gate.cancel()
+        elif self.job is not None:
+            self.job.process.cancel(wait=False)
+            self._status(_("Cancelling..."))
 
     def onUndo(self) -> None:
         undone = [case.case_id for case in self._cases() if undo_last_case(case.segmentation)]
@@ -174,21 +194,20 @@ class SupportsSection:
 
     # ---- suggest and accept -----------------------------------------------------------------------------------
     def onSuggest(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Could not rank the support structures."), waitCursor=True):
-            target = self.ui.supportsTargetLineEdit.text.strip()
-            if not target:
-                raise ValueError(_("Type the target (lesion) segment name."))
-            cases = self._cases()
-            self.report = suggest(suggest_cases_from_scene(cases),
-                                  SuggestOptions(target, neighbour_mm=float(self.ui.supportsDistanceSpinBox.value)),
-                                  total=len(cases))
-            table = self.ui.supportsTable
-            table.setRowCount(len(self.report.ranked))
-            for row, c in enumerate(self.report.ranked):
-                for column, text in enumerate([c.name, c.role, f"{c.score:.2f}", "; ".join(c.reasons)]):
-                    table.setItem(row, column, self.table_item(text))
-            self.ui.supportsStatusLabel.text = _("{target}: {n} of {total} cases have it").format(
-                target=target, n=self.report.target_cases, total=self.report.cases)
+        target = self.ui.supportsTargetLineEdit.text.strip()
+        if not target:
+            raise InputError(_("type the target (lesion) segment name"))
+        cases = self._cases()
+        self.report = suggest(suggest_cases_from_scene(cases),
+                              SuggestOptions(target, neighbour_mm=float(self.ui.supportsDistanceSpinBox.value)),
+                              total=len(cases))
+        table = self.ui.supportsTable
+        table.setRowCount(len(self.report.ranked))
+        for row, c in enumerate(self.report.ranked):
+            for column, text in enumerate([c.name, c.role, f"{c.score:.2f}", "; ".join(c.reasons)]):
+                table.setItem(row, column, self.table_item(text))
+        self.ui.supportsStatusLabel.text = _("{target}: {n} of {total} cases have it").format(
+            target=target, n=self.report.target_cases, total=self.report.cases)
 
     def onAccept(self) -> None:
         if self.report is None:
@@ -200,4 +219,11 @@ class SupportsSection:
             if name not in present:
                 supports.addItem(name)
         self._refresh()
-        self.ui.supportsStatusLabel.text = _("Support list: {names}").format(names=", ".join(accepted))
+        self.ui.supportsStatusLabel.text = _("Support structures: {names}").format(names=", ".join(accepted))
+        self.showBudgetNote(self.ui.supportsStatusLabel.text + " ")
+
+    def showBudgetNote(self, before: str = "") -> None:
+        """The status line warns when the support list is longer than advised for this panel's fine-tuning."""
+        note = budget_note(self.ui.supportList.count, self.ui.loopEpochsSpinBox.value)
+        if note:
+            self._status(before + _("Warning: {note}").format(note=note))

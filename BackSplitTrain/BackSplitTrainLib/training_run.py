@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from backsplit.datasets.layout import read_dataset_json
-from backsplit.errors import InputError
+from backsplit.errors import BackSplitError, InputError
 from backsplit.runtime.progress import ProgressEvent, Stage
+from backsplit.runtime.slurm_poll import BackgroundQueue
+from backsplit.training.cluster import ClusterTraining, running_cluster_jobs
 from backsplit.training.status import TrainingStatus
 
 
@@ -51,3 +53,24 @@ def final_message(status: TrainingStatus, cancelled: bool, returncode: Optional[
         return f"The training process ended with code {returncode}; see the log for the reason.", True
     models = "\n".join(status.models) if status.models else "(no model reported)"
     return f"Finished. Models:\n{models}", False
+
+
+def stop_following(job, wait: bool = False) -> None:
+    """What the panel does with a running training when it stops following it without the user's Cancel (a display
+    error in a tick, Slicer's exit): a local training child is ended (``cancel``); a cluster job is only left
+    (``ClusterTraining.detach``): SLURM keeps running it and ``follow_left_cluster_job`` finds it again."""
+    if isinstance(job, ClusterTraining):
+        job.detach()
+    elif job is not None and job.is_running():
+        job.cancel(wait=wait)
+
+
+def follow_left_cluster_job(work_dir: Optional[Path]) -> Optional[ClusterTraining]:
+    """The newest cluster training of ``work_dir`` that was left running (``stop_following``), followed again from
+    the start of its output; None when there is none. Reads files only (no SLURM call)."""
+    for record in running_cluster_jobs(Path(work_dir)) if work_dir is not None else []:
+        try:
+            return ClusterTraining.follow(record, run=BackgroundQueue())   # squeue never on the GUI thread (N3)
+        except BackSplitError:
+            continue
+    return None

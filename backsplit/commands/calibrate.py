@@ -1,6 +1,6 @@
 """``backsplit calibrate``: choose the case-level rule's minimum lesion volume on validation cases.
 
-The case decision (seed paper 003) calls a lesion present when the voxels whose lesion probability reaches the
+The case decision calls a lesion present when the voxels whose lesion probability reaches the
 threshold add up to at least a minimum volume. Given the predictions of labelled validation cases (the folder written
 by ``backsplit predict``, with its summary.json) and their reference labelmaps, this picks the largest minimum volume
 that keeps the chosen sensitivity, prints sensitivity and specificity on those cases, and writes the rule as JSON for
@@ -13,27 +13,32 @@ import argparse
 import json
 from pathlib import Path
 
+from backsplit.commands.evaluate import chosen_folders, folder_arguments
+from backsplit.runtime import argtypes
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("calibrate", help="calibrate the lesion present/absent rule on validation cases",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("predictions", type=Path, help="folder written by backsplit predict (with summary.json)")
-    p.add_argument("references", type=Path, help="folder of reference <case>.nii.gz labelmaps")
+    folder_arguments(p, "folder written by backsplit predict (with summary.json)",
+                     "folder of reference <case>.nii.gz labelmaps")
     p.add_argument("--labels", type=Path, required=True,
                    help="model or dataset folder whose label values the references use (targets = lesion)")
-    p.add_argument("--sensitivity", type=float, default=0.95, help="sensitivity to keep (default 0.95)")
+    p.add_argument("--sensitivity", type=argtypes.sensitivity, default=0.95, help="sensitivity to keep (default 0.95)")
     p.add_argument("--out", type=Path, help="write the rule here as JSON (for backsplit predict --rule)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
-    import SimpleITK as sitk
 
     from backsplit.errors import InputError
-    from backsplit.evaluation.evaluate import check_labelmap, schema_from_model_or_dataset
+    from backsplit.evaluation.evaluate import check_labelmap, check_not_swapped, schema_from_model_or_dataset
     from backsplit.evaluation.summary import calibrate_min_volume, decision_counts
+    from backsplit.io.imagefile import read_image
 
+    args.predictions, args.references = chosen_folders(args)
+    check_not_swapped(args.predictions, args.references, "calibrate")
     summary_path = args.predictions / "summary.json"
     if not summary_path.is_file():
         raise InputError("the predictions folder has no summary.json; give the folder written by backsplit predict",
@@ -50,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         if not reference.is_file():
             missing.append(summary["case_id"])
             continue
-        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(reference)))
+        labels, _ = read_image(reference, summary["case_id"], "reference")  # the checks every reader makes
         check_labelmap(labels, "reference", summary["case_id"], reference)  # a CT given as reference: refused
         scores.append(float(summary["lesion_score_ml"]))
         positives.append(bool(np.isin(labels, list(targets)).any()))

@@ -1,8 +1,8 @@
-"""``backsplit context``: look at learned context labels (``backsplit train --context learned``).
+"""``backsplit context``: look at learned context (``backsplit train --context learned``).
 
-``show``: run the task generator of a learned-context training on training cases and write, per case, the label map
-it proposes (targets and supports as in the reference; background near the targets split into the learned context
-classes; far background 0) as ``<case>.nii.gz`` on the case's own grid and ``<case>.seg.nrrd`` with named segments
+``show``: run the task generator of a learned-context training on training cases and write, per case, the labelmap
+it proposes (targets and support structures as in the reference; background near the targets split into learned
+context; far background 0) as ``<case>.nii.gz`` on the case's own grid and ``<case>.seg.nrrd`` with named segments
 (load it in Slicer on the case's image), plus ``learned_context.json``. The generator is kept only in the training
 work folder: exported model folders do not have it. (Rings and k-means context are chosen at export: ``backsplit
 export --context``.)
@@ -15,11 +15,11 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("context", help="look at learned context labels (show what the generator learned)",
+    parser = subparsers.add_parser("context", help="look at learned context (show what the task generator learned)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="context_command", metavar="ACTION")
-    s = sub.add_parser("show", help="write the generator's context labels of training cases as label maps and "
-                                    ".seg.nrrd segmentations",
+    s = sub.add_parser("show", help="write the learned context of training cases as labelmaps and .seg.nrrd "
+                                    "segmentations",
                        description="Run the task generator of a learned-context training (backsplit train --context "
                                    "learned) on training cases and write <out>/<case>.nii.gz, <out>/<case>.seg.nrrd "
                                    "and <out>/learned_context.json. Nothing in the dataset or work folder changes.")
@@ -41,10 +41,10 @@ def register(subparsers) -> None:
                    help="checkpoint_final.pth (finished training) or checkpoint_latest.pth (a training still "
                         "running or interrupted); default final")
     s.add_argument("--extent", default="margin", choices=["margin", "label"],
-                   help="which background voxels get a context class: 'margin' those within the margin m (mm) of "
-                        "a target, where the soft label is the generator's alone; 'label' those whose Eq. 9 soft "
-                        "label has its maximum on a context class (a little beyond m, fading with tau); default "
-                        "margin")
+                   help="which background voxels get learned context: 'margin' those within the margin m (mm) of "
+                        "a target, where the soft label is the generator's alone; 'label' those whose soft label "
+                        "(the generator's, fading into background with tau beyond m) is highest for a learned "
+                        "context structure (a little beyond m); default margin")
     s.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
                    help="where the generator runs; auto picks cuda, then mps, then cpu (default auto)")
     s.add_argument("--mirroring", action="store_true",

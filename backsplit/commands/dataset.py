@@ -10,20 +10,28 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("dataset", help="add cases to an exported dataset as a new version; list and verify "
                                               "versions",
                               description="Dataset versions: 'add' appends cases to a BackSplit dataset and its binary "
-                                          "twin as a new version (the previous version is kept in "
-                                          "backsplit_versions/<dataset>/v<N>/ next to it).")
+                                          "baseline dataset as a new version (the previous version is kept in "
+                                          "backsplit_versions/<dataset>/v<N>/ next to it). A kept version has its "
+                                          "own copies of the label files, so correcting a label file of the newest "
+                                          "version in place leaves it as it was; image files are shared with newer "
+                                          "versions through hard links: replace an image by writing a new file and "
+                                          "renaming it over the old one, never by writing into it. 'versions' warns "
+                                          "about a kept version's file modified after it was kept; 'verify' "
+                                          "re-hashes every file.")
     sub = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
 
     add = sub.add_parser("add", help="append cases as a new dataset version",
                          description="Append cases (checked like export: channels, geometry, segment names) to the "
-                                     "newest version of a BackSplit dataset and its binary twin.")
+                                     "newest version of a BackSplit dataset and its binary baseline dataset.")
     add.add_argument("dataset", type=Path, help="the BackSplit dataset folder (DatasetNNN_Name)")
     source = add.add_mutually_exclusive_group(required=True)
     source.add_argument("--segmentation", type=Path, help="one case: its .seg.nrrd (or labelmap with --names)")
     source.add_argument("--folder", type=Path,
-                        help="folder of <case>.seg.nrrd with <case>.nii.gz or <case>_0000.nii.gz")
+                        help="folder of <case>.seg.nrrd (or DICOM SEG <case>.dcm) with <case>.nii.gz, "
+                             "<case>_0000.nii.gz or a DICOM series folder <case>/")
     source.add_argument("--cases", type=Path, metavar="CSV",
-                        help="case list: columns case_id, image (channels separated by ';'), segmentation, [names]")
+                        help="case list: columns case_id, image (channels separated by ';'; a DICOM series: its "
+                             "folder or one file), segmentation (.seg.nrrd, DICOM SEG or labelmap), [names]")
     add.add_argument("--image", type=Path, action="append", default=[],
                      help="with --segmentation: the image, repeated once per channel in the dataset's channel order")
     add.add_argument("--case-id", help="with --segmentation: the case id (default: the segmentation's file name)")
@@ -41,7 +49,8 @@ def register(subparsers) -> None:
     add.add_argument("--quiet", action="store_true", help="no progress bar")
     add.set_defaults(func=run_add)
 
-    versions = sub.add_parser("versions", help="list a dataset's versions and where each is kept")
+    versions = sub.add_parser("versions", help="list a dataset's versions and where each is kept (a kept version's "
+                                               "file modified after it was kept is named)")
     versions.add_argument("dataset", type=Path, help="the dataset folder (DatasetNNN_Name)")
     versions.set_defaults(func=run_versions)
 

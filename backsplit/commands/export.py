@@ -1,4 +1,4 @@
-"""``backsplit export``: turn cases on disk into a BackSplit nnU-Net dataset and its binary twin."""
+"""``backsplit export``: turn cases on disk into a BackSplit nnU-Net dataset and its binary baseline dataset."""
 
 from __future__ import annotations
 
@@ -6,18 +6,21 @@ import argparse
 from pathlib import Path
 
 from backsplit.labels.matching import parse_mapping, split_names
+from backsplit.runtime import argtypes
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export", help="export cases (images + .seg.nrrd or labelmaps) as a BackSplit nnU-Net dataset",
         description="Export cases as a BackSplit nnU-Net v2 raw dataset (targets 1..T, support structures T+1..T+S; "
-                    "a voxel in several segments takes the earliest class) plus the paired binary dataset.")
+                    "a voxel in several segments takes the earliest class) plus its binary baseline dataset.")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--cases", type=Path, metavar="CSV",
-                        help="case list: columns case_id, image (channels separated by ';'), segmentation, [names]")
+                        help="case list: columns case_id, image (channels separated by ';'; a DICOM series: its "
+                             "folder or one file), segmentation (.seg.nrrd, DICOM SEG or labelmap), [names]")
     source.add_argument("--folder", type=Path,
-                        help="folder of <case>.seg.nrrd with <case>.nii.gz or <case>_0000.nii.gz")
+                        help="folder of <case>.seg.nrrd (or DICOM SEG <case>.dcm) with <case>.nii.gz, "
+                             "<case>_0000.nii.gz or a DICOM series folder <case>/")
     p.add_argument("--targets", required=True, help="target (lesion) segment names, comma separated, in priority order")
     p.add_argument("--supports", default="",
                    help="support structure segment names, comma separated, in priority order (default: none)")
@@ -27,15 +30,16 @@ def register(subparsers) -> None:
                    help="name map for labelmaps: JSON {\"1\": \"kidney\"}, CSV value,name, or .ctbl")
     p.add_argument("--channels", default="CT", help="channel names, comma separated (default CT)")
     p.add_argument("--out", type=Path, required=True, help="folder receiving the datasets (e.g. nnUNet_raw)")
-    p.add_argument("--id", type=int, required=True, dest="dataset_id", help="dataset id (1-999)")
+    p.add_argument("--id", type=argtypes.dataset_id, required=True, dest="dataset_id", help="dataset id (1-999)")
     p.add_argument("--name", required=True, help="dataset name (letters, digits, - and _)")
-    p.add_argument("--binary-id", type=int, help="dataset id of the binary twin (default id+1)")
-    p.add_argument("--no-binary", action="store_true", help="do not write the binary twin")
+    p.add_argument("--binary-id", type=argtypes.dataset_id,
+                   help="dataset id of the binary baseline dataset (default id+1)")
+    p.add_argument("--no-binary", action="store_true", help="do not write the binary baseline dataset")
     p.add_argument("--allow-negative", action="store_true", help="keep cases without target voxels (recorded)")
     p.add_argument("--missing-as-absent", action="store_true",
                    help="a support segment missing from a case is treated as absent (reported) instead of an error")
     p.add_argument("--context", default="none", metavar="METHOD",
-                   help="generated context classes added as support structures (CoLab): rings[:W1,W2,...] = shells "
+                   help="generated context added as support structures (CoLab): rings[:W1,W2,...] = shells "
                         "around the targets up to W mm (default 5,15), kmeans[:T] = T intensity clusters of the body "
                         "(default 2); painted on background only (default none)")
     p.add_argument("--overwrite", action="store_true", help="replace existing datasets with the same ids")

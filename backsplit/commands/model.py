@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from backsplit.runtime import argtypes
+
 MODELS_DIR_HELP = ("the models location (default: $BACKSPLIT_MODELS_DIR, else ~/BackSplit/models); every sub-folder "
                    "with a backsplit_model.json is a model")
 
@@ -23,7 +25,7 @@ def register(subparsers) -> None:
         return q
 
     q = action("list", "list the models, newest first", run_list)
-    q.add_argument("--channels", type=int, help="only models taking this many input channels (default: all)")
+    q.add_argument("--channels", type=argtypes.count, help="only models taking this many input channels (default: all)")
     q = action("show", "every manifest field of one model", run_show)
     q.add_argument("model", help="model name (in the models location) or model folder")
     q.add_argument("--json", action="store_true", help="print the fields as JSON")
@@ -33,7 +35,9 @@ def register(subparsers) -> None:
     q.add_argument("--overwrite", action="store_true", help="replace an existing zip file (default: refuse)")
     q = action("import", "verify a model zip's checksums and unpack it (marked untrusted until you trust it)",
                run_import)
-    q.add_argument("zip", type=Path, help="a zip written by 'backsplit model export'")
+    q.add_argument("zip", type=Path, help="a zip written by 'backsplit model export', or an nnU-Net model zip "
+                                          "(nnUNetv2_export_model_to_zip: one model per configuration, named "
+                                          "<DatasetNNN_Name>__<configuration>, classes derived from dataset.json)")
     q.add_argument("--name", help="import under this name (default: the name in the zip)")
     q.add_argument("--rename", action="store_true",
                    help="if the name exists, take the next free name <name>_<n> (default: refuse)")
@@ -93,16 +97,26 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     from backsplit.models.archive import import_model
+    from backsplit.models.nnunetzip import import_nnunet_zip, nnunet_models_in_zip
     from backsplit.models.trust import confirm_trust
 
-    result = import_model(args.zip, _dir(args), name=args.name, rename_if_exists=args.rename)
-    if args.trust:
-        confirm_trust(result.folder)
-    renamed = f" (the name '{result.renamed_from}' was taken)" if result.renamed_from else ""
-    print(f"imported '{result.name}'{renamed} into {result.folder}: {result.files} files, checksums verified")
-    if not args.trust:
-        print(f"the model is untrusted: its checkpoints are pickles that can run code; if you trust the source, "
-              f"run 'backsplit model trust {result.name}'")
+    if nnunet_models_in_zip(args.zip):   # nnUNetv2_export_model_to_zip's layout: one model per configuration
+        results = import_nnunet_zip(args.zip, _dir(args), name=args.name, rename_if_exists=args.rename)
+        checked = "nnU-Net zip without checksums; description derived from its files: check the classes"
+    else:
+        results = [import_model(args.zip, _dir(args), name=args.name, rename_if_exists=args.rename)]
+        checked = "checksums verified"
+    for result in results:
+        if args.trust:
+            confirm_trust(result.folder)
+        renamed = f" (the name '{result.renamed_from}' was taken)" if result.renamed_from else ""
+        print(f"imported '{result.name}'{renamed} into {result.folder}: {result.files} files, {checked}")
+        if result.skipped:
+            print(f"left out {len(result.skipped)} file(s) local to the computer that made the zip (in-use markers, "
+                  f"locks, trust record, resume checkpoint): {', '.join(result.skipped[:5])}")
+        if not args.trust:
+            print(f"the model is untrusted: its checkpoints are pickles that can run code; if you trust the source, "
+                  f"run 'backsplit model trust {result.name}'")
     return 0
 
 

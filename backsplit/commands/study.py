@@ -16,33 +16,39 @@ import argparse
 import sys
 from pathlib import Path
 
+from backsplit.runtime import argtypes
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("study", help="compare arms (binary, BackSplit, ...) by cross-validation with paired "
                                             "statistics, locally or on a SLURM cluster",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", type=Path, help="the exported BackSplit dataset (DatasetNNN_Name, binary twin beside it)")
+    p.add_argument("dataset",
+                   help="the exported BackSplit dataset (DatasetNNN_Name, its binary baseline dataset beside it), or "
+                        "its nnU-Net id / name in $nnUNet_raw (e.g. 501)")
     p.add_argument("--out", type=Path, required=True, help="the study folder (created; reused to resume)")
     p.add_argument("--arms", default="binary,backsplit", help="comma-separated arms (default binary,backsplit)")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds, 2-5 (default 5)")
+    p.add_argument("--folds", type=argtypes.folds, default=5, help="cross-validation folds, 2-5 (default 5)")
     p.add_argument("--seeds", default="1", help="comma-separated training seeds (default 1)")
     p.add_argument("--configuration", "-c", default="3d_fullres", choices=["2d", "3d_fullres"],
                    help="nnU-Net configuration (default 3d_fullres)")
-    p.add_argument("--epochs", type=int, default=50, help="epochs per training (default 50)")
-    p.add_argument("--iterations-per-epoch", type=int, default=250, help="training iterations per epoch (default 250)")
-    p.add_argument("--val-iterations", type=int, default=50, help="validation iterations per epoch (default 50)")
-    p.add_argument("--batch-size", type=int, help="override the plans' batch size (default: as planned)")
+    p.add_argument("--epochs", type=argtypes.count, default=50, help="epochs per training (default 50)")
+    p.add_argument("--iterations-per-epoch", type=argtypes.count, default=250,
+                   help="training iterations per epoch (default 250)")
+    p.add_argument("--val-iterations", type=argtypes.count, default=50,
+                   help="validation iterations per epoch (default 50)")
+    p.add_argument("--batch-size", type=argtypes.count, help="override the plans' batch size (default: as planned)")
     p.add_argument("--sampling", default="target", choices=["target", "stock"],
                    help="patch sampling of arms that do not set their own (default target)")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
                    help="where every unit trains and predicts (default auto: CUDA when present, else MPS, else CPU)")
     p.add_argument("--no-mirroring", action="store_true", help="predict without test-time mirroring (faster)")
-    p.add_argument("--nsd-tolerance", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
-    p.add_argument("--sensitivity", type=float, default=0.95,
+    p.add_argument("--nsd-tolerance", type=argtypes.positive_mm, default=2.0, help="NSD tolerance in mm (default 2)")
+    p.add_argument("--sensitivity", type=argtypes.sensitivity, default=0.95,
                    help="sensitivity the case rule's minimum volume is calibrated for, on training folds "
                         "(default 0.95)")
-    p.add_argument("--save-every", type=int, default=5, help="epochs between resume checkpoints (default 5)")
-    p.add_argument("--num-gpus", type=int, default=1, metavar="N",
+    p.add_argument("--save-every", type=argtypes.count, default=5, help="epochs between resume checkpoints (default 5)")
+    p.add_argument("--num-gpus", type=argtypes.count, default=1, metavar="N",
                    help="GPUs per training: N > 1 trains each unit on N GPUs with PyTorch DDP (CUDA only; batch size "
                         "at least N; not with learned-context arms); local: each unit gets N GPUs of --gpus, SLURM: "
                         "each array task requests gpu:N (--gres); part of the training hash when > 1 (default 1)")
@@ -52,8 +58,9 @@ def register(subparsers) -> None:
                         "N per unit, e.g. 0,1,2,3 runs two units on 0,1 and 2,3), 'auto' (the entries of "
                         "CUDA_VISIBLE_DEVICES when set, else all that nvidia-smi lists) or 'none' (no GPU spreading: "
                         "one unit at a time, or --parallel on the CPU; default auto)")
-    p.add_argument("--nice", type=int, default=0, help="local: run units with this nice value (default 0)")
-    p.add_argument("--parallel", type=int, default=1, metavar="N",
+    p.add_argument("--nice", type=argtypes.nice_value, default=0,
+                   help="local: run units with this nice value (default 0)")
+    p.add_argument("--parallel", type=argtypes.count, default=1, metavar="N",
                    help="local, --device cpu or no GPU visible: run N units at the same time, each with cores/N "
                         "CPU threads (default 1; can be faster on a few cores, since nnU-Net's data loading runs in "
                         "each unit's main thread)")
@@ -63,11 +70,11 @@ def register(subparsers) -> None:
     g.add_argument("--partition", help="SLURM partition (default: the cluster's default)")
     g.add_argument("--time", dest="slurm_time", help="wall time per unit, SLURM format, e.g. 04:00:00 "
                                                          "(default: the partition's)")
-    g.add_argument("--cpus-per-task", type=int, help="CPUs per unit (default: the partition's)")
+    g.add_argument("--cpus-per-task", type=argtypes.count, help="CPUs per unit (default: the partition's)")
     g.add_argument("--mem", help="memory per unit, e.g. 32G (default: the partition's)")
     g.add_argument("--gres", help="generic resources per unit, e.g. gpu:1 (--num-gpus N sets its GPU count to N, "
                                   "keeping a GPU type such as gpu:a100)")
-    g.add_argument("--poll", type=float, help="seconds between squeue checks (default 5)")
+    g.add_argument("--poll", type=argtypes.positive_seconds, help="seconds between squeue checks (default 5)")
     p.add_argument("--plan-only", action="store_true", help="print the plan (units and content hashes) and stop")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from finished units and stop")
     p.set_defaults(func=run)
@@ -124,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     executor = None if args.plan_only or args.report_only else executor_from_args(args)   # its errors come first
-    plan = plan_study(args.dataset, args.out, split_arms(args.arms), settings)
+    from backsplit.training.environment import resolve_dataset
+
+    plan = plan_study(resolve_dataset(args.dataset), args.out, split_arms(args.arms), settings)
     if args.plan_only:
         for line in plan_lines(plan):
             print(line)

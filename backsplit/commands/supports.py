@@ -13,14 +13,17 @@ import sys
 from pathlib import Path
 
 from backsplit.errors import InputError
+from backsplit.runtime import argtypes
 
 
 def _case_arguments(p) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--cases", type=Path, metavar="CSV",
-                        help="case list: columns case_id, image (channels separated by ';'), segmentation, [names]")
+                        help="case list: columns case_id, image (channels separated by ';'; a DICOM series: its "
+                             "folder or one file), segmentation (.seg.nrrd, DICOM SEG or labelmap), [names]")
     source.add_argument("--folder", type=Path,
-                        help="folder of <case>.seg.nrrd with <case>.nii.gz or <case>_0000.nii.gz")
+                        help="folder of <case>.seg.nrrd (or DICOM SEG <case>.dcm) with <case>.nii.gz, "
+                             "<case>_0000.nii.gz or a DICOM series folder <case>/")
     p.add_argument("--names", type=Path,
                    help="name map for labelmaps: JSON {\"1\": \"kidney\"}, CSV value,name, or .ctbl")
 
@@ -65,14 +68,18 @@ def register(subparsers) -> None:
     s.add_argument("--candidates", default="", help="candidate segment names, comma separated (default: all others)")
     s.add_argument("--predictions", type=Path, help="folder of a binary model's predictions (<case>.nii.gz or "
                                                     "<case>.seg.nrrd from backsplit predict) for false-positive prone")
-    s.add_argument("--distance", type=float, default=10.0, help="neighbour distance in mm (default 10)")
-    s.add_argument("--host-fraction", type=float, default=0.5,
+    s.add_argument("--distance", type=argtypes.positive_mm, default=10.0, help="neighbour distance in mm (default 10)")
+    s.add_argument("--host-fraction", type=argtypes.fraction, default=0.5,
                    help="share of the target voxels inside a structure for a host organ case (default 0.5)")
-    s.add_argument("--min-share", type=float, default=0.5,
+    s.add_argument("--min-share", type=argtypes.fraction, default=0.5,
                    help="share of the target cases a host/neighbour role needs (default 0.5)")
     s.add_argument("--accept", action="store_true", help="print the support list made from the top suggestions "
                                                          "(smaller structures first) as --supports for export")
-    s.add_argument("--top", type=int, help="how many suggestions --accept takes (default all with a role)")
+    s.add_argument("--top", type=argtypes.count, help="how many suggestions --accept takes (default all with a role)")
+    s.add_argument("--planned-steps", type=argtypes.count, metavar="STEPS",
+                   help="the training you plan, in optimiser steps (epochs x iterations per epoch; default: "
+                        "backsplit train's default, 50 x 250): --accept warns when the support list is longer than "
+                        "advised for it")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=run_suggest)
@@ -130,6 +137,8 @@ def run_suggest(args: argparse.Namespace) -> int:
         raise InputError("--distance must be > 0 mm, --host-fraction and --min-share in (0, 1]")
     if args.top is not None and args.top < 1:
         raise InputError(f"--top must be at least 1 (got {args.top})")
+    if args.planned_steps is not None and args.planned_steps < 1:
+        raise InputError(f"--planned-steps must be at least 1 optimiser step (got {args.planned_steps})")
     sources = _sources(args)
     options = SuggestOptions(args.target, _names(args.candidates) or None, args.distance, args.host_fraction,
                              args.min_share)
@@ -146,7 +155,20 @@ def run_suggest(args: argparse.Namespace) -> int:
             print("no candidate has a role: nothing to accept", file=sys.stderr)
             return 1
         print(f"--supports \"{','.join(accepted)}\"")
+        warning = report.budget_warning(_planned_steps(args), args.top)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _planned_steps(args) -> int:
+    """``--planned-steps``, or the budget of ``backsplit train``'s defaults (its epochs x iterations per epoch)."""
+    from backsplit.training.options import TrainOptions
+
+    if args.planned_steps is not None:
+        return int(args.planned_steps)
+    defaults = TrainOptions(dataset_dir=".", work_dir=".")
+    return int(defaults.epochs) * int(defaults.iterations_per_epoch)
 
 
 def _warn_other_run(out_dir: Path, runner) -> None:

@@ -2,10 +2,10 @@
 
 Reuses export's pieces: the case checks, label merge and writing of ``casewriter.CaseWriter`` (shared with export),
 the label schema stored in dataset.json, generated context classes and the dataset folder layout (``layout``).
-Like export, the new version is built in a hidden folder next to the dataset (hard links to the unchanged case
-files, the new cases written) and moved into place at the end; the previous version's folders are moved whole into
-``backsplit_versions/<dataset>/v<N>/`` (see ``versions.py``). A bad case, a cancel or a full disk leaves both the
-dataset and its twin as they were.
+Like export, the new version is built in a hidden folder next to the dataset (copies of the unchanged label files,
+hard links to the unchanged image files, the new cases written) and moved into place at the end; the previous
+version's folders are moved whole into ``backsplit_versions/<dataset>/v<N>/`` (see ``versions.py``). A bad case, a
+cancel, a full disk or a Ctrl-C leaves both the dataset and its twin as they were.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from backsplit.datasets.folder import load_dataset_folder
 from backsplit.datasets.layout import (
     CASE_FOLDERS,
     FILE_ENDING,
+    deferred_interrupts,
     hash_file,
     link_or_copy,
     read_dataset_json,
@@ -37,7 +38,13 @@ from backsplit.datasets.policy import (
     header_geometry,
     sort_segments,
 )
-from backsplit.datasets.validation import MISSING_ABSENT, MISSING_ERROR, check_case_ids
+from backsplit.datasets.validation import (
+    MISSING_ABSENT,
+    MISSING_ERROR,
+    check_case_ids,
+    classes_absent_everywhere,
+    known_segment_names,
+)
 from backsplit.errors import BackSplitError, CancelledError, InputError, OutputError
 from backsplit.io.cases import CaseSource, check_unique_ids
 from backsplit.io.niftiio import NiftiGzWriter
@@ -138,12 +145,18 @@ def _read_target(dataset_dir: Path) -> _Target:
 
 
 def _link_existing(source: Path, target: Path, subfolders: Sequence[str]) -> None:
+    """Carry the unchanged case files into the new version: label files are copied (they are small, and they are
+    the files people correct, often in place as SimpleITK's WriteImage to the same path does, which would change a
+    hard-linked kept version too); image files are hard-linked (copied where links are impossible)."""
     for sub in subfolders:
         (target / sub).mkdir(parents=True, exist_ok=True)
         if (source / sub).is_dir():
             for item in sorted((source / sub).iterdir()):
                 if item.is_file():
-                    link_or_copy(item, target / sub / item.name)
+                    if sub == "labelsTr":
+                        shutil.copy2(item, target / sub / item.name)
+                    else:
+                        link_or_copy(item, target / sub / item.name)
 
 
 def iter_add(sources: Sequence[CaseSource], request: AddRequest,
@@ -170,14 +183,21 @@ def iter_add(sources: Sequence[CaseSource], request: AddRequest,
     try:
         target = _read_target(live)
         ids = assign_case_ids([s.case_id for s in sources], target.case_ids, request.on_existing_id)
+        section = target.meta["backsplit"]
+        mapping = {**section.get("name_mapping", {}), **dict(request.name_mapping)}
+        absent_before = section.get("absent_segments", {})    # class counts of the dataset's own cases
+        elsewhere = {c.name: sum(1 for case in target.case_ids if c.name not in absent_before.get(case, []))
+                     for c in target.schema.classes}
+        names = {s.case_id: known_segment_names(s) for s in sources}
+        if all(n is not None for n in names.values()):      # from headers, before the first case is read
+            classes_absent_everywhere(target.schema, names, mapping, elsewhere)
     except BaseException:
         lock.release()
         raise
-    section = target.meta["backsplit"]
-    mapping = {**section.get("name_mapping", {}), **dict(request.name_mapping)}
     out_root = target.live.parent
     staging = Path(tempfile.mkdtemp(prefix=".backsplit-add-", dir=out_root))
     writer = NiftiGzWriter(level=request.compression_level)
+    swap_state = {"half_done": False}   # True while a rename happened that was neither completed nor undone
     try:
         new_main = staging / target.live.name
         new_twin = staging / target.twin.name if target.twin else None
@@ -187,7 +207,7 @@ def iter_add(sources: Sequence[CaseSource], request: AddRequest,
             (new_twin / "imagesTr").mkdir()
         cases = CaseWriter(writer, target.schema, target.output_schema, target.context, mapping,
                            len(target.meta["channel_names"]), request.allow_negative_cases, request.missing_segments,
-                           new_main, new_twin)
+                           new_main, new_twin, present_elsewhere=elsewhere)
         unused: dict[str, list[str]] = {}
         total = len(sources)
         yield ProgressEvent("add", f"checking and writing {total} case(s)", 0, total)
@@ -218,7 +238,9 @@ def iter_add(sources: Sequence[CaseSource], request: AddRequest,
         if new_twin:
             _write_version_json(new_twin, target.twin_meta, update)
         snapshot = versions.snapshot_dir(target.live, target.meta, parent)
-        _swap_in([(target.live, new_main)] + ([(target.twin, new_twin)] if new_twin else []), snapshot)
+        with deferred_interrupts():
+            _swap_in([(target.live, new_main)] + ([(target.twin, new_twin)] if new_twin else []), snapshot,
+                     swap_state)
         result = AddResult(target.live, target.twin, parent + 1, parent, ids, snapshot, negative, absent, unused,
                            time.time() - started)
         yield ProgressEvent(Stage.DONE, f"{target.live.name}: version {parent + 1} with {total} new case(s)", total,
@@ -228,7 +250,8 @@ def iter_add(sources: Sequence[CaseSource], request: AddRequest,
                           fix="free space and add again", unchanged="the dataset is unchanged")
     finally:
         writer.close()
-        shutil.rmtree(staging, ignore_errors=True)
+        if not swap_state["half_done"]:   # staging may hold the only copy of a version otherwise: never deleted then
+            shutil.rmtree(staging, ignore_errors=True)
         lock.release()
 
 
@@ -291,22 +314,37 @@ def _carry_hashes(folder: Path, recorded: dict) -> dict:
     return records
 
 
-def _swap_in(pairs: list[tuple[Path, Path]], snapshot: Path) -> None:
-    """Move each live folder into the snapshot root and its new version into place; undo on failure."""
+def _swap_in(pairs: list[tuple[Path, Path]], snapshot: Path, state: dict) -> None:
+    """Move each live folder into the snapshot root and its new version into place. Any failure or interruption
+    (KeyboardInterrupt included) undoes the renames done so far, newest first; ``state["half_done"]`` stays True only
+    when that undo failed too (the caller then keeps the staging folder, and the error says where everything is)."""
     if snapshot.exists():
-        raise OutputError(f"'{snapshot}' exists already (left by an interrupted add?); move it away and add again")
+        if snapshot.is_dir() and not any(snapshot.iterdir()):
+            snapshot.rmdir()   # left empty by an add that was killed before its first rename
+        else:
+            raise OutputError(f"'{snapshot}' exists already (left by an interrupted add?); move it away and add "
+                              "again")
     snapshot.mkdir(parents=True)
     done: list[tuple[Path, Path]] = []
     try:
+        state["half_done"] = True
         for live, _ in pairs:
             os.replace(live, snapshot / live.name)
             done.append((snapshot / live.name, live))
         for live, new in pairs:
             os.replace(new, live)
             done.append((live, new))
-    except OSError:
-        for moved_to, moved_from in reversed(done):
-            os.replace(moved_to, moved_from)
-        if not any(snapshot.iterdir()):
-            snapshot.rmdir()
+        state["half_done"] = False
+    except BaseException as exc:
+        try:
+            for moved_to, moved_from in reversed(done):
+                os.replace(moved_to, moved_from)
+            if not any(snapshot.iterdir()):
+                snapshot.rmdir()
+            state["half_done"] = False
+        except BaseException as undo:
+            where = ", ".join(f"'{a}' -> '{b}'" for a, b in done)
+            raise OutputError(f"moving the new version into place failed ({exc!r}) and putting the folders back "
+                              f"failed too ({undo!r}); nothing was deleted: moved so far {where}; move them back by "
+                              "hand (the new version is in the staging folder next to the dataset)") from exc
         raise

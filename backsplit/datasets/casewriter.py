@@ -3,7 +3,8 @@
 The one loop body of ``export`` and ``dataset add``: a case's segments are matched to the schema
 (``validation.case_labels``), generated context classes are painted (``context.add_context``), the files are queued
 on the ``.nii.gz`` writer (``layout.write_case``), and the case's negative / absent / source-segment facts are kept
-for dataset.json.
+for dataset.json. Once every case is written, ``finish`` refuses a class that no case had a segment for
+(``validation.classes_absent_everywhere``), before anything is moved into place.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from backsplit.datasets.layout import link_twin_images, write_case
-from backsplit.datasets.validation import case_labels
+from backsplit.datasets.validation import case_labels, classes_absent_everywhere
 from backsplit.io.cases import Case
 from backsplit.io.niftiio import NiftiGzWriter
 from backsplit.labels.context import ContextSpec, add_context
@@ -43,6 +44,9 @@ class CaseWriter:
     sources: dict[str, set[str]] = field(default_factory=dict)
     source_colors: dict[str, list[float]] = field(default_factory=dict)
     source_terminology: dict[str, str] = field(default_factory=dict)
+    check_absent: bool = True                    # refuse a class no case has (finish); off for derived study data
+    present_elsewhere: Optional[Mapping[str, int]] = None   # class -> cases already in the dataset that have it
+    segment_names: dict[str, list[str]] = field(default_factory=dict)   # case -> its segment names
 
     def __post_init__(self) -> None:
         for cls in self.output_schema.classes:
@@ -53,6 +57,7 @@ class CaseWriter:
         segment) for a case that does not fit; nothing of it is recorded then."""
         checked = case_labels(case, self.schema, mapping=self.mapping, expected_channels=self.channels,
                               allow_negative=self.allow_negative, missing=self.missing)
+        self.segment_names[case.case_id] = list(case.segments)
         if checked.negative:
             self.negative.append(case.case_id)
         if checked.absent_classes:
@@ -74,6 +79,9 @@ class CaseWriter:
         return self.writer.pending_count > 0
 
     def finish(self) -> None:
-        """Wait for every file (re-raising the first write error) and link the twin's images to the dataset's."""
+        """Wait for every file (re-raising the first write error) and link the twin's images to the dataset's.
+        Raises InputError for a target or support class that no case had a segment for."""
         self.writer.wait()
+        if self.check_absent:
+            classes_absent_everywhere(self.schema, self.segment_names, self.mapping, self.present_elsewhere)
         link_twin_images(self.main_dir, self.twin_dir)

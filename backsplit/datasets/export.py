@@ -24,11 +24,18 @@ from backsplit.datasets.casewriter import CaseWriter
 from backsplit.datasets.layout import (
     dataset_folder_name,
     dataset_json,
+    deferred_interrupts,
     existing_datasets,
     move_into_place,
     write_dataset_json,
 )
-from backsplit.datasets.validation import MISSING_ABSENT, MISSING_ERROR, check_case_ids
+from backsplit.datasets.validation import (
+    MISSING_ABSENT,
+    MISSING_ERROR,
+    check_case_ids,
+    classes_absent_everywhere,
+    known_segment_names,
+)
 from backsplit.datasets.versions import stamp_first_version
 from backsplit.errors import CancelledError, InputError, OutputError
 from backsplit.io.cases import CaseSource, check_unique_ids
@@ -56,6 +63,7 @@ class ExportRequest:
     overwrite: bool = False
     compression_level: int = 1                 # zlib level for .nii.gz (1 is fast and nearly as small)
     context: ContextSpec = field(default_factory=ContextSpec)  # generated context classes (rings, k-means)
+    require_every_class: bool = True            # refuse a target/support that no case has (off: derived study data)
 
     @property
     def schema(self) -> LabelSchema:
@@ -146,6 +154,10 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
         raise ValueError(f"missing_segments must be '{MISSING_ERROR}' or '{MISSING_ABSENT}'")
     check_unique_ids(sources)
     check_case_ids([s.case_id for s in sources])
+    if request.require_every_class:   # from headers, before the first case is read; finish() checks the cases read
+        names = {s.case_id: known_segment_names(s) for s in sources}
+        if all(n is not None for n in names.values()):
+            classes_absent_everywhere(schema, names, request.name_mapping)
     check_output(request)
     out_root = Path(request.out_root)
     staging = Path(tempfile.mkdtemp(prefix=".backsplit-export-", dir=out_root))
@@ -158,7 +170,7 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
             (folder / "labelsTr").mkdir()
         cases = CaseWriter(writer, schema, output_schema, request.context, request.name_mapping,
                            len(request.channel_names), request.allow_negative_cases, request.missing_segments,
-                           main_dir, twin_dir)
+                           main_dir, twin_dir, check_absent=request.require_every_class)
         total = len(sources)
         yield ProgressEvent("export", f"checking and writing {total} case(s)", 0, total)
         for index, source in enumerate(sources):
@@ -193,8 +205,10 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
             yield ProgressEvent("export", f"finishing: recording the version of {folder.name}", total, total)
             records = stamp_first_version(folder, {k: v for k, v in records.items() if k.startswith("imagesTr/")})
         yield ProgressEvent("export", "finishing: moving the datasets into place", total, total)
-        final_main = move_into_place(main_dir, out_root, request.dataset_id, request.overwrite)
-        final_twin = move_into_place(twin_dir, out_root, request.binary_id, request.overwrite) if twin_dir else None
+        with deferred_interrupts():   # a Ctrl-C cannot leave the dataset in place without its twin
+            final_main = move_into_place(main_dir, out_root, request.dataset_id, request.overwrite)
+            final_twin = (move_into_place(twin_dir, out_root, request.binary_id, request.overwrite) if twin_dir
+                          else None)
         result = ExportResult(final_main, final_twin, case_ids, cases.negative, cases.absent, time.time() - started)
         yield ProgressEvent(Stage.DONE, f"exported {total} case(s) to {final_main.name}", total, total,
                             {"result": result})

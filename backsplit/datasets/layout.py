@@ -15,14 +15,17 @@ schema, twin, case ids, versions and the SHA-256 of every case file; see ``datas
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -211,6 +214,24 @@ def move_into_place(folder: Path, out_root: Path, dataset_id: int, overwrite: bo
     if trash:
         shutil.rmtree(trash, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back while a few renames run that must all happen or all be undone; a Ctrl-C pressed
+    meanwhile raises KeyboardInterrupt when the block ends. Only the main thread can set a signal handler: elsewhere
+    (a GUI's worker thread, which gets no SIGINT anyway) the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def hash_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -78,14 +78,11 @@ class GeometryPolicy:
 
 
 def header_geometry(path) -> Geometry:
-    """An image file's geometry from its header only (SimpleITK's ReadImageInformation: no voxels are read)."""
-    import SimpleITK as sitk
+    """An image file's geometry from its header only (no voxels read), by the one header reader every command uses
+    (``io/imagefile.header_geometry``: also a DICOM series, a singleton 4th axis; InputError naming the file)."""
+    from backsplit.io.imagefile import header_geometry as read_header_geometry
 
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    size = reader.GetSize()
-    return Geometry.create(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), tuple(size[::-1]))
+    return read_header_geometry(path, None)
 
 
 class UnknownSegmentsError(InputError):

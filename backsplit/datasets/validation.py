@@ -1,20 +1,24 @@
 """Check one loaded case against the export request and turn its segments into a label array.
 
-Pure functions: no file is written here. Every error names the case (and segment or channel).
+Pure functions: no file is written here. Every error names the case (and segment or channel). Facts about the whole
+set of cases (a target or support class that no case has a segment for) are checked by ``classes_absent_everywhere``:
+before the first case is read when the segment names can be read from headers (``known_segment_names``), and again
+over what the cases held once every case is read, before anything is moved into place.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from backsplit.errors import InputError
 from backsplit.io.cases import Case
 from backsplit.io.geometry import SHEAR_ADVICE
-from backsplit.labels.matching import match_segments, missing_message
-from backsplit.labels.schema import LabelSchema
+from backsplit.labels.matching import did_you_mean, match_segments, missing_message, near_miss
+from backsplit.labels.schema import LabelSchema, name_key
 
 MISSING_ERROR = "error"
 MISSING_ABSENT = "absent"
@@ -119,3 +123,86 @@ def check_case_ids(case_ids: Sequence[str]) -> None:
         if any(ch in case_id for ch in '/\\:*?"<>|') or case_id in (".", ".."):
             raise InputError("the case id cannot be used in a file name (it holds one of / \\ : * ? \" < > |); "
                              "rename the case", case=case_id)
+
+
+def known_segment_names(source) -> Optional[list[str]]:
+    """The segment names of a case source without reading its voxels, or None when they cannot be known cheaply:
+    a source's own ``segment_names()``, an in-memory case's segments, a labelmap's name map, a ``.seg.nrrd``'s
+    header (``Segment<i>_Name``, else ``_ID``, as Slicer reads it). A header that cannot be read gives None (the
+    case's own load then reports it)."""
+    if callable(getattr(source, "segment_names", None)):
+        return list(source.segment_names())
+    case = getattr(source, "case", None)
+    if case is not None and isinstance(getattr(case, "segments", None), dict):
+        return list(case.segments)
+    segmentation = getattr(source, "segmentation", None)
+    if segmentation is None:
+        return None
+    from backsplit.io.dicom import is_dicom_seg  # a DICOM SEG names its segments itself (SegmentSequence)
+
+    if is_dicom_seg(Path(segmentation)):
+        from backsplit.io.dicomseg import seg_segment_names
+
+        return seg_segment_names(Path(segmentation))
+    if not str(segmentation).lower().endswith(".seg.nrrd"):
+        names = getattr(source, "name_map", None)
+        return [str(n) for n in names.values()] if names else None
+    import SimpleITK as sitk
+
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(Path(segmentation)))
+        reader.ReadImageInformation()
+        keys = set(reader.GetMetaDataKeys())
+    except RuntimeError:
+        return None
+    names, index = [], 0
+    while f"Segment{index}_ID" in keys or f"Segment{index}_Name" in keys:
+        key = f"Segment{index}_Name" if f"Segment{index}_Name" in keys else f"Segment{index}_ID"
+        names.append(reader.GetMetaData(key))
+        index += 1
+    return names
+
+
+def classes_absent_everywhere(schema: LabelSchema, names_per_case: Mapping[str, Iterable[str]],
+                              mapping: Mapping[str, str] | None = None,
+                              present_elsewhere: Mapping[str, int] | None = None) -> None:
+    """Refuse a target or support class that no case has a segment for (a typo in the class name, or a name map
+    that misses): --allow-negative / --missing-as-absent would otherwise write a dataset without a lesion voxel, or
+    an empty class while the real voxels fold into background.
+
+    ``names_per_case``: case id -> its segment names; ``mapping``: segment alias -> class (as ``match_segments``);
+    ``present_elsewhere``: class -> number of cases outside ``names_per_case`` that have it (``dataset add``: the
+    dataset's cases). Raises InputError for the first such class, with the closest segment name the cases do have
+    ("did you mean 'cyst' (in 3 of 3 cases)?") before any code-point explanation."""
+    alias = {name_key(k): name_key(v) for k, v in (mapping or {}).items()}
+    class_keys = {name_key(c.name) for c in schema.classes}
+    counts: dict[str, int] = {}
+    spelled: dict[str, str] = {}
+    for names in names_per_case.values():
+        for key in {alias.get(name_key(n), name_key(n)) for n in names}:
+            counts[key] = counts.get(key, 0) + 1
+        for name in names:
+            spelled.setdefault(name_key(name), name)
+    total = len(names_per_case)
+    roles = [(c.name, "target") for c in schema.targets] + [(c.name, "support") for c in schema.supports]
+    for cls, role in roles:
+        if counts.get(name_key(cls)) or (present_elsewhere or {}).get(cls):
+            continue
+        unused = [name for key, name in spelled.items() if key not in class_keys and key not in alias]
+        close = did_you_mean(cls, unused)
+        option = "--targets" if role == "target" else "--supports"
+        if close:
+            cases_with = sum(1 for names in names_per_case.values() if name_key(close) in map(name_key, names))
+            hint = f"; did you mean '{close}' (in {cases_with} of {total} cases)?"
+            looks = near_miss(cls, [close])
+            if looks:
+                hint += f" ({looks})"
+            hint += f" Give {option} with that name, or map it: --map '{close}={cls}'"
+        else:
+            listed = ", ".join(f"'{n}'" for n in sorted(spelled.values())[:12]) or "no segments"
+            hint = f"; the cases have: {listed}"
+        option_note = ("--allow-negative" if role == "target" else "--missing-as-absent")
+        raise InputError(f"the {role} segment is missing in every case ('{cls}' is in none of the {total} "
+                         f"case(s)){hint}. {option_note} cannot help: it keeps cases without the class, and no case "
+                         "has it", segment=cls, case=next(iter(names_per_case)) if total == 1 else None)

@@ -11,16 +11,22 @@ Layout: the dataset folder (``nnUNet_raw/Dataset501_Name``) always holds the new
 prediction and nnU-Net use it unchanged. ``backsplit dataset add`` moves the previous version's folders (both
 datasets) whole into ``nnUNet_raw/backsplit_versions/Dataset501_Name/v<N>/`` (same file names: that folder is an
 nnU-Net raw root, ``backsplit train .../v1/Dataset501_Name`` retrains on version 1), and the new version holds hard
-links to the unchanged case files (copies where the file system has no hard links). Case files are only ever
-replaced, never edited in place, so a hard link cannot change an earlier version; ``verify_files`` re-hashes to
-prove it. nnU-Net only looks at ``DatasetNNN_*`` folders, so ``backsplit_versions`` does not disturb it.
+links to the unchanged image files (copies where the file system has no hard links) and copies of the unchanged
+label files. BackSplit never edits a case file in place; a person correcting a label file of the newest version in
+place (SimpleITK's ``WriteImage`` to the same path writes into the file) changes only the newest version, because
+label files are not shared. An image file edited in place would change the kept versions that share it: so
+``list_versions`` flags a kept version's case file modified after that version was kept (a stat, no hashing) and
+``verify_files`` re-hashes every file against dataset.json. nnU-Net only looks at ``DatasetNNN_*`` folders, so
+``backsplit_versions`` does not disturb it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -35,7 +41,7 @@ from backsplit.errors import InputError
 VERSIONS_FOLDER = "backsplit_versions"
 __all__ = ["VERSIONS_FOLDER", "file_records", "files_digest",
            "current_version", "version_history", "stamp_first_version", "main_dataset_name", "snapshot_dir",
-           "VersionInfo", "list_versions", "version_folder", "verify_files", "now"]
+           "VersionInfo", "list_versions", "version_folder", "verify_files", "now", "modified_after"]
 
 
 def file_records(folder: Path, names: Optional[Iterable[str]] = None) -> dict[str, dict]:
@@ -109,12 +115,41 @@ class VersionInfo:
     how: str
     added_cases: list[str]
     folder: Optional[Path]          # where this version's dataset folder is (None: its snapshot is gone)
+    changed_after_kept: list[str] = dataclasses.field(default_factory=list)   # kept version: files modified since
 
     def line(self) -> str:
         where = str(self.folder) if self.folder else "(folder missing)"
         parent = f"v{self.parent}" if self.parent else "-"
-        return (f"v{self.version}  parent {parent:<4} {self.created or '?':<25} {self.how:<12} "
+        text = (f"v{self.version}  parent {parent:<4} {self.created or '?':<25} {self.how:<12} "
                 f"+{len(self.added_cases)} case(s)  {where}")
+        if self.changed_after_kept:
+            shown = ", ".join(self.changed_after_kept[:5]) + (" ..." if len(self.changed_after_kept) > 5 else "")
+            text += (f"\n    warning: {len(self.changed_after_kept)} case file(s) modified after this version was "
+                     f"kept ({shown}): a file shared with a newer version was written in place; check with "
+                     f"'backsplit dataset verify {self.folder}'")
+        return text
+
+
+def _epoch(stamp: Optional[str]) -> Optional[float]:
+    """Seconds since 1970 of a time as ``now`` records it, or None when it cannot be read."""
+    try:
+        return datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        return None
+
+
+def modified_after(folder: Path, when: float, slack_s: float = 2.0) -> list[str]:
+    """The case files of ``folder`` (``imagesTr/<file>``, ``labelsTr/<file>``) whose modification time is later than
+    ``when`` (seconds since 1970) plus ``slack_s`` (file-system time resolution). A kept version's files are never
+    written after the version that replaced it was created, so any such file was edited in place."""
+    late = []
+    for name in case_file_names(folder):
+        try:
+            if (Path(folder) / name).stat().st_mtime > when + slack_s:
+                late.append(name)
+        except OSError:
+            continue
+    return late
 
 
 def list_versions(dataset_dir: Path) -> list[VersionInfo]:
@@ -123,11 +158,16 @@ def list_versions(dataset_dir: Path) -> list[VersionInfo]:
     meta = read_dataset_json(dataset_dir)
     current = current_version(meta)
     result = []
-    for record in version_history(meta):
+    history = version_history(meta)
+    kept_at = {int(r["parent"]): _epoch(r.get("created")) for r in history if r.get("parent")}
+    for record in history:
         number = int(record["version"])
         folder = dataset_dir if number == current else snapshot_dir(dataset_dir, meta, number) / dataset_dir.name
+        found = folder if folder.is_dir() else None
+        changed = modified_after(found, kept_at[number]) if found and number != current and kept_at.get(number) \
+            else []
         result.append(VersionInfo(number, record.get("parent"), record.get("created"), record.get("how", "?"),
-                                  list(record.get("added_cases", [])), folder if folder.is_dir() else None))
+                                  list(record.get("added_cases", [])), found, changed))
     return result
 
 

@@ -81,63 +81,46 @@ def comparison_table(rows_a: Sequence[EvaluationRow], rows_b: Sequence[Evaluatio
 
 def comparison_picture(rows_a: Sequence[EvaluationRow], rows_b: Sequence[EvaluationRow], names: Sequence[str],
                        out_png: Path, slice_view: Optional[dict] = None) -> Path:
-    """Metrics per case (Dice, NSD) for both models; with ``slice_view`` ({image, reference, prediction_a,
-    prediction_b} arrays (z, y, x) and a title) also the slice with the largest reference lesion."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """Write the comparison figure (``backsplit.evaluation.compare_figure.comparison_figure``: per-case Dice as
+    pairs, the paired mean difference with its bootstrap CI, lesion counts; with ``slice_view`` the reference and
+    both predictions on one slice with every class drawn, and one legend) as a PNG; returns its path."""
     import matplotlib.pyplot as plt
 
-    targets = list(dict.fromkeys(r.target for r in rows_a))
-    panels = 2 + (3 if slice_view else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.2))
-    colors = ("#7f8c9a", "#d9534f")
-    cases = list(dict.fromkeys(r.case_id for rows in (rows_a, rows_b) for r in rows if r.target == targets[0]))
-    for ax, metric in zip(axes[:2], ("dice", "nsd")):
-        for index, (rows, name) in enumerate(zip((rows_a, rows_b), names)):
-            by_case = {r.case_id: r.metrics[metric] for r in rows if r.target == targets[0]}
-            present = [c for c in cases if c in by_case]  # each bar at its own case: sets may differ
-            x = np.array([cases.index(c) for c in present], float) + (index - 0.5) * 0.35
-            ax.bar(x, [by_case[c] for c in present], width=0.35, color=colors[index], label=name)
-        ax.set_xticks(range(len(cases)))
-        ax.set_xticklabels(cases, rotation=60, ha="right", fontsize=7)
-        ax.set_ylim(0, 1.05)
-        ax.set_title(f"{metric.upper()} per case ({targets[0]})")
-        ax.legend(fontsize=8)
-    if slice_view:
-        reference = slice_view["reference"]
-        z = int(np.argmax(reference.reshape(reference.shape[0], -1).sum(axis=1)))
-        image = slice_view["image"][z]
-        low, high = np.percentile(image, [1, 99])
-        for ax, key, title in zip(axes[2:], ("reference", "prediction_a", "prediction_b"),
-                                  ("reference", names[0], names[1])):
-            ax.imshow(image, cmap="gray", vmin=low, vmax=high)
-            mask = slice_view[key][z]
-            if mask.any():
-                ax.contour(mask.astype(float), levels=[0.5], colors=["#ffcc00" if key == "reference" else "#ff3333"])
-            ax.set_title(f"{title} (slice {z})")
-            ax.axis("off")
-    pair = paired(rows_a, rows_b, targets[0], "dice")
-    counts = (f"{len(pair['cases'])} case(s) evaluated for both; "
-              f"{sum(pair['left_out'].values())} left out" if pair["left_out"] else
-              f"{len(pair['cases'])} case(s), the same for both models")
-    title = slice_view.get("title", "") if slice_view else f"{names[0]} vs {names[1]}"
-    fig.suptitle(f"{title}\n({counts}; bars per case, no mean is compared across different cases)")
-    fig.tight_layout()
+    from backsplit.evaluation.compare_figure import comparison_figure
+
+    fig = comparison_figure(rows_a, rows_b, names, slice_view)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=90)
+    fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return out_png
 
 
 def slice_view_for_case(case_id: str, image_path: Path, reference_path: Path, prediction_a: Path, prediction_b: Path,
                         target_value: int, reference_value: Optional[int] = None) -> dict:
-    from backsplit.io.readers import read_image
+    """What the picture's slice panels need, every array (z, y, x) re-oriented to LPS (``slices.read_lps``): the
+    image, its spacing (x, y, z) mm, the full labelmaps ``labels_reference|a|b`` and their class tables
+    ``table_reference|a|b`` (each predictions folder's labels.json; without one, ``target_value`` alone is drawn
+    as the target), plus the boolean target masks ``reference`` / ``prediction_a`` / ``prediction_b``. Raises
+    InputError (naming the case and file) for a missing or unreadable file."""
+    from backsplit.evaluation.slices import read_label_table, read_lps
 
-    image, _ = read_image(image_path, case_id)
-    reference, _ = read_image(reference_path, case_id, "reference")
-    a, _ = read_image(prediction_a, case_id, "prediction")
-    b, _ = read_image(prediction_b, case_id, "prediction")
-    return {"image": image, "reference": reference == (reference_value or target_value),
-            "prediction_a": a == target_value, "prediction_b": b == target_value, "title": f"case {case_id}"}
+    image, spacing = read_lps(image_path, case_id)
+    view = {"image": image, "spacing": spacing, "title": f"case {case_id}"}
+    reference_value = reference_value or target_value
+    target_only = {str(target_value): {"name": "lesion", "role": "target", "color": [0.95, 0.2, 0.15]}}
+    for key, path, what in (("reference", reference_path, "reference"), ("a", prediction_a, "prediction"),
+                            ("b", prediction_b, "prediction")):
+        labels, _ = read_lps(path, case_id, what)
+        view[f"labels_{key}"] = labels
+        if key != "reference":
+            view[f"table_{key}"] = read_label_table(Path(path).parent) or target_only
+        mask_value = reference_value if key == "reference" else target_value
+        view["reference" if key == "reference" else f"prediction_{key}"] = labels == mask_value
+    # The reference is drawn with model B's classes when it numbers the target like B (a reference dataset exported
+    # with the same targets and support structures); otherwise only its target.
+    same_numbering = reference_value == target_value and view["table_b"].get(str(target_value), {}).get("role") \
+        == "target"
+    view["table_reference"] = view["table_b"] if same_numbering else {str(reference_value): target_only[
+        str(target_value)]}
+    return view

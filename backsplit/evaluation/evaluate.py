@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from backsplit.errors import InputError
-from backsplit.evaluation.metrics import INTEGER_FIELDS, METRIC_FIELDS, class_metrics, finite_mean
+from backsplit.evaluation.metrics import INTEGER_FIELDS, METRIC_FIELDS, class_metrics, finite_mean, parse_lesion_match
 from backsplit.io.readers import read_image
 from backsplit.labels.schema import LabelSchema
 
@@ -27,8 +27,10 @@ class EvaluationRow:
 
 
 def evaluate_case(case_id: str, prediction_path: Path, reference_path: Path, schema: LabelSchema,
-                  nsd_tolerance_mm: float = 2.0, reference_schema: Optional[LabelSchema] = None) -> list[EvaluationRow]:
-    """Metrics for every target class. The reference may use another label numbering (``reference_schema``)."""
+                  nsd_tolerance_mm: float = 2.0, reference_schema: Optional[LabelSchema] = None,
+                  lesion_match: str = "overlap") -> list[EvaluationRow]:
+    """Metrics for every target class. The reference may use another label numbering (``reference_schema``);
+    ``lesion_match``: the lesion-wise matching criterion (``metrics.parse_lesion_match``)."""
     prediction, pred_geometry = read_image(Path(prediction_path), case_id, "prediction")
     reference, ref_geometry = read_image(Path(reference_path), case_id, "reference")
     for array, what, path in ((prediction, "prediction", prediction_path), (reference, "reference", reference_path)):
@@ -42,11 +44,13 @@ def evaluate_case(case_id: str, prediction_path: Path, reference_path: Path, sch
     for spec in schema.targets:
         value = schema.value_of(spec.name)
         ref_value = reference_schema.value_of(spec.name)
-        metrics = class_metrics(reference == ref_value, prediction == value, pred_geometry.spacing, nsd_tolerance_mm)
+        metrics = class_metrics(reference == ref_value, prediction == value, pred_geometry.spacing, nsd_tolerance_mm,
+                                lesion_match)
         rows.append(EvaluationRow(case_id, spec.name, value, metrics.to_json()))
     return rows
 
 
+EVALUATION_COLUMNS = ("case_id", "target", "value", "dice", "nsd")  # what compare and the study reports need
 MAX_LABEL = 255  # nnU-Net label values are small non-negative integers; an image (CT in HU, MR) is not
 
 
@@ -68,11 +72,41 @@ def check_labelmap(array, what: str, case_id: str, path: Path) -> None:
                          case=case_id, path=str(path))
 
 
+# What a prediction run writes beside its labelmaps (backsplit predict; nnUNetv2_predict); a reference folder
+# (labelsTr, or a folder of drawn labelmaps) holds none of them.
+PREDICTION_MARKERS = ("labels.json", "prediction_run.json", "summary.json",
+                      "predict_from_raw_data_args.json", "plans.json", "dataset.json")
+
+
+def prediction_markers(folder: Path) -> list[str]:
+    """The files of ``PREDICTION_MARKERS`` that ``folder`` holds."""
+    return [name for name in PREDICTION_MARKERS if (Path(folder) / name).is_file()]
+
+
+def check_not_swapped(prediction_dir: Path, reference_dir: Path, command: str = "evaluate") -> None:
+    """Refuse predictions and references given the other way round: swapped, precision and recall trade places, and
+    so do missed and false-positive lesions, without an error. ``nnUNetv2_evaluate_folder`` takes the reference
+    folder first, BackSplit the predictions first. Only a clear sign counts: the reference folder holds files a
+    prediction run writes (``PREDICTION_MARKERS``) and the prediction folder holds none. Raises InputError with the
+    command line in the right order."""
+    in_refs, in_preds = prediction_markers(reference_dir), prediction_markers(prediction_dir)
+    if in_refs and not in_preds:
+        raise InputError(f"the folders look swapped: the references folder holds {', '.join(in_refs)}, which a "
+                         "prediction run writes, and the predictions folder holds none. backsplit "
+                         f"{command} takes the predictions first, then the references (nnUNetv2_evaluate_folder "
+                         f"takes the references first); run: backsplit {command} --predictions '{reference_dir}' "
+                         f"--references '{prediction_dir}' ...", path=str(reference_dir))
+
+
 def find_pairs(prediction_dir: Path, reference_dir: Path, file_ending: str = ".nii.gz") -> list[tuple[str, Path, Path]]:
+    """(case id, prediction, reference) for every ``<case><file_ending>`` of ``prediction_dir`` (probability maps
+    left out). Raises InputError for a missing folder, folders given the other way round (``check_not_swapped``), a
+    prediction without its reference, or no prediction at all."""
     prediction_dir, reference_dir = Path(prediction_dir), Path(reference_dir)
     for folder, what in ((prediction_dir, "prediction"), (reference_dir, "reference")):
         if not folder.is_dir():
             raise InputError(f"the {what} folder does not exist", path=str(folder))
+    check_not_swapped(prediction_dir, reference_dir)
     pairs = []
     for pred in sorted(prediction_dir.glob(f"*{file_ending}")):
         case_id = pred.name[: -len(file_ending)]
@@ -92,10 +126,13 @@ def find_pairs(prediction_dir: Path, reference_dir: Path, file_ending: str = ".n
 
 
 def evaluate_folders(prediction_dir: Path, reference_dir: Path, schema: LabelSchema, nsd_tolerance_mm: float = 2.0,
-                     reference_schema: Optional[LabelSchema] = None) -> list[EvaluationRow]:
+                     reference_schema: Optional[LabelSchema] = None,
+                     lesion_match: str = "overlap") -> list[EvaluationRow]:
+    """Rows of ``evaluate_case`` for every pair of ``find_pairs``; ``lesion_match`` checked before the first case."""
+    parse_lesion_match(lesion_match)
     rows = []
     for case_id, pred, ref in find_pairs(prediction_dir, reference_dir):
-        rows += evaluate_case(case_id, pred, ref, schema, nsd_tolerance_mm, reference_schema)
+        rows += evaluate_case(case_id, pred, ref, schema, nsd_tolerance_mm, reference_schema, lesion_match)
     return rows
 
 
@@ -206,16 +243,31 @@ def read_evaluation(csv_path: Path) -> list[EvaluationRow]:
     if not csv_path.is_file():
         raise InputError("the evaluation file does not exist", path=str(csv_path))
     rows = []
-    with csv_path.open(newline="", encoding="utf-8") as handle:
-        for raw in csv.DictReader(handle):
-            metrics = {k: (int(float(raw[k])) if k in INTEGER_FIELDS else float(raw[k]))
-                       for k in METRIC_FIELDS if raw.get(k) not in (None, "")}
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        missing = [c for c in EVALUATION_COLUMNS if c not in columns]
+        if missing:  # an empty file, or another CSV: used to end in IndexError/KeyError
+            raise InputError(f"not an evaluation written by backsplit evaluate: the column(s) {', '.join(missing)} "
+                             f"are missing (columns found: {', '.join(columns) or 'none, the file is empty'}); give "
+                             "the evaluation.csv that backsplit evaluate wrote", path=str(csv_path))
+        for raw in reader:
+            try:
+                metrics = {k: (int(float(raw[k])) if k in INTEGER_FIELDS else float(raw[k]))
+                           for k in METRIC_FIELDS if raw.get(k) not in (None, "")}
+                value = int(raw["value"])
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"line {reader.line_num} holds a value that is not a number ({exc}); give the "
+                                 "evaluation.csv that backsplit evaluate wrote", path=str(csv_path)) from None
             for k in INTEGER_FIELDS:  # evaluations written before these columns existed
                 metrics.setdefault(k, 0)
             if "reference_empty" not in raw:
                 metrics["reference_empty"] = int(metrics.get("reference_ml", 1) == 0)
                 metrics["prediction_empty"] = int(metrics.get("predicted_ml", 1) == 0)
-            rows.append(EvaluationRow(raw["case_id"], raw["target"], int(raw["value"]), metrics))
+            rows.append(EvaluationRow(raw["case_id"], raw["target"], value, metrics))
+    if not rows:
+        raise InputError("the evaluation holds no case (only its header); evaluate some cases first",
+                         path=str(csv_path))
     return rows
 
 

@@ -19,8 +19,12 @@ Conventions (docs/METRICS.md; tested in Testing/test_metrics.py):
 - NSD at tolerance t mm (surface Dice, ``compute_surface_dice_at_tolerance``): both empty -> 1.0; one empty -> 0.0.
 - Precision TP/(TP+FP) is undefined (NaN) when nothing is predicted; recall TP/(TP+FN) when the reference is empty.
   Undefined values are left out of means and counted with their reason.
-- Lesion-wise (26-connected components): a reference lesion is detected when a predicted voxel overlaps it;
-  a predicted component that overlaps no reference voxel is a false-positive lesion.
+- Lesion-wise (26-connected components), matching criterion ``lesion_match`` (``parse_lesion_match``):
+  ``overlap`` (default): a reference lesion is detected when a predicted voxel overlaps it; a predicted component
+  that overlaps no reference voxel is a false-positive lesion. ``iou:T`` / ``dice:T``: a reference lesion is detected
+  when some predicted component has IoU / Dice above T with it (pairwise, component against component), and a
+  predicted component is a false positive when no reference lesion reaches T with it (Metrics Reloaded's
+  localisation criteria; IoU > 0.5 makes the matching one-to-one, Kirillov et al., Panoptic Segmentation, CVPR 2019).
 """
 
 from __future__ import annotations
@@ -122,20 +126,62 @@ def nsd(reference: np.ndarray, prediction: np.ndarray, spacing_zyx: Sequence[flo
     return float(compute_surface_dice_at_tolerance(_distances(reference, prediction, spacing_zyx), tolerance_mm))
 
 
-def lesion_counts(reference: np.ndarray, prediction: np.ndarray) -> tuple[int, int, int, int]:
-    """(reference lesions, detected, missed, false-positive predicted lesions); 26-connected components."""
+LESION_MATCHES = ("overlap", "iou:T", "dice:T")
+
+
+def parse_lesion_match(text: str) -> tuple[str, float]:
+    """``"overlap"`` -> ("overlap", 0.0); ``"iou:0.5"`` / ``"dice:0.1"`` -> (kind, threshold), 0 <= T < 1.
+    Raises InputError naming the accepted forms."""
+    from backsplit.errors import InputError
+
+    value = str(text).strip().lower()
+    if value == "overlap":
+        return "overlap", 0.0
+    kind, _, number = value.partition(":")
+    try:
+        threshold = float(number)
+    except ValueError:
+        threshold = math.nan
+    if kind not in ("iou", "dice") or not 0 <= threshold < 1:
+        raise InputError(f"lesion match '{text}' is not valid; choose overlap (any overlapping voxel), iou:T or "
+                         "dice:T with 0 <= T < 1 (e.g. iou:0.5)")
+    return kind, threshold
+
+
+def lesion_counts(reference: np.ndarray, prediction: np.ndarray,
+                  lesion_match: str = "overlap") -> tuple[int, int, int, int]:
+    """(reference lesions, detected, missed, false-positive predicted lesions) for boolean (z, y, x) masks;
+    26-connected components matched by ``lesion_match`` (module doc; ``parse_lesion_match``)."""
     from backsplit.evaluation.summary import lesion_components
 
+    kind, threshold = parse_lesion_match(lesion_match)
     ref_components, n_ref = lesion_components(reference)
     pred_components, n_pred = lesion_components(prediction)
-    detected = len(set(np.unique(ref_components[prediction])) - {0}) if n_ref else 0
-    false_positive = len(set(range(1, n_pred + 1)) - set(np.unique(pred_components[reference]))) if n_pred else 0
+    if kind == "overlap" or not n_ref or not n_pred:
+        detected = len(set(np.unique(ref_components[prediction])) - {0}) if n_ref else 0
+        false_positive = len(set(range(1, n_pred + 1)) - set(np.unique(pred_components[reference]))) if n_pred else 0
+        return n_ref, detected, n_ref - detected, false_positive
+    both = np.logical_and(reference, prediction)
+    pairs = ref_components[both].astype(np.int64) * (n_pred + 1) + pred_components[both]
+    intersection = np.bincount(pairs, minlength=(n_ref + 1) * (n_pred + 1)).reshape(n_ref + 1, n_pred + 1)
+    ref_sizes = np.bincount(ref_components.ravel(), minlength=n_ref + 1).astype(float)
+    pred_sizes = np.bincount(pred_components.ravel(), minlength=n_pred + 1).astype(float)
+    total = ref_sizes[:, None] + pred_sizes[None, :]
+    score = intersection / (total - intersection) if kind == "iou" else 2.0 * intersection / total
+    matched = (score > threshold) & (intersection > 0)
+    detected = int(matched[1:, 1:].any(axis=1).sum())
+    false_positive = int((~matched[1:, 1:].any(axis=0)).sum())
     return n_ref, detected, n_ref - detected, false_positive
 
 
 def class_metrics(reference: np.ndarray, prediction: np.ndarray, spacing_xyz: Sequence[float],
-                  nsd_tolerance_mm: float = 2.0) -> ClassMetrics:
-    """All metrics of one class; masks (z, y, x), spacing (x, y, z) in mm."""
+                  nsd_tolerance_mm: float = 2.0, lesion_match: str = "overlap") -> ClassMetrics:
+    """All metrics of one class; masks (z, y, x), spacing (x, y, z) in mm; ``lesion_match``: the lesion-wise
+    matching criterion (``parse_lesion_match``)."""
+    if not (math.isfinite(float(nsd_tolerance_mm)) and float(nsd_tolerance_mm) > 0):   # NSD 0 on a perfect case
+        from backsplit.errors import InputError
+
+        raise InputError(f"the NSD tolerance must be > 0 mm (got {nsd_tolerance_mm})")
     reference, prediction = np.asarray(reference, bool), np.asarray(prediction, bool)
     if reference.shape != prediction.shape:
         raise ValueError(f"shapes differ: {reference.shape} vs {prediction.shape}")
@@ -143,7 +189,7 @@ def class_metrics(reference: np.ndarray, prediction: np.ndarray, spacing_xyz: Se
     tp = int(np.count_nonzero(np.logical_and(reference, prediction)))
     n_pred, n_ref = int(np.count_nonzero(prediction)), int(np.count_nonzero(reference))
     voxel_ml = float(np.prod(spacing_xyz)) / 1000.0
-    lesions = lesion_counts(reference, prediction)
+    lesions = lesion_counts(reference, prediction, lesion_match)
     surfaces = _distances(reference, prediction, spacing_zyx) if n_ref and n_pred else None
     if surfaces is not None:
         library = _library()

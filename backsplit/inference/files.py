@@ -1,5 +1,8 @@
 """Predict image files or folders with a model folder: labelmaps with names and colours, probability maps and a
-case summary (CSV + JSON). Existing outputs are never replaced unless asked; each file is written aside, then moved."""
+case summary (CSV + JSON). Existing outputs are never replaced unless asked; each file is written aside, then moved.
+Every input's header is checked before the model loads; a case whose voxels turn out unusable (NaN, channel grids,
+damaged data) is reported and the others go on: the run ends with ``PartialPredictionError`` after writing the summary
+of the cases done and ``failed_cases.json``, never with labelmaps and no summary."""
 
 from __future__ import annotations
 
@@ -13,23 +16,59 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from backsplit.errors import CancelledError, InputError, OutputError
+from backsplit.errors import BackSplitError, CancelledError, InputError, OutputError
 from backsplit.evaluation.summary import CaseSummary, DecisionRule, summarise, write_summaries
 from backsplit.inference.estimate import plan_prediction
 from backsplit.inference.model import load_predictor, read_model_info
 from backsplit.inference.predict import Prediction, predict_arrays
 from backsplit.inference.probability import write_probability_map
 from backsplit.inference.watch import PredictionWatch
+from backsplit.io.cases import unique_case_ids
+from backsplit.io.dicom import is_dicom
 from backsplit.io.readers import IMAGE_SUFFIXES, read_image
 from backsplit.runtime.progress import ProgressCallback, ProgressEvent, Stage, ignore_progress
 
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
+FAILURES_FILE = "failed_cases.json"
+
+
 @dataclass
 class InputCase:
     case_id: str
     images: list[Path]
+
+
+@dataclass
+class CaseFailure:
+    """A case that could not be predicted (its inputs), while the others were."""
+    case_id: str
+    error: str
+
+
+class PartialPredictionError(BackSplitError):
+    """Raised by ``predict_files`` after the whole run when some cases failed on their inputs: the other cases'
+    labelmaps, ``summary.csv``/``summary.json`` and ``prediction_run.json`` are written, the failures listed in
+    ``failed_cases.json``. ``summaries``: the cases done; ``failures``: ``CaseFailure`` per failed case."""
+
+    def __init__(self, summaries: list, failures: list[CaseFailure], out_dir: Path):
+        self.summaries, self.failures = summaries, failures
+        listed = "; ".join(f.error for f in failures)
+        super().__init__(f"{len(failures)} of {len(failures) + len(summaries)} case(s) failed: {listed}. The other "
+                         f"cases are written to '{out_dir}' (summary.csv lists them, {FAILURES_FILE} the failures); "
+                         "fix the failed inputs and predict them into another folder (or with --overwrite)")
+
+
+def write_failures(failures: Sequence[CaseFailure], out_dir: Path) -> Optional[Path]:
+    """failed_cases.json ([{"case", "error"}]) when some cases failed; an earlier run's file is removed otherwise."""
+    path = Path(out_dir) / FAILURES_FILE
+    if not failures:
+        path.unlink(missing_ok=True)
+        return None
+    path.write_text(json.dumps([{"case": f.case_id, "error": f.error} for f in failures], indent=2,
+                               ensure_ascii=False), encoding="utf-8")
+    return path
 
 
 def _stem(path: Path) -> Optional[str]:
@@ -42,13 +81,27 @@ def _stem(path: Path) -> Optional[str]:
     return None
 
 
+def _case_id(path: Path) -> str:
+    """The case id of a plain input: the file name without its suffix, or a DICOM series folder's name."""
+    return path.name if path.is_dir() else _stem(path)
+
+
 def discover_inputs(path: Path, n_channels: int) -> list[InputCase]:
-    """One file (``case.nii.gz`` or ``case_0000.nii.gz`` with its other channels beside it), or a folder of them."""
+    """One file (``case.nii.gz`` or ``case_0000.nii.gz`` with its other channels beside it), or a folder of them.
+    A DICOM series (its folder, or one of its files) is one case named after its folder; in a folder of inputs,
+    each sub-folder holding a DICOM series is a case too. Case ids are unique (InputError naming both files)."""
     path = Path(path)
+    if is_dicom(path):
+        files = [p for p in path.iterdir() if p.is_file() and _stem(p)] if path.is_dir() else []
+        if files:
+            raise InputError(f"the folder holds DICOM files and image files (e.g. '{files[0].name}'); put the DICOM "
+                             "series in a folder of its own", path=str(path))
+        case_id = (path if path.is_dir() else path.parent).name
+        return [InputCase(case_id, [path])] if n_channels == 1 else _refuse_single(path, n_channels)
     if path.is_file():
         stem = _stem(path)
         if stem is None:
-            raise InputError("not an image file (.nii.gz, .nii, .nrrd, .mha)", path=str(path))
+            raise InputError("not an image file (.nii.gz, .nii, .nrrd, .mha, or a DICOM series)", path=str(path))
         match = CHANNEL_SUFFIX.match(stem)
         if match and n_channels > 1:
             folder_cases = [c for c in discover_inputs(path.parent, n_channels) if c.case_id == match["case"]]
@@ -60,14 +113,23 @@ def discover_inputs(path: Path, n_channels: int) -> list[InputCase]:
     grouped: dict[str, dict[int, Path]] = {}
     plain: list[Path] = []
     for item in sorted(path.iterdir()):
+        if item.is_dir() and n_channels == 1 and is_dicom(item):  # a DICOM series per sub-folder, named after it
+            plain.append(item)
+            continue
         stem = _stem(item) if item.is_file() else None
         if stem is None:
             continue
         match = CHANNEL_SUFFIX.match(stem)
         if match:
-            grouped.setdefault(match["case"], {})[int(match["channel"])] = item
+            channels = grouped.setdefault(match["case"], {})
+            if int(match["channel"]) in channels:  # a_0000.nii.gz and a_0000.nrrd: which one is channel 0?
+                unique_case_ids([(stem, channels[int(match["channel"])]), (stem, item)], path)
+            channels[int(match["channel"])] = item
         else:
             plain.append(item)
+    # plain files are cases only for a one-channel model; then 'a.nii.gz' beside 'a_0000.nii.gz' is one id twice
+    unique_case_ids([(_case_id(p), p) for p in (plain if n_channels == 1 else [])]
+                    + [(c, min(ch.values())) for c, ch in grouped.items()], path)
     cases = []
     for case_id, channels in sorted(grouped.items()):
         if sorted(channels) != list(range(n_channels)):
@@ -75,9 +137,10 @@ def discover_inputs(path: Path, n_channels: int) -> list[InputCase]:
                              " (files <case>_0000, <case>_0001, ...)", case=case_id, path=str(path))
         cases.append(InputCase(case_id, [channels[i] for i in range(n_channels)]))
     if n_channels == 1:
-        cases += [InputCase(_stem(p), [p]) for p in plain]
+        cases += [InputCase(_case_id(p), [p]) for p in plain]
     if not cases:
-        raise InputError("no input images found (.nii.gz, .nii, .nrrd, .mha)", path=str(path))
+        raise InputError("no input images found (.nii.gz, .nii, .nrrd, .mha, or sub-folders holding a DICOM series)",
+                         path=str(path))
     return cases
 
 
@@ -146,13 +209,16 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
                   rule: Optional[DecisionRule] = None, overwrite: bool = False, use_mirroring: bool = True,
                   progress: ProgressCallback = ignore_progress,
                   cancel: Callable[[], bool] = lambda: False, estimate: bool = True,
-                  estimate_only: bool = False) -> list[CaseSummary]:
+                  estimate_only: bool = False, folds: Optional[Sequence[str]] = None,
+                  checkpoint: Optional[str] = None, step_size: float = 0.5) -> list[CaseSummary]:
     """Predict ``inputs`` into ``out_dir``. Progress: tile-level ``predict`` events (see ``watch.py``) and, unless
     ``estimate`` is False, an ``estimate`` event first (a few tiles timed; also written to
-    ``prediction_run.json`` with the real time). ``estimate_only``: stop after the estimate (returns [])."""
+    ``prediction_run.json`` with the real time). ``estimate_only``: stop after the estimate (returns []).
+    ``folds``, ``checkpoint``, ``step_size``: nnU-Net's ``-f``, ``-chk``, ``-step_size`` (``model.read_model_info``,
+    ``model.load_predictor``)."""
     if output_format not in ("nii.gz", "seg.nrrd"):
         raise InputError(f"output format '{output_format}' is not supported; choose nii.gz or seg.nrrd")
-    info = read_model_info(model_dir)
+    info = read_model_info(model_dir, checkpoint, folds=folds)
     rule = rule if rule is not None else DecisionRule()
     from backsplit.models.usage import ModelInUse  # 'model remove' refuses the model until this function returns
 
@@ -172,7 +238,7 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
             check_image_file(path, case.case_id)
     watch = PredictionWatch(progress, [c.case_id for c in inputs], len(info.checkpoints))
     watch.loading(f"{info.variant}, {info.configuration}")
-    predictor = load_predictor(info, device, use_mirroring=use_mirroring)
+    predictor = load_predictor(info, device, use_mirroring=use_mirroring, tile_step_size=step_size)
     predictor.tile_listener = watch.listener
     plan = plan_prediction(predictor, info, inputs, use_mirroring, device, watch.started) \
         if estimate or estimate_only else None
@@ -180,39 +246,54 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
         watch.planned(plan)
     if estimate_only:
         return []
-    summaries = []
+    summaries, failures = [], []
     write_label_table(info, out_dir, lesion_only)
     with watch.heartbeat():   # a large case's reading and resampling are reported too
         for index, case in enumerate(inputs):
             if cancel():
                 raise CancelledError("prediction cancelled")
             watch.case_started(index)
-            channels, geometries = [], []
-            for path in case.images:
-                array, geometry = read_image(path, case.case_id)
-                channels.append(array)
-                geometries.append(geometry)
-            for channel_index, geometry in enumerate(geometries[1:], start=1):
-                problems = geometries[0].differences(geometry)
-                if problems:
-                    raise InputError(f"channel {channel_index} is not on the grid of channel 0: "
-                                     f"{'; '.join(problems)}", case=case.case_id)
-            # class probabilities always: the summary needs them (maximum lesion probability, the rule's
-            # threshold); measured on the demo they cost no visible time. ``probabilities`` only decides whether the
-            # map is written.
-            prediction = predict_arrays(predictor, info, channels, geometries[0], probabilities=True,
-                                        case=case.case_id)
-            for warning in prediction.warnings:
-                progress(ProgressEvent(Stage.WARNING, f"case '{case.case_id}': {warning}"))
-            paths = write_prediction(prediction, info, case.case_id, out_dir, output_format, lesion_only,
-                                     probabilities)
-            summary = summarise(case.case_id, prediction.labels, prediction.geometry, info.schema.target_values,
-                                prediction.target_probability, rule)
+            try:
+                summary, paths, seconds = _predict_case(predictor, info, case, out_dir, output_format, lesion_only,
+                                                        probabilities, rule, progress)
+            except InputError as exc:  # this case's voxels (NaN, channel grids, damaged data): the others go on
+                failures.append(CaseFailure(case.case_id, str(exc)))
+                progress(ProgressEvent(Stage.WARNING, f"case '{case.case_id}' failed, the others go on: {exc}"))
+                watch.case_finished(index, f"case '{case.case_id}': failed", {"case": case.case_id,
+                                                                               "failed": str(exc)})
+                continue
             summaries.append(summary)
             watch.case_finished(index, f"case '{case.case_id}': {summary.lesion_count} lesion(s), "
-                                       f"{summary.lesion_volume_ml:.2f} ml ({prediction.seconds:.1f} s)",
-                                {"case": case.case_id, "seconds": prediction.seconds,
+                                       f"{summary.lesion_volume_ml:.2f} ml ({seconds:.1f} s)",
+                                {"case": case.case_id, "seconds": seconds,
                                  "files": {k: str(v) for k, v in paths.items()}, "summary": summary.to_json()})
     write_summaries(summaries, out_dir)
     write_run_record(out_dir, plan, watch)
+    write_failures(failures, out_dir)
+    if failures:
+        raise PartialPredictionError(summaries, failures, out_dir)
     return summaries
+
+
+def _predict_case(predictor, info, case: InputCase, out_dir: Path, output_format: str, lesion_only: bool,
+                  probabilities: bool, rule: DecisionRule, progress: ProgressCallback):
+    """Read, predict and write one case: (summary, written paths, seconds). InputError for this case's inputs."""
+    channels, geometries = [], []
+    for path in case.images:
+        array, geometry = read_image(path, case.case_id)
+        channels.append(array)
+        geometries.append(geometry)
+    for channel_index, geometry in enumerate(geometries[1:], start=1):
+        problems = geometries[0].differences(geometry)
+        if problems:
+            raise InputError(f"channel {channel_index} is not on the grid of channel 0: "
+                             f"{'; '.join(problems)}", case=case.case_id)
+    # class probabilities always: the summary needs them (maximum lesion probability, the rule's threshold);
+    # measured on the demo they cost no visible time. ``probabilities`` only decides whether the map is written.
+    prediction = predict_arrays(predictor, info, channels, geometries[0], probabilities=True, case=case.case_id)
+    for warning in prediction.warnings:
+        progress(ProgressEvent(Stage.WARNING, f"case '{case.case_id}': {warning}"))
+    paths = write_prediction(prediction, info, case.case_id, out_dir, output_format, lesion_only, probabilities)
+    summary = summarise(case.case_id, prediction.labels, prediction.geometry, info.schema.target_values,
+                        prediction.target_probability, rule)
+    return summary, paths, prediction.seconds

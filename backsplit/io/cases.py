@@ -72,3 +72,21 @@ def check_unique_ids(sources: Sequence[CaseSource]) -> None:
             raise InputError(f"the case id is used twice ({seen[source.case_id]} and {source.description}); "
                              "give every case its own id", case=source.case_id)
         seen[source.case_id] = source.description
+
+
+def unique_case_ids(found, folder) -> None:
+    """Refuse a folder scan in which two files give the same case id (``a.nii.gz`` and ``a.nrrd`` were two cases 'a'
+    with one output). ``found``: (case id, file path) pairs from one scan of ``folder``. Raises InputError naming
+    both files of the first clash."""
+    from pathlib import Path
+
+    from backsplit.errors import InputError
+
+    seen: dict[str, Path] = {}
+    for case_id, path in found:
+        other = seen.get(case_id)
+        if other is not None and Path(other) != Path(path):
+            raise InputError(f"two files give the case id '{case_id}': '{Path(other).name}' and '{Path(path).name}'; "
+                             "each case needs one file (or one set of <case>_0000, <case>_0001 ... channel files): "
+                             "move or rename one", case=case_id, path=str(folder))
+        seen[case_id] = Path(path)

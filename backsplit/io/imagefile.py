@@ -8,11 +8,14 @@ Every reader in BackSplit (export, prediction, evaluation, organ-model runs) goe
   the streamed pass that checks it, into a temporary uncompressed copy that ITK then reads: one decompression, not
   two, and never the whole compressed or decompressed data in memory twice;
 * ITK's raw warnings are caught and said in plain words (``itkmessages``);
+* NaN and +-inf in a NIfTI are counted in the raw data (``niftiraw``: ITK 5.4 reads them as 0) and refused;
 * a sheared grid (axes not perpendicular, e.g. gantry-tilted CT) is refused with the tilt and how to fix it:
   NIfTI, which the datasets are written in, cannot hold one and ITK would straighten it silently. A NIfTI whose
   sform is sheared is refused too (ITK would silently fall back to the orthogonal qform, or fail with "orthonormal
   direction cosines"). Directions off from orthonormal by rounding only (less than half the smallest voxel over the
   image extent) are snapped to the nearest orthonormal matrix;
+* a DICOM image series (a folder, or one file of the series) is read as one 3D image by ``dicom``, or refused with
+  the reason (several series, a single slice, a missing slice, gantry tilt, a DICOM SEG given as an image);
 * a singleton 4th axis (X x Y x Z x 1, as some converters write .nrrd/.mha) is read as the 3D image it is, in every
   format alike.
 """
@@ -29,8 +32,10 @@ import numpy as np
 
 from backsplit.errors import InputError
 from backsplit.io.compressed import verified_readable
+from backsplit.io.dicom import check_dicom_series, is_dicom, read_dicom_series
 from backsplit.io.geometry import SHEAR_ADVICE, Geometry
 from backsplit.io.itkmessages import capture_itk_messages, warn_translated
+from backsplit.io.niftiraw import nonfinite_voxels
 
 
 def read_sitk(path: Path, what: str, case_id: Optional[str]):
@@ -39,14 +44,22 @@ def read_sitk(path: Path, what: str, case_id: Optional[str]):
     import SimpleITK as sitk
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"the {what} file does not exist; check the path", case=case_id, path=str(path))
+    if is_dicom(path):  # a series folder or one file of it: never ITK's generic reader (one slice, or SEG frames)
+        with capture_itk_messages() as captured:
+            image = read_dicom_series(path, what, case_id)
+        warn_translated(captured, str(path), what, case_id)
+        return image
+    check_exists(path, what, case_id)
     check_nifti_orientation(path, what, case_id)
     with verified_readable(path, what, case_id) as readable, capture_itk_messages() as captured:
         try:
             image = sitk.ReadImage(str(readable))
         except RuntimeError as exc:  # ITK's text names the file it read: the temporary copy, so put back ours
             image, error = None, str(exc).replace(str(readable), str(path))
+        nonfinite = nonfinite_voxels(readable) if image is not None else 0  # ITK reads NaN/inf in NIfTI as 0
+    if nonfinite:
+        raise InputError(f"the {what} holds {nonfinite} NaN or infinite voxel(s) (ITK would read them as 0); "
+                         "replace them (e.g. with the minimum intensity) and try again", case=case_id, path=str(path))
     if image is None:
         text = error.strip()
         last = text.splitlines()[-1] if text else "unknown reason"
@@ -59,6 +72,15 @@ def read_sitk(path: Path, what: str, case_id: Optional[str]):
                          "replace it", case=case_id, path=str(path)) from None
     warn_translated(captured, str(path), what, case_id)
     return image
+
+
+def check_exists(path: Path, what: str, case_id: Optional[str]) -> None:
+    """Refuse a missing file, or a folder that holds no DICOM series (the only folder BackSplit reads as an image)."""
+    if path.is_dir():
+        raise InputError(f"the {what} is a folder without DICOM files; give an image file (.nii.gz, .nrrd, .mha) "
+                         "or the folder of one DICOM series", case=case_id, path=str(path))
+    if not path.is_file():
+        raise InputError(f"the {what} file does not exist; check the path", case=case_id, path=str(path))
 
 
 def squeeze_singleton_4d(image):
@@ -108,13 +130,25 @@ def read_image(path: Path, case_id: str, what: str = "image") -> tuple[np.ndarra
 
 def check_image_file(path: Path, case_id: Optional[str], what: str = "image") -> None:
     """What ``read_image`` refuses that the header tells, before the voxels are read: a missing or unreadable file,
-    a sheared grid, more than 3 axes. For refusing bad inputs before a long step (loading a model) starts; the
-    integrity of the compressed data is checked when the voxels are read (one decompression, not two)."""
+    a sheared grid, more than 3 axes; for a DICOM series: several series, a single slice, a non-image object. For
+    refusing bad inputs before a long step (loading a model) starts; the integrity of the compressed data is checked
+    when the voxels are read (one decompression, not two)."""
+    path = Path(path)
+    if is_dicom(path):
+        check_dicom_series(path, what, case_id)
+        return
+    header_geometry(path, case_id, what)
+
+
+def header_geometry(path: Path, case_id: Optional[str], what: str = "image") -> Geometry:
+    """The grid of an image (spacing, origin in mm; LPS direction; shape (z, y, x)) from its header, with the
+    checks of ``check_image_file``. A DICOM series has no single header: it is read (``read_image``'s checks)."""
     import SimpleITK as sitk
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"the {what} file does not exist; check the path", case=case_id, path=str(path))
+    if is_dicom(path):
+        return read_image(path, case_id, what)[1]
+    check_exists(path, what, case_id)
     check_nifti_orientation(path, what, case_id)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -137,7 +171,7 @@ def check_image_file(path: Path, case_id: Optional[str], what: str = "image") ->
                          "3D images", case=case_id, path=str(path))
     direction = np.asarray(reader.GetDirection(), float).reshape(len(reader.GetSize()), -1)[:3, :3]
     geometry = Geometry.create(reader.GetSpacing()[:3], reader.GetOrigin()[:3], direction.ravel(), size[::-1])
-    checked_geometry(geometry, what, case_id, str(path))
+    return checked_geometry(geometry, what, case_id, str(path))
 
 
 # ---- NIfTI sform/qform -------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Read cases from files: image channels (any format SimpleITK reads) plus either a Slicer ``.seg.nrrd``
-(segment names, colours, layers) or a labelmap with a name map (JSON, CSV or Slicer colour table).
+"""Read cases from files: image channels (any format SimpleITK reads, or a DICOM series) plus either a Slicer
+``.seg.nrrd`` (segment names, colours, layers), a DICOM SEG (``dicomseg``) or a labelmap with a name map (JSON, CSV or
+Slicer colour table).
 
 Case lists come from a CSV file (one row per case) or a folder (``<case>.seg.nrrd`` next to ``<case>.nii.gz``
 or ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz`` ...). Nothing is read until a case is loaded.
@@ -17,7 +18,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from backsplit.errors import InputError
-from backsplit.io.cases import Case
+from backsplit.io.cases import Case, unique_case_ids
+from backsplit.io.dicom import is_dicom, is_dicom_seg, series_uid_of
+from backsplit.io.dicomseg import seg_on_image
 from backsplit.io.geometry import Geometry, format_values
 from backsplit.io.imagefile import read_image, read_sitk
 from backsplit.io.segnrrd import SegmentationContent, read_seg_nrrd
@@ -26,6 +29,7 @@ __all__ = ["read_image", "read_sitk", "read_seg_nrrd", "SegmentationContent", "r
            "align_to_image", "FileCaseSource", "cases_from_csv", "cases_from_folder", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+DICOM_SEG_NAME = r"([._]seg)?\.(dcm|dicom)$"   # '<case>.dcm', '<case>_seg.dcm', '<case>.seg.dcm' in a case folder
 LABEL_NAME_MAP_SUFFIXES = (".json", ".csv", ".tsv", ".txt", ".ctbl")
 
 
@@ -158,6 +162,8 @@ class FileCaseSource:
         seg_path = Path(self.segmentation)
         if is_seg_nrrd(seg_path):
             content = read_seg_nrrd(seg_path, self.case_id)
+        elif is_dicom_seg(seg_path):  # names and geometry from the SEG (ITK's generic reader would stack its frames)
+            content = seg_on_image(seg_path, geometries[0], self.case_id, series_uid_of(Path(self.images[0])))
         else:
             if not self.name_map:
                 raise InputError("a labelmap needs a name map (label value -> segment name); give --names or a "
@@ -218,7 +224,9 @@ def cases_from_csv(path: Path, default_name_map: Optional[dict[int, str]] = None
 
 def cases_from_folder(folder: Path, default_name_map: Optional[dict[int, str]] = None) -> list[FileCaseSource]:
     """Find cases in a folder: every ``<case>.seg.nrrd`` (or, with a name map, ``<case>.label.nii.gz`` /
-    ``<case>_seg.nii.gz``) with its image ``<case>.nii.gz`` (or .nrrd, .mha) or channels ``<case>_0000.nii.gz`` ..."""
+    ``<case>_seg.nii.gz``; or a DICOM SEG ``<case>.dcm`` / ``<case>_seg.dcm``) with its image ``<case>.nii.gz``
+    (or .nrrd, .mha), channels ``<case>_0000.nii.gz`` ..., or a sub-folder ``<case>/`` holding its DICOM series.
+    Case ids are unique: two files for one case are refused, naming both."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError("the case folder does not exist; check the path", path=str(folder))
@@ -230,21 +238,29 @@ def cases_from_folder(folder: Path, default_name_map: Optional[dict[int, str]] =
             case_id = seg.name[: -len(".seg.nrrd")]
         elif default_name_map and re.search(r"(\.label|_seg|_label)\.(nii\.gz|nii|nrrd|mha)$", lower):
             case_id = re.sub(r"(\.label|_seg|_label)\.(nii\.gz|nii|nrrd|mha)$", "", seg.name, flags=re.I)
+        elif re.search(DICOM_SEG_NAME, lower) and is_dicom_seg(seg):
+            case_id = re.sub(DICOM_SEG_NAME, "", seg.name, flags=re.I)
         else:
             continue
-        images = [p for p in files if p != seg and strip_suffix(p.name) == case_id
-                  and not is_seg_nrrd(p)]
-        if not images:
-            images = sorted(p for p in files if re.fullmatch(re.escape(case_id) + r"_\d{4}", strip_suffix(p.name)))
+        plain = [p for p in files if p != seg and strip_suffix(p.name) == case_id and not is_seg_nrrd(p)
+                 and p.name.lower().endswith(IMAGE_SUFFIXES)]
+        if is_dicom(folder / case_id):  # the DICOM series in a sub-folder named after the case
+            plain.append(folder / case_id)
+        channels = sorted(p for p in files if re.fullmatch(re.escape(case_id) + r"_\d{4}", strip_suffix(p.name)))
+        # one image per case: 'a.nii.gz' and 'a.nrrd' (or 'a.nii.gz' and 'a_0000.nii.gz') used to become 2 channels
+        unique_case_ids([(case_id, p) for p in plain + channels[:1]], folder)
+        unique_case_ids([(strip_suffix(p.name), p) for p in channels], folder)
+        images = plain or channels
         if not images:
             raise InputError(f"no image found for the segmentation; name it '{case_id}.nii.gz' or "
                              f"'{case_id}_0000.nii.gz'", case=case_id, path=str(seg))
         sources.append(FileCaseSource(case_id, images, seg, default_name_map))
+    unique_case_ids([(source.case_id, source.segmentation) for source in sources], folder)  # a.seg.nrrd, a_seg.nii
     labelmaps = [p.name for p in files if re.search(r"(\.label|_seg|_label)\.(nii\.gz|nii|nrrd|mha)$", p.name.lower())]
     if not sources and labelmaps and not default_name_map:
         raise InputError(f"no cases found: the folder holds labelmaps ('{labelmaps[0]}', ...) but no name map was "
                          "given; name their values with --names (JSON, CSV or Slicer .ctbl)", path=str(folder))
     if not sources:
         raise InputError("no cases found: the folder holds no '<case>.seg.nrrd' files (or labelmaps named "
-                         "'<case>.label.nii.gz' with a name map)", path=str(folder))
+                         "'<case>.label.nii.gz' with a name map, or DICOM SEG files '<case>.dcm')", path=str(folder))
     return sources

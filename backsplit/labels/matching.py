@@ -21,7 +21,7 @@ from backsplit.errors import InputError
 from backsplit.labels.schema import LabelSchema, name_key
 
 __all__ = ["name_key", "normalise", "match_segments", "near_miss", "describe_code_points", "missing_message",
-           "split_names", "parse_mapping"]
+           "split_names", "parse_mapping", "did_you_mean"]
 
 
 def split_names(text: str) -> list[str]:
@@ -80,13 +80,30 @@ def near_miss(wanted: str, candidates: Iterable[str], cutoff: float = 0.75) -> O
             f"(code points of '{found}': {describe_code_points(found)})")
 
 
+def did_you_mean(wanted: str, candidates: Iterable[str], cutoff: float = 0.6) -> Optional[str]:
+    """The candidate whose ``name_key`` is closest to ``wanted``'s (``difflib.get_close_matches``, similarity ratio
+    >= ``cutoff``), or None. 'cysst' -> 'cyst'; a name that reads the same as ``wanted`` is never returned."""
+    key = name_key(wanted)
+    by_key: dict[str, str] = {}
+    for candidate in candidates:
+        if name_key(candidate) != key:
+            by_key.setdefault(name_key(candidate), candidate)
+    close = difflib.get_close_matches(key, list(by_key), n=1, cutoff=cutoff)
+    return by_key[close[0]] if close else None
+
+
 def missing_message(role: str, class_name: str, available: Sequence[str]) -> str:
-    """The text for a class with no segment in a case, with a near miss explained when there is one."""
+    """The text for a class with no segment in a case: "did you mean '<close name>'?" first when a segment's name is
+    close, then, for a name that reads alike, the code points that differ (``near_miss``)."""
     listed = ", ".join(f"'{n}'" for n in sorted(available)) or "none"
-    hint = near_miss(class_name, available)
     text = f"the {role} segment is missing (the case has: {listed})"
-    if hint:
-        text += f"; {hint}: rename the segment or map it with --map"
+    close = did_you_mean(class_name, available)
+    if close:
+        text += f"; did you mean '{close}'?"
+        hint = near_miss(class_name, [close])
+        if hint:
+            text += f" ({hint})"
+        text += f" Rename the segment or map it with --map '{close}={class_name}'"
     return text
 
 

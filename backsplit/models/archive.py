@@ -5,8 +5,10 @@ Layout::
     backsplit_checksums.sha256        "<sha256>  <name>/<path>" per file (the format of ``sha256sum``)
     <name>/backsplit_model.json, dataset.json, plans.json, fold_<f>/checkpoint_final.pth, ...
 
-Export leaves out what is local to this computer (in-use markers, the trust record, ``checkpoint_latest.pth`` which
-only serves to resume). Import refuses, before writing anything: entries with absolute paths, drive letters or
+Export leaves out what is local to this computer (``machine_local``: in-use markers, locks and other hidden files,
+the trust record, ``checkpoint_latest.pth`` which only serves to resume); import skips exactly the same entries (a
+hand-made or older zip may hold them: an in-use marker would make 'model remove' refuse forever, a trust record would
+carry someone else's trust). Import refuses, before writing anything: entries with absolute paths, drive letters or
 ``..`` (zip-slip), links, duplicate names, files missing from or not named in the checksum list, more than one top
 folder, a model name that exists (unless a new name is asked for), too little disk space. Files are extracted into
 a hidden folder in the models location while their SHA-256 is computed; any mismatch removes everything. The
@@ -22,7 +24,7 @@ import stat
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
@@ -36,11 +38,19 @@ CHECKSUMS_NAME = "backsplit_checksums.sha256"
 LEFT_OUT = {ORIGIN_NAME, "checkpoint_latest.pth"}
 
 
+def machine_local(relative: PurePosixPath | Path) -> bool:
+    """True for a path inside a model folder (relative to it) that belongs to this computer, not to the model: the
+    in-use markers (``IN_USE_DIR``), any hidden file or folder (locks, partial files), the trust record
+    (``ORIGIN_NAME``) and ``checkpoint_latest.pth``. Export leaves these out and import skips them."""
+    parts = PurePosixPath(*Path(relative).parts).parts
+    return bool(parts) and (parts[0] == IN_USE_DIR or parts[-1] in LEFT_OUT or any(p.startswith(".") for p in parts))
+
+
 def _model_files(folder: Path) -> list[Path]:
     files = []
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
-        if relative.parts[0] == IN_USE_DIR or path.name in LEFT_OUT or any(p.startswith(".") for p in relative.parts):
+        if machine_local(relative):
             continue
         if path.is_symlink():
             raise InputError("the model folder holds a link; copy the real file into the model folder first",
@@ -82,7 +92,8 @@ class ImportResult:
     name: str
     folder: Path
     files: int
-    renamed_from: Optional[str]     # the name in the zip, when a new name was given because it existed
+    renamed_from: Optional[str]     # the name asked for (--name, else the zip's), when --rename had to change it
+    skipped: list[str] = field(default_factory=list)   # machine-local entries of the zip, not imported
 
 
 def check_entry_name(name: str, zip_path: Path) -> PurePosixPath:
@@ -138,9 +149,15 @@ def import_model(zip_path: Path, models_dir: Path, name: Optional[str] = None, r
             raise InputError("the archive must hold exactly one model folder (and the checksum list)",
                              path=str(zip_path))
         top = tops.pop()
-        listed = read_checksums(archive.read(CHECKSUMS_NAME).decode("utf-8"), zip_path)
-        files = {str(check_entry_name(i.filename, zip_path)): i for i in infos
+        def local(relative: str) -> bool:
+            return machine_local(PurePosixPath(relative).relative_to(top))
+
+        listed = {k: v for k, v in read_checksums(archive.read(CHECKSUMS_NAME).decode("utf-8"), zip_path).items()
+                  if not (k.startswith(f"{top}/") and local(k))}
+        every = {str(check_entry_name(i.filename, zip_path)): i for i in infos
                  if not i.is_dir() and i.filename != CHECKSUMS_NAME}
+        skipped = sorted(k for k in every if local(k))
+        files = {k: i for k, i in every.items() if k not in skipped}
         missing = sorted(set(listed) - set(files))
         if missing:
             raise InputError(f"files named in the checksum list are missing from the archive: {', '.join(missing)}; "
@@ -152,7 +169,7 @@ def import_model(zip_path: Path, models_dir: Path, name: Optional[str] = None, r
         if f"{top}/{MANIFEST_NAME}" not in files:
             raise InputError(f"the archive holds no {MANIFEST_NAME}; it is not a BackSplit model", path=str(zip_path))
         original = top
-        target_name = check_model_name(name or top)
+        asked = target_name = check_model_name(name or top)
         models_dir.mkdir(parents=True, exist_ok=True)
         if (models_dir / target_name).exists():
             if not rename_if_exists:
@@ -197,4 +214,4 @@ def import_model(zip_path: Path, models_dir: Path, name: Optional[str] = None, r
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return ImportResult(target_name, models_dir / target_name, len(files),
-                        original if target_name != original else None)
+                        asked if target_name != asked else None, skipped)

@@ -43,6 +43,6 @@ def model_lineage(dataset_meta: dict, pretrained_model: Optional[Path], transfer
         lineage["weights_transfer"] = {"output_layers_kept": bool(transfer.get("output_layers_kept")),
                                        "loaded": len(transfer.get("loaded", [])),
                                        "reinitialised": len(transfer.get("reinitialised", []))}
-        if transfer.get("function_preserving"):   # issue 19: output layers from the binary model (headinit.py)
+        if transfer.get("function_preserving"):   # output layers from the binary model (headinit.py)
             lineage["weights_transfer"].update(transfer["function_preserving"])
     return lineage

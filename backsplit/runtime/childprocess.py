@@ -67,6 +67,12 @@ class ChildProcess:
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def output_done(self) -> bool:
+        """The child ended and its output has been read to the end (``poll_events`` then returns the last events);
+        never blocks (the panels ask this from their timer instead of ``wait``)."""
+        return not self.is_running() and (self._reader is None or not self._reader.is_alive())
+
     def poll_events(self) -> list[ProgressEvent]:
         """Events (and log lines as 'log' events) that arrived since the last call; never blocks."""
         events = []
@@ -100,7 +106,10 @@ class ChildProcess:
 
     def _kill(self, grace_seconds: float) -> None:
         assert self.process is not None
-        kill_tree(self.process.pid, grace_seconds)
+        process = self.process
+        # the direct child counts as gone once it has exited: Popen.poll reaps it on every OS, so no psutil and no
+        # /proc are needed (Slicer ships no psutil; macOS has no /proc: the grace period was always waited; F7)
+        kill_tree(process.pid, grace_seconds, reaped=lambda: process.poll() is not None)
         try:
             self.process.wait(timeout=grace_seconds + 5)
         except subprocess.TimeoutExpired:
@@ -146,7 +155,10 @@ def _descendants(pid: int) -> list[int]:
         return []
 
 
-def kill_tree(pid: int, grace_seconds: float = 5.0) -> None:
+def kill_tree(pid: int, grace_seconds: float = 5.0, reaped: Optional[Callable[[], bool]] = None) -> None:
+    """SIGTERM to the process group (and to descendants psutil finds), SIGKILL after ``grace_seconds`` if any is
+    still alive. ``reaped()``: True once ``pid`` itself has exited (``Popen.poll``), so that its end is seen without
+    psutil or /proc. Windows: ``taskkill /T``."""
     if os.name == "nt":
         subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True,
                        **popen_platform_kwargs("nt", new_group=False))
@@ -169,15 +181,17 @@ def kill_tree(pid: int, grace_seconds: float = 5.0) -> None:
                 pass
         if sig == signal.SIGTERM:
             deadline = time.time() + grace_seconds
-            while time.time() < deadline and _alive(pid, children):
+            while time.time() < deadline and _alive(pid, children, reaped):
                 time.sleep(0.05)
-            if not _alive(pid, children):
+            if not _alive(pid, children, reaped):
                 return
 
 
-def _alive(pid: int, children: Sequence[int]) -> bool:
+def _alive(pid: int, children: Sequence[int], reaped: Optional[Callable[[], bool]] = None) -> bool:
     """Is any of the processes still running (zombies, which only wait to be reaped, do not count)?"""
     for p in [pid, *children]:
+        if p == pid and reaped is not None and reaped():
+            continue
         try:
             os.kill(p, 0)
         except ProcessLookupError:

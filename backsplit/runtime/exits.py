@@ -64,19 +64,33 @@ def failure(exc: BaseException, failed: Optional[str] = None, *, disk_full: str 
     return EXIT_UNEXPECTED, f"{failed} failed: {text}" if failed else text
 
 
+# the likely cause of a child's end by each signal (signal(7)); the out-of-memory killer sends SIGKILL
+SIGNAL_CAUSES = {
+    "SIGKILL": "most often the machine ran out of memory and the kernel's out-of-memory killer ended it ('dmesg' "
+               "shows it), else a kill from outside",
+    "SIGTERM": "asked to stop from outside: a scheduler's time limit (SLURM), a shutdown or a kill",
+    "SIGINT": "interrupted (Ctrl-C)",
+    "SIGHUP": "its terminal was closed",
+    "SIGSEGV": "a crash inside native code (torch or an image library)",
+    "SIGBUS": "a crash inside native code, or a file it mapped was truncated (a full disk)",
+    "SIGABRT": "a crash inside native code (torch or an image library)",
+    "SIGXCPU": "it reached a CPU-time limit",
+}
+
+
 def ended_text(returncode: Optional[int]) -> str:
     """Why a child ended, in words, from its exit status alone (for a child that left no ``error`` event):
-    "ended by signal SIGKILL (...)" for a negative status, "was cancelled", or "ended with exit code N"."""
+    "ended by signal SIGKILL (signal 9: <likely cause>)" for a negative status, "was cancelled", or "ended with
+    exit code N"."""
     if returncode is None:
         return "is still running"
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
         except ValueError:
-            name = f"signal {-returncode}"
-        why = " (killed from outside, or the machine ran out of memory)" if -returncode == getattr(signal, "SIGKILL",
-                                                                                                   9) else ""
-        return f"ended by signal {name}{why}"
+            return f"ended by signal {-returncode}"
+        cause = SIGNAL_CAUSES.get(name)
+        return f"ended by signal {name} (signal {-returncode}{': ' + cause if cause else ''})"
     if returncode == EXIT_CANCELLED:
         return "was cancelled"
     return f"ended with exit code {returncode}"

@@ -8,20 +8,49 @@ them. ``packaging`` (shipped with Slicer and pip) evaluates specifiers, markers 
 from __future__ import annotations
 
 import importlib.util
-from importlib.metadata import PackageNotFoundError, version
+import sys
+from importlib.metadata import PackageNotFoundError, distribution, version
 from typing import Iterable, Optional, Sequence
 
 MINIMUM_PYTHON = (3, 10)          # nnunetv2 2.8: Requires-Python >= 3.10
 NNUNET_REQUIREMENT = "nnunetv2>=2.8,<2.9"
 TORCH_SPECIFIER = ">=2.1.2,!=2.9.*"   # nnunetv2 2.8.1's own rule on torch (its METADATA Requires-Dist)
 
-# Provided by Slicer or by its PyTorch extension: pip must not install its own copies there.
-SKIP_PACKAGES = ("torch", "torchvision", "SimpleITK")
+# Provided by Slicer or by its PyTorch extension: pip must not install its own copies there (as SlicerNNUnet
+# d05d772 SlicerNNUNetLib/InstallLogic.py:157-161, which also skips requests: Slicer ships it, and replacing it
+# would need a restart).
+SKIP_PACKAGES = ("torch", "torchvision", "SimpleITK", "requests")
+
+# Pins for one platform: newer imagecodecs releases have no macOS x86_64 wheels, so pip would try to build them from
+# source (SlicerNNUnet d05d772 InstallLogic.py:221-235 pins the same on macOS).
+PLATFORM_PINS = {"darwin": {"imagecodecs": "imagecodecs<=2026.3.6"}}
+
+
+def installed_completely(name: str) -> bool:
+    """``name`` imports here *and* pip finished installing it: its metadata exists and, when pip installed it, has
+    the ``RECORD`` file pip writes last. A cancelled or killed pip can leave the package folder without them; such a
+    package counts as missing, so it is installed again instead of failing later inside a child process."""
+    if importlib.util.find_spec(name) is None:
+        return False
+    try:
+        dist = distribution(name)
+    except PackageNotFoundError:
+        return False
+    installer = (dist.read_text("INSTALLER") or "").strip()
+    return installer != "pip" or dist.read_text("RECORD") is not None
 
 
 def missing() -> list[str]:
-    """The names of torch and nnunetv2 that cannot be imported here (found without importing them)."""
-    return [name for name in ("torch", "nnunetv2") if importlib.util.find_spec(name) is None]
+    """The names of torch and nnunetv2 that are not (completely) installed here, found without importing them."""
+    return [name for name in ("torch", "nnunetv2") if not installed_completely(name)]
+
+
+def pinned(requirements: Iterable[str], platform: str = sys.platform) -> list[str]:
+    """``requirements`` with this platform's pins (``PLATFORM_PINS``) in place of the packages they pin."""
+    from packaging.requirements import Requirement
+
+    pins = {canonical_name(k): v for k, v in PLATFORM_PINS.get(platform, {}).items()}
+    return [pins.get(canonical_name(Requirement(text).name), text) for text in requirements]
 
 
 def installed_torch_version() -> Optional[str]:

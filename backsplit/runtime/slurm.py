@@ -12,11 +12,12 @@ sacct ``-n -P -X``).
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from backsplit.errors import BackSplitError, InputError
 
@@ -38,24 +39,38 @@ class SlurmConfig:
     poll_s: float = 5.0
     job_name: str = "backsplit-study"
 
+    def __post_init__(self):
+        self.check()
+
+    def check(self, source: Optional[str] = None) -> "SlurmConfig":
+        """Check every value as it stands now (``check_slurm_values``), e.g. after a caller changed ``gres``; a text
+        ``extra_args`` is split as a shell would split it. Raises InputError; returns self."""
+        if isinstance(self.extra_args, str):
+            self.extra_args = split_extra_args(self.extra_args, source)
+        check_slurm_values(asdict(self), source)
+        return self
+
     @staticmethod
     def load(path: Optional[Path], **overrides) -> "SlurmConfig":
-        """The config file's values, then every override that is not None. Raises InputError for a file that
-        cannot be read, is not JSON, or has keys not in the config (naming them and the allowed ones)."""
-        raw: dict = {}
+        """The config file's values, then every override that is not None, all checked before any use
+        (``check_slurm_values``; a JSON null keeps the default). Raises InputError for a file that cannot be read,
+        is not a JSON object, has keys not in the config, or a value of the wrong type, out of range or holding a
+        control character (naming the file, the key and the value)."""
+        raw: Any = {}
+        source = str(path) if path is not None else None
         if path is not None:
             try:
                 raw = json.loads(Path(path).read_text(encoding="utf-8"))
             except OSError as exc:
-                raise InputError(f"the SLURM config file cannot be read ({exc.strerror})", path=str(path)) from None
+                raise InputError(f"the SLURM config file cannot be read ({exc.strerror})", path=source) from None
             except ValueError as exc:
-                raise InputError(f"the SLURM config file is not JSON ({exc})", path=str(path)) from None
-            known = {f.name for f in fields(SlurmConfig)}
-            unknown = sorted(set(raw) - known)
-            if unknown:
-                raise InputError(f"unknown SLURM config key(s) {', '.join(unknown)}; allowed: "
-                                 f"{', '.join(sorted(known))}", path=str(path))
+                raise InputError(f"the SLURM config file is not JSON ({exc})", path=source) from None
+            check_slurm_values(raw, source)
+        raw = {k: v for k, v in raw.items() if v is not None}
         raw.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(raw.get("extra_args"), str):
+            raw["extra_args"] = split_extra_args(raw["extra_args"], source)
+        check_slurm_values(raw, source)
         return SlurmConfig(**raw)
 
     def directives(self) -> list[str]:
@@ -66,6 +81,99 @@ class SlurmConfig:
             if value not in (None, ""):
                 options.append(f"--{flag}={value}")
         return options + [str(a) for a in self.extra_args]
+
+
+# key -> (Python types allowed, what the message asks for); every value lands in a line of a bash job script
+# ("#SBATCH --key=value"), so a line break would start a script line of its own (run on the node)
+SLURM_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "partition": ((str,), 'a text without spaces, e.g. "gpu"'),
+    "time": ((str,), 'a SLURM time, e.g. "04:00:00" or "1-00:00:00"'),
+    "cpus_per_task": ((int,), "a whole number >= 1"),
+    "mem": ((str,), 'a SLURM memory size, e.g. "32G"'),
+    "gres": ((str,), 'a text without spaces, e.g. "gpu:1"'),
+    "account": ((str,), "a text without spaces"),
+    "extra_args": ((list,), 'a list of sbatch options, e.g. ["--qos=short"] (or one text "--qos=short --nice=10")'),
+    "python": ((str,), "the path of a Python with backsplit installed on the nodes"),
+    "max_parallel": ((int,), "a whole number >= 1"),
+    "poll_s": ((int, float), "seconds between queue checks, a number > 0"),
+    "job_name": ((str,), "a text without spaces"),
+}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+# sbatch --time: "min", "min:sec", "h:m:s", "d-h", "d-h:m", "d-h:m:s" (sbatch(1)); --mem: a number, unit K/M/G/T
+_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^(UNLIMITED|INFINITE)$", re.I)
+_MEM = re.compile(r"^\d+(\.\d+)?[KMGT]?B?$", re.I)
+_JSON_KIND = {list: "a list", dict: "an object", str: "a text", int: "a number", float: "a number",
+              bool: "true/false", type(None): "null"}
+
+
+def control_character(text: str) -> Optional[str]:
+    """The first control character of ``text`` (line breaks included) as "U+000A", or None."""
+    found = _CONTROL.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X}"
+
+
+def split_extra_args(text: str, source: Optional[str] = None) -> list[str]:
+    """A text ``extra_args`` ("--qos=short --nice=10") split as a shell would (``shlex.split``). InputError for a
+    control character or unbalanced quotes."""
+    bad = control_character(text)
+    if bad:
+        raise InputError(f"SLURM config 'extra_args' holds a control character ({bad}, e.g. a line break) in "
+                         f"{text!r}; it would become a line of the job script of its own. Remove it", path=source)
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise InputError(f"SLURM config 'extra_args' {text!r} cannot be split into options ({exc}); give a list "
+                         'such as ["--qos=short"]', path=source) from None
+
+
+def check_slurm_values(raw: Any, source: Optional[str] = None) -> None:
+    """Check a SLURM config (what the JSON file holds, or the merged values) before anything is written or
+    submitted: a JSON object, known keys, the type of each value (true/false is not a number), no control
+    characters, sbatch options starting with '-', SLURM's time and memory syntax, no spaces in names, whole numbers
+    >= 1, ``poll_s`` > 0. None means "not set". Raises InputError naming the key, the value and what is allowed."""
+    if not isinstance(raw, Mapping):
+        raise InputError('the SLURM config must be a JSON object ({"partition": "gpu", ...}); it holds '
+                         f"{_JSON_KIND.get(type(raw), type(raw).__name__)}", path=source)
+    unknown = sorted(str(k) for k in raw if k not in SLURM_KEYS)
+    if unknown:
+        raise InputError(f"unknown SLURM config key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SLURM_KEYS))}",
+                         path=source)
+    for key, value in raw.items():
+        if value is None:
+            continue
+        types, wanted = SLURM_KEYS[key]
+        if key == "extra_args" and isinstance(value, str):
+            value = split_extra_args(value, source)
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise InputError(f"SLURM config '{key}' is {value!r} ({_JSON_KIND.get(type(value), type(value).__name__)}"
+                             f"); it must be {wanted}", path=source)
+        for item in value if isinstance(value, list) else [value]:
+            if key == "extra_args" and not isinstance(item, str):
+                raise InputError(f"SLURM config 'extra_args' holds {item!r}; every entry must be a text such as "
+                                 '"--qos=short"', path=source)
+            bad = control_character(item) if isinstance(item, str) else None
+            if bad:
+                raise InputError(f"SLURM config '{key}' holds a control character ({bad}, e.g. a line break) in "
+                                 f"{item!r}; it would become a line of the job script of its own. Remove it",
+                                 path=source)
+            if key == "extra_args" and not item.startswith("-"):
+                raise InputError(f"SLURM config 'extra_args' entry {item!r} is not an sbatch option (they start "
+                                 'with "-", e.g. "--qos=short")', path=source)
+        wrong = ((key in ("cpus_per_task", "max_parallel") and value < 1) or (key == "poll_s" and not value > 0)
+                 or (key == "time" and not _TIME.match(value)) or (key == "mem" and not _MEM.match(value))
+                 or (key in ("job_name", "partition", "gres", "account") and re.search(r"\s", value)))
+        if wrong:
+            raise InputError(f"SLURM config '{key}' is {value!r}; it must be {wanted}", path=source)
+
+
+def check_directive_path(path, what: str) -> None:
+    """A path that goes into an ``#SBATCH`` line (``--chdir``, ``--output``): sbatch ends the value at white space
+    and a line break would start a script line. Raises InputError naming the path."""
+    text = str(path)
+    bad = control_character(text)
+    if bad or re.search(r"\s", text):
+        raise InputError(f"the {what} path holds {'a control character (' + bad + ')' if bad else 'a space'}, "
+                         "which an #SBATCH line cannot carry; use a folder without spaces", path=text)
 
 
 def shell_line(args: Sequence[str]) -> str:
@@ -97,9 +205,10 @@ class SlurmClient:
                                  f"{(result.stderr or result.stdout).strip()}")
         return result
 
-    def submit(self, script: Path) -> str:
-        """``sbatch --parsable SCRIPT``; returns the job id."""
-        out = self.call(["sbatch", "--parsable", str(script)]).stdout.strip()
+    def submit(self, script: Path, options: Sequence[str] = ()) -> str:
+        """``sbatch --parsable [OPTIONS] SCRIPT`` (options such as ``--output=PATH`` on the command line: no shell, so
+        spaces are safe); returns the job id."""
+        out = self.call(["sbatch", "--parsable", *map(str, options), str(script)]).stdout.strip()
         return out.split(";")[0].strip()
 
     def queued(self, job_id: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ which other arm's model it starts from. Built-in arms:
 * ``finetune``: the binary model of the same fold and seed fine-tuned on the BackSplit dataset at lr 1e-3 (Fig. 3).
 * ``sampling:stock`` / ``sampling:target``: the BackSplit dataset with nnU-Net's or target-aware patch sampling.
 * ``paper``, ``lvr[:W]``, ``ramp[:N]...``, ``cap[:C]...``, ``head[:W]``, ``finetune:preserve[,loss=S]``: how the
-  support structures enter training (issue 19; ``arms_dynamics.py``).
+  support structures enter training (``arms_dynamics.py``).
 
 A new arm plugs in with one call, e.g. ``register_arm(ArmType("learned", "...", build, derive=my_derive))``; the
 plan, the executors and the report need no change. ``derive`` (optional) writes the arm's dataset; the default is
@@ -137,4 +137,4 @@ register_arm(ArmType("learned", "learned[:t] CoLab task generator: t learned con
                      _learned))
 
 
-from backsplit.study import arms_dynamics  # noqa: E402,F401 - registers the training-variant arms (issue 19)
+from backsplit.study import arms_dynamics  # noqa: E402,F401 - registers the training-variant arms

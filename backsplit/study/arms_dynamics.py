@@ -1,4 +1,4 @@
-"""Study arms for how the support structures enter training (issue 19): each arm trains on the BackSplit dataset
+"""Study arms for how the support structures enter training: each arm trains on the BackSplit dataset
 with one setting of ``backsplit train --support-schedule / --support-head / --head-init``.
 
 * ``paper``: the paper's recipe (plain multi-class loss), whatever the train default becomes;

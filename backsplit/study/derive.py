@@ -96,6 +96,7 @@ def derive_dataset(request: DeriveRequest) -> Path:
                            channel_names=[meta["channel_names"][k] for k in sorted(meta["channel_names"], key=int)],
                            colors=colors, binary_twin=False, allow_negative_cases=True,
                            missing_segments="absent", overwrite=True,
+                           require_every_class=False,   # a recipe may drop a support from every case on purpose
                            context=ContextSpec.parse(recipe.get("context")))
     result = export_dataset(sources, export)
     (result.dataset_dir / "backsplit_study_recipe.json").write_text(json.dumps(recipe, indent=2), encoding="utf-8")

@@ -278,7 +278,7 @@ def build_plan(study_dir: Path, source: DatasetScan, twin: DatasetScan, arms: Se
                                    "sampling": arm.sampling or settings.sampling, "initial_lr": arm.initial_lr,
                                    "context": arm.train_context or "none",
                                    **{k: getattr(arm, k) for k in ("loss", "support_head", "head_init")
-                                      if getattr(arm, k) is not None},                  # issue 19 arms
+                                      if getattr(arm, k) is not None},                  # training-variant arms
                                    "unit_dir": str(study_dir / "units" / uid)}))
     arm_records = [{"name": a.name, "kind": a.kind, "dataset": a.dataset, "slug": a.slug} for a in arms]
     return Plan(str(study_dir), source.folder, twin.folder, settings, arm_records, splits, units)

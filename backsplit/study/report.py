@@ -7,8 +7,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from backsplit.study.stats import METRICS, case_detection, compare, pooled_detection, verdict_line
 
@@ -41,15 +42,28 @@ def _p(value: float) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def shown_path(path: str, study_dir: Optional[Path]) -> str:
+    """A path as the report shows it: relative to the study folder when inside it, else the folder's own name (the
+    report is published: no path of the machine it ran on)."""
+    if not path:
+        return ""
+    if study_dir is not None:
+        relative = os.path.relpath(Path(path).resolve(), Path(study_dir).resolve())
+        if not relative.startswith(".."):
+            return Path(relative).as_posix()
+    return Path(path).name
+
+
 def build_report(per_case: Sequence[dict], lesions: Sequence[dict], curves: Sequence[dict], meta: dict,
-                 note: str = "", plots: Sequence[str] = ()) -> str:
-    """The Markdown text (pure)."""
+                 note: str = "", plots: Sequence[str] = (), study_dir: Optional[Path] = None) -> str:
+    """The Markdown text (pure). Paths are shown relative to ``study_dir`` (``shown_path``)."""
     settings = meta.get("settings", {})
     arms = [a["name"] for a in meta.get("arms", [])] or sorted({r["arm"] for r in per_case})
     targets = list(dict.fromkeys(r["target"] for r in per_case))
     lines = ["# BackSplit study report", ""]
     if meta.get("source"):
-        lines += [f"Dataset: `{meta['source']}` (binary twin `{meta.get('twin', '')}`)", ""]
+        lines += [f"Dataset: `{shown_path(meta['source'], study_dir)}` (binary baseline dataset "
+                  f"`{shown_path(meta.get('twin', ''), study_dir)}`)", ""]
     if settings:
         seeds = ", ".join(str(s) for s in settings.get("seeds", []))
         lines += [f"Arms: {', '.join(arms)}. {settings.get('folds')}-fold cross-validation, seeds "
@@ -59,6 +73,8 @@ def build_report(per_case: Sequence[dict], lesions: Sequence[dict], curves: Sequ
                   f"sets it), test-time mirroring {'on' if settings.get('mirroring') else 'off'}, NSD tolerance "
                   f"{settings.get('nsd_tolerance_mm')} mm. Every arm uses the same folds, plans, budget and seeds.", ""]
     if note:
+        for prefix in {str(Path(study_dir)), str(Path(study_dir).resolve())} if study_dir is not None else ():
+            note = note.replace(prefix + os.sep, "")       # failure messages name files inside the study folder
         lines += ["**Incomplete study.** " + note, ""]
     if not per_case:
         return "\n".join(lines + ["No finished unit yet: nothing to report."]) + "\n"
@@ -133,8 +149,10 @@ def write_report(results_dir: Path, out_dir: Path, note: str = "") -> Path:
         target = per_case[0]["target"]
         plots.append(str(paired_differences(per_case, arms, REFERENCE, target, out_dir / "paired_differences.png")))
         if curves:
-            plots.append(str(learning_curves(curves, arms, out_dir / "learning_curves.png")))
+            plots.append(str(learning_curves(curves, arms, out_dir / "learning_curves.png",
+                                             meta.get("settings", {}).get("iterations_per_epoch"))))
         plots.append(str(detection_curves(per_case, lesions, arms, target, out_dir / "detection_curves.png")))
     path = out_dir / "report.md"
-    path.write_text(build_report(per_case, lesions, curves, meta, note, plots), encoding="utf-8")
+    path.write_text(build_report(per_case, lesions, curves, meta, note, plots, study_dir=results_dir.parent),
+                    encoding="utf-8")
     return path

@@ -161,6 +161,7 @@ def run_train(plan: Plan, unit: Unit) -> None:
                            support_schedule=spec.get("loss"), support_head=spec.get("support_head"),
                            head_init=spec.get("head_init") if pretrained is not None else None,
                            resume=resume, seed=int(spec["seed"]), batch_size=settings.batch_size,
+                           final_validation=False,   # the study evaluates its held-out fold itself
                            num_gpus=getattr(settings, "num_gpus", 1),
                            save_every=max(1, min(settings.save_every, settings.epochs)),
                            preprocess_processes=processes())

@@ -14,13 +14,18 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from backsplit.runtime.slurm import Runner, SlurmClient, SlurmConfig, shell_line
+from backsplit.runtime.slurm import Runner, SlurmClient, SlurmConfig, check_directive_path, shell_line
 from backsplit.study.executors import Echo, UnitResult, log_path, read_result, unit_command
 
 
 def array_script(study_dir: Path, unit_ids: Sequence[str], config: SlurmConfig, output_dir: Path) -> str:
-    """The sbatch script of one job array: task i runs unit_ids[i], appending to the unit's log.txt."""
+    """The sbatch script of one job array: task i runs unit_ids[i], appending to the unit's log.txt. The config's
+    values and the folders in ``#SBATCH`` lines are checked first (InputError: a line break in a value would be a
+    line of the script; a space ends an ``#SBATCH`` value)."""
     study_dir = Path(study_dir).resolve()
+    config.check()
+    check_directive_path(study_dir, "study folder")
+    check_directive_path(output_dir.resolve(), "SLURM output folder")
     throttle = f"%{config.max_parallel}" if config.max_parallel else ""
     lines = ["#!/bin/bash", f"#SBATCH --job-name={config.job_name}", f"#SBATCH --array=0-{len(unit_ids) - 1}{throttle}",
              f"#SBATCH --output={output_dir.resolve()}/%A_%a.out", f"#SBATCH --chdir={study_dir}"]
@@ -55,14 +60,16 @@ class SlurmExecutor:
 
     def run(self, study_dir: Path, unit_ids: Sequence[str], echo: Echo = print) -> dict[str, UnitResult]:
         """Submit the units as one array job, follow it until every task has left the queue, and return one
-        result per unit (from its status.json; SLURM's state and exit code where accounting is on). Ctrl-C
-        cancels the job (``scancel``) and raises KeyboardInterrupt again."""
+        result per unit (from its status.json; SLURM's state and exit code where accounting is on). Ctrl-C, or
+        any failure while following the job, cancels it (``scancel``) and raises again: nothing keeps running
+        unwatched."""
         if not unit_ids:
             return {}
         job_id = self.submit(study_dir, unit_ids)
-        echo(f"submitted SLURM job array {job_id} ({len(unit_ids)} task(s)); cancel with Ctrl-C or scancel {job_id}")
         last: dict[str, str] = {}
         try:
+            echo(f"submitted SLURM job array {job_id} ({len(unit_ids)} task(s)); cancel with Ctrl-C or scancel "
+                 f"{job_id}")
             while True:
                 states = self.client.queued(job_id)
                 if states != last:
@@ -77,6 +84,10 @@ class SlurmExecutor:
                 self._sleep(self.config.poll_s)
         except KeyboardInterrupt:
             echo(f"interrupted: scancel {job_id}")
+            self.client.cancel(job_id)
+            raise
+        except BaseException as exc:
+            echo(f"following job {job_id} failed ({type(exc).__name__}): scancel {job_id}")
             self.client.cancel(job_id)
             raise
         accounting = self.client.accounting(job_id)

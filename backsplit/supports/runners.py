@@ -13,7 +13,6 @@ well-known-name table (``backsplit.labels.terminology``: ``kidney_right`` -> SNO
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -26,7 +25,6 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from backsplit.datasets.layout import read_dataset_json
 from backsplit.errors import CancelledError, InputError
 from backsplit.io.cases import Case
 from backsplit.io.geometry import Geometry
@@ -95,46 +93,11 @@ def check_subset(subset: Optional[Sequence[str]], available: Sequence[str], what
 
 # ---- any nnU-Net v2 model folder ------------------------------------------------------------------------------------
 def external_manifest(folder: Path, orientation: Optional[str] = None) -> dict:
-    """A stand-in manifest for a plain nnU-Net v2 model folder (``<Trainer>__<Plans>__<configuration>`` with
-    dataset.json, plans.json and ``fold_<f>/checkpoint_final.pth``): every foreground label is a class.
-    ``orientation``: the orientation code (SimpleITK/DICOM, e.g. 'RAS') the model was trained in, when known."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError("the model folder does not exist", path=str(folder))
-    if not (folder / "dataset.json").is_file() or not (folder / "plans.json").is_file():
-        inner = sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / "plans.json").is_file())
-        hint = f" It holds model folders: {', '.join(inner)}; give one of them." if inner else \
-            " Give nnU-Net's trainer output folder (<Trainer>__<Plans>__<configuration>)."
-        raise InputError("this is not an nnU-Net v2 model folder (dataset.json and plans.json are missing)." + hint,
-                         path=str(folder))
-    dataset_json = read_dataset_json(folder, required=(), fix="copy the whole model folder again")
-    try:
-        plans = json.loads((folder / "plans.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"plans.json cannot be parsed ({exc})", path=str(folder)) from None
-    labels = dataset_json.get("labels") or {}
-    if any(not isinstance(v, int) for v in labels.values()):
-        raise InputError("the model is region-based (labels map to lists of values); BackSplit needs one value per "
-                         "class", path=str(folder / "dataset.json"))
-    if sorted(labels.values()) != list(range(len(labels))):
-        raise InputError(f"the model's label values {sorted(labels.values())} are not 0..{len(labels) - 1}",
-                         path=str(folder / "dataset.json"))
-    configurations = list(plans.get("configurations", {}))
-    parts = folder.name.split("__")
-    configuration = parts[-1] if len(parts) == 3 and parts[-1] in configurations else \
-        (configurations[0] if len(configurations) == 1 else None)
-    if configuration is None:
-        raise InputError(f"cannot tell the configuration: the folder is not named <Trainer>__<Plans>__<configuration> "
-                         f"and the plans have {', '.join(configurations) or 'none'}", path=str(folder))
-    folds = sorted(p.name[len("fold_"):] for p in folder.glob("fold_*") if (p / "checkpoint_final.pth").is_file())
-    if not folds:
-        raise InputError("the model has no fold_<f>/checkpoint_final.pth; training did not finish or the folder is "
-                         "incomplete", path=str(folder))
-    if orientation is None and "totalsegmentator" in str(folder).casefold():
-        orientation = "RAS"  # TotalSegmentator trains and predicts on nibabel's closest canonical (RAS+) orientation
-    return {"kind": "backsplit-model", "variant": "external", "configuration": configuration, "folds": folds,
-            "trainer": parts[0] if len(parts) == 3 else "nnUNetTrainer", "labels": labels,
-            "channel_names": dataset_json.get("channel_names", {}), "training_orientation": orientation}
+    """A stand-in manifest for a plain nnU-Net v2 model folder (``inference.model.plain_model_manifest``): every
+    foreground label is a class. ``orientation``: the orientation code the model was trained in, when known."""
+    from backsplit.inference.model import plain_model_manifest
+
+    return plain_model_manifest(folder, orientation)
 
 
 class NnUNetModelRunner:
@@ -289,6 +252,7 @@ class TotalSegmentatorRunner:
                 cancel: Callable[[], bool] = lambda: False) -> GeneratedSegments:
         from backsplit.io.readers import read_image
         from backsplit.runtime.childprocess import ChildProcess
+        from backsplit.runtime.exits import ended_text
         from backsplit.supports.niftilabels import read_label_table
 
         self.check_channels(len(case.channels), case.case_id)
@@ -311,7 +275,8 @@ class TotalSegmentatorRunner:
             job.poll_events()
             if job.returncode != 0 or not output.is_file():
                 tail = "\n".join(job.log_lines[-8:])
-                raise InputError(f"TotalSegmentator failed (exit code {job.returncode}): {tail}", case=case.case_id)
+                raise InputError(f"TotalSegmentator failed: it {ended_text(job.returncode)}: {tail}",
+                                 case=case.case_id)
             table = read_label_table(output)
             labels, geometry = read_image(output, case.case_id, "TotalSegmentator output")
         labels = on_case_grid(labels, geometry, case.geometry, case.case_id, "TotalSegmentator output")

@@ -1,6 +1,7 @@
-"""Cases on disk for the suggestions, read lazily one at a time: the segmentation (``.seg.nrrd`` or labelmap + name
-map) placed on the image grid (the image's header only is read, not its voxels), and optionally a binary model's
-prediction from a folder (``<case>.nii.gz`` labelmap as ``backsplit predict`` writes it, or ``<case>.seg.nrrd``)."""
+"""Cases on disk for the suggestions, read lazily one at a time: the segmentation (``.seg.nrrd``, DICOM SEG, or
+labelmap + name map) placed on the image grid (the image's header only is read, not its voxels; a DICOM series is
+read), and optionally a binary model's prediction from a folder (``<case>.nii.gz`` labelmap as ``backsplit predict``
+writes it, or ``<case>.seg.nrrd``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from backsplit.errors import InputError
+from backsplit.io.cases import unique_case_ids
+from backsplit.io.dicom import is_dicom_seg, series_uid_of
+from backsplit.io.dicomseg import seg_on_image
 from backsplit.io.geometry import Geometry
+from backsplit.io.imagefile import header_geometry
 from backsplit.io.readers import (
     FileCaseSource,
     SegmentationContent,
@@ -27,22 +32,8 @@ PREDICTION_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".seg.nrrd")
 
 
 def image_geometry(path: Path, case_id: str) -> Geometry:
-    """The grid of an image file from its header (no voxels read)."""
-    import SimpleITK as sitk
-
-    if not Path(path).is_file():
-        raise InputError("the image file does not exist; check the path", case=case_id, path=str(path))
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise InputError(f"the image file cannot be read ({str(exc).strip().splitlines()[-1]})", case=case_id,
-                         path=str(path)) from None
-    if reader.GetDimension() != 3:
-        raise InputError(f"the image is {reader.GetDimension()}D; BackSplit needs 3D images", case=case_id,
-                         path=str(path))
-    return Geometry.create(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), reader.GetSize()[::-1])
+    """The grid of an image file from its header (no voxels read; a DICOM series is read, having no one header)."""
+    return header_geometry(Path(path), case_id)
 
 
 def read_case_masks(source: FileCaseSource) -> tuple[Geometry, dict[str, np.ndarray]]:
@@ -53,6 +44,8 @@ def read_case_masks(source: FileCaseSource) -> tuple[Geometry, dict[str, np.ndar
     seg = Path(source.segmentation)
     if is_seg_nrrd(seg):
         content = read_seg_nrrd(seg, source.case_id)
+    elif is_dicom_seg(seg):  # names and geometry from the SEG, already on the image grid
+        content = seg_on_image(seg, geometry, source.case_id, series_uid_of(Path(source.images[0])))
     elif source.name_map:
         content = read_labelmap(seg, source.name_map, source.case_id)
     else:
@@ -76,6 +69,7 @@ def read_prediction(folder: Path, case_id: str, geometry: Geometry, target: str)
     if not found:
         raise InputError(f"no prediction for the case in '{folder}' (expected {case_id}.nii.gz or "
                          f"{case_id}.seg.nrrd, as backsplit predict writes them)", case=case_id)
+    unique_case_ids([(case_id, p) for p in found], folder)  # a.nii.gz beside a.seg.nrrd: which is the prediction?
     path = found[0]
     if is_seg_nrrd(path):
         content = read_seg_nrrd(path, case_id)

@@ -183,6 +183,14 @@ class SuggestionReport:
         chosen = [c for c in self.ranked if c.role != NONE][: top if top is not None else None]
         return [c.name for c in sorted(chosen, key=lambda c: (c.mean_volume_ml, c.name))]
 
+    def budget_warning(self, planned_steps: int, top: Optional[int] = None) -> Optional[str]:
+        """The warning when the accepted support list is longer than advised for a training of ``planned_steps``
+        optimiser steps (epochs x iterations per epoch), else None: ``backsplit.training.budget.supports_warning``,
+        which names the source of its advice."""
+        from backsplit.training.budget import supports_warning
+
+        return supports_warning(len(self.accepted(top)), int(planned_steps))
+
     def to_json(self, top: Optional[int] = None) -> dict:
         return {"target": self.target, "cases": self.cases, "target_cases": self.target_cases,
                 "target_volume_ml": round(self.target_volume_ml, 3), "predictions_given": self.predictions_given,

@@ -1,39 +1,87 @@
-"""How long a BackSplit training must be before it pays off, and how many support structures a budget carries
-(issue 19). Pure Python: read by ``supports suggest``, the Slicer support list and the training panel.
+"""How long a BackSplit training must be before it is as good as the binary baseline, and how many support
+structures a budget carries. Pure Python: read by ``backsplit train`` (a warning before a short training),
+``supports suggest --accept``, the Slicer support list and the training panel, so every number they show comes from
+here.
 
-Every number here has a source, named next to it:
+A budget is counted in optimiser steps (epochs x iterations per epoch). Every number has a source, named next to it:
 
-* ``MEASURED_BREAK_EVEN``: the first budget (optimiser steps) at which the paper's BackSplit was not CI-worse than
-  the binary model in lesion Dice, lesion recall and FP lesions per case, measured with ``backsplit study`` on the
-  shipped KiTS23-based cases. **Not measured yet**: it stays ``None`` until the results file
-  ``docs/results/<date>-cpu2-dynamics.md`` (issue 19) exists; then it is filled from that file's tables.
+* ``MEASURED``: what ``backsplit study`` measured for the paper's BackSplit (one output head, multi-class loss from
+  the first step) and the support schedules against the binary baseline on the shipped KiTS23-based cases (15 cases,
+  target cyst, supports tumor + kidney, 3 folds, 2d, batch 12, 2-core CPU). Sources: the results files
+  ``docs/results/2026-11-30-cpu2-quick.md`` (240 and 800 steps, one seed) and
+  ``docs/results/2026-12-07-cpu2-dynamics.md`` (240 steps, 2 seeds, every training variant).
+  "worse" means a paired 95 % bootstrap CI of the difference to the binary baseline excludes 0 in the binary baseline's
+  favour for lesion Dice, lesion recall or false-positive lesions per case.
 * ``PAPER_STATEMENTS``: what the BackSplit paper (appendix J, Fig. 6) says about supports and fine-tuning budgets.
-  These are **the paper's statements, not our measurement**, kept so the warnings can cite them until ours exist.
-* ``SUPPORTS_FOR_BUDGET``: the most support structures to advise per budget; a **placeholder derived from the
-  paper's Fig. 6 statements** (9 supports too many at 250 fine-tuning epochs, 1 support fine), to be replaced by the
-  measurement.
+  These are **the paper's statements, not our measurement**.
+* ``SUPPORTS_FOR_BUDGET``: the most support structures to advise per budget; derived from the paper's Fig. 6
+  statements (9 supports too many at 250 fine-tuning epochs, 1 support fine). Our study did not vary the number of
+  supports in a way that replaces it (``drop:tumor``, 1 support, also found no cyst at 240 steps).
+
+The break-even budget is the first measured budget at which the paper's BackSplit was not worse; while none is, the
+advice is "above the largest budget measured worse" (``break_even_text``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
-RESULTS_FILE = None            # "docs/results/<date>-cpu2-dynamics.md" once the measurement of issue 19 is done
-MEASURED_BREAK_EVEN: Optional[dict] = None   # e.g. {"steps": 800, "hardware": "...", "results": RESULTS_FILE}
+QUICK_RESULTS = "docs/results/2026-11-30-cpu2-quick.md"
+DYNAMICS_RESULTS = "docs/results/2026-12-07-cpu2-dynamics.md"
+# A planned budget within 10 % above a measured one counts as that budget (ours were whole epochs of 40 steps, the
+# in-app fine-tuning is 5 x 50 = 250 steps); beyond that, a measured budget says nothing.
+TOLERANCE = 1.1
+SETTING = "the shipped KiTS23-based cases (target cyst, supports tumor + kidney), 2d, batch 12"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One measured budget for one way of training the supports: ``recipe`` is ``paper`` (the paper's BackSplit) or
+    a ``--support-schedule`` / ``head`` text; ``worse`` True when CI-worse than the binary baseline (see above)."""
+    recipe: str
+    steps: int
+    worse: bool
+    what: str
+    source: str
+
+
+MEASURED = (
+    Finding("paper", 240, True, "no cyst voxel predicted (the binary baseline found 38 of 54 cysts)", QUICK_RESULTS),
+    Finding("paper", 800, True, "level with the binary baseline in Dice and recall (36 vs 37 of 54 cysts) but more "
+            "false-positive lesions per case (11.7 vs 7.8, CI +1.1 to +9.9)", QUICK_RESULTS),
+    Finding("finetune", 240, True, "fine-tuning the binary baseline with new output layers lost the cyst it had found "
+            "(no cyst voxel predicted)", QUICK_RESULTS),
+)
 
 PAPER_STATEMENTS = (
     # BackSplit paper, appendix J / Fig. 6 (not our measurement)
     "supports are learned before the target",
-    "with 9 support structures, 250 fine-tuning epochs do not beat the binary model",
-    "with 1 support structure, the gain over the binary model appears",
-    "fine-tuning a binary model at learning rate 1e-3 gives immediate improvements",
+    "with 9 support structures, 250 fine-tuning epochs do not beat the binary baseline",
+    "with 1 support structure, the gain over the binary baseline appears",
+    "fine-tuning a binary baseline at learning rate 1e-3 gives immediate improvements",
 )
 PAPER_EPOCH_ITERATIONS = 250   # nnU-Net's iterations per epoch, the paper's unit of budget
 
-# (budget in optimiser steps, most supports advised): PLACEHOLDER from the paper's Fig. 6 statements above (250
-# fine-tuning epochs x 250 iterations: 9 supports too many, 1 fine); replace by the measured table.
+# (budget in optimiser steps, most supports advised), from the paper's Fig. 6 statements above (250 fine-tuning
+# epochs x 250 iterations: 9 supports too many, 1 fine).
 SUPPORTS_FOR_BUDGET = ((250 * PAPER_EPOCH_ITERATIONS, 1),)
-SOURCE_OF_SUPPORTS_TABLE = "placeholder: the BackSplit paper's Fig. 6 statements (appendix J), not our measurement"
+SOURCE_OF_SUPPORTS_TABLE = "the BackSplit paper's Fig. 6 statements (appendix J), not our measurement"
+
+# The panel's "How support structures enter training" choices -> the recipe name used in ``MEASURED``.
+RECIPE_OF_CHOICE = {"default": "paper", "paper": "paper", "ramp:200,lvr=0.5": "ramp:200,lvr=0.5", "lvr:1": "lvr:1",
+                    "head": "head"}
+
+
+def recipe_key(variants: dict, fine_tuning: bool = False) -> str:
+    """The ``MEASURED`` name of a training's effective settings (``TrainOptions.variants``): ``head``, the support
+    schedule's text, ``finetune`` / ``finetune:preserve`` when fine-tuning a binary baseline, else ``paper``."""
+    if fine_tuning:
+        return "finetune:preserve" if variants.get("head_init") == "preserve" else "finetune"
+    if variants.get("support_head") is not None:
+        return "head"
+    schedule = variants.get("support_schedule") or "plain"
+    return "paper" if schedule == "plain" else schedule
 
 
 def supports_advised(steps: int) -> Optional[int]:
@@ -48,18 +96,70 @@ def supports_advised(steps: int) -> Optional[int]:
 
 def supports_warning(n_supports: int, steps: int) -> Optional[str]:
     """A sentence for the user when ``n_supports`` exceeds the advice for ``steps`` optimiser steps, else None.
-    Names the source of the advice (the paper's statements until our measurement exists)."""
+    Names the source of the advice (the paper's statements)."""
     advised = supports_advised(int(steps))
     if advised is None or n_supports <= advised:
         return None
-    source = (f"measured in {RESULTS_FILE}" if MEASURED_BREAK_EVEN else
-              "the BackSplit paper (appendix J, Fig. 6: with 9 support structures 250 fine-tuning epochs do not beat "
-              "the binary model, with 1 the gain appears); not yet measured by BackSplit")
     return (f"{n_supports} support structures for a training of {steps} optimiser steps: at this budget more than "
-            f"{advised} may make the model worse than the binary one ({source}); choose fewer support structures or "
-            "train longer")
+            f"{advised} may make the model worse than the binary baseline (the BackSplit paper, appendix J, Fig. 6: "
+            "with 9 support structures 250 fine-tuning epochs do not beat the binary baseline, with 1 the gain "
+            "appears; not measured by BackSplit); choose fewer support structures or train longer")
 
 
-def break_even_steps() -> Optional[int]:
-    """The measured break-even budget in optimiser steps, or None while it is not measured."""
-    return None if not MEASURED_BREAK_EVEN else int(MEASURED_BREAK_EVEN["steps"])
+def findings(recipe: str = "paper") -> list[Finding]:
+    """The measured budgets of ``recipe`` (``paper`` also for ``default`` while the default is the paper's)."""
+    name = RECIPE_OF_CHOICE.get(recipe, recipe)
+    return sorted((f for f in MEASURED if f.recipe == name), key=lambda f: f.steps)
+
+
+def break_even_steps(recipe: str = "paper") -> Optional[int]:
+    """The first measured budget (optimiser steps) from which ``recipe`` was not worse than the binary baseline at any
+    larger measured budget, or None while it was worse at its largest measured budget (or is not measured)."""
+    rows = findings(recipe)
+    if not rows or rows[-1].worse:
+        return None
+    ok = [f.steps for f in rows if not f.worse and not any(g.worse for g in rows if g.steps > f.steps)]
+    return min(ok)
+
+
+def worse_up_to(recipe: str = "paper") -> Optional[int]:
+    """The largest measured budget at which ``recipe`` was worse than the binary baseline, or None."""
+    worse = [f.steps for f in findings(recipe) if f.worse]
+    return max(worse) if worse else None
+
+
+def break_even_text(recipe: str = "default") -> str:
+    """One or two sentences for the training panel: the expected break-even budget of ``recipe`` and its source."""
+    rows = findings(recipe)
+    if not rows:
+        return (f"'{recipe}' has not been measured against the binary baseline; the paper's BackSplit needed more "
+                f"than {worse_up_to('paper')} optimiser steps ({QUICK_RESULTS}).")
+    steps = break_even_steps(recipe)
+    measured = ", ".join(f"{f.steps} steps: {'worse' if f.worse else 'not worse'}" for f in rows)
+    sources = ", ".join(sorted({f.source for f in rows}))
+    if steps is None:
+        head = f"Expected break-even: above {worse_up_to(recipe)} optimiser steps (not reached in our measurements)"
+    else:
+        head = (f"Not worse than the binary baseline from {steps} optimiser steps on (measured up to "
+                f"{rows[-1].steps} steps only; larger budgets not measured)")
+    return f"{head}; measured against the binary baseline on {SETTING} ({measured}; {sources})."
+
+
+def short_training_warning(steps: int, recipe: str = "default") -> Optional[str]:
+    """The warning before a BackSplit training of ``steps`` optimiser steps that is not longer than a budget at
+    which ``recipe`` was measured worse than the binary baseline, else None."""
+    limit = worse_up_to(recipe)
+    if limit is None or int(steps) > limit * TOLERANCE:
+        return None
+    row = next(f for f in findings(recipe) if f.worse and f.steps * TOLERANCE >= int(steps))   # limit's row at least
+    return (f"a BackSplit training of {steps} optimiser steps is short: at {row.steps} steps the BackSplit model "
+            f"({_label(recipe)}) was worse than the binary baseline ({row.what}; {row.source}). "
+            f"Train for more than {int(limit * TOLERANCE)} optimiser steps, or train the binary baseline beside it "
+            "and compare")
+
+
+def _label(recipe: str) -> str:
+    name = RECIPE_OF_CHOICE.get(recipe, recipe)
+    return {"paper": "the paper's recipe", "head": "separate support head", "finetune": "fine-tuned from the binary "
+            "baseline, new output layers", "finetune:preserve": "fine-tuned from the binary baseline's prediction"}.get(
+        name, f"support schedule {name}")

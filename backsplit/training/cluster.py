@@ -7,16 +7,23 @@ into the job's output file (a shared file system between this machine and the no
 use) and records them as a local worker's (``runtime.workerprocess.EventRecord``), ``is_running()`` asks
 ``squeue``, ``cancel()`` calls ``scancel``. The node runs the same ``backsplit.training.worker`` as a local
 training, so the exit status and the final event follow the one worker protocol.
+
+The GUI never ends a cluster job by itself: only ``cancel()`` (the user's Cancel) calls ``scancel``. A failing
+``squeue`` (a busy or restarting slurmctld) means "unknown", not "ended"; a display error or Slicer's exit only
+``detach()``es. Each submitted job leaves a record beside its options file (``<work>/jobs/train-*.cluster.json``),
+so that ``running_cluster_jobs(work)`` finds it again and ``ClusterTraining.follow(record)`` follows it again later,
+from the start of its output.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 from pathlib import Path
 from typing import Optional
 
-from backsplit.errors import BackSplitError
+from backsplit.errors import BackSplitError, InputError
 from backsplit.runtime.childprocess import python_executable
 from backsplit.runtime.exits import EXIT_CANCELLED, EXIT_DONE, EXIT_ERROR, EXIT_UNEXPECTED
 from backsplit.runtime.progress import ProgressEvent, Stage, parse_event_line
@@ -26,13 +33,20 @@ from backsplit.training.options import TrainOptions
 from backsplit.training.process import options_file_for, training_command, training_environment
 
 EXPORTED = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_def_n_proc", "nnUNet_compile",
-            "BACKSPLIT_N_PROC_DA", "PYTHONUNBUFFERED")
+            "BACKSPLIT_N_PROC_DA", "PYTHONUNBUFFERED", "PYTHONPATH")   # PYTHONPATH: also where SBATCH_EXPORT=NONE
+RECORD_SUFFIX = ".cluster.json"
+# squeue still lists a job for a while in these states (squeue(1) "JOB STATE CODES"): its processes are ending
+ENDED_STATES = {"COMPLETING", "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+                "DEADLINE", "OUT_OF_MEMORY", "SPECIAL_EXIT", "REVOKED"}
 
 
-def training_script(options_file: Path, env: dict, config: SlurmConfig, output: Path, python: str) -> str:
-    """The sbatch script of one training (pure): the config's directives, nnU-Net's variables of ``env`` exported,
-    then ``exec`` of the training worker on ``options_file``; its stdout and stderr go to ``output``."""
-    lines = ["#!/bin/bash", f"#SBATCH --job-name={config.job_name}-train", f"#SBATCH --output={output}"]
+def training_script(options_file: Path, env: dict, config: SlurmConfig, python: str) -> str:
+    """The sbatch script of one training (pure): the config's directives, nnU-Net's variables and PYTHONPATH of
+    ``env`` exported, then ``exec`` of the training worker on ``options_file``. The output file is not in the script
+    but on sbatch's command line (``--output``: no shell, so a folder with spaces works). The config's values are
+    checked first: InputError."""
+    config.check()
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={config.job_name}-train"]
     lines += [f"#SBATCH {option}" for option in config.directives()]
     lines += [f"export {key}={shlex.quote(env[key])}" for key in EXPORTED if key in env]
     lines += ["exec " + " ".join(shlex.quote(a) for a in training_command(options_file, python)), ""]
@@ -55,9 +69,12 @@ class ClusterTraining(EventRecord):
         self.cancelled = False
         self._offset = 0
         self._final: Optional[int] = None
+        self.detached = False
+        self.queue_error = ""     # the last squeue failure while following (shown by the panel), "" when none
         self.options_file = options_file_for(Path(options.work_dir).resolve())   # <work>/jobs/, as a local training
         self.script_file = self.options_file.with_suffix(".sbatch")
         self.output_file = self.options_file.with_suffix(".out")
+        self.record_file = self.options_file.with_suffix(RECORD_SUFFIX)
         self.init_record()
 
     @property
@@ -69,13 +86,37 @@ class ClusterTraining(EventRecord):
         """Write the options file and the script, and submit it; raises BackSplitError when sbatch refuses it."""
         self.options_file.write_text(self.options.to_json(), encoding="utf-8")
         env = training_environment(self.options)
-        self.script_file.write_text(training_script(self.options_file, env, self.config, self.output_file,
+        self.script_file.write_text(training_script(self.options_file, env, self.config,
                                                     self.config.python or python_executable()), encoding="utf-8")
         try:
-            self.job_id = self.client.submit(self.script_file)
+            self.job_id = self.client.submit(self.script_file, [f"--output={self.output_file}"])
         except BackSplitError as exc:
             raise BackSplitError(f"sbatch refused the training: {exc}") from None
+        self.record_file.write_text(json.dumps({"job_id": self.job_id, "options_file": str(self.options_file),
+                                                "output_file": str(self.output_file)}, indent=2), encoding="utf-8")
         return self
+
+    @classmethod
+    def follow(cls, record_file: Path, run: Runner = subprocess.run) -> "ClusterTraining":
+        """Follow again a job submitted earlier (after a display error, or in a new Slicer session): its events are
+        read from the start of its output file. Raises BackSplitError naming the record when it cannot be read."""
+        try:
+            record = json.loads(Path(record_file).read_text(encoding="utf-8"))
+            options = TrainOptions.from_json(Path(record["options_file"]).read_text(encoding="utf-8"))
+            job = cls(options, run=run)
+        except (OSError, ValueError, KeyError, TypeError, InputError) as exc:
+            raise BackSplitError(f"the cluster job record {record_file} cannot be read ({exc}); follow the job "
+                                 "with squeue instead") from None
+        job.job_id = str(record["job_id"])
+        job.options_file = Path(record["options_file"])
+        job.script_file = job.options_file.with_suffix(".sbatch")
+        job.output_file = Path(record["output_file"])
+        job.record_file = Path(record_file)
+        return job
+
+    def detach(self) -> None:
+        """Stop following without touching the job (SLURM keeps running it); ``follow(record_file)`` resumes."""
+        self.detached = True
 
     def poll_events(self) -> list[ProgressEvent]:
         """Events printed by the training since the last call (log lines as 'log' events); never blocks long."""
@@ -100,13 +141,20 @@ class ClusterTraining(EventRecord):
         return self.record(events)
 
     def is_running(self) -> bool:
-        """True while the job is in SLURM's queue (pending or running). A failing ``squeue`` counts as ended."""
-        if self.job_id is None:
+        """True while the job is in SLURM's queue, not in an ending state, and has not printed its final event. A
+        failing ``squeue`` means "unknown": True (the follow goes on; ``queue_error`` says why), except after
+        ``cancel()``."""
+        if self.job_id is None or self._final is not None:
             return False
         try:
-            return bool(self.client.queued(self.job_id))
-        except BackSplitError:
-            return False
+            queued = any(state not in ENDED_STATES for state in self.client.queued(self.job_id).values())
+        except BackSplitError as exc:
+            self.queue_error = str(exc)
+            return not self.cancelled
+        self.queue_error = ""
+        if not queued:
+            self.record_file.unlink(missing_ok=True)   # seen ending: nothing to follow again later
+        return queued
 
     @property
     def returncode(self) -> Optional[int]:
@@ -122,15 +170,35 @@ class ClusterTraining(EventRecord):
         return EXIT_CANCELLED if self.cancelled else EXIT_UNEXPECTED
 
     def cancel(self, grace_seconds: float = 0.0, wait: bool = False) -> None:
-        """``scancel`` the job (SLURM ends the process tree on the node). Same signature as ``ChildProcess.cancel``
+        """``scancel`` the job (SLURM ends the process tree on the node): only for the user's own Cancel (a display
+        error or Slicer's exit calls ``detach``). Same signature as ``ChildProcess.cancel``
         so the panel treats both alike; ``scancel`` returns at once, so ``wait`` and ``grace_seconds`` change
         nothing (SLURM applies its own KillWait grace)."""
         if self.job_id is not None:
             self.cancelled = True
             self.client.cancel(self.job_id)
+            self.record_file.unlink(missing_ok=True)
 
 
 def slurm_config(config_file: Optional[Path], partition: str = "") -> SlurmConfig:
     """The panel's SLURM settings: the optional JSON config file (``backsplit study --slurm-config`` format), then
     the partition typed in the panel when not empty. InputError names the file and the allowed keys."""
     return SlurmConfig.load(config_file, partition=(partition or "").strip() or None)
+
+
+def running_cluster_jobs(work_dir: Path) -> list[Path]:
+    """Records of the trainings submitted from ``work_dir`` that were left while running (a display error, Slicer's
+    exit): not cancelled, not yet seen ending, no final event in their output (newest first). The caller follows
+    them again (``ClusterTraining.follow``), and ``is_running`` then asks SLURM. Reads only files, never SLURM."""
+    records = sorted((Path(work_dir) / "jobs").glob("train-*" + RECORD_SUFFIX), reverse=True)
+    found = []
+    for record in records:
+        try:
+            output = Path(json.loads(record.read_text(encoding="utf-8"))["output_file"])
+            text = output.read_text(encoding="utf-8", errors="replace") if output.is_file() else ""
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        finals = [e for e in map(parse_event_line, text.splitlines()) if e and e.stage in (Stage.DONE, Stage.ERROR)]
+        if not finals:
+            found.append(record)
+    return found

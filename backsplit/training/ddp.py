@@ -42,7 +42,7 @@ from backsplit.runtime.progress import ProgressEvent, emit_event
 from backsplit.training.fold import read_manifest_or_none, training_orientation
 from backsplit.training.lock import TrainingLock, refuse_existing_model
 from backsplit.training.manifest import build_manifest, write_manifest
-from backsplit.training.options import PLANS_NAME, TRAINER_NAME, TrainOptions, check_options, check_request
+from backsplit.training.options import TRAINER_NAME, TrainOptions, check_options, check_request
 from backsplit.training.paths import results_dir
 from backsplit.training.pretrained import load_into_trainer
 from backsplit.training.timing import TrainingClock
@@ -133,7 +133,7 @@ def train_one_ddp(dataset, options, fold: str, device, plans: dict, pretrained_c
     batch = options.batch_size or plans["configurations"][options.configuration].get("batch_size")
     check_request(n, device.type, torch.cuda.device_count(), batch)
     check_options(n, device.type, batch, context)
-    base = results_dir(dataset, options.configuration, TRAINER_NAME)
+    base = results_dir(dataset, options.configuration, TRAINER_NAME, options.plans_name)
     fold_dir = base / f"fold_{fold}"
     with TrainingLock(base.parent / f".backsplit-train-{base.name}-fold_{fold}.lock"):
         refuse_existing_model(fold_dir, options.resume, bool(options.extra.get("overwrite")))
@@ -198,7 +198,7 @@ def train_rank(rank: int, world_size: int, job: RankJob) -> None:
     trainer = BackSplitTrainer(run_plans, options.configuration, fold if fold == "all" else int(fold), dataset.meta,
                                device)
     started = time.time()
-    base = results_dir(dataset, options.configuration, TRAINER_NAME)
+    base = results_dir(dataset, options.configuration, TRAINER_NAME, options.plans_name)
     emit(ProgressEvent("train", f"{job.label}: starting ({options.configuration}, fold {fold}, {world_size} GPUs, "
                                 "DDP)", 0, options.epochs,
                        {"model": job.label, "output_folder": str(base), "num_gpus": world_size}))
@@ -217,9 +217,9 @@ def train_rank(rank: int, world_size: int, job: RankJob) -> None:
         emit(ProgressEvent("train", f"{job.label}: resuming at epoch {trainer.current_epoch}", trainer.current_epoch,
                            options.epochs, {"start_epoch": trainer.current_epoch}))
     trainer.run_training()
-    if options.final_validation:   # nnU-Net's validation shares the cases across the ranks
+    if options.final_validation_for(fold):   # nnU-Net's validation shares the cases across the ranks
         emit(ProgressEvent("validate", f"{job.label}: nnU-Net validation of fold {fold}"))
-        trainer.perform_actual_validation(False)
+        trainer.perform_actual_validation(options.validation_probabilities)
     if lead:
         _write_manifest(trainer, options, dataset, job, base, time.time() - started, transfer, world_size, clock)
 
@@ -236,7 +236,7 @@ def _write_manifest(trainer, options, dataset, job: RankJob, base: Path, elapsed
     pretrained = options.pretrained_model if job.pretrained_checkpoint else None
     manifest = build_manifest(
         dataset_meta=dataset.meta, plans=job.plans, configuration=options.configuration, folds=folds,
-        trainer=TRAINER_NAME, plans_name=PLANS_NAME, epochs=options.epochs,
+        trainer=TRAINER_NAME, plans_name=options.plans_name, epochs=options.epochs,
         iterations_per_epoch=options.iterations_per_epoch, initial_lr=options.learning_rate,
         sampling=options.sampling if dataset.variant != "binary" else "stock (binary: targets are all classes)",
         pretrained_from=str(options.pretrained_model) if pretrained else None, source_dataset=dataset.folder_name,

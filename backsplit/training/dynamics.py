@@ -1,5 +1,6 @@
-"""The worker's side of the training variants of issue 19: trainer settings, the lesion-head export of a model
-trained with a separate support head, and the manifest record. torch is imported inside functions.
+"""The worker's side of the training variants (support schedules, separate support head): trainer settings, the
+lesion-head export of a model trained with a separate support head, and the manifest record. torch is imported
+inside functions.
 
 A model trained with ``--support-head`` is exported as a plain nnU-Net ``1 + T``-class model (the lesion head):
 ``fold_<f>/checkpoint_final.pth`` (and ``checkpoint_best.pth``) hold the stock network's weights with

@@ -29,7 +29,7 @@ from backsplit.training.dynamics import (
 )
 from backsplit.training.lock import TrainingLock, refuse_existing_model
 from backsplit.training.manifest import build_manifest, read_manifest, write_manifest
-from backsplit.training.options import PLANS_NAME, TrainOptions
+from backsplit.training.options import TrainOptions
 from backsplit.training.paths import results_dir
 from backsplit.training.pretrained import load_into_trainer
 from backsplit.training.timing import TrainingClock
@@ -57,6 +57,9 @@ def check_pretrained(model_dir: Path, dataset: DatasetFolder, configuration: str
         if "configuration" in str(exc):
             raise
         folds = [p.name[len("fold_"):] for p in sorted(model_dir.glob("fold_*"))]
+        emit(ProgressEvent("train", "warning: fine-tuning from a plain nnU-Net model folder (no "
+                                    f"backsplit_model.json): its description is derived from plans.json and "
+                                    f"dataset.json ({model_dir})"))
     model_channels = read_dataset_json(model_dir, required=("channel_names",), fix="choose a complete model folder")[
         "channel_names"] if (model_dir / DATASET_JSON).is_file() else None
     if model_channels is not None and len(model_channels) != len(dataset.meta["channel_names"]):
@@ -93,7 +96,7 @@ def train_one(dataset: DatasetFolder, options: TrainOptions, fold: str, device, 
     from backsplit.training.trainer import BackSplitTrainer
 
     trainer_class, meta = learned_context_trainer(context, dataset.meta) or (BackSplitTrainer, dataset.meta)
-    base = results_dir(dataset, options.configuration, trainer_class.__name__)
+    base = results_dir(dataset, options.configuration, trainer_class.__name__, options.plans_name)
     fold_dir = base / f"fold_{fold}"
     with TrainingLock(base.parent / f".backsplit-train-{base.name}-fold_{fold}.lock"):
         refuse_existing_model(fold_dir, options.resume, bool(options.extra.get("overwrite")))
@@ -141,9 +144,15 @@ def train_one(dataset: DatasetFolder, options: TrainOptions, fold: str, device, 
         if BackSplitTrainer.settings.get("support_head") is not None:   # the lesion head as a plain nnU-Net model
             export = export_support_head_model(base, fold, meta, len(dataset.target_labels))
             meta = lesion_meta(meta, len(dataset.target_labels))
-        if options.final_validation:
+        validation_s = None
+        if options.final_validation_for(fold):   # its cost: predicting the fold's validation cases once, mirrored
             emit(ProgressEvent("validate", f"{label}: nnU-Net validation of fold {fold}"))
-            trainer.perform_actual_validation(False)
+            validation_started = time.time()
+            trainer.perform_actual_validation(options.validation_probabilities)
+            validation_s = round(time.time() - validation_started, 1)
+            emit(ProgressEvent("validate", f"{label}: validation of fold {fold} took {validation_s:.0f} s "
+                                           "(fold_*/validation/summary.json; --no-final-validation skips it)",
+                               None, None, {"final_validation_s": validation_s}))
         elapsed = time.time() - started
         folds = [f for f in run_folds if f == fold or (base / f"fold_{f}" / "checkpoint_final.pth").is_file()] \
             if run_folds else [fold]
@@ -152,7 +161,7 @@ def train_one(dataset: DatasetFolder, options: TrainOptions, fold: str, device, 
             elapsed += float(earlier.get("training_time_s", 0.0))
         manifest = build_manifest(
             dataset_meta=meta, plans=plans, configuration=options.configuration, folds=folds,
-            trainer=trainer_class.__name__, plans_name=PLANS_NAME, epochs=options.epochs,
+            trainer=trainer_class.__name__, plans_name=options.plans_name, epochs=options.epochs,
             iterations_per_epoch=options.iterations_per_epoch, initial_lr=options.learning_rate,
             sampling=options.sampling if dataset.variant != "binary" else "stock (binary: targets are all classes)",
             pretrained_from=str(options.pretrained_model) if pretrained_checkpoint else None,
@@ -160,6 +169,8 @@ def train_one(dataset: DatasetFolder, options: TrainOptions, fold: str, device, 
             completed_epochs=int(trainer.current_epoch), training_orientation=training_orientation(dataset),
             batch_size=int(trainer.batch_size),
             lineage=model_lineage(meta, options.pretrained_model if pretrained_checkpoint else None, transfer))
+        if validation_s is not None:
+            manifest["final_validation_s"] = validation_s
         if clock:
             manifest["estimate"] = clock.record()   # the up-front estimate next to the real time
         if manifest_entry(meta):

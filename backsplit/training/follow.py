@@ -5,10 +5,12 @@ Used by ``backsplit train`` and by the demo pipeline (``backsplit.demo.pipeline`
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from typing import Optional, TextIO
 
+from backsplit.runtime.exits import EXIT_CANCELLED, ended_text
 from backsplit.runtime.progress import FINAL_STAGES, ProgressEvent, Stage, TextProgressBar
 from backsplit.training.status import TrainingStatus
 
@@ -18,8 +20,9 @@ def follow(process, *, jsonl: bool = False, show_log: bool = False, stream: Opti
 
     ``process`` is a started ``TrainingProcess`` (or anything with ``poll_events()``, ``is_running()``, ``wait()``,
     ``cancel()``, ``returncode``). Progress goes to ``stream`` (default stderr); with ``jsonl`` each event is
-    printed to stdout as one JSON line instead. Returns the exit code to use: 0 on success, 130 after Ctrl-C, 1 (or
-    the child's own code when it died otherwise) after an error. Raises nothing of its own."""
+    printed to stdout as one JSON line instead. Returns the exit code to use: 0 on success, 130 after Ctrl-C, 1
+    after an error, also when the child was killed by a signal (said in words: ``killed_text``), else the child's
+    own code. Raises nothing of its own."""
     stream = stream or sys.stderr
     status = TrainingStatus(models_total=process.options.runs_total if getattr(process, "options", None) else 1)
     bar = TextProgressBar(stream)
@@ -56,12 +59,32 @@ def follow(process, *, jsonl: bool = False, show_log: bool = False, stream: Opti
         print("cancelling: ending the training process tree ...", file=stream)
         process.cancel()
         return 130
-    if status.error:
+    code = process.returncode
+    if not status.error and code not in (0, None, EXIT_CANCELLED):   # ended without its error event: killed, ...
+        message = killed_text(code)
+        if jsonl:
+            print(ProgressEvent(Stage.ERROR, message).to_json(), flush=True)
+        else:
+            print(f"backsplit: error: {message}", file=stream)
+    if status.error or code not in (0, None, EXIT_CANCELLED):
         if not jsonl:
             tail = "\n".join(getattr(process, "log_lines", [])[-15:])
-            if tail and process.returncode not in (0, 1):
+            if tail and code not in (0, 1):
                 print(tail, file=stream)
             if getattr(process, "log_file", None):
                 print(f"full log: {process.log_file}", file=stream)
-        return 1 if process.returncode in (0, 1, None) else int(process.returncode)
-    return int(process.returncode or 0)
+        return 1 if code in (0, 1, None) or code < 0 else int(code)
+    return int(code or 0)
+
+
+def killed_text(returncode: int) -> str:
+    """The user's message for a training process that ended without reporting an error (``exits.ended_text``):
+    which signal, its likely cause, what to change and how to continue (``--resume``)."""
+    text = f"the training process {ended_text(returncode)}"
+    if returncode < 0:
+        text = f"the training process was killed: it {ended_text(returncode)}"
+        if -returncode == getattr(signal, "SIGKILL", 9):
+            text += "; if memory ran out, lower --batch-size or --workers, or close other programs"
+        text += ("; continue from its last checkpoint with the same command and --resume (a checkpoint is kept "
+                 "every --save-every epochs)")
+    return text

@@ -1,5 +1,5 @@
 """Function-preserving output layers: fine-tune a binary nnU-Net model into a BackSplit model without changing its
-first prediction (issue 19, piece 1).
+first prediction.
 
 The binary model has ``1 + T`` output classes (background, targets); the BackSplit network has ``1 + T + S``
 (background, the same targets, S support structures), label order as exported (targets first, then supports). Every

@@ -1,4 +1,5 @@
-"""BackSplit training losses that keep the target's binary gradient from step 1 (issue 19, piece 2a and 2b).
+"""BackSplit training losses that keep the target's binary gradient from the first step: the paper's multi-class loss
+plus a weighted lesion-vs-rest term, and a Dice term with a capped share for the supports.
 
 Shapes and axis order: logits ``(b, C, *spatial)`` with ``C = 1 + T + S`` (background, T targets, S supports, the
 export's label order); targets ``(b, 1, *spatial)`` label maps (nnU-Net's layout), optionally with nnU-Net's ignore

@@ -12,13 +12,19 @@ from typing import Any, Optional
 from backsplit.errors import InputError
 from backsplit.runtime.workerprocess import JsonRequest
 
-CONFIGURATIONS = ("2d", "3d_fullres")
+CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")   # 3d_lowres: only where nnU-Net planned it (large images)
 DEVICES = ("auto", "cuda", "mps", "cpu")
 SAMPLINGS = ("target", "stock")
 DEFAULT_LR = 1e-2
 FINE_TUNE_LR = 1e-3   # the BackSplit paper fine-tunes binary models with support labels at 1e-3
 TRAINER_NAME = "BackSplitTrainer"
 PLANS_NAME = "nnUNetPlans"
+# nnU-Net's planner presets -> (planner class, plans name); nnunetv2/experiment_planning/experiment_planners/
+# residual_unets/residual_encoder_unet_planners.py (ResEnc M/L/XL target 8/24/40 GB of GPU memory)
+PLANNERS = {"default": ("ExperimentPlanner", PLANS_NAME),
+            "ResEncM": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"),
+            "ResEncL": ("nnUNetPlannerResEncL", "nnUNetResEncUNetLPlans"),
+            "ResEncXL": ("nnUNetPlannerResEncXL", "nnUNetResEncUNetXLPlans")}
 
 
 @dataclass
@@ -39,17 +45,20 @@ class TrainOptions(JsonRequest):
     model_dir: Optional[Path] = None          # copy the finished model here (default: it stays in nnUNet_results)
     save_every: int = 5                       # epochs between checkpoint_latest.pth writes (resume points)
     num_workers: int = 0                      # augmentation worker processes (0: in the training process)
-    final_validation: bool = False            # run nnU-Net's validation of the fold at the end
+    final_validation: Optional[bool] = None   # nnU-Net's validation of the fold at the end; None: on where it can run
+    validation_probabilities: bool = False    # final validation also saves .npz probabilities (nnU-Net's --npz)
     seed: Optional[int] = None
     batch_size: Optional[int] = None          # override the plans' batch size (GPU memory; more steps on a CPU)
     preprocess_processes: int = 2
     context: str = "none"                     # "learned[:t][,m=MM,...]": learned context classes (CoLab), or "none"
     num_gpus: int = 1                         # > 1: one training on that many GPUs with PyTorch DDP (training/ddp.py)
-    # issue 19 (training/schedule.py): None = the recipe's value; the recipe "default" is the paper's until measured
+    # how the supports enter training (training/schedule.py): None = the recipe's value; "default" = the paper's
     recipe: str = "default"                   # "paper" | "default"
     support_schedule: Optional[str] = None    # plain | lvr:W | ramp:N[,delay=D][,lvr=W][,cap=C] | cap:C[,lvr=W]
     support_head: Optional[float] = None      # separate support head with this loss weight (exported: lesion head)
     head_init: Optional[str] = None           # preserve | reinit: output layers when fine-tuning a binary model
+    nnunet_folders: bool = False              # honour the user's nnUNet_preprocessed / nnUNet_results variables
+    plans: str = "default"                    # planner preset: default | ResEncM | ResEncL | ResEncXL (PLANNERS)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -69,6 +78,8 @@ class TrainOptions(JsonRequest):
                              f"{', '.join(CONFIGURATIONS)}")
         if self.device not in DEVICES:
             raise InputError(f"device '{self.device}' is unknown; choose one of {', '.join(DEVICES)}")
+        if self.plans not in PLANNERS:
+            raise InputError(f"plans preset '{self.plans}' is unknown; choose one of {', '.join(PLANNERS)}")
         if self.sampling not in SAMPLINGS:
             raise InputError(f"sampling '{self.sampling}' is unknown; choose 'target' or 'stock'")
         if self.fold not in FOLD_CHOICES:
@@ -116,6 +127,21 @@ class TrainOptions(JsonRequest):
             return resolve_recipe(self.recipe, self.support_schedule, self.support_head, self.head_init)
         except ValueError as exc:
             raise InputError(str(exc)) from None
+
+    def final_validation_for(self, fold: str) -> bool:
+        """Whether nnU-Net's final validation runs after training ``fold``: as asked, else on for the folds 0-4 (so
+        ``nnUNetv2_find_best_configuration`` finds ``fold_<f>/validation/summary.json``; the cost is one mirrored
+        prediction of the fold's held-out fifth of the cases) and off for fold 'all' (its "validation" would
+        predict every training case, a cost with nothing held out), the separate support head and learned context
+        (the exported network is not the trained one)."""
+        if self.final_validation is not None:
+            return bool(self.final_validation)
+        return str(fold) != "all" and self.variants["support_head"] is None and (self.context or "none") == "none"
+
+    @property
+    def plans_name(self) -> str:
+        """nnU-Net's plans name of the preset (``nnUNetPlans``, ``nnUNetResEncUNetMPlans``, ...)."""
+        return PLANNERS[self.plans][1]
 
     @property
     def learning_rate(self) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from backsplit.training.options import TRAINER_NAME, trainer_folder_name
+from backsplit.training.options import PLANS_NAME, TRAINER_NAME, trainer_folder_name
 
 PREPROCESSED = "nnUNet_preprocessed"     # sub-folder of a work folder, and nnU-Net's variable of the same name
 RESULTS = "nnUNet_results"
@@ -32,12 +32,14 @@ def preprocessed_dir(dataset) -> Path:
     return Path(os.environ[PREPROCESSED]) / dataset.folder_name
 
 
-def results_dir(dataset, configuration: str, trainer: str = TRAINER_NAME) -> Path:
-    """The model folder of ``dataset`` for ``configuration`` and ``trainer`` under this process's
+def results_dir(dataset, configuration: str, trainer: str = TRAINER_NAME, plans_name: str = PLANS_NAME) -> Path:
+    """The model folder of ``dataset`` for ``configuration``, ``trainer`` and ``plans_name`` under this process's
     ``nnUNet_results``; raises KeyError when the variable is not set."""
-    return Path(os.environ[RESULTS]) / dataset.folder_name / trainer_folder_name(configuration, trainer)
+    return Path(os.environ[RESULTS]) / dataset.folder_name / trainer_folder_name(configuration, trainer, plans_name)
 
 
-def prepared_marker(dataset, configuration: str) -> Path:
-    """The file that records a finished preparation of ``dataset`` for ``configuration`` (its content hash)."""
-    return preprocessed_dir(dataset) / f"backsplit_prepared_{configuration}.json"
+def prepared_marker(dataset, configuration: str, plans_name: str = PLANS_NAME) -> Path:
+    """The file that records a finished preparation of ``dataset`` for ``configuration`` and ``plans_name`` (its
+    content hash); nnU-Net's default plans keep the name without the plans name."""
+    infix = "" if plans_name == PLANS_NAME else f"{plans_name}_"
+    return preprocessed_dir(dataset) / f"backsplit_prepared_{infix}{configuration}.json"

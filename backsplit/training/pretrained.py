@@ -16,13 +16,64 @@ A separate support head's layers (``decoder.support_layers``) are always new. Th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 from backsplit.datasets.layout import DATASET_JSON, read_dataset_json
 from backsplit.errors import InputError
 
 OUTPUT_LAYER_KEY = ".seg_layers."
 SUPPORT_HEAD_KEY = "decoder.support_layers."   # supporthead.SUPPORT_KEY: never in a pretrained model
+
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")   # DistributedDataParallel's and torch.compile's wrappers
+
+
+def checkpoint_weights(saved, path) -> dict:
+    """The network weights (a state dict: parameter name -> tensor) of a loaded nnU-Net checkpoint (``torch.load``
+    of a ``checkpoint_*.pth``: a dict with ``network_weights``). Names saved through a wrapper (``module.`` of
+    DistributedDataParallel, ``_orig_mod.`` of ``torch.compile``) lose the prefix, as nnU-Net's own
+    ``load_checkpoint`` does for ``module.``. Raises InputError naming ``path`` for a bare state dict
+    (``torch.save(network.state_dict())``) or anything else that is not an nnU-Net checkpoint, with the fix."""
+    if isinstance(saved, Mapping) and isinstance(saved.get("network_weights"), Mapping):
+        weights = saved["network_weights"]
+    elif isinstance(saved, Mapping) and saved and all(hasattr(v, "shape") for v in saved.values()):
+        raise InputError("this is a bare state dict (torch.save(network.state_dict())), not an nnU-Net checkpoint; "
+                         "give the checkpoint_final.pth or checkpoint_best.pth that nnU-Net wrote, or save it as "
+                         "nnU-Net does: {'network_weights': state_dict, 'inference_allowed_mirroring_axes': ...}",
+                         path=str(path))
+    else:
+        held = f"a dict with keys {', '.join(sorted(map(str, saved))[:5])}" if isinstance(saved, Mapping) else \
+            f"a {type(saved).__name__}"
+        raise InputError(f"this is not an nnU-Net checkpoint (no 'network_weights'; it holds {held}); give the "
+                         "checkpoint_final.pth or checkpoint_best.pth that nnU-Net wrote", path=str(path))
+    stripped = {}
+    for key, value in weights.items():
+        name = str(key)
+        while name.startswith(WRAPPER_PREFIXES):
+            name = name.split(".", 1)[1]
+        stripped[name] = value
+    return stripped
+
+
+def check_weights_fit(network_state: Mapping, weights: Mapping, path, fix: str) -> None:
+    """Raise one InputError naming ``path`` when ``weights`` do not fit the network (``network.state_dict()``):
+    weights the network needs but the checkpoint lacks, weights it does not have, or other shapes; the first of
+    each kind is named, then ``fix``."""
+    missing = [k for k in network_state if k not in weights]
+    unexpected = [k for k in weights if k not in network_state]
+    shapes = [k for k in network_state if k in weights and tuple(weights[k].shape) != tuple(network_state[k].shape)]
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} weight(s) of the network are missing, e.g. '{missing[0]}'")
+    if unexpected:
+        parts.append(f"{len(unexpected)} weight(s) are not in the network, e.g. '{unexpected[0]}'")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} weight(s) have another shape, e.g. '{k}' {tuple(weights[k].shape)} in the "
+                     f"checkpoint but {tuple(network_state[k].shape)} in the network")
+    raise InputError(f"the checkpoint does not fit the network ({'; '.join(parts)}); {fix}", path=str(path))
 
 
 def label_sets_match(model_labels: Optional[dict], dataset_labels: dict) -> bool:
@@ -86,13 +137,14 @@ def load_into_trainer(trainer, checkpoint: Path, dataset_labels: dict, head_init
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
         raise InputError(f"the checkpoint cannot be read ({type(exc).__name__}: {exc})", path=str(checkpoint)) from None
-    report = transfer_weights(trainer.network, saved["network_weights"], same, str(checkpoint))
+    weights = checkpoint_weights(saved, checkpoint)
+    report = transfer_weights(trainer.network, weights, same, str(checkpoint))
     preserving = None
     if head_init == "preserve" and not same:
         from backsplit.training.headinit import preserve_into
 
         try:
-            preserving = preserve_into(_unwrap(trainer.network), saved["network_weights"], model_labels or {},
+            preserving = preserve_into(_unwrap(trainer.network), weights, model_labels or {},
                                        dataset_labels, list(targets))
         except ValueError as exc:
             raise InputError(f"function-preserving fine-tuning (head init 'preserve') cannot start from this model: "

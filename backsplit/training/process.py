@@ -31,7 +31,8 @@ def training_environment(options: TrainOptions, base_env: Optional[Mapping[str, 
     options' dataset and work folder, this package on PYTHONPATH and unbuffered output; this process's own
     environment is not changed."""
     env = nnunet_environment(Path(options.dataset_dir).resolve().parent, Path(options.work_dir).resolve(), base_env,
-                             augmentation_workers=options.num_workers, processes=options.preprocess_processes)
+                             augmentation_workers=options.num_workers, processes=options.preprocess_processes,
+                             honour_user=options.nnunet_folders)
     return child_environment(env)
 
 

@@ -1,4 +1,5 @@
-"""When the support structures enter the loss (issue 19, piece 2b). Pure Python, no torch.
+"""When the support structures enter the loss: support schedules that start from binary training's loss and bring
+the supports in over a number of optimiser steps. Pure Python, no torch.
 
 A ``LossSchedule`` maps the optimiser step (0-based, counted over the whole run: ``epoch * iterations_per_epoch +
 iteration``, so a resumed run continues the schedule) to the two weights of ``losses.BackSplitLoss``:
@@ -11,7 +12,7 @@ with the ramp ``r(step) = clip((step - delay) / ramp, 0, 1)`` (``ramp = 0``: r =
 step 0 with ``ramp > 0`` the loss *is* binary training's loss: together with the function-preserving output layers
 (``headinit``) a fine-tuned model starts exactly as the binary model and keeps its gradient, and the supports come in
 linearly over ``ramp`` steps (a linear warm-up, as curriculum / loss warm-ups do; e.g. Bengio et al., "Curriculum
-learning", ICML 2009). ``lvr`` is the constant extra lesion-vs-rest weight (piece 2a); ``cap`` (the supports' share
+learning", ICML 2009). ``lvr`` is the constant extra lesion-vs-rest weight; ``cap`` (the supports' share
 of the Dice term, ``losses.capped_support_weights``) is constant and does not depend on the step.
 
 Variants as text (the ``--support-schedule`` option and study arm parameter), parsed by ``parse_schedule``:
@@ -26,7 +27,7 @@ from typing import Optional
 
 @dataclass(frozen=True)
 class LossSchedule:
-    lvr: float = 0.0              # constant lesion-vs-rest weight (piece 2a); 0 = the paper's loss
+    lvr: float = 0.0              # constant lesion-vs-rest weight; 0 = the paper's loss
     ramp: int = 0                 # steps over which the supports' weight goes 0 -> 1 (0: from the start)
     delay: int = 0                # steps of pure binary loss before the ramp starts (only with ramp > 0)
     cap: Optional[float] = None   # supports' maximal share of the Dice term (None: nnU-Net's uniform mean)
@@ -106,8 +107,8 @@ HEAD_INITS = ("preserve", "reinit")
 RECIPES = {
     # the paper's BackSplit: multi-class loss from step 0, one head, fine-tuning re-initialises the output layers
     "paper": {"support_schedule": "plain", "support_head": None, "head_init": "reinit"},
-    # the default is chosen from the measurement of issue 19 (docs/results/<date>-cpu2-dynamics.md); until that
-    # measurement is done it is the paper's recipe, so nothing changes for users
+    # the default is chosen by measurement (docs/results/2026-12-07-cpu2-dynamics.md): a variant becomes the default
+    # only when never worse than the binary baseline at every measured budget; until then it is the paper's recipe
     "default": {"support_schedule": "plain", "support_head": None, "head_init": "reinit"},
 }
 

@@ -1,4 +1,5 @@
-"""A separate support head beside the lesion head (issue 19, piece 2c), after the autoPET III winner
+"""A separate support head beside the lesion head: the supports are learned on their own output layers and the
+model is exported as the lesion head alone, after the autoPET III winner
 (MIC-DKFZ/autopet-3-submission, ``ResidualEncoderUNetOrgan.py``: a second list of 1x1 output convolutions on the same
 decoder features; ``autoPET3_Trainer.py``: loss = DC+CE(lesion head) + DC+CE(organ head)).
 Ideas only; no code taken from that repository.

@@ -4,7 +4,7 @@ A subclass of ``nnUNetTrainer`` that keeps the base ``__init__`` signature (nnU-
 the stock network architecture (so inference builds the network from the plans with the stock trainer), and adds:
 epochs / iterations / learning rate / checkpoint interval from ``BackSplitTrainer.settings`` (or the
 ``BACKSPLIT_TRAINER_SETTINGS`` JSON environment variable), progress events after every epoch, and target-aware
-forced-foreground sampling. The training variants of issue 19 (support schedules, support head) are hooks of
+forced-foreground sampling. The training variants (support schedules, separate support head) are hooks of
 ``variants.VariantsMixin``; with the paper's recipe they pass straight to nnU-Net's code.
 """
 

@@ -1,4 +1,5 @@
-"""The training variants of issue 19 as hooks of nnU-Net's trainer (a mixin of ``BackSplitTrainer``).
+"""How the support structures enter training (support schedules, a separate support head) as hooks of nnU-Net's
+trainer (a mixin of ``BackSplitTrainer``).
 
 Settings (``BackSplitTrainer.settings``): ``support_schedule`` (``schedule.parse_schedule`` text; ``plain`` = the
 paper), ``support_head`` (the support head's loss weight, or None), ``n_targets`` (T: the targets are labels 1..T,

@@ -24,6 +24,7 @@ from backsplit.runtime.devices import resolve_device, usable_cpu_count
 from backsplit.runtime.progress import ProgressEvent, Stage
 from backsplit.runtime.progress import emit_event as emit  # one JSON event line on stdout, read by the parent
 from backsplit.runtime.workerprocess import run_worker
+from backsplit.training.budget import recipe_key, short_training_warning
 from backsplit.training.ddp import train_one_ddp
 from backsplit.training.fold import check_pretrained, copy_model, train_one
 from backsplit.training.manifest import read_manifest, write_manifest
@@ -63,6 +64,11 @@ def run(options: TrainOptions) -> list[Path]:
         if twin.case_ids != dataset.case_ids:
             raise InputError("the binary twin does not hold the same cases; export both again", path=str(twin.folder))
         datasets.append(twin)
+    if dataset.schema is not None and dataset.schema.support_values:   # before a short BackSplit training
+        warning = short_training_warning(options.epochs * options.iterations_per_epoch,
+                                         recipe_key(options.variants, options.pretrained_model is not None))
+        if warning:
+            emit(ProgressEvent(Stage.WARNING, warning, None, None))
     folds = resolve_folds(options.fold, len(dataset.case_ids))
     cross_validation = options.fold == CROSS_VALIDATION
     device = resolve_device(options.device)
