@@ -41,11 +41,20 @@ from BackSplitSegmentLib.export_run import ExportRun, export_request  # noqa: E4
 from BackSplitSegmentLib.loop_section import LoopSection  # noqa: E402
 from BackSplitSegmentLib.prediction_import import set_auxiliary_visible  # noqa: E402
 from BackSplitSegmentLib.prediction_run import finish_prediction, start_prediction  # noqa: E402
+from BackSplitSegmentLib.readiness import (  # noqa: E402
+    ReadyButtons,
+    apply_missing,
+    export_missing,
+    generate_missing,
+    suggest_missing,
+)
 from BackSplitSegmentLib.scene_cases import cases_in_scene  # noqa: E402
 from BackSplitSegmentLib.supports_section import SupportsSection  # noqa: E402
 from BackSplitShared.dependencies import ensure_nnunet  # noqa: E402
+from BackSplitShared.handoff import HandoffButton, take_handoff  # noqa: E402
 from BackSplitShared.panel_action import PanelAction, once  # noqa: E402
 from BackSplitShared.panel_support import GuiBinding  # noqa: E402
+from BackSplitShared.paths import default_export_folder, required_folder, resolve_folder  # noqa: E402
 from BackSplitShared.release import release_problem  # noqa: E402
 
 DOCUMENTATION_URL = "https://github.com/backsplit/SlicerBackSplit#readme"
@@ -164,17 +173,46 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                qt.QTableWidgetItem)
         self._applySection = ApplySection(self.ui, self.logic, lambda: self._parameterNode, qt.QTimer(), qt.QTimer())
         self._loopSection = LoopSection(self.ui, self.logic, qt.QTimer(), qt.QFileDialog, qt.QTimer())   # loop
+        self._trainOnDataset = HandoffButton(   # after an export: BackSplit Train with this dataset (one flow)
+            self.ui.trainOnDatasetButton, "datasets", "BackSplitTrain", slicer.util.selectModule,
+            _("Open BackSplit Train with this dataset: {folder}"),
+            lambda fn: once(_("Could not open BackSplit Train"), fn, status=status))
+        self._setupReadyButtons()
         self.initializeParameterNode()
+
+    def _setupReadyButtons(self) -> None:
+        """Export, Apply, Generate and Suggest enabled only when their inputs are valid (tooltip: what is missing),
+        checked twice a second from what the panel holds (BackSplitSegmentLib.readiness)."""
+        ui, count, idle = self.ui, lambda: len(self._caseList.cases), lambda: False
+        ready = self._readyButtons = ReadyButtons()
+        ready.add(ui.exportButton, lambda: self._exportAction.busy, lambda: export_missing(
+            count(), self._caseList.names(ui.targetList), ui.datasetName.text), ui.exportButton.toolTip)
+        ready.add(ui.applyButton, lambda: self._applySection.action.busy, lambda: apply_missing(
+            ui.modelFolder.currentPath, ui.predictVolume.currentNode()), ui.applyButton.toolTip)
+        ready.add(ui.supportsGenerateButton, lambda: self._supportsSection.action.busy, lambda: generate_missing(
+            count(), ui.supportsSourceComboBox.currentIndex == 0, ui.supportsModelPathLineEdit.currentPath),
+            ui.supportsGenerateButton.toolTip)
+        ready.add(ui.supportsSuggestButton, idle, lambda: suggest_missing(count(), ui.supportsTargetLineEdit.text),
+                  ui.supportsSuggestButton.toolTip)
+        self._readyTimer = qt.QTimer()
+        self._readyTimer.setInterval(500)
+        checking = PanelAction(_("Could not check the inputs"))   # display only: an error stops it, reported once
+        self._readyTimer.timeout.connect(checking.wrap_tick(self._readyTimer, ready.update))
+        self._readyTimer.start()
 
     def cleanup(self) -> None:
         self.removeObservers()
         self._timer.stop()
+        self._readyTimer.stop()
         if self._export is not None:
             self._export.close()
         self._applySection.cleanup()
 
     def enter(self) -> None:
         self.initializeParameterNode()       # idempotent: the GUI stays connected to the same parameter node
+        model = take_handoff("models")       # BackSplit Train's "Use in BackSplit Segment": the model for Apply
+        if model is not None:
+            self._parameterNode.modelFolder = model
 
     def onSceneStartClose(self, caller, event) -> None:
         self._binding.unbind()
@@ -192,8 +230,9 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameters = self._parameterNode
         if not parameters.inputVolume:
             parameters.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-        if not parameters.outputFolder or str(parameters.outputFolder) in ("", "."):
-            parameters.outputFolder = Path.home() / "BackSplit" / "nnUNet_raw"
+        folder = resolve_folder(parameters.outputFolder, default_export_folder())   # never Slicer's working dir
+        if str(parameters.outputFolder) != str(folder):
+            parameters.outputFolder = folder
 
     # ---- case list (BackSplitSegmentLib.case_list) ---------------------------------------------------------------
     def onAddCase(self) -> None:
@@ -213,6 +252,7 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                             names(self.ui.targetList), names(self.ui.supportList),
                                             self._parameterNode)
         self.ui.exportProgressBar.value = 0
+        self._trainOnDataset.offer(None)
         self.ui.statusLabel.text = _("Exporting...")
         self._timer.start()
         return True
@@ -237,6 +277,7 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._exportAction.failed(step.message, "" if step.expected else self.logic.tracebackText(step.error))
         else:
             self._exportAction.finish()
+            self._trainOnDataset.offer(getattr(step.result, "dataset_dir", None))
 
     def onCancelExport(self) -> None:
         if self._export is not None:
@@ -309,7 +350,8 @@ class BackSplitSegmentLogic(ScriptedLoadableModuleLogic):
     def startPrediction(parameters, extra_channels=()):
         """Start the prediction child for the parameters' model and volume; returns the running job
         (``PredictionProcess``). Raises InputError before anything starts (channels, geometry, model folder)."""
-        return start_prediction(Path(parameters.modelFolder), parameters.predictVolume, list(extra_channels),
+        model = required_folder(parameters.modelFolder, _("model folder (or a model from the models list)"))
+        return start_prediction(model, parameters.predictVolume, list(extra_channels),
                                 lesion_only=bool(parameters.lesionOnly),
                                 probabilities=bool(parameters.showProbability),
                                 threshold=float(parameters.decisionThreshold),

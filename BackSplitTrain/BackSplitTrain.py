@@ -35,6 +35,7 @@ from backsplit.training.options import TrainOptions  # noqa: E402
 from backsplit.training.process import TrainingProcess  # noqa: E402
 from backsplit.training.status import TrainingStatus  # noqa: E402
 from BackSplitShared.dependencies import ensure_nnunet  # noqa: E402
+from BackSplitShared.handoff import HandoffButton  # noqa: E402
 from BackSplitShared.install_run import DependencyGate  # noqa: E402
 from BackSplitShared.panel_action import PanelAction, once  # noqa: E402
 from BackSplitShared.panel_support import GuiBinding, report_error  # noqa: E402
@@ -145,6 +146,10 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.startButton.clicked.connect(self._startAction.slot(self.onStart))
         self.ui.showContextButton.clicked.connect(self._contextAction.slot(self.onShowContext))
         self.ui.cancelButton.clicked.connect(once(_("Could not cancel"), self.onCancel, status=status))
+        self._useInSegment = HandoffButton(   # after a training: its model chosen in BackSplit Segment's Apply
+            self.ui.useInSegmentButton, "models", "BackSplitSegment", slicer.util.selectModule,
+            _("Open BackSplit Segment with this model chosen for Apply: {folder}"),
+            lambda fn: once(_("Could not open BackSplit Segment"), fn, status=status))
         self.ui.probeDevicesButton.clicked.connect(self._probeAction.slot(self.onProbeDevices))
         self._modelFolders = []
         self.ui.modelListRefreshButton.clicked.connect(once(_("Could not list the models"), self.onRefreshModels,
@@ -171,6 +176,7 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        training_run.take_dataset_handoff(self._parameterNode)   # BackSplit Segment's "Train on this dataset"
         self._followLeftClusterJob()
         if self._probe is None and not self._problem:  # first visit: which GPU "auto" will use (child process)
             self._probeAction.click(self.onProbeDevices)
@@ -227,15 +233,14 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.logTextEdit.clear()
         self._showStatus(_("Starting..."), False)
         self.ui.progressBar.value = 0
+        self._useInSegment.offer(None)
         self._timer.start()
         return True
 
     def _followLeftClusterJob(self) -> None:
         """A cluster training left running (display error, Slicer closed) is followed again, never cancelled."""
-        if self._timer.isActive() or self._gate.busy:
-            return
-        work = resolve_folder(self._parameterNode.workFolder, default_work_folder())
-        job = training_run.follow_left_cluster_job(work)
+        busy = self._timer.isActive() or self._gate.busy
+        job = None if busy else training_run.follow_left_cluster_job(self._parameterNode.workFolder)
         if job is None:
             return
         self._job, self._status, self._plot = job, TrainingStatus(models_total=job.options.runs_total), None
@@ -273,6 +278,7 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._startAction.finish(message)
         if not self._job.cancelled:
             self.ui.progressBar.value = 100
+            self._useInSegment.offer(next(iter(self._job.result_models), None))
 
     def onShowContext(self) -> bool:
         """The learned-context generator's labels of the first training cases, as segmentations (child process)."""
@@ -352,6 +358,7 @@ class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
             pretrained_model=resolve_folder(p.pretrainedModel),
             initial_lr=float(p.learningRate) or None, resume=bool(p.resume), with_binary=bool(p.withBinary),
             batch_size=int(p.batchSize) or None, context=p.learnedContext,
+            model_dir=training_run.model_destination(dataset, p.configuration),   # lands in Apply's model list
             **choice_options(p.supportRecipe, fine_tuning=resolve_folder(p.pretrainedModel) is not None),
             extra={"overwrite": True} if p.overwrite else {})
 

@@ -58,3 +58,41 @@ def write_case_files(folder: Path, case: Case, *, seg_name: str | None = None, a
     seg = folder / (seg_name or f"{case.case_id}.seg.nrrd")
     write_seg_nrrd(seg, case.geometry, case.segments)
     return images, seg, None
+
+
+@pytest.fixture
+def read_only():
+    """(writable, freeze): ``writable(folder)`` makes a folder, ``freeze(folder)`` makes it read-only for real: a
+    tmpfs remounted read-only when running as root (root ignores file modes; skipped where mounting is not
+    allowed), else chmod 0555. Undone after the test."""
+    import os
+    import subprocess
+
+    root = getattr(os, "geteuid", lambda: 1)() == 0
+
+    made = []
+
+    def writable(folder):
+        folder.mkdir(parents=True)
+        if root:
+            try:
+                failed = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)],
+                                        capture_output=True).returncode
+            except OSError:
+                failed = True
+            if failed:
+                pytest.skip("running as root without the right to mount a tmpfs: a read-only folder cannot be made")
+        made.append(folder)
+        return folder
+
+    def freeze(folder):
+        if root:
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        else:
+            folder.chmod(0o555)
+    yield writable, freeze
+    for folder in made:
+        if root:
+            subprocess.run(["umount", "-l", str(folder)])
+        else:
+            folder.chmod(0o755)

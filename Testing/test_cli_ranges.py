@@ -43,6 +43,13 @@ def test_numeric_option_out_of_range_is_refused_where_parsed(capsys, command, op
     assert f"argument {option}" in err and "must be" in err and value in err, err
 
 
+def test_study_seeds_are_checked_where_parsed():
+    from backsplit.commands.study import settings_from_args
+
+    with pytest.raises(InputError, match="--seeds '1,-1' must be whole numbers from 0"):
+        settings_from_args(build_parser().parse_args(["study", "ds", "--out", "o", "--seeds", "1,-1"]))
+
+
 def test_range_types_accept_their_bounds():
     from backsplit.runtime import argtypes
 

@@ -172,3 +172,31 @@ def test_kept_version_survives_in_place_label_edit(tmp_path, capsys):
     assert "1 case file(s) modified after this version was kept (imagesTr/c1_0000.nii.gz)" in out
     assert main(["dataset", "verify", str(kept)]) == 1
     assert "imagesTr/c1_0000.nii.gz: changed since it was recorded" in capsys.readouterr().out
+
+
+def test_long_case_id_refused(tmp_path):
+    # today: an OSError (File name too long) deep in the writer; now one line naming the id and the longest allowed
+    case = make_case("x" * 240, seed=1)
+    with pytest.raises(InputError, match=r"case 'x{24}\.\.\.': the case id is 240 bytes long.*shorten the id to at "
+                                         r"most 238 bytes"):
+        export_dataset([InMemoryCaseSource(case)], ExportRequest(tmp_path, 41, "Long", ["Lesion"]))
+    result = _grow(tmp_path)
+    with pytest.raises(InputError, match="is 240 bytes long"):
+        add_cases([InMemoryCaseSource(case)], AddRequest(result.dataset_dir))
+    export_dataset([InMemoryCaseSource(make_case("y" * 238))], ExportRequest(tmp_path, 43, "Edge", ["Lesion"]))
+
+
+def test_dataset_add_into_read_only_folder(tmp_path, read_only, capsys):
+    # today: a PermissionError / OSError traceback from the lock file
+    writable, freeze = read_only
+    raw = writable(tmp_path / "raw")
+    result = export_dataset([InMemoryCaseSource(make_case(f"c{i}", seed=i)) for i in range(2)],
+                            ExportRequest(raw, 21, "Grow", ["Lesion"], ["Vessel", "Organ"]))
+    folder = tmp_path / "new"
+    write_case_files(folder, make_case("n", seed=3))
+    freeze(raw)
+    code = main(["dataset", "add", str(result.dataset_dir), "--folder", str(folder), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"cannot write in the folder '{raw.resolve()}'" in err and ".backsplit-add-Dataset021_Grow.lock" in err
+    assert "make the folder writable" in err and "Traceback" not in err

@@ -85,6 +85,9 @@ def test_exit_codes_match_cli():
                 if isinstance(node, ast.Return) and isinstance(node.value, ast.Constant)}
     documented = {int(code) for code, _ in generator().EXIT_CODES}
     assert returned | {0} <= documented
+    from backsplit.runtime import lastresort  # the handler of last resort's statuses (internal error: 70)
+
+    assert {v for k, v in vars(lastresort).items() if k.startswith("EXIT_")} <= documented
 
 
 @pytest.mark.parametrize("path", user_docs(), ids=lambda p: p.name)

@@ -1,130 +1,24 @@
 """One rule for every button that starts work (issue 20, K1): the panel is idle again on every way out and each
-failure is reported exactly once. Uses slicer-core's real ``slicer.util`` (``tryWithErrorDisplay``, ``errorDisplay``:
-with no main window the real ``errorDisplay`` only logs at ERROR level, so one ERROR record is one dialog in the
-application) and the real ``DependencyGate`` / ``InstallRun`` with real child processes.
-
-Stand-ins, because slicer-core has no Qt and no application object:
-- ``slicer.app``: ``testingEnabled()`` (``Base/QTCore/qSlicerCoreCommandOptions.h`` v5.10.0:58, and the decorator
-  ``qSlicerBaseQTCorePythonQtDecorators.h`` v5.10.0:54), ``applicationName``,
-  ``topLevelWidgets()`` (read by ``slicer.util.lookupTopLevelWidget``, ``Base/Python/slicer/util.py`` v5.10.0:220-232,
-  v5.12.3:391-403; none here: no main window), ``setOverrideCursor``/``restoreOverrideCursor`` (used by
-  ``tryWithErrorDisplay(waitCursor=True)``, util.py v5.10.0:3368-3409, v5.12.3:3548-3589) and ``connect`` (the
-  sections' ``aboutToQuit()`` connection);
-- ``qt``: only the constants ``slicer.util`` reads (``QMessageBox.Ok/Cancel/Critical/Question``, ``Qt.WaitCursor``;
-  Qt 5.15 ``qmessagebox.h`` / ``qnamespace.h``);
-- widgets, signals and ``QTimer`` (``Widget``, ``Signal``, ``Timer`` below): attributes and ``connect``/``emit`` only;
-- the prediction child and its import (``FakePrediction``, ``FakeFinish``): they need PyTorch and downloaded weights.
-The buttons of the two module files (Export in BackSplitSegment.py, Start / Check devices / Show learned context in
-BackSplitTrain.py) import qt and Slicer's module classes, so they are covered by the static rule at the end (the
-same ``PanelAction`` calls as the sections tested here).
+failure is reported exactly once. Uses slicer-core's real ``slicer.util`` (``tryWithErrorDisplay``, ``errorDisplay``)
+and the real ``DependencyGate`` / ``InstallRun`` with real child processes; the stand-ins (and the Slicer source
+files and tags they are written from) are in ``fixtures_panels.py``. The buttons of the two module files (Export
+in BackSplitSegment.py, Start / Check devices / Show learned context in BackSplitTrain.py) import qt and Slicer's
+module classes, so they are covered by the static rule here (the same ``PanelAction`` calls as the sections tested).
+The Generate and Fine-tune sections: ``test_panel_sections.py``.
 """
 
 from __future__ import annotations
 
 import ast
-import logging
-import sys
-import time
-import types
 from pathlib import Path
-from types import SimpleNamespace as NS
 
 import pytest
+from fixtures_panels import FakePrediction, Timer, Widget, idle, make_apply, python_step
 
 from backsplit.errors import CancelledError, InputError
 
 slicer = pytest.importorskip("slicer")
 REPO = Path(__file__).resolve().parent.parent
-
-
-class Signal:
-    """A Qt signal stand-in: ``connect(slot)``, ``emit(*args)`` calls the slots in order."""
-
-    def __init__(self):
-        self.slots = []
-
-    def connect(self, slot):
-        self.slots.append(slot)
-
-    def emit(self, *args):
-        for slot in list(self.slots):
-            slot(*args)
-
-
-SIGNALS = {"clicked", "toggled", "timeout", "currentPathChanged", "currentNodeChanged", "currentIndexChanged",
-           "activated"}
-DEFAULTS = {"enabled": True, "text": "", "currentPath": "", "checked": False, "currentIndex": 0, "currentText": "auto",
-            "value": 0, "count": 0}
-
-
-class Widget:
-    """Any widget of a ``childWidgetVariables`` namespace: unknown attributes are child widgets, signals or the
-    defaults above; calling a method does nothing and returns None (``currentNode()`` is None)."""
-
-    def __init__(self):
-        object.__setattr__(self, "_children", {})
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        children = object.__getattribute__(self, "_children")
-        if name not in children:
-            children[name] = Signal() if name in SIGNALS else DEFAULTS.get(name, Widget()) \
-                if name in DEFAULTS else Widget()
-        return children[name]
-
-    def __setattr__(self, name, value):
-        self._children[name] = value
-
-    def __call__(self, *args, **kwargs):
-        return None
-
-
-class Timer:
-    """``qt.QTimer`` stand-in: ``start``/``stop``/``isActive``/``setInterval`` and ``timeout``; ``run()`` ticks
-    while active (a real child may need a moment: the loop sleeps between ticks, bounded by ``limit``)."""
-
-    def __init__(self):
-        self.active, self.interval, self.timeout = False, 0, Signal()
-
-    def start(self):
-        self.active = True
-
-    def stop(self):
-        self.active = False
-
-    def isActive(self):
-        return self.active
-
-    def setInterval(self, ms):
-        self.interval = ms
-
-    def run(self, limit: int = 3000):
-        while self.active and limit:
-            self.timeout.emit()
-            time.sleep(0.01)
-            limit -= 1
-
-
-@pytest.fixture
-def gui(monkeypatch, caplog):
-    import slicer.util
-
-    qt = types.ModuleType("qt")
-    qt.QMessageBox = NS(Ok=0x00000400, Cancel=0x00400000, Yes=0x00004000, No=0x00010000, Critical=3, Question=4)
-    qt.Qt = NS(WaitCursor=3)
-    monkeypatch.setitem(sys.modules, "qt", qt)
-    cursor = []
-    app = NS(testingEnabled=lambda: False, applicationName="Slicer", topLevelWidgets=lambda: [],
-             setOverrideCursor=cursor.append, restoreOverrideCursor=lambda: cursor.pop(), connect=lambda *a: None)
-    monkeypatch.setattr(slicer, "app", app, raising=False)
-    caplog.set_level(logging.INFO)
-    return NS(util=slicer.util, app=app, cursor=cursor,
-              dialogs=lambda: [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR])
-
-
-def idle(start_button, cancel_button) -> bool:
-    return start_button.enabled is True and cancel_button.enabled is False
 
 
 # ---- Slicer's behaviour, pinned ------------------------------------------------------------------------------------
@@ -186,61 +80,6 @@ def test_once_reports_once_and_never_raises_out_of_the_slot(gui):
 
 
 # ---- Apply (BackSplitSegmentLib.apply_section) ---------------------------------------------------------------------
-class FakePrediction:
-    """The prediction child (needs PyTorch and weights): running until ``end()``; records how it was cancelled."""
-
-    def __init__(self, fail_poll=False):
-        self.running, self.cancelled, self.cancels, self.fail_poll = True, False, [], fail_poll
-        self.error = None
-
-    @property
-    def output_done(self):
-        return not self.running
-
-    def poll_events(self):
-        if self.fail_poll:
-            raise RuntimeError("display broke")
-        return []
-
-    def is_running(self):
-        return self.running
-
-    def cancel(self, wait=True, **kwargs):
-        self.cancels.append(wait)
-        self.cancelled, self.running = True, False
-
-
-class FakeFinish:
-    """``PredictionFinish`` (reads the child's result files): done at once; an outcome unless cancelled."""
-
-    def __init__(self, job, volume, show_auxiliary):
-        self.reading = False
-        self.outcome = None if job.cancelled else NS(segmentation_node="seg", summary_text="lesion present")
-
-    def step(self):
-        return True
-
-    def close(self):
-        pass
-
-
-def make_apply(monkeypatch, start_prediction, plan=()):
-    import BackSplitSegmentLib.apply_section as apply_section
-
-    monkeypatch.setattr(apply_section, "PredictionFinish", FakeFinish)
-    ui = Widget()
-    logic = NS(lastSegmentation=None, startPrediction=start_prediction, setAuxiliaryVisible=lambda visible: None)
-    prediction_timer, install_timer = Timer(), Timer()
-    section = apply_section.ApplySection(ui, logic, lambda: NS(predictVolume=None), prediction_timer, install_timer)
-    gate = section._gate
-    gate.plan, gate.confirm = (lambda: list(plan)), (lambda text: True)   # the user's OK (the dialog needs Qt)
-    return NS(section=section, ui=ui, gate=gate, prediction_timer=prediction_timer, install_timer=install_timer)
-
-
-def python_step(code: str):
-    from BackSplitShared.install_run import InstallStep
-
-    return InstallStep("x", [sys.executable, "-c", code], "torch")
 
 
 def test_apply_after_a_start_error_is_usable_again_with_one_dialog(gui, monkeypatch):
@@ -314,149 +153,6 @@ def test_failed_installation_one_dialog_and_start_error_after_install_is_no_inst
     assert gui.dialogs()[1].startswith("Could not apply the model") and "Installation failed" not in gui.dialogs()[1]
 
 
-# ---- Generate (BackSplitSegmentLib.supports_section) ---------------------------------------------------------------
-def make_supports():
-    from BackSplitSegmentLib.supports_section import SupportsSection
-
-    ui = Widget()
-    section = SupportsSection(ui, NS(cases=[], refresh=lambda: None), Timer(), Timer(), lambda text: text)
-    return section, ui
-
-
-def test_generate_errors_leave_generate_usable_and_report_once(gui):
-    section, ui = make_supports()
-    ui.supportsGenerateButton.clicked.emit(False)                        # nnU-Net source, no model folder
-    assert idle(ui.supportsGenerateButton, ui.supportsCancelButton) and len(gui.dialogs()) == 1
-    ui.supportsSourceComboBox.currentIndex = 1                          # TotalSegmentator command, no cases
-    ui.supportsGenerateButton.clicked.emit(False)
-    assert idle(ui.supportsGenerateButton, ui.supportsCancelButton) and len(gui.dialogs()) == 2
-    assert "add cases first" in gui.dialogs()[1]
-
-
-def test_generate_with_an_nnunet_model_installs_without_blocking_and_cancel_does_not_wait(gui, tmp_path):
-    """F6: the first Generate with an nnU-Net model uses the non-blocking installer (the click returns while pip
-    runs); F7: Cancel of the organ model ends the child without waiting."""
-    section, ui = make_supports()
-    section.gate.plan, section.gate.confirm = (lambda: [python_step("import time; time.sleep(60)")]), (lambda t: True)
-    ui.supportsModelPathLineEdit.currentPath = str(tmp_path)
-    ui.supportsGenerateButton.clicked.emit(False)
-    assert section.gate.busy and section.install_timer.active and not ui.supportsGenerateButton.enabled
-    ui.supportsCancelButton.clicked.emit(False)
-    section.install_timer.run()
-    assert idle(ui.supportsGenerateButton, ui.supportsCancelButton) and gui.dialogs() == []
-    job = NS(process=FakePrediction(), close=lambda: None)
-    section.action.click(lambda: setattr(section, "job", job) or section.timer.start() or True)
-    ui.supportsCancelButton.clicked.emit(False)
-    assert job.process.cancels == [False]
-
-
-def test_totalsegmentator_extension_runs_as_a_child_process_not_in_slicer(gui, monkeypatch):
-    """F4: the extension's ``process()`` blocked Slicer for the whole run; now only its set-up is checked and the
-    model runs in the generation child (progress, Cancel), like the command source. The extension itself is a
-    stand-in (``slicer.modules.totalsegmentator`` and a ``TotalSegmentator`` module whose logic must not run)."""
-    import importlib.util
-
-    import BackSplitSegmentLib.supports_section as supports_section
-
-    section, ui = make_supports()
-    ui.supportsSourceComboBox.currentIndex = 2
-    monkeypatch.setattr(slicer, "modules", NS(), raising=False)
-    ui.supportsGenerateButton.clicked.emit(False)                        # the extension is not installed
-    assert idle(ui.supportsGenerateButton, ui.supportsCancelButton) and len(gui.dialogs()) == 1
-    assert "Extensions Manager" in gui.dialogs()[0]
-
-    def never(*args, **kwargs):
-        raise AssertionError("the extension's blocking process() ran in Slicer")
-
-    monkeypatch.setattr(slicer, "modules", NS(totalsegmentator=NS()), raising=False)
-    monkeypatch.setitem(sys.modules, "TotalSegmentator", NS(TotalSegmentatorLogic=lambda: NS(process=never)))
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: NS() if name == "totalsegmentator" else real_find_spec(name, *a))
-    started = []
-    job = NS(process=FakePrediction(), close=lambda: None, imported={}, failed={})
-    monkeypatch.setattr(supports_section, "start_generation", lambda cases, **kw: started.append(kw) or job)
-    monkeypatch.setattr(supports_section, "import_events", lambda job, events: [])
-    ui.supportsGenerateButton.clicked.emit(False)
-    assert started and started[0]["model_dir"] is None and section.timer.active   # the child runs; Slicer does not
-    assert not ui.supportsGenerateButton.enabled and ui.supportsCancelButton.enabled
-    ui.supportsCancelButton.clicked.emit(False)
-    section.timer.run()
-    assert idle(ui.supportsGenerateButton, ui.supportsCancelButton) and job.process.cancels == [False]
-    assert len(gui.dialogs()) == 1 and ui.supportsStatusLabel.text.startswith("Cancelled")
-
-
-def test_generation_import_keeps_the_other_cases_of_a_batch(gui, slicer_scene, tmp_path):
-    """F3: a case whose generated file cannot be read is counted as failed; the other case of the same batch of
-    events is still imported (real scene, real .seg.nrrd written by slicerio's writer through the engine)."""
-    import numpy as np
-    from fixtures_slicer import add_segmentation, add_volume
-
-    from backsplit.runtime.progress import ProgressEvent
-    from BackSplitSegmentLib.scene_cases import SceneCase
-    from BackSplitSegmentLib.supports_scene import GenerationJob, import_events
-
-    cases, block = {}, np.zeros((4, 5, 6), np.uint8)   # (k, j, i)
-    block[1:3, 1:3, 1:3] = 1
-    for case_id in ("a", "b"):
-        volume = add_volume(slicer, np.zeros((4, 5, 6), np.int16), np.eye(4), name=f"CT {case_id}")
-        seg = add_segmentation(slicer, slicer_scene.scene, {"tumor": block}, volume, name=f"Seg {case_id}")
-        cases[case_id] = SceneCase(case_id, volume, seg)
-    from backsplit.io.segfile import write_seg_nrrd
-    from BackSplitSegmentLib.scene_nodes import volume_geometry
-
-    write_seg_nrrd(tmp_path / "b.seg.nrrd", volume_geometry(cases["b"].volume), {"kidney": block.astype(bool)})
-    (tmp_path / "a.seg.nrrd").write_text("not a segmentation")
-    job = GenerationJob(process=None, cases=cases, work_dir=tmp_path / "work")
-    events = [ProgressEvent("generate", "", data={"case": c, "status": "done", "file": str(tmp_path / f"{c}.seg.nrrd")})
-              for c in ("a", "b")]
-    import_events(job, events)
-    assert list(job.failed) == ["a"] and list(job.imported) == ["b"]
-
-
-# ---- Fine-tune (BackSplitSegmentLib.loop_section) ------------------------------------------------------------------
-def make_loop(monkeypatch, tmp_path):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    from BackSplitSegmentLib.loop_section import LoopSection
-
-    ui = Widget()
-    ui.loopModelsDir.currentPath = str(tmp_path / "models")
-    section = LoopSection(ui, NS(lastSegmentation=None), Timer(), NS(), Timer())
-    return section, ui
-
-
-def test_fine_tune_without_a_model_and_install_cancel(gui, monkeypatch, tmp_path):
-    """F6: Fine-tune goes through the non-blocking installer; every way out leaves it usable."""
-    section, ui = make_loop(monkeypatch, tmp_path)
-    ui.loopFineTuneButton.clicked.emit(False)                           # no model in the list
-    assert idle(ui.loopFineTuneButton, ui.loopCancelButton) and len(gui.dialogs()) == 1
-    section._gate.plan, section._gate.confirm = (lambda: [python_step("import time; time.sleep(60)")]), \
-        (lambda t: True)
-    section._current = lambda: tmp_path                                 # a chosen (trusted) model
-    monkeypatch.setattr("BackSplitSegmentLib.loop_section.trust_warning", lambda folder: None)
-    ui.loopFineTuneButton.clicked.emit(False)
-    assert section._gate.busy and not ui.loopFineTuneButton.enabled     # returned while pip runs
-    ui.loopCancelButton.clicked.emit(False)
-    section._installTimer.run()
-    assert idle(ui.loopFineTuneButton, ui.loopCancelButton) and len(gui.dialogs()) == 1
-
-
-def test_model_list_is_read_again_only_when_the_folder_changed(tmp_path):
-    """N9: keystrokes and volume changes do not re-read every model; a new model folder does."""
-    from BackSplitSegmentLib.loop_section import ModelChoices
-
-    reads = []
-    choices = ModelChoices(read=lambda folder, n: reads.append(folder) or [("m", folder / "m")])
-    (tmp_path / "models").mkdir()
-    for _ in range(10):
-        choices.get(tmp_path / "models", 1)
-    assert len(reads) == 1
-    (tmp_path / "models" / "new").mkdir()
-    choices.get(tmp_path / "models", 1)
-    choices.get(tmp_path / "models", 1, force=True)
-    assert len(reads) == 3
-
-
 # ---- the rule, for every button and timer of both panels -----------------------------------------------------------
 PANEL_FILES = sorted([*REPO.glob("BackSplitSegment/*.py"), *REPO.glob("BackSplitSegment/BackSplitSegmentLib/*.py"),
                       *REPO.glob("BackSplitTrain/*.py"), *REPO.glob("BackSplitTrain/BackSplitTrainLib/*.py"),
@@ -482,8 +178,11 @@ def test_every_button_and_timer_goes_through_a_panel_action(path):
     ``tryWithErrorDisplay`` (it re-raises) or the old ``TickGuard``; no Cancel waits outside ``cleanup``."""
     source = path.read_text()
     tree = ast.parse(source)
-    for node in _connects(tree, "clicked"):
-        assert _call_name(node.args[0]) in ("slot", "once"), (path.name, ast.unparse(node))
+    for node in _connects(tree, "clicked"):   # guard: HandoffButton's parameter, given ``once`` (checked below)
+        assert _call_name(node.args[0]) in ("slot", "once", "guard"), (path.name, ast.unparse(node))
+    for node in ast.walk(tree):
+        if _call_name(node) == "HandoffButton":
+            assert "once(" in ast.unparse(node), (path.name, ast.unparse(node))
     for node in _connects(tree, "timeout"):
         assert _call_name(node.args[0]) == "wrap_tick", (path.name, ast.unparse(node))
     if path.name not in ("panel_action.py", "panel_support.py"):   # where they are explained / defined
@@ -495,29 +194,6 @@ def test_every_button_and_timer_goes_through_a_panel_action(path):
                     waits = [k for k in call.keywords if k.arg == "wait"]
                     assert not waits or getattr(waits[0].value, "value", None) is not True, \
                         (path.name, function.name, ast.unparse(call))
-
-
-# ---- Cancel never waits on the GUI thread (F7) ---------------------------------------------------------------------
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_cancel_returns_at_once_and_sees_an_exited_child_without_psutil_or_proc(monkeypatch):
-    """F7: ``cancel(wait=False)`` returns while a child that ignores SIGTERM still runs; and where neither psutil nor
-    /proc can tell a zombie (macOS in Slicer: simulated by making ``_is_zombie`` say no and psutil find nothing), the
-    killer still ends as soon as the child exited (``Popen.poll`` reaps it) instead of waiting the grace period."""
-    from backsplit.runtime import childprocess
-
-    stubborn = childprocess.ChildProcess([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
-                                          "signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"]).start()
-    while not any(e.message == "ready" for e in stubborn.poll_events()):
-        time.sleep(0.02)
-    stubborn.cancel(grace_seconds=0.5, wait=False)
-    assert stubborn.is_running()                 # the caller (the GUI thread) did not wait for the end
-    stubborn.wait(timeout=30)
-    monkeypatch.setattr(childprocess, "_is_zombie", lambda pid: False)
-    monkeypatch.setattr(childprocess, "_descendants", lambda pid: [])
-    child = childprocess.ChildProcess([sys.executable, "-c", "import time; time.sleep(60)"]).start()
-    child.cancel(grace_seconds=60, wait=False)
-    child._killer.join(timeout=30)
-    assert not child._killer.is_alive() and not child.is_running()
 
 
 def test_a_scene_close_ends_the_work_that_uses_scene_nodes():

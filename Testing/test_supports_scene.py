@@ -185,7 +185,7 @@ def test_generation_child_process_adds_segments_per_case(slicer_scene, tmp_path)
 
 
 def test_supports_section_follows_the_others_and_uses_only_widgets_of_the_ui():
-    """The widget code cannot run without Qt: check it against the .ui (names used, section placed last)."""
+    """The widget code cannot run without Qt: check it against the .ui (names used, section after Cases)."""
     import importlib
     import re
     import xml.etree.ElementTree as ET
@@ -199,7 +199,8 @@ def test_supports_section_follows_the_others_and_uses_only_widgets_of_the_ui():
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     assert used and not used - widgets, sorted(used - widgets)
     sections = [w.get("name") for w in tree.iter("widget") if w.get("class") == "ctkCollapsibleButton"]
-    assert sections.index("supportsCollapsibleButton") > sections.index("applyCollapsibleButton")  # after the others
+    assert sections.index("casesCollapsibleButton") < sections.index("supportsCollapsibleButton") < \
+        sections.index("classesCollapsibleButton")        # in the order of the work: its output feeds the lists
     assert "SupportsSection(self.ui, self._caseList, qt.QTimer(), qt.QTimer()," in \
         (repo / "BackSplitSegment" / "BackSplitSegment.py").read_text()      # handed what it uses, not the widget
     for name in ("BackSplitSegmentLib.supports_scene", "BackSplitSegmentLib.supports_section"):

@@ -75,3 +75,26 @@ def test_cluster_job_is_detached_followed_again_and_only_cancelled_by_the_user(s
         assert again.returncode == 130
     finally:
         subprocess.run(["scancel", str(job.job_id)], env=slurm_cluster, capture_output=True)
+
+
+def test_only_jobs_left_while_running_are_offered_again(tmp_path):
+    """Without SLURM (``run`` stands in for sbatch/scancel; no queue is asked): a job whose output holds its final
+    event, or that the user cancelled, is not followed again; one left mid-training is."""
+    from backsplit.runtime.progress import ProgressEvent, Stage, format_event_line
+    from backsplit.training.cluster import ClusterTraining, running_cluster_jobs
+
+    ids = iter(range(100, 200))
+
+    def run(args, **kwargs):
+        return subprocess.CompletedProcess(args, 0, f"{next(ids)}\n" if args[0] == "sbatch" else "", "")
+
+    dataset = tmp_path / "Dataset900_X"
+    dataset.mkdir()
+    (dataset / "dataset.json").write_text("{}")
+    jobs = [ClusterTraining(tiny_options(dataset, tmp_path / "work", extra={"overwrite": True}), run=run).start()
+            for _ in range(3)]
+    left, finished, cancelled = jobs
+    left.output_file.write_text("epoch 3\n")
+    finished.output_file.write_text("x" * 100000 + "\n" + format_event_line(ProgressEvent(Stage.DONE, "ok")) + "\n")
+    cancelled.cancel(wait=False)
+    assert running_cluster_jobs(tmp_path / "work") == [left.record_file]

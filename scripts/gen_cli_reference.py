@@ -27,10 +27,14 @@ from typing import Iterator, Optional
 from backsplit.cli import WORKFLOW_ORDER
 
 # backsplit.cli.main: what each exit status means (kept here by hand; the test compares it with cli.main's source).
-EXIT_CODES = (("0", "success"),
-              ("1", "the input or a file was refused (the message names the case, segment or file and how to fix it); "
-                     "an unexpected failure also ends with 1, after a Python traceback"),
-              ("2", "usage error: an unknown option or a missing argument (argparse), or no command given"),
+EXIT_CODES = (("0", "success"),   # backsplit/runtime/lastresort.py names them (EXIT_*)
+              ("1", "the input or a file was refused (the message names the case, segment or file and how to fix it), "
+                     "some cases failed, a training process was killed, or the system refused a file (read-only, "
+                     "permission, full disk, name too long)"),
+              ("2", "usage error: an unknown option, a missing argument or a value out of range (argparse), or no "
+                     "command given"),
+              ("70", "internal error (a fault of BackSplit): one line on the screen, the Python traceback in the log "
+                     "file it names; please report it with that file"),
               ("130", "cancelled (Ctrl-C, or Cancel in Slicer for a child process)"))
 HEADER = """# Command-line reference
 

@@ -255,17 +255,18 @@ def context_choice(method: str, detail: str) -> str:
 
 
 def export_request(parameters, targets: Sequence[str], supports: Sequence[str]):
-    """The engine's ExportRequest from the panel's parameter node (``BackSplitSegmentParameterNode``)."""
-    from pathlib import Path
-
+    """The engine's ExportRequest from the panel's parameter node (``BackSplitSegmentParameterNode``). The output
+    folder never resolves against Slicer's working directory: empty or "." (a cleared field, a scene close) is
+    ``<home>/BackSplit/nnUNet_raw``, a relative path is under the home folder (``BackSplitShared.paths``)."""
     from backsplit.datasets.export import ExportRequest
     from backsplit.labels.context import ContextSpec
     from backsplit.labels.matching import parse_mapping, split_names
+    from BackSplitShared.paths import default_export_folder, resolve_folder
 
     mapping = parse_mapping([line for line in parameters.nameMapping.replace(";", "\n").splitlines()
                              if line.strip()])
     return ExportRequest(
-        out_root=Path(parameters.outputFolder), dataset_id=int(parameters.datasetId),
+        out_root=resolve_folder(parameters.outputFolder, default_export_folder()), dataset_id=int(parameters.datasetId),
         dataset_name=parameters.datasetName.strip(), targets=list(targets), supports=list(supports),
         name_mapping=mapping, channel_names=split_names(parameters.channelNames) or ["CT"],
         binary_twin=bool(parameters.binaryTwin), allow_negative_cases=bool(parameters.allowNegative),

@@ -25,6 +25,7 @@ from backsplit.training.process import TrainingProcess
 from BackSplitShared.install_run import DependencyGate
 from BackSplitShared.panel_action import PanelAction, once
 from BackSplitShared.panel_support import report_error
+from BackSplitShared.paths import required_folder, resolve_folder
 
 from .dataset_add import SceneAddOptions, add_scene_case, result_text
 
@@ -106,7 +107,8 @@ class LoopSection:
 
     # ---- model manager ---------------------------------------------------------------------------------------------
     def _modelsDir(self) -> Path:
-        return Path(self.ui.loopModelsDir.currentPath)
+        """The models folder; a cleared field is the default one, never Slicer's working directory (N4)."""
+        return resolve_folder(self.ui.loopModelsDir.currentPath, models_dir())
 
     def _channels(self) -> int:
         return 1 + (1 if self.ui.predictExtraChannelSelector.currentNode() else 0)
@@ -174,7 +176,8 @@ class LoopSection:
     # ---- correct, add, fine-tune -----------------------------------------------------------------------------------
     def addCase(self) -> None:
         segmentation = self.ui.loopSegmentation.currentNode() or self.logic.lastSegmentation
-        options = SceneAddOptions(Path(self.ui.loopDatasetPath.currentPath), case_id=self.ui.loopCaseId.text,
+        dataset = required_folder(self.ui.loopDatasetPath.currentPath, _("dataset folder"))
+        options = SceneAddOptions(dataset, case_id=self.ui.loopCaseId.text,
                                   new_id_if_taken=self.ui.loopNewIdCheckBox.checked)
         result = add_scene_case(self.ui.predictVolume.currentNode(), segmentation, options)
         self.ui.loopStatusLabel.text = result_text(result)
@@ -190,7 +193,8 @@ class LoopSection:
         return self._gate.run(lambda: self._startFineTune(parent))
 
     def _startFineTune(self, parent: Path) -> bool:
-        request = FineTuneRequest(Path(self.ui.loopDatasetPath.currentPath), parent, self._modelsDir(),
+        dataset = required_folder(self.ui.loopDatasetPath.currentPath, _("dataset folder"))
+        request = FineTuneRequest(dataset, parent, self._modelsDir(),
                                   self._modelsDir() / ".backsplit-work", epochs=int(self.ui.loopEpochsSpinBox.value))
         self._training = TrainingProcess(fine_tune_options(request)).start()
         self.ui.loopProgressBar.value = 0

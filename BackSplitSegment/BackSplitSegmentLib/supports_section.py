@@ -17,7 +17,6 @@ the module widget.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol, Sequence
 
 import slicer
@@ -29,6 +28,7 @@ from backsplit.training.budget import supports_warning
 from BackSplitShared.install_run import DependencyGate
 from BackSplitShared.panel_action import PanelAction, once
 from BackSplitShared.panel_support import report_error
+from BackSplitShared.paths import resolve_folder
 
 from .scene_cases import SceneCase
 from .supports_scene import (
@@ -146,7 +146,7 @@ class SupportsSection:
     def _startGeneration(self) -> bool:
         source = self.ui.supportsSourceComboBox.currentIndex
         model = self.ui.supportsModelPathLineEdit.currentPath.strip()
-        self.job = start_generation(self._cases(), model_dir=Path(model) if source == 0 else None,
+        self.job = start_generation(self._cases(), model_dir=resolve_folder(model) if source == 0 else None,
                                     classes=self._classes(), device=self.ui.supportsDeviceComboBox.currentText,
                                     fast=self.ui.supportsFastCheckBox.checked,
                                     on_conflict="refuse" if self.ui.supportsRefuseCheckBox.checked else "suffix")

@@ -11,10 +11,13 @@ from typing import Iterable, Optional
 
 from backsplit.datasets.layout import read_dataset_json
 from backsplit.errors import BackSplitError, InputError
+from backsplit.models.location import free_name, models_dir
+from backsplit.models.recent import take_handoff
 from backsplit.runtime.progress import ProgressEvent, Stage
 from backsplit.runtime.slurm_poll import BackgroundQueue
 from backsplit.training.cluster import ClusterTraining, running_cluster_jobs
 from backsplit.training.status import TrainingStatus
+from BackSplitShared.paths import default_work_folder, resolve_folder
 
 
 def dataset_target_count(dataset_dir: Path) -> Optional[int]:
@@ -65,12 +68,33 @@ def stop_following(job, wait: bool = False) -> None:
         job.cancel(wait=wait)
 
 
-def follow_left_cluster_job(work_dir: Optional[Path]) -> Optional[ClusterTraining]:
-    """The newest cluster training of ``work_dir`` that was left running (``stop_following``), followed again from
-    the start of its output; None when there is none. Reads files only (no SLURM call)."""
-    for record in running_cluster_jobs(Path(work_dir)) if work_dir is not None else []:
+def follow_left_cluster_job(work_folder) -> Optional[ClusterTraining]:
+    """The newest cluster training of the panel's work folder (unset: the default one) that was left running
+    (``stop_following``), followed again from the start of its output; None when there is none. Reads files only
+    (no SLURM call)."""
+    for record in running_cluster_jobs(resolve_folder(work_folder, default_work_folder())):
         try:
             return ClusterTraining.follow(record, run=BackgroundQueue())   # squeue never on the GUI thread (N3)
         except BackSplitError:
             continue
     return None
+
+
+def model_destination(dataset_dir: Path, configuration: str, models: Optional[Path] = None) -> Path:
+    """Where a finished training's model is copied (``TrainOptions.model_dir``): a new folder in the models location
+    (``models_dir``), named after the dataset and configuration ("Dataset501_BackSplit_2d", then "_2", ...), so that
+    BackSplit Segment's model list shows it; the binary baseline goes beside it with "_binary"."""
+    import re
+
+    folder = models_dir(models)
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{Path(dataset_dir).name}_{configuration}").lstrip("._-") or "model"
+    return folder / free_name(folder, name)
+
+
+def take_dataset_handoff(parameters, recent_file: Optional[Path] = None) -> Optional[Path]:
+    """Set ``parameters.datasetFolder`` to the dataset BackSplit Segment handed over ("Train on this dataset"),
+    taken once; returns it, or None when there was none."""
+    dataset = take_handoff("datasets", recent_file)
+    if dataset is not None:
+        parameters.datasetFolder = dataset
+    return dataset

@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from backsplit.models.trust import require_trusted
     from backsplit.runtime.progress import TextProgressBar, ignore_progress
     from backsplit.runtime.quiet import ThirdPartyOutput
+    from backsplit.runtime.steps import check_writable_folder
 
     require_trusted(args.model, args.trust_model)   # before anything unpickles its checkpoints
     info = read_model_info(args.model, args.checkpoint, folds=args.folds)
@@ -77,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     rule = read_rule(args.rule) if args.rule else DecisionRule(args.threshold, args.min_volume)
     inputs = discover_inputs(args.input, len(info.channel_names))
+    check_writable_folder(args.out, writes="the labelmaps, the summary and backsplit.log",
+                          fix="choose another output folder (--out)")   # before the log file is opened there
     output = ThirdPartyOutput(Path(args.out) / "backsplit.log", verbose=args.verbose)
     bar = ignore_progress if args.quiet else TextProgressBar(output.console())
     partial = None

@@ -88,6 +88,8 @@ def settings_from_args(args: argparse.Namespace):
         seeds = tuple(int(s) for s in str(args.seeds).split(",") if s.strip())
     except ValueError:
         raise InputError(f"--seeds '{args.seeds}' must be whole numbers separated by commas, e.g. 1,2,3") from None
+    if any(not 0 <= s < 2**32 for s in seeds):   # NumPy's seeds are 32-bit unsigned (argtypes.seed)
+        raise InputError(f"--seeds '{args.seeds}' must be whole numbers from 0 to 4294967295, e.g. 1,2,3")
     return StudySettings(configuration=args.configuration, folds=args.folds, seeds=seeds, epochs=args.epochs,
                          iterations_per_epoch=args.iterations_per_epoch, val_iterations_per_epoch=args.val_iterations,
                          batch_size=args.batch_size, sampling=args.sampling, device=args.device,

@@ -51,7 +51,7 @@ from backsplit.io.niftiio import NiftiGzWriter
 from backsplit.labels.context import ContextSpec
 from backsplit.labels.schema import LabelSchema
 from backsplit.runtime.progress import ProgressCallback, ProgressEvent, Stage, ignore_progress
-from backsplit.runtime.steps import raise_write_error, run_to_result
+from backsplit.runtime.steps import check_writable_folder, raise_write_error, run_to_result
 
 
 @dataclass
@@ -171,15 +171,21 @@ def iter_add(sources: Sequence[CaseSource], request: AddRequest,
     if request.missing_segments not in (MISSING_ERROR, MISSING_ABSENT):
         raise ValueError(f"missing_segments must be '{MISSING_ERROR}' or '{MISSING_ABSENT}'")
     check_unique_ids(sources)
-    check_case_ids([s.case_id for s in sources])
     live = Path(request.dataset_dir).resolve()
+    check_case_ids([s.case_id for s in sources], live.parent)
     if not live.is_dir():
         _read_target(live)                       # raises the clear error
     lock = TrainingLock(live.parent / f".backsplit-add-{live.name}.lock")   # one add per dataset at a time
+    check_writable_folder(live.parent, writes=f"the new version of '{live.name}' and the lock file '{lock.path.name}'",
+                          fix="make the folder writable (or copy the datasets to a writable folder) and add again; "
+                              "the dataset is unchanged")
     try:
         lock.acquire()
     except BackSplitError:
         raise OutputError(f"another 'dataset add' is writing to '{live.name}'; wait for it to finish") from None
+    except OSError as exc:
+        raise OutputError(f"cannot write the lock file '{lock.path}' ({exc.strerror}); make the folder writable and "
+                          "add again; the dataset is unchanged") from None
     try:
         target = _read_target(live)
         ids = assign_case_ids([s.case_id for s in sources], target.case_ids, request.on_existing_id)

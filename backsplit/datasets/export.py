@@ -153,7 +153,7 @@ def iter_export(sources: Sequence[CaseSource], request: ExportRequest,
     if request.missing_segments not in (MISSING_ERROR, MISSING_ABSENT):
         raise ValueError(f"missing_segments must be '{MISSING_ERROR}' or '{MISSING_ABSENT}'")
     check_unique_ids(sources)
-    check_case_ids([s.case_id for s in sources])
+    check_case_ids([s.case_id for s in sources], Path(request.out_root))
     if request.require_every_class:   # from headers, before the first case is read; finish() checks the cases read
         names = {s.case_id: known_segment_names(s) for s in sources}
         if all(n is not None for n in names.values()):

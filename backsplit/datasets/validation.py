@@ -115,14 +115,49 @@ def _are_empty(names: Sequence[str]) -> str:
     return f"{', '.join(quoted[:-1])} and {quoted[-1]} are empty"
 
 
-def check_case_ids(case_ids: Sequence[str]) -> None:
-    """Case ids become file names: refuse ids that cannot be one."""
+# The longest file name a dataset case gives, beyond its id: '<id>_0000.nii.tmp.nii' (the writer's temporary file
+# for '<id>_0000.nii.gz').
+DATASET_NAME_EXTRA = len("_0000.nii.tmp.nii")
+
+
+def name_limit(folder: Optional[Path] = None) -> int:
+    """The longest file name (bytes) the file system of ``folder`` (or of its nearest existing parent) allows:
+    ``os.pathconf(..., "PC_NAME_MAX")``, 255 where it cannot be asked (Windows; most file systems' limit)."""
+    import os
+
+    path = Path(folder).resolve() if folder is not None else None
+    while path is not None and not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return int(os.pathconf(str(path), "PC_NAME_MAX")) if path is not None else 255
+    except (AttributeError, OSError, ValueError):
+        return 255
+
+
+def check_id_length(case_id: str, extra_bytes: int, example: str, folder: Optional[Path] = None) -> None:
+    """Refuse a case id whose longest file name (``len(id as UTF-8) + extra_bytes``, e.g. ``example`` =
+    '<id>_0000.nii.gz') is over the file system's name limit (``name_limit``), instead of an OSError mid-write.
+    Raises InputError naming the id (shortened), both lengths and the longest id allowed."""
+    size = len(case_id.encode("utf-8"))
+    limit = name_limit(folder)
+    if size + extra_bytes > limit:
+        shown = case_id[:24] + "..." if len(case_id) > 27 else case_id
+        raise InputError(f"the case id is {size} bytes long, so the files written for it ('{shown}{example}' and "
+                         f"its temporary copy) need names of up to {size + extra_bytes} bytes, over the {limit}-byte "
+                         f"limit of file names; shorten the id to at most {limit - extra_bytes} bytes (UTF-8)",
+                         case=shown)
+
+
+def check_case_ids(case_ids: Sequence[str], folder: Optional[Path] = None) -> None:
+    """Case ids become file names: refuse ids that cannot be one (empty, reserved characters, too long for a file
+    name in ``folder``)."""
     for case_id in case_ids:
         if not case_id or not case_id.strip():
             raise InputError("a case has an empty id; give every case an id")
         if any(ch in case_id for ch in '/\\:*?"<>|') or case_id in (".", ".."):
             raise InputError("the case id cannot be used in a file name (it holds one of / \\ : * ? \" < > |); "
                              "rename the case", case=case_id)
+        check_id_length(case_id, DATASET_NAME_EXTRA, "_0000.nii.gz", folder)
 
 
 def known_segment_names(source) -> Optional[list[str]]:

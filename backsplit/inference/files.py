@@ -224,7 +224,15 @@ def predict_files(model_dir: Path, inputs: Sequence[InputCase], out_dir: Path, *
 
     _in_use = ModelInUse(model_dir, "prediction").hold()  # noqa: F841
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from backsplit.runtime.steps import check_writable_folder  # a read-only --out: one line, before the model loads
+
+    check_writable_folder(out_dir, writes="the labelmaps and the summary of this prediction",
+                          fix="choose another output folder (--out)")
+    from backsplit.datasets.validation import check_id_length
+
+    for case in inputs:   # longest: '.<id>_lesion_probability.nii.gz.partial.nii.gz' (written, then renamed)
+        check_id_length(case.case_id, len("._lesion_probability.nii.gz.partial.nii.gz"), "_lesion_probability.nii.gz",
+                        out_dir)
     if not overwrite:
         for case in inputs:
             for path in output_paths(out_dir, case.case_id, output_format, probabilities).values():

@@ -43,3 +43,22 @@ def raise_write_error(exc: OSError, folder: Union[str, Path], *, failed: str, fi
     if is_disk_full(exc):
         raise OutputError(f"the disk holding '{folder}' is full; {fix} ({unchanged})") from None
     raise OutputError(f"{failed} ({exc}); {unchanged}") from exc
+
+
+def check_writable_folder(folder: Union[str, Path], *, writes: str, fix: str) -> None:
+    """Create ``folder`` if needed and prove a file can be made in it (a hidden probe folder, removed at once), so a
+    read-only or forbidden folder is named before any work starts instead of ending in a traceback.
+
+    ``writes``: what the command writes there ("the new version and its lock file"); ``fix``: what to do ("choose
+    another --out"). Raises OutputError: "cannot write in the folder '<folder>' (<reason>): <command> writes <writes>
+    there; <fix>". The probe is what counts (as root, file modes allow everything; a read-only mount does not)."""
+    import os
+    import tempfile
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".backsplit-probe-", dir=folder))
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise OutputError(f"cannot write in the folder '{folder}' ({reason}): it receives {writes}; {fix}") from None

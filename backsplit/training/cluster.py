@@ -195,10 +195,17 @@ def running_cluster_jobs(work_dir: Path) -> list[Path]:
     for record in records:
         try:
             output = Path(json.loads(record.read_text(encoding="utf-8"))["output_file"])
-            text = output.read_text(encoding="utf-8", errors="replace") if output.is_file() else ""
+            text = _tail(output) if output.is_file() else ""
         except (OSError, ValueError, KeyError, TypeError):
             continue
         finals = [e for e in map(parse_event_line, text.splitlines()) if e and e.stage in (Stage.DONE, Stage.ERROR)]
         if not finals:
             found.append(record)
     return found
+
+
+def _tail(path: Path, size: int = 65536) -> str:
+    """The last ``size`` bytes of a text file (the final event is the last line a training prints)."""
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - size))
+        return handle.read().decode("utf-8", errors="replace")

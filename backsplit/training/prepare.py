@@ -80,7 +80,8 @@ def prepare_unlocked(dataset: DatasetFolder, options: TrainOptions, plans_from: 
     emit(ProgressEvent("plan", f"{dataset.folder_name}: checking the dataset with nnU-Net", 0, 3))
     verify_dataset_integrity(str(dataset.folder), n)
     folder.mkdir(parents=True, exist_ok=True)
-    fingerprint_done = (folder / "dataset_fingerprint.json").is_file() and _has_markers(folder, content)
+    fingerprint_done = (folder / "dataset_fingerprint.json").is_file() and (   # this export's, or nnU-Net's own
+        _has_markers(folder, content) or (not _has_markers(folder) and _same_dataset(folder, dataset)))
     (folder / "backsplit_preparing.json").write_text(json.dumps({"content": content}))  # ours, even if interrupted
     if not fingerprint_done:   # another plans preset of the same export reuses the fingerprint
         emit(ProgressEvent("plan", f"{dataset.folder_name}: extracting the dataset fingerprint", 1, 3))
@@ -95,9 +96,14 @@ def prepare_unlocked(dataset: DatasetFolder, options: TrainOptions, plans_from: 
     plans = json.loads(plans_file.read_text())
     _check_configuration(plans, config, dataset)
     data_identifier = plans["configurations"][config]["data_identifier"]
-    shutil.rmtree(folder / data_identifier, ignore_errors=True)
-    _preprocess(dataset, folder / data_identifier, plans_name, config, n, preprocess)
-    marker.write_text(json.dumps({"content": content, "configuration": config, "plans": plans_name}))
+    if _data_ready(folder, data_identifier, dataset, content):   # ResEnc presets share nnUNetPlans_<config>'s data
+        emit(ProgressEvent("preprocess", f"{dataset.folder_name}: reusing the preprocessed data {data_identifier}",
+                           2, 3, {"reused": str(folder / data_identifier)}))
+    else:
+        shutil.rmtree(folder / data_identifier, ignore_errors=True)
+        _preprocess(dataset, folder / data_identifier, plans_name, config, n, preprocess)
+    marker.write_text(json.dumps({"content": content, "configuration": config, "plans": plans_name,
+                                  "data_identifier": data_identifier}))
     emit(ProgressEvent("preprocess", f"{dataset.folder_name}: preprocessed", 3, 3))
     return plans
 
@@ -133,17 +139,45 @@ def _has_markers(folder, content: Optional[str] = None) -> bool:
     return False
 
 
+def _data_ready(folder, data_identifier: str, dataset: DatasetFolder, content: str) -> bool:
+    """Whether ``folder/data_identifier`` already holds every case of this export: prepared by BackSplit for another
+    plans name with the same data (nnU-Net's ResEnc planners name their 2d/3d_fullres data ``nnUNetPlans_<config>``),
+    or by nnU-Net's own tools for the same dataset (no BackSplit marker)."""
+    data = folder / data_identifier
+    if not data.is_dir() or {p.name[:-4] for p in data.glob("*.pkl")} != set(dataset.case_ids):
+        return False
+    markers = list(folder.glob("backsplit_prepared_*.json"))
+    if not markers:
+        return _same_dataset(folder, dataset)
+    for marker in markers:
+        try:
+            recorded = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        identifier = recorded.get("data_identifier") or \
+            f"{recorded.get('plans', PLANS_NAME)}_{recorded.get('configuration')}"
+        if recorded.get("content") == content and identifier == data_identifier:
+            return True
+    return False
+
+
+def _same_dataset(folder, dataset: DatasetFolder) -> bool:
+    """Whether the preprocessed ``dataset.json`` in ``folder`` has the dataset's labels, channels and file ending."""
+    try:
+        theirs = json.loads((folder / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return all(theirs.get(k) == dataset.meta.get(k) for k in ("labels", "channel_names", "file_ending"))
+
+
 def _reuse_foreign(dataset: DatasetFolder, folder, plans_file, config: str, wanted_plans: Optional[dict]):
     """Plans (and data) that nnU-Net's own tools wrote for this dataset: the plans when they fit (the configuration's
     data is preprocessed again only when missing), None when nothing is there to reuse; InputError when they were
     made from other data (different labels, channels or cases), which BackSplit would have to overwrite."""
     plans = json.loads(plans_file.read_text())
-    try:
-        theirs = json.loads((folder / "dataset.json").read_text())
-    except (OSError, ValueError):
+    if not (folder / "dataset.json").is_file():
         return None
-    same = all(theirs.get(k) == dataset.meta.get(k) for k in ("labels", "channel_names", "file_ending"))
-    if not same or (wanted_plans is not None and not _same_plans(plans, wanted_plans)):
+    if not _same_dataset(folder, dataset) or (wanted_plans is not None and not _same_plans(plans, wanted_plans)):
         raise InputError(f"'{folder}' holds nnU-Net preprocessing ({plans_file.name}) made from other data or with "
                          "other plans; BackSplit does not overwrite it: choose another plans preset (--plans), unset "
                          "nnUNet_preprocessed, or give --work-dir", path=str(dataset.folder))

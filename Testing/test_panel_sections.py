@@ -1,0 +1,183 @@
+"""The Generate and Fine-tune sections under the one rule (issue 20: F3, F4, F6, F7, N9): every way out leaves the
+section usable; the organ model (also the TotalSegmentator extension's) runs in a child process; PyTorch and
+nnU-Net are installed without blocking; Cancel never waits on the GUI thread. Stand-ins: ``fixtures_panels.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace as NS
+
+import pytest
+from fixtures_panels import FakePrediction, Timer, Widget, idle, python_step
+
+slicer = pytest.importorskip("slicer")
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---- Generate (BackSplitSegmentLib.supports_section) ---------------------------------------------------------------
+def make_supports():
+    from BackSplitSegmentLib.supports_section import SupportsSection
+
+    ui = Widget()
+    section = SupportsSection(ui, NS(cases=[], refresh=lambda: None), Timer(), Timer(), lambda text: text)
+    return section, ui
+
+
+def test_generate_errors_leave_generate_usable_and_report_once(gui):
+    section, ui = make_supports()
+    ui.supportsGenerateButton.clicked.emit(False)                        # nnU-Net source, no model folder
+    assert idle(ui.supportsGenerateButton, ui.supportsCancelButton) and len(gui.dialogs()) == 1
+    ui.supportsSourceComboBox.currentIndex = 1                          # TotalSegmentator command, no cases
+    ui.supportsGenerateButton.clicked.emit(False)
+    assert idle(ui.supportsGenerateButton, ui.supportsCancelButton) and len(gui.dialogs()) == 2
+    assert "add cases first" in gui.dialogs()[1]
+
+
+def test_generate_with_an_nnunet_model_installs_without_blocking_and_cancel_does_not_wait(gui, tmp_path):
+    """F6: the first Generate with an nnU-Net model uses the non-blocking installer (the click returns while pip
+    runs); F7: Cancel of the organ model ends the child without waiting."""
+    section, ui = make_supports()
+    section.gate.plan, section.gate.confirm = (lambda: [python_step("import time; time.sleep(60)")]), (lambda t: True)
+    ui.supportsModelPathLineEdit.currentPath = str(tmp_path)
+    ui.supportsGenerateButton.clicked.emit(False)
+    assert section.gate.busy and section.install_timer.active and not ui.supportsGenerateButton.enabled
+    ui.supportsCancelButton.clicked.emit(False)
+    section.install_timer.run()
+    assert idle(ui.supportsGenerateButton, ui.supportsCancelButton) and gui.dialogs() == []
+    job = NS(process=FakePrediction(), close=lambda: None)
+    section.action.click(lambda: setattr(section, "job", job) or section.timer.start() or True)
+    ui.supportsCancelButton.clicked.emit(False)
+    assert job.process.cancels == [False]
+
+
+def test_totalsegmentator_extension_runs_as_a_child_process_not_in_slicer(gui, monkeypatch):
+    """F4: the extension's ``process()`` blocked Slicer for the whole run; now only its set-up is checked and the
+    model runs in the generation child (progress, Cancel), like the command source. The extension itself is a
+    stand-in (``slicer.modules.totalsegmentator`` and a ``TotalSegmentator`` module whose logic must not run)."""
+    import importlib.util
+
+    import BackSplitSegmentLib.supports_section as supports_section
+
+    section, ui = make_supports()
+    ui.supportsSourceComboBox.currentIndex = 2
+    monkeypatch.setattr(slicer, "modules", NS(), raising=False)
+    ui.supportsGenerateButton.clicked.emit(False)                        # the extension is not installed
+    assert idle(ui.supportsGenerateButton, ui.supportsCancelButton) and len(gui.dialogs()) == 1
+    assert "Extensions Manager" in gui.dialogs()[0]
+
+    def never(*args, **kwargs):
+        raise AssertionError("the extension's blocking process() ran in Slicer")
+
+    monkeypatch.setattr(slicer, "modules", NS(totalsegmentator=NS()), raising=False)
+    monkeypatch.setitem(sys.modules, "TotalSegmentator", NS(TotalSegmentatorLogic=lambda: NS(process=never)))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: NS() if name == "totalsegmentator" else real_find_spec(name, *a))
+    started = []
+    job = NS(process=FakePrediction(), close=lambda: None, imported={}, failed={})
+    monkeypatch.setattr(supports_section, "start_generation", lambda cases, **kw: started.append(kw) or job)
+    monkeypatch.setattr(supports_section, "import_events", lambda job, events: [])
+    ui.supportsGenerateButton.clicked.emit(False)
+    assert started and started[0]["model_dir"] is None and section.timer.active   # the child runs; Slicer does not
+    assert not ui.supportsGenerateButton.enabled and ui.supportsCancelButton.enabled
+    ui.supportsCancelButton.clicked.emit(False)
+    section.timer.run()
+    assert idle(ui.supportsGenerateButton, ui.supportsCancelButton) and job.process.cancels == [False]
+    assert len(gui.dialogs()) == 1 and ui.supportsStatusLabel.text.startswith("Cancelled")
+
+
+def test_generation_import_keeps_the_other_cases_of_a_batch(gui, slicer_scene, tmp_path):
+    """F3: a case whose generated file cannot be read is counted as failed; the other case of the same batch of
+    events is still imported (real scene, real .seg.nrrd written by slicerio's writer through the engine)."""
+    import numpy as np
+    from fixtures_slicer import add_segmentation, add_volume
+
+    from backsplit.runtime.progress import ProgressEvent
+    from BackSplitSegmentLib.scene_cases import SceneCase
+    from BackSplitSegmentLib.supports_scene import GenerationJob, import_events
+
+    cases, block = {}, np.zeros((4, 5, 6), np.uint8)   # (k, j, i)
+    block[1:3, 1:3, 1:3] = 1
+    for case_id in ("a", "b"):
+        volume = add_volume(slicer, np.zeros((4, 5, 6), np.int16), np.eye(4), name=f"CT {case_id}")
+        seg = add_segmentation(slicer, slicer_scene.scene, {"tumor": block}, volume, name=f"Seg {case_id}")
+        cases[case_id] = SceneCase(case_id, volume, seg)
+    from backsplit.io.segfile import write_seg_nrrd
+    from BackSplitSegmentLib.scene_nodes import volume_geometry
+
+    write_seg_nrrd(tmp_path / "b.seg.nrrd", volume_geometry(cases["b"].volume), {"kidney": block.astype(bool)})
+    (tmp_path / "a.seg.nrrd").write_text("not a segmentation")
+    job = GenerationJob(process=None, cases=cases, work_dir=tmp_path / "work")
+    events = [ProgressEvent("generate", "", data={"case": c, "status": "done", "file": str(tmp_path / f"{c}.seg.nrrd")})
+              for c in ("a", "b")]
+    import_events(job, events)
+    assert list(job.failed) == ["a"] and list(job.imported) == ["b"]
+
+
+# ---- Fine-tune (BackSplitSegmentLib.loop_section) ------------------------------------------------------------------
+def make_loop(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    from BackSplitSegmentLib.loop_section import LoopSection
+
+    ui = Widget()
+    ui.loopModelsDir.currentPath = str(tmp_path / "models")
+    section = LoopSection(ui, NS(lastSegmentation=None), Timer(), NS(), Timer())
+    return section, ui
+
+
+def test_fine_tune_without_a_model_and_install_cancel(gui, monkeypatch, tmp_path):
+    """F6: Fine-tune goes through the non-blocking installer; every way out leaves it usable."""
+    section, ui = make_loop(monkeypatch, tmp_path)
+    ui.loopFineTuneButton.clicked.emit(False)                           # no model in the list
+    assert idle(ui.loopFineTuneButton, ui.loopCancelButton) and len(gui.dialogs()) == 1
+    section._gate.plan, section._gate.confirm = (lambda: [python_step("import time; time.sleep(60)")]), \
+        (lambda t: True)
+    section._current = lambda: tmp_path                                 # a chosen (trusted) model
+    monkeypatch.setattr("BackSplitSegmentLib.loop_section.trust_warning", lambda folder: None)
+    ui.loopFineTuneButton.clicked.emit(False)
+    assert section._gate.busy and not ui.loopFineTuneButton.enabled     # returned while pip runs
+    ui.loopCancelButton.clicked.emit(False)
+    section._installTimer.run()
+    assert idle(ui.loopFineTuneButton, ui.loopCancelButton) and len(gui.dialogs()) == 1
+
+
+def test_model_list_is_read_again_only_when_the_folder_changed(tmp_path):
+    """N9: keystrokes and volume changes do not re-read every model; a new model folder does."""
+    from BackSplitSegmentLib.loop_section import ModelChoices
+
+    reads = []
+    choices = ModelChoices(read=lambda folder, n: reads.append(folder) or [("m", folder / "m")])
+    (tmp_path / "models").mkdir()
+    for _ in range(10):
+        choices.get(tmp_path / "models", 1)
+    assert len(reads) == 1
+    (tmp_path / "models" / "new").mkdir()
+    choices.get(tmp_path / "models", 1)
+    choices.get(tmp_path / "models", 1, force=True)
+    assert len(reads) == 3
+
+
+# ---- Cancel never waits on the GUI thread (F7) ---------------------------------------------------------------------
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_cancel_returns_at_once_and_sees_an_exited_child_without_psutil_or_proc(monkeypatch):
+    """F7: ``cancel(wait=False)`` returns while a child that ignores SIGTERM still runs; and where neither psutil nor
+    /proc can tell a zombie (macOS in Slicer: simulated by making ``_is_zombie`` say no and psutil find nothing), the
+    killer still ends as soon as the child exited (``Popen.poll`` reaps it) instead of waiting the grace period."""
+    from backsplit.runtime import childprocess
+
+    stubborn = childprocess.ChildProcess([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                                          "signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"]).start()
+    while not any(e.message == "ready" for e in stubborn.poll_events()):
+        time.sleep(0.02)
+    stubborn.cancel(grace_seconds=0.5, wait=False)
+    assert stubborn.is_running()                 # the caller (the GUI thread) did not wait for the end
+    stubborn.wait(timeout=30)
+    monkeypatch.setattr(childprocess, "_is_zombie", lambda pid: False)
+    monkeypatch.setattr(childprocess, "_descendants", lambda pid: [])
+    child = childprocess.ChildProcess([sys.executable, "-c", "import time; time.sleep(60)"]).start()
+    child.cancel(grace_seconds=60, wait=False)
+    child._killer.join(timeout=30)
+    assert not child._killer.is_alive() and not child.is_running()
