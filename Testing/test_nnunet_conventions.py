@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from fixtures_nnunet import export_tiny
@@ -235,3 +236,10 @@ def test_torch_pairing_check_names_the_torchvision_to_install(monkeypatch):
     assert "torchvision==0.28.*" in problem
     installed["torchvision"] = "0.28.0+cpu"
     assert torch_pairing_problem() is None
+
+
+def test_psutil_is_a_runtime_dependency():
+    """Cancel ends a child's process tree with psutil (runtime/childprocess.py): it must not be a test-only extra."""
+    tomllib = pytest.importorskip("tomllib")   # Python 3.11+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert any(d.replace(" ", "").startswith("psutil") for d in project["dependencies"])

@@ -11,7 +11,8 @@ import SimpleITK as sitk
 
 def _image(path):
     path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 16, 16), np.int16)), str(path))
+    noise = np.random.default_rng(0).normal(40, 10, (8, 16, 16)).astype(np.int16)   # a CT-like, non-constant image
+    sitk.WriteImage(sitk.GetImageFromArray(noise), str(path))
     return path
 
 
