@@ -60,12 +60,13 @@ def find_model(demo: Path) -> Path:
     return max(found, key=lambda p: (p / "backsplit_model.json").stat().st_mtime)
 
 
-def predictions(demo: Path, model: Path, device: str) -> Path:
-    """The held-out cases predicted with probabilities into <demo>/pictures/predictions (made once)."""
+def predictions(demo: Path, model: Path, device: str, case: str) -> Path:
+    """The chosen held-out case predicted with probabilities into <demo>/pictures/predictions (made once; one case
+    only: the choice does not depend on the prediction, and a CPU takes minutes per case)."""
     out = demo / "pictures" / "predictions"
-    if not (out / "summary.json").is_file():
-        run(BACKSPLIT + ["predict", model, demo / "nnUNet_raw" / TEST_DATASET / "imagesTr", "--out", out,
-                         "--probabilities", "--device", device, "--overwrite", "--quiet"])
+    if not (out / "summary.json").is_file() or case not in (out / "summary.json").read_text(encoding="utf-8"):
+        run(BACKSPLIT + ["predict", model, demo / "nnUNet_raw" / TEST_DATASET / "imagesTr" / f"{case}_0000.nii.gz",
+                         "--out", out, "--probabilities", "--device", device, "--overwrite", "--quiet"])
     return out
 
 
@@ -96,6 +97,14 @@ def budget_line(manifest: dict) -> str:
     return (f"model: nnU-Net v2 {manifest.get('configuration', '')}, {epochs} epochs x "
             f"{manifest.get('iterations_per_epoch')} iterations of batch {manifest.get('batch_size')}, "
             f"device {manifest.get('device')}")
+
+
+def demo_case(demo: Path, model: Path) -> tuple[str, float]:
+    """The held-out case the picture shows (``choose_case`` with the model's target values)."""
+    from backsplit.labels.schema import LabelSchema
+
+    schema = LabelSchema.from_json(json.loads((model / "backsplit_model.json").read_text(encoding="utf-8"))["schema"])
+    return choose_case(demo / "nnUNet_raw" / TEST_DATASET / "labelsTr", list(schema.target_values))
 
 
 def render_demo(demo: Path, model: Path, pred: Path, out: Path) -> Path:
@@ -224,7 +233,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                          "--iterations", args.iterations, "--overwrite"])
     if "demo" in only:
         model = args.model or find_model(demo)
-        render_demo(demo, model, predictions(demo, model, args.device), args.out_dir / "slicer-result.png")
+        case, _ = demo_case(demo, model)
+        render_demo(demo, model, predictions(demo, model, args.device, case), args.out_dir / "slicer-result.png")
     if "compare" in only:
         make_compare(demo, args.out_dir / "compare-demo.png")
     if "study" in only:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create ./.venv and install BackSplit with nnU-Net (torch pinned) and the test tools.
+# Create ./.venv and install BackSplit with nnU-Net (torch by nnU-Net's rule) and the test tools.
 # Re-running is cheap: it reinstalls only when pyproject.toml changed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,7 +12,7 @@ fi
 stamp=".venv/.backsplit-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "== installing BackSplit, nnU-Net v2 (torch 2.14.1) and test tools into .venv (first time: several minutes)"
+  echo "== installing BackSplit, nnU-Net v2, PyTorch and the test tools into .venv (first time: several minutes)"
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e ".[nnunet,test]"
   echo "$want" > "$stamp"
