@@ -152,3 +152,10 @@ def test_license_file_in_repository_root():
 def test_cmake_states_supported_releases_and_contributors():
     assert "Requires 3D Slicer 5.10 or later" in _cmake_set("EXTENSION_DESCRIPTION")[0]
     assert _cmake_set("EXTENSION_CONTRIBUTORS") == ["BackSplit contributors"]
+
+
+def test_screenshot_is_the_readme_top_picture():
+    """One picture of the result for both the catalogue and the README (issue 22): the README's first image."""
+    urls = _index_pattern("screenshot_urls")[0].split()
+    first = re.search(r"!\[[^\]]*\]\(([^)\s]+)\)", (REPO / "README.md").read_text(encoding="utf-8")).group(1)
+    assert _raw_url_to_repo_path(urls[0]) == REPO / first == REPO / "docs" / "images" / "slicer-result.png"
