@@ -15,7 +15,6 @@ from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
@@ -27,27 +26,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isdir(os.path.join(ROOT, "BackSplitShared")) and ROOT not in sys.path:
     sys.path.append(ROOT)
 
-from backsplit.errors import InputError  # noqa: E402 (after the dev-mode path above)
-from backsplit.runtime.childprocess import python_executable  # noqa: E402
-from backsplit.runtime.slurm_poll import BackgroundQueue  # noqa: E402
-from backsplit.training.cluster import ClusterTraining, slurm_config  # noqa: E402
-from backsplit.training.options import TrainOptions  # noqa: E402
-from backsplit.training.process import TrainingProcess  # noqa: E402
 from backsplit.training.status import TrainingStatus  # noqa: E402
-from BackSplitShared.dependencies import ensure_nnunet  # noqa: E402
 from BackSplitShared.handoff import HandoffButton  # noqa: E402
 from BackSplitShared.install_run import DependencyGate  # noqa: E402
 from BackSplitShared.panel_action import PanelAction, once  # noqa: E402
 from BackSplitShared.panel_support import GuiBinding, report_error  # noqa: E402
 from BackSplitShared.release import release_problem  # noqa: E402
 from BackSplitTrainLib import training_run  # noqa: E402
-from BackSplitTrainLib.context_view import finish_context_show, start_context_show  # noqa: E402
-from BackSplitTrainLib.devices import DeviceProbe, describe_devices, probe_devices  # noqa: E402
+from BackSplitTrainLib.logic import TrainLogic  # noqa: E402
 from BackSplitTrainLib.model_list import fine_tune_choices  # noqa: E402
-from BackSplitTrainLib.paths import default_work_folder, resolve_folder  # noqa: E402
-from BackSplitTrainLib.plots import TrainingPlot, ensure_plot  # noqa: E402
-from BackSplitTrainLib.support_choice import BudgetLabel, choice_options  # noqa: E402
-from BackSplitTrainLib.training_run import apply_events, dataset_target_count, final_message  # noqa: E402
+from BackSplitTrainLib.paths import resolve_folder  # noqa: E402
+from BackSplitTrainLib.support_choice import BudgetLabel  # noqa: E402
 
 DOCUMENTATION_URL = "https://github.com/backsplit/SlicerBackSplit#readme"
 
@@ -312,99 +301,11 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job.cancel(wait=False)   # returns at once; the timer notices the end
 
 
-class BackSplitTrainLogic(ScriptedLoadableModuleLogic):
-    """What the panel does, for scripts: ``startTraining(parameters)`` starts a training (a local child process, or
-    one SLURM job with ``executor`` "slurm") and returns (job, status); ``pollTraining`` applies its events.
-
-    >>> logic = BackSplitTrainLogic()
-    >>> parameters = logic.getParameterNode()
-    >>> parameters.datasetFolder = Path("~/BackSplit/nnUNet_raw/Dataset501_BackSplit").expanduser()
-    >>> job, status = logic.startTraining(parameters)
-    >>> job.wait()
-    >>> logic.pollTraining(job, status, None); logic.finalMessage(job, status)
-    """
+class BackSplitTrainLogic(TrainLogic):
+    """The panel's logic (``BackSplitTrainLib/logic.py``) with this module's parameter node."""
 
     def getParameterNode(self):
         return BackSplitTrainParameterNode(super().getParameterNode())
-
-    @staticmethod
-    def applyDefaults(parameters) -> None:
-        """The work folder as an absolute path: its default when unset (also after a scene close reset it)."""
-        folder = resolve_folder(parameters.workFolder, default_work_folder())
-        if str(parameters.workFolder) != str(folder):
-            parameters.workFolder = folder
-
-    def ensureDependencies(self) -> bool:
-        return ensure_nnunet()
-
-    def describeDevices(self) -> str:
-        """Blocking variant (scripts, self-test): GPU name and free memory, or why training runs on the CPU."""
-        return describe_devices(probe_devices(python_executable()))
-
-    def startDeviceProbe(self):
-        """The same question without waiting: poll the returned probe until it answers."""
-        return DeviceProbe().start()
-
-    def trainOptions(self, p):
-        """Training options from the parameters; folders never relative to Slicer's working directory."""
-        dataset = resolve_folder(p.datasetFolder)
-        if dataset is None:
-            raise InputError("choose the dataset folder (DatasetNNN_Name, written by BackSplit Segment's export)")
-        return TrainOptions(
-            dataset_dir=dataset, work_dir=resolve_folder(p.workFolder, default_work_folder()),
-            configuration=p.configuration,
-            fold=p.fold, epochs=int(p.epochs), iterations_per_epoch=int(p.iterationsPerEpoch), device=p.device,
-            sampling="target" if p.targetSampling else "stock",
-            pretrained_model=resolve_folder(p.pretrainedModel),
-            initial_lr=float(p.learningRate) or None, resume=bool(p.resume), with_binary=bool(p.withBinary),
-            batch_size=int(p.batchSize) or None, context=p.learnedContext,
-            model_dir=training_run.model_destination(dataset, p.configuration),   # lands in Apply's model list
-            **choice_options(p.supportRecipe, fine_tuning=resolve_folder(p.pretrainedModel) is not None),
-            extra={"overwrite": True} if p.overwrite else {})
-
-    def startTraining(self, parameters):
-        options = self.trainOptions(parameters)
-        if parameters.executor == "slurm":
-            config = slurm_config(resolve_folder(parameters.slurmConfig), parameters.slurmPartition)
-            job = ClusterTraining(options, config, run=BackgroundQueue()).start()   # squeue never on the GUI thread
-        else:
-            job = TrainingProcess(options).start()
-        return job, TrainingStatus(models_total=options.runs_total)
-
-    def createPlot(self):
-        plot = TrainingPlot()
-        layoutManager = slicer.app.layoutManager()
-        if layoutManager is not None:
-            layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)
-            plotWidget = layoutManager.plotWidget(0)
-            plotWidget.mrmlPlotViewNode().SetPlotChartNodeID(plot.chart.GetID())
-        return plot
-
-    def ensurePlot(self, plot, job, status):
-        """The plot of the running training; recreated (with the epochs so far) when a scene close removed it."""
-        if plot is not None and plot.in_scene:
-            return plot
-        return ensure_plot(None, status, dataset_target_count(job.options.dataset_dir), create=self.createPlot)
-
-    def pollTraining(self, job, status, plot) -> list:
-        """Apply new events to the status and the plot; return new log lines for the log box."""
-        return apply_events(job.poll_events(), status, plot, dataset_target_count(job.options.dataset_dir))
-
-    def startContextShow(self, p):
-        """``backsplit context show`` on the dataset's first training cases, in a child process (see
-        ``BackSplitTrainLib.context_view``); the work folder must hold a learned-context training."""
-        dataset = resolve_folder(p.datasetFolder)
-        if dataset is None:
-            raise InputError("choose the dataset folder that the learned-context training used")
-        return start_context_show(resolve_folder(p.workFolder, default_work_folder()), dataset, device=p.device)
-
-    @staticmethod
-    def finishContextShow(job):
-        return finish_context_show(job)
-
-    @staticmethod
-    def finalMessage(job, status):
-        return final_message(status, bool(job.cancelled), job.returncode)
 
 
 class BackSplitTrainTest(ScriptedLoadableModuleTest):

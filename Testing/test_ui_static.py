@@ -234,6 +234,12 @@ def test_connected_slots_and_logic_calls_exist(module):
     tree = module_ast(module)
     widget, logic = class_def(tree, "Widget"), class_def(tree, "Logic")
     widget_methods = methods(widget) | {"resourcePath", "layout", "parent"}
+    for base in logic.bases:   # a Logic base class kept in the module's Lib (e.g. BackSplitTrainLib/logic.py)
+        for path in (REPO / module / f"{module}Lib").glob("*.py"):
+            found = [n for n in ast.parse(path.read_text()).body
+                     if isinstance(n, ast.ClassDef) and n.name == getattr(base, "id", None)]
+            if found:
+                logic.body.extend(found[0].body)
     logic_methods = methods(logic) | {"getParameterNode", "isParameterNodeEmpty", "setDefaultParameters"} | \
         {t.attr for n in ast.walk(logic) if isinstance(n, ast.Assign) for t in n.targets
          if isinstance(t, ast.Attribute) and getattr(t.value, "id", None) == "self"}   # attributes set by the logic

@@ -70,6 +70,9 @@ def resolve_dataset(value, base_env: Optional[Mapping[str, str]] = None) -> Path
         raise InputError("the dataset folder does not exist; give the DatasetNNN_Name folder written by export, or a "
                          "dataset id (e.g. 501) with nnUNet_raw set", path=text)
     raw = user_folders(base_env).get(RAW)
+    if raw is None and not text.isdigit():   # a path to a DatasetNNN_Name folder that is not there
+        raise InputError("the dataset folder does not exist; give the DatasetNNN_Name folder written by export, or a "
+                         "dataset id (e.g. 501) with nnUNet_raw set", path=text)
     if raw is None:
         raise InputError(f"dataset '{text}' is not a folder here, and nnUNet_raw is not set, so its id cannot be "
                          "looked up; give the dataset folder, or set nnUNet_raw to the folder that holds "
