@@ -121,6 +121,21 @@ def read_checksums(text: str, zip_path: Path) -> dict[str, str]:
     return listed
 
 
+
+def move_imported(folder: Path, models_dir: Path, target: str, origin: dict) -> None:
+    """Finish an import: check the unpacked model ``folder`` (manifest, dataset.json, plans and checkpoints agree; no
+    checkpoint is loaded), record where it came from as untrusted (``trust.write_origin``, with ``origin`` and the
+    time), and move it to ``models_dir/target``. Raises InputError (a model that does not hold together) or
+    OutputError (a model of that name appeared meanwhile)."""
+    from backsplit.inference.model import read_model_info
+
+    read_model_info(folder)
+    write_origin(folder, {"trusted": False, **origin, "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    if (models_dir / target).exists():
+        raise OutputError(f"a model named '{target}' appeared in '{models_dir}' during the import; import it again")
+    os.replace(folder, models_dir / target)
+
+
 def import_model(zip_path: Path, models_dir: Path, name: Optional[str] = None, rename_if_exists: bool = False,
                  chunk: int = 1 << 20) -> ImportResult:
     """Verify and unpack a model zip into ``models_dir/<name>``, marked untrusted. See the module doc."""
@@ -197,18 +212,11 @@ def import_model(zip_path: Path, models_dir: Path, name: Optional[str] = None, r
                 if digest.hexdigest() != listed[relative]:
                     raise InputError(f"'{relative}' does not match its checksum: the file was altered or damaged "
                                      "after export; nothing was imported", path=str(zip_path))
-            from backsplit.inference.model import read_model_info
-
-            read_model_info(folder)   # manifest, dataset.json, plans, checkpoints agree (no checkpoint is loaded)
             from backsplit.datasets.layout import hash_file
 
-            write_origin(folder, {"trusted": False, "source": str(zip_path.resolve()),
-                                  "archive_sha256": hash_file(zip_path),
-                                  "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "name_in_archive": original})
-            if (models_dir / target_name).exists():
-                raise OutputError(f"a model named '{target_name}' appeared in '{models_dir}' during the import; "
-                                  "import it again")
-            os.replace(folder, models_dir / target_name)
+            move_imported(folder, models_dir, target_name, {"source": str(zip_path.resolve()),
+                                                            "archive_sha256": hash_file(zip_path),
+                                                            "name_in_archive": original})
         except zipfile.BadZipFile as exc:
             raise InputError(f"the archive is damaged ({exc}); nothing was imported", path=str(zip_path)) from None
         finally:

@@ -19,20 +19,17 @@ a hidden folder first, moved into place only when the model reads back.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import stat
 import tempfile
-import time
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
 from backsplit.errors import InputError, OutputError
-from backsplit.models.archive import CHECKSUMS_NAME, ImportResult, check_entry_name, machine_local
+from backsplit.models.archive import CHECKSUMS_NAME, ImportResult, check_entry_name, machine_local, move_imported
 from backsplit.models.location import check_model_name, free_name
-from backsplit.models.trust import write_origin
 
 MODEL_FOLDER = re.compile(r"^[^_]+.*__.+__.+$")
 
@@ -58,7 +55,7 @@ def import_nnunet_zip(zip_path: Path, models_dir: Path, name: Optional[str] = No
     back) or OutputError (a name taken without ``rename_if_exists``, too little space); the failing model leaves
     nothing behind (models of the zip imported before it stay)."""
     from backsplit.datasets.layout import hash_file
-    from backsplit.inference.model import plain_model_manifest, read_model_info
+    from backsplit.inference.model import plain_model_manifest
     from backsplit.training.manifest import MANIFEST_NAME
 
     zip_path, models_dir = Path(zip_path), Path(models_dir)
@@ -117,14 +114,9 @@ def import_nnunet_zip(zip_path: Path, models_dir: Path, name: Optional[str] = No
                 manifest = plain_model_manifest(folder, folder_name=folder_name)
                 manifest.update({"source": "nnU-Net model zip", "name_in_archive": model})
                 (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-                read_model_info(folder)   # dataset.json, plans and checkpoints agree (no checkpoint is loaded)
-                write_origin(folder, {"trusted": False, "source": str(zip_path.resolve()), "archive_sha256": digest,
-                                      "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "name_in_archive": model,
-                                      "format": "nnU-Net model zip (no checksum list)"})
-                if (models_dir / target).exists():
-                    raise OutputError(f"a model named '{target}' appeared in '{models_dir}' during the import; "
-                                      "import it again")
-                os.replace(folder, models_dir / target)
+                move_imported(folder, models_dir, target, {"source": str(zip_path.resolve()), "archive_sha256": digest,
+                                                           "name_in_archive": model,
+                                                           "format": "nnU-Net model zip (no checksum list)"})
             except zipfile.BadZipFile as exc:
                 raise InputError(f"the archive is damaged ({exc}); nothing was imported", path=str(zip_path)) from None
             finally:
