@@ -9,8 +9,8 @@ A budget is counted in optimiser steps (epochs x iterations per epoch). Every nu
   the first step) and the support schedules against the binary baseline on the shipped KiTS23-based cases (15 cases,
   target cyst, supports tumor + kidney, 3 folds, 2d, batch 12, 2-core CPU). Sources: the results files
   ``docs/results/2026-11-30-cpu2-quick.md`` (240 and 800 steps, one seed; fine-tuning with new output layers) and
-  ``docs/results/2026-12-07-cpu2-dynamics.md`` (240 steps, 2 seeds, 10 cases of folds 0-1: the paper's recipe,
-  ``lvr:1``, ``ramp:200,lvr=0.5``, ``head``; 800 and 1500+ steps not measured yet).
+  ``docs/results/2026-12-07-cpu2-dynamics.md`` (240 steps, 2 seeds, all 15 cases: the paper's recipe, ``lvr:1``,
+  ``ramp:200,lvr=0.5``, ``head``; ``finetune:preserve`` not finished; 800 and 1500+ steps not measured yet).
   "worse" means a paired 95 % bootstrap CI of the difference to the binary baseline excludes 0 in the binary baseline's
   favour for lesion Dice, lesion recall or false-positive lesions per case.
 * ``PAPER_STATEMENTS``: what the BackSplit paper (appendix J, Fig. 6) says about supports and fine-tuning budgets.
@@ -48,15 +48,15 @@ class Finding:
 
 
 MEASURED = (
-    Finding("paper", 240, True, "a cyst found in 1 of 4 trainings only (none in 3 of 3 on 2026-11-30); lesion recall "
-            "0.09 vs 0.72, difference CI -0.83 to -0.39", DYNAMICS_RESULTS),
-    Finding("lvr:1", 240, False, "Dice +0.07 (CI +0.01 to +0.13), 8.1 fewer false-positive lesions per case (CI 6.1 "
-            "to 12.0), lesion recall not different", DYNAMICS_RESULTS),
-    Finding("ramp:200,lvr=0.5", 240, False, "Dice +0.07 (CI +0.03 to +0.13), 3.7 fewer false-positive lesions per "
-            "case (CI 1.2 to 7.0), lesion recall not different; the cyst started first (epoch 1-3 of 40 steps)",
+    Finding("paper", 240, True, "a cyst found in 1 of 6 trainings only (none in 3 of 3 on 2026-11-30); lesion recall "
+            "0.05 vs 0.62, difference CI -0.71 to -0.44", DYNAMICS_RESULTS),
+    Finding("lvr:1", 240, True, "lesion recall 0.52 vs 0.62, difference CI -0.18 to -0.03 (Dice +0.09, CI +0.04 to "
+            "+0.13; 9.3 fewer false-positive lesions per case, CI 7.1 to 12.2)", DYNAMICS_RESULTS),
+    Finding("ramp:200,lvr=0.5", 240, False, "Dice +0.17 (CI +0.10 to +0.28), 2.7 fewer false-positive lesions per "
+            "case (CI 0.7 to 5.2), lesion recall not different; the cyst started first (epoch 1-4 of 40 steps)",
             DYNAMICS_RESULTS),
-    Finding("head", 240, True, "lesion recall 0.45 vs 0.72, difference CI -0.40 to -0.12 (fewer false-positive "
-            "lesions)", DYNAMICS_RESULTS),
+    Finding("head", 240, False, "Dice, lesion recall and false-positive lesions per case not different (lesion-wise "
+            "F1 -0.04, CI -0.10 to -0.00)", DYNAMICS_RESULTS),
     Finding("paper", 800, True, "level with the binary baseline in Dice and recall (36 vs 37 of 54 cysts) but more "
             "false-positive lesions per case (11.7 vs 7.8, CI +1.1 to +9.9)", QUICK_RESULTS),
     Finding("finetune", 240, True, "fine-tuning the binary baseline with new output layers lost the cyst it had found "
