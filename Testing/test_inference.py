@@ -128,8 +128,8 @@ def test_bad_prediction_input(loaded, tiny_model_dir, tmp_path):
     result = predict_arrays(predictor, info, [mr_like], case.geometry)
     assert result.warnings and "another modality" in result.warnings[0]
     assert not predict_arrays(predictor, info, [case.channels[0]], case.geometry).warnings
-    with pytest.raises(InputError, match="no backsplit_model.json"):
-        read_model_info(tmp_path)
+    with pytest.raises(InputError, match="not an nnU-Net v2 model folder, nor a BackSplit one"):
+        read_model_info(tmp_path)   # an empty folder (a plain nnU-Net model folder would be read, with a warning)
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir, broken)
     manifest = json.loads((broken / "backsplit_model.json").read_text())
