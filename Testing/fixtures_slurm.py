@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 def _alive(pid_file: Path) -> int | None:
     try:
-        pid = int(pid_file.read_text().strip())
+        pid = int(pid_file.read_text(encoding="utf-8").strip())
         os.kill(pid, 0)
         return pid
     except (OSError, ValueError):

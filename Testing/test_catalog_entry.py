@@ -70,7 +70,8 @@ def test_entry_validates_against_the_catalogue_schema(schema_file):
 
 
 def test_entry_names_the_shipped_schema_and_is_formatted_as_the_index_wants():
-    referenced = json.loads((DATA / "slicer-extension-catalog-entry-schema-v1.0.1.json").read_text())["$id"]
+    schema_file = DATA / "slicer-extension-catalog-entry-schema-v1.0.1.json"
+    referenced = json.loads(schema_file.read_text(encoding="utf-8"))["$id"]
     entry = _entry()
     assert entry["$schema"] == referenced
     raw = ENTRY.read_bytes()

@@ -81,7 +81,8 @@ def test_internal_error_is_one_line_with_the_log_path(monkeypatch, tmp_path, cap
     logs = list((tmp_path / "logs").glob("backsplit-error-*.log"))
     assert len(logs) == 1 and str(logs[0]) in err[0]
     assert "internal error (IndexError: list index out of range)" in err[0]
-    assert "Traceback" in logs[0].read_text() and "compare a.csv b.csv" in logs[0].read_text()
+    log = logs[0].read_text(encoding="utf-8")
+    assert "Traceback" in log and "compare a.csv b.csv" in log
 
 
 def test_read_only_folder_is_one_line_exit_1(monkeypatch, capsys):

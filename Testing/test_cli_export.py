@@ -60,7 +60,7 @@ def test_demo_command_writes_both_datasets(tmp_path):
     proc = run_cli("demo", "--out", tmp_path / "demo", "--cases", "3", "--stop-after", "export")
     assert proc.returncode == 0, proc.stderr
     raw = tmp_path / "demo" / "nnUNet_raw"
-    meta = json.loads((raw / "Dataset501_DemoKidneyCyst" / "dataset.json").read_text())
+    meta = json.loads((raw / "Dataset501_DemoKidneyCyst" / "dataset.json").read_text(encoding="utf-8"))
     assert meta["labels"] == {"background": 0, "cyst": 1, "tumor": 2, "kidney": 3}
     assert meta["numTraining"] == 3
     assert (raw / "Dataset502_DemoKidneyCystBinary" / "dataset.json").is_file()

@@ -149,7 +149,7 @@ def configured(tmp_path_factory):
     result = subprocess.run(["cmake", "-S", str(REPO), "-B", str(build), f"-DSlicer_DIR={fake}", "-DBUILD_TESTING=ON",
                              "-Wno-dev"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"CMake configure failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    rows = [line.split("|") for line in (build / "manifest.txt").read_text().splitlines() if line]
+    rows = [line.split("|") for line in (build / "manifest.txt").read_text(encoding="utf-8").splitlines() if line]
     return rows, build
 
 

@@ -84,7 +84,7 @@ def test_export_with_rings_and_twin(tmp_path):
     sources = [InMemoryCaseSource(make_case(f"c{i}", seed=i)) for i in range(2)]
     request = ExportRequest(tmp_path, 21, "Rings", ["Lesion"], ["Organ"], context=ContextSpec("rings", (2.0, 4.0)))
     result = export_dataset(sources, request)
-    meta = json.loads((result.dataset_dir / "dataset.json").read_text())
+    meta = json.loads((result.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     assert meta["labels"] == {"background": 0, "Lesion": 1, "Organ": 2, "ring 0-2 mm": 3, "ring 2-4 mm": 4}
     supports = meta["backsplit"]["schema"]["supports"]
     assert [s["sources"] for s in supports][1:] == [["generated (rings)"]] * 2
@@ -97,7 +97,7 @@ def test_export_with_rings_and_twin(tmp_path):
     assert ring.any() and not (ring & case.segments["Organ"]).any()   # the lesion sits inside the organ here...
     twin = sitk.GetArrayFromImage(sitk.ReadImage(str(result.binary_dataset_dir / "labelsTr" / "c0.nii.gz")))
     assert np.array_equal(twin, (labels == 1).astype(twin.dtype))
-    assert json.loads((result.binary_dataset_dir / "dataset.json").read_text())["labels"] == \
+    assert json.loads((result.binary_dataset_dir / "dataset.json").read_text(encoding="utf-8"))["labels"] == \
         {"background": 0, "Lesion": 1}
 
 
@@ -106,7 +106,7 @@ def test_export_with_kmeans_and_no_organ_labels(tmp_path):
     sources = [InMemoryCaseSource(make_case(f"c{i}", seed=i)) for i in range(2)]
     request = ExportRequest(tmp_path, 23, "Kmeans", ["Lesion"], [], context=ContextSpec("kmeans", clusters=2))
     result = export_dataset(sources, request)
-    meta = json.loads((result.dataset_dir / "dataset.json").read_text())
+    meta = json.loads((result.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     assert list(meta["labels"]) == ["background", "Lesion", "intensity 1 of 2", "intensity 2 of 2"]
     case = make_case("c1", seed=1)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(result.dataset_dir / "labelsTr" / "c1.nii.gz")))
@@ -141,7 +141,7 @@ def test_command_line_context_option_and_nnunet_integrity(tmp_path):
                            "--targets", "lesion", "--context", "rings:3", "--out", str(out), "--id", "31",
                            "--name", "Ctx", "--quiet"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    meta = json.loads((out / "Dataset031_Ctx" / "dataset.json").read_text())
+    meta = json.loads((out / "Dataset031_Ctx" / "dataset.json").read_text(encoding="utf-8"))
     assert meta["labels"] == {"background": 0, "lesion": 1, "ring 0-3 mm": 2}
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 

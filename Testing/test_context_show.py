@@ -58,12 +58,12 @@ def test_one_label_map_per_case_on_the_image_grid_with_context_only_within_the_m
     dataset, work, _ = learned_work
     code, out = shown
     assert code == 0
-    plans = json.loads(next(work.glob("nnUNet_preprocessed/*/nnUNetPlans.json")).read_text())
+    plans = json.loads(next(work.glob("nnUNet_preprocessed/*/nnUNetPlans.json")).read_text(encoding="utf-8"))
     axis = plans["transpose_forward"][0]      # a 2d training: distances within the slices nnU-Net trained on
     case_ids = sorted(p.name[:-len(".nii.gz")] for p in (dataset / "labelsTr").glob("*.nii.gz"))
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{c}.nii.gz" for c in case_ids] + [f"{c}.seg.nrrd" for c in case_ids] + ["learned_context.json"])
-    summary = json.loads((out / "learned_context.json").read_text())
+    summary = json.loads((out / "learned_context.json").read_text(encoding="utf-8"))
     assert [c["case_id"] for c in summary["cases"]] == case_ids and summary["extent"] == "margin"
     assert {c["name"]: c["value"] for c in summary["classes"]} == {**{k: v for k, v in LABELS.items() if v},
                                                                     **CONTEXT_VALUES}
@@ -162,7 +162,7 @@ def test_user_errors(learned_work, shown, tmp_path, capsys):
         show_learned_context(request(out_dir=str(dataset / "context")))
     other = tmp_path / "Dataset012_Other"                                    # same cases, other label names
     shutil.copytree(dataset, other)
-    meta = json.loads((other / "dataset.json").read_text())
+    meta = json.loads((other / "dataset.json").read_text(encoding="utf-8"))
     meta["labels"] = {"background": 0, "Tumour": 1, "Vessel": 2, "Organ": 3}
     (other / "dataset.json").write_text(json.dumps(meta))
     trainer = work / "nnUNet_results" / "Dataset011_Tiny" / "BackSplitLearnedContextTrainer__nnUNetPlans__2d"

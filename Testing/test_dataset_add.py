@@ -38,7 +38,7 @@ def test_add_makes_version_two_and_keeps_version_one(tmp_path):
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
     result = export(tmp_path)
-    meta1 = json.loads((result.dataset_dir / "dataset.json").read_text())
+    meta1 = json.loads((result.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     assert meta1["backsplit"]["version"] == 1
     assert set(meta1["backsplit"]["files"]) == set(file_records(result.dataset_dir))
     before = snapshot_of([result.dataset_dir, result.binary_dataset_dir])
@@ -48,7 +48,7 @@ def test_add_makes_version_two_and_keeps_version_one(tmp_path):
     added = add_cases([InMemoryCaseSource(new)], AddRequest(result.dataset_dir))
     assert added.version == 2 and added.parent_version == 1 and added.case_ids == {"new": "new"}
 
-    meta2 = json.loads((result.dataset_dir / "dataset.json").read_text())
+    meta2 = json.loads((result.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     section = meta2["backsplit"]
     assert meta2["numTraining"] == 4 and section["case_ids"] == ["c0", "c1", "c2", "new"]
     assert section["version"] == 2 and section["parent_version"] == 1
@@ -58,7 +58,7 @@ def test_add_makes_version_two_and_keeps_version_one(tmp_path):
     labels = labels_of(result.dataset_dir, "new")
     assert np.array_equal(labels == 1, new.segments["Lesion"])                     # earliest class wins, as export
     assert set(np.unique(labels_of(result.binary_dataset_dir, "new"))) == {0, 1}   # twin: supports folded
-    twin_meta = json.loads((result.binary_dataset_dir / "dataset.json").read_text())
+    twin_meta = json.loads((result.binary_dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     assert twin_meta["backsplit"]["version"] == 2 and twin_meta["numTraining"] == 4
     assert verify_files(result.dataset_dir) == [] and verify_files(result.binary_dataset_dir) == []
 
@@ -108,7 +108,7 @@ def test_bad_cases_are_refused_and_nothing_changes(tmp_path):
                                  on_existing_id="rename"))
     assert added.case_ids == {"c1": "c1_2"} and added.unused_segments == {"c1_2": ["pen mark"]}
     assert "the id 'c1' existed: new id given" in "\n".join(added.summary_lines())
-    meta = json.loads((result.dataset_dir / "dataset.json").read_text())
+    meta = json.loads((result.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     assert meta["backsplit"]["name_mapping"] == {"lesions": "Lesion"}
     assert "lesions" in meta["backsplit"]["schema"]["targets"][0]["sources"]
     with pytest.raises(InputError, match="earlier version kept for reference"):

@@ -54,7 +54,7 @@ def test_predict_edit_add_round_trip(slicer_scene, tiny_model_dir, tmp_path):
     again = add_scene_case(volume, node, SceneAddOptions(raw.dataset_dir, case_id="scan"))
     assert again.version == 3 and again.case_ids == {"scan": "scan_2"}
     assert again.absent_segments == {"scan_2": ["Vessel"]}
-    meta = json.loads((raw.dataset_dir / "dataset.json").read_text())
+    meta = json.loads((raw.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     assert meta["backsplit"]["absent_segments"] == {"scan_2": ["Vessel"]} and meta["numTraining"] == 7
 
     # a segment the dataset does not know: refused with the rename offered; nothing written
@@ -65,4 +65,4 @@ def test_predict_edit_add_round_trip(slicer_scene, tiny_model_dir, tmp_path):
     with pytest.raises(InputError, match="already in the dataset"):
         add_scene_case(volume, node, SceneAddOptions(raw.dataset_dir, case_id="scan", new_id_if_taken=False,
                                                      ignore_segments=["lesions"]))
-    assert json.loads((raw.dataset_dir / "dataset.json").read_text())["backsplit"]["version"] == 3
+    assert json.loads((raw.dataset_dir / "dataset.json").read_text(encoding="utf-8"))["backsplit"]["version"] == 3

@@ -63,7 +63,7 @@ def test_dataset_add_refuses_a_class_absent_everywhere(tmp_path):
     result = export_dataset(sources, ExportRequest(tmp_path, 21, "Grow", ["Lesion"], ["Vessel", "Organ"]))
     # a dataset written before the check, with 'Vessel' recorded absent in every case
     meta_path = result.dataset_dir / "dataset.json"
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta["backsplit"]["absent_segments"] = {"c0": ["Vessel"], "c1": ["Vessel"]}
     meta_path.write_text(json.dumps(meta))
     new = make_case("new", seed=5)
@@ -126,8 +126,8 @@ def test_ctrl_c_during_the_renames_waits_for_them(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         add_cases([InMemoryCaseSource(make_case("n", seed=4))], AddRequest(result.dataset_dir))
     monkeypatch.setattr(os, "replace", real_replace)
-    meta = json.loads((result.dataset_dir / "dataset.json").read_text())
-    twin = json.loads((result.binary_dataset_dir / "dataset.json").read_text())
+    meta = json.loads((result.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
+    twin = json.loads((result.binary_dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     assert sent and meta["backsplit"]["version"] == twin["backsplit"]["version"] == 2   # the pair moved together
     assert (tmp_path / "backsplit_versions" / result.dataset_dir.name / "v1" / result.dataset_dir.name).is_dir()
 

@@ -148,7 +148,7 @@ def test_launcher_spawns_ranks_that_share_settings_and_split_the_batch(tmp_path,
     settings = {"epochs": 7, "iterations_per_epoch": 3, "val_iterations_per_epoch": 1, "initial_lr": 0.005,
                 "save_every": 1, "sampling": "target", "target_labels": [1]}
     launch(_probe_rank, 2, (str(tmp_path), settings), backend="gloo")
-    records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    records = [json.loads((tmp_path / f"rank{r}.json").read_text(encoding="utf-8")) for r in range(2)]
     for rank, record in enumerate(records):
         assert record["rank"] == record["local_rank"] == rank and record["world"] == 2
         assert record["backend"] == "gloo" and record["sum"] == 3.0
@@ -171,7 +171,7 @@ from backsplit.training.prepare import prepare
 from backsplit.datasets.folder import load_dataset_folder
 from backsplit.training.options import TrainOptions
 
-options = TrainOptions.from_json(Path(sys.argv[1]).read_text())
+options = TrainOptions.from_json(Path(sys.argv[1]).read_text(encoding="utf-8"))
 dataset = load_dataset_folder(options.dataset_dir)
 plans = prepare(dataset, options, None)
 os.environ["nnUNet_n_proc_DA"] = "0"    # as worker.run: for training only (nnU-Net's planning needs > 0)
@@ -206,7 +206,7 @@ def test_rank_body_trains_and_writes_the_manifest_as_one_cpu_process(tiny_datase
     manifest = read_manifest(model)
     assert (model / "fold_all" / "checkpoint_final.pth").is_file()
     assert manifest["num_gpus"] == 1 and manifest["estimate"]["actual_s"] > 0
-    plans = json.loads((model / "plans.json").read_text())
+    plans = json.loads((model / "plans.json").read_text(encoding="utf-8"))
     assert manifest["batch_size"] == plans["configurations"]["2d"]["batch_size"]
 
 
@@ -320,6 +320,6 @@ def test_local_executor_gives_each_unit_its_gpus(tmp_path):
     units = ["a-fold0-seed1", "b-fold0-seed1", "c-fold0-seed1"]
     results = executor.run(tmp_path, units, echo=started.append)
     assert all(r.ok for r in results.values())
-    seen = [(tmp_path / "units" / u / "gpus.txt").read_text() for u in units]
+    seen = [(tmp_path / "units" / u / "gpus.txt").read_text(encoding="utf-8") for u in units]
     assert seen[:2] == ["0,1", "2,3"] and seen[2] in ("0,1", "2,3")
     assert "started a-fold0-seed1 on GPU 0,1" in started

@@ -59,8 +59,10 @@ def test_named_folders_in_any_order_match_the_positional_form(tmp_path, capsys):
     assert main(["evaluate", "--references", str(refs), "--predictions", str(preds), *common,
                  "--out", str(tmp_path / "named.csv")]) == 0
     assert main(["evaluate", str(preds), "--references", str(refs), *common, "--out", str(tmp_path / "mix.csv")]) == 0
-    positional = (tmp_path / "pos.csv").read_text()
-    assert (tmp_path / "named.csv").read_text() == positional == (tmp_path / "mix.csv").read_text()
+    positional = (tmp_path / "pos.csv").read_text(encoding="utf-8")
+    named = (tmp_path / "named.csv").read_text(encoding="utf-8")
+    mixed = (tmp_path / "mix.csv").read_text(encoding="utf-8")
+    assert named == positional == mixed
     capsys.readouterr()
     assert main(["evaluate", str(preds), str(refs), "--references", str(refs), *common,
                  "--out", str(tmp_path / "x.csv")]) == 1

@@ -37,13 +37,13 @@ def test_export_writes_backsplit_and_binary_twin(tmp_path, cases):
     result = export_dataset(cases, request(tmp_path))
     main, twin = result.dataset_dir, result.binary_dataset_dir
     assert main.name == "Dataset501_Test" and twin.name == "Dataset502_TestBinary"
-    meta = json.loads((main / "dataset.json").read_text())
+    meta = json.loads((main / "dataset.json").read_text(encoding="utf-8"))
     assert meta["labels"] == {"background": 0, "Lesion": 1, "Vessel": 2, "Organ": 3}
     assert meta["channel_names"] == {"0": "CT"} and meta["numTraining"] == 3 and meta["file_ending"] == ".nii.gz"
     assert [t["name"] for t in meta["backsplit"]["schema"]["targets"]] == ["Lesion"]
     assert [s["role"] for s in meta["backsplit"]["schema"]["supports"]] == ["support", "support"]
     assert meta["backsplit"]["twin"] == twin.name and meta["backsplit"]["variant"] == "backsplit"
-    twin_meta = json.loads((twin / "dataset.json").read_text())
+    twin_meta = json.loads((twin / "dataset.json").read_text(encoding="utf-8"))
     assert twin_meta["labels"] == {"background": 0, "Lesion": 1}
     assert twin_meta["backsplit"]["variant"] == "binary" and twin_meta["backsplit"]["twin"] == main.name
     for source in cases:
@@ -73,7 +73,7 @@ def test_oblique_geometry_and_multichannel_preserved(tmp_path):
         assert np.array_equal(array, case.channels[index])
         assert np.allclose(image.GetDirection(), direction, atol=1e-6)
         assert np.allclose(image.GetOrigin(), (10.5, -3.25, 7.0))
-    meta = json.loads((result.dataset_dir / "dataset.json").read_text())
+    meta = json.loads((result.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     assert meta["channel_names"] == {"0": "CT", "1": "PET"}
 
 
@@ -95,7 +95,7 @@ def test_negative_case_needs_explicit_choice_and_is_recorded(tmp_path):
         export_dataset(sources, request(tmp_path))
     assert_nothing_written(tmp_path)
     result = export_dataset(sources, request(tmp_path, allow_negative_cases=True))
-    meta = json.loads((result.dataset_dir / "dataset.json").read_text())
+    meta = json.loads((result.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     assert meta["backsplit"]["negative_cases"] == ["neg"]
     assert result.negative_cases == ["neg"]
 
@@ -109,7 +109,7 @@ def test_missing_support_segment_error_or_absent(tmp_path):
     assert_nothing_written(tmp_path)
     result = export_dataset(sources, request(tmp_path, missing_segments="absent"))
     assert result.absent_segments == {"c1": ["Vessel"]}
-    meta = json.loads((result.dataset_dir / "dataset.json").read_text())
+    meta = json.loads((result.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     assert meta["backsplit"]["absent_segments"] == {"c1": ["Vessel"]}
     labels, _ = read(result.dataset_dir / "labelsTr" / "c1.nii.gz")
     assert set(np.unique(labels)) == {0, 1, 3}
@@ -158,13 +158,13 @@ def test_empty_list_and_duplicate_ids(tmp_path):
 
 def test_existing_dataset_is_never_overwritten_unless_asked(tmp_path, cases):
     first = export_dataset(cases[:1], request(tmp_path))
-    before = (first.dataset_dir / "dataset.json").read_text()
+    before = (first.dataset_dir / "dataset.json").read_text(encoding="utf-8")
     for kw in ({}, {"dataset_name": "Other"}, {"dataset_id": 500}):  # 500: its twin would take 501
         with pytest.raises(OutputError, match="already exists"):
             export_dataset(cases, request(tmp_path, **kw))
-    assert (first.dataset_dir / "dataset.json").read_text() == before
+    assert (first.dataset_dir / "dataset.json").read_text(encoding="utf-8") == before
     second = export_dataset(cases, request(tmp_path, overwrite=True))
-    assert json.loads((second.dataset_dir / "dataset.json").read_text())["numTraining"] == 3
+    assert json.loads((second.dataset_dir / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 3
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["Dataset501_Test", "Dataset502_TestBinary"]
 
 

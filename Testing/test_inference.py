@@ -83,12 +83,12 @@ def test_predict_files_oblique_geometry_names_and_lesion_only(tiny_model_dir, tm
     assert np.array_equal(lesion_labels, np.where(labels > 1, 0, labels))   # supports folded, nothing else changes
     probability = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "full" / "oblique ü_lesion_probability.nii.gz")))
     assert probability.shape == labels.shape and 0.0 <= probability.min() and probability.max() <= 1.0 + 1e-5
-    table = json.loads((tmp_path / "full" / "labels.json").read_text())
+    table = json.loads((tmp_path / "full" / "labels.json").read_text(encoding="utf-8"))
     assert [(table[k]["name"], table[k]["role"]) for k in ("1", "2", "3")] == [("Lesion", "target"),
                                                                               ("Vessel", "support"),
                                                                               ("Organ", "support")]
-    assert json.loads((tmp_path / "lesion" / "labels.json").read_text()).keys() == {"0", "1"}
-    summary = json.loads((tmp_path / "full" / "summary.json").read_text())[0]
+    assert json.loads((tmp_path / "lesion" / "labels.json").read_text(encoding="utf-8")).keys() == {"0", "1"}
+    summary = json.loads((tmp_path / "full" / "summary.json").read_text(encoding="utf-8"))[0]
     assert summary["case_id"] == "oblique ü" and summary["lesion_count"] == full[0].lesion_count
     assert summary["lesion_volume_ml"] == pytest.approx((labels == 1).sum() * np.prod(case.geometry.spacing) / 1000,
                                                         abs=1e-3)
@@ -110,7 +110,7 @@ def test_seg_nrrd_output_has_manifest_names_and_colours(tiny_model_dir, tmp_path
                   output_format="seg.nrrd", use_mirroring=False)
     content = read_seg_nrrd(tmp_path / "out" / "s.seg.nrrd", "s")
     assert list(content.masks) == ["Lesion", "Vessel", "Organ"]
-    manifest = json.loads((tiny_model_dir / "backsplit_model.json").read_text())
+    manifest = json.loads((tiny_model_dir / "backsplit_model.json").read_text(encoding="utf-8"))
     assert content.colors["Lesion"] == pytest.approx(manifest["schema"]["targets"][0]["color"], abs=1e-3)
 
 
@@ -132,12 +132,12 @@ def test_bad_prediction_input(loaded, tiny_model_dir, tmp_path):
         read_model_info(tmp_path)   # an empty folder (a plain nnU-Net model folder would be read, with a warning)
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir, broken)
-    manifest = json.loads((broken / "backsplit_model.json").read_text())
+    manifest = json.loads((broken / "backsplit_model.json").read_text(encoding="utf-8"))
     manifest["labels"] = {"background": 0, "Lesion": 1}
     (broken / "backsplit_model.json").write_text(json.dumps(manifest))
     with pytest.raises(InputError, match="do not match"):
         read_model_info(broken)
-    manifest["labels"] = json.loads((tiny_model_dir / "dataset.json").read_text())["labels"]
+    manifest["labels"] = json.loads((tiny_model_dir / "dataset.json").read_text(encoding="utf-8"))["labels"]
     manifest["schema"]["supports"] = manifest["schema"]["supports"][:1]
     (broken / "backsplit_model.json").write_text(json.dumps(manifest))
     with pytest.raises(InputError, match="does not belong to this network"):
@@ -174,17 +174,17 @@ def test_predict_evaluate_compare_command_line(tiny_model_dir, tiny_binary_model
     cli("predict", tiny_binary_model_dir, images, "--out", tmp_path / "bin", "--no-mirroring", "--device", "cpu",
         "--quiet")
     # the case rule calibrated on these (labelled) cases, then used by predict
-    summaries = json.loads((tmp_path / "bs" / "summary.json").read_text())
+    summaries = json.loads((tmp_path / "bs" / "summary.json").read_text(encoding="utf-8"))
     assert all(0 <= s["max_lesion_probability"] <= 1 for s in summaries)   # without --probabilities too
     out = cli("calibrate", tmp_path / "bs", refs, "--labels", tiny_model_dir, "--sensitivity", "1",
               "--out", tmp_path / "rule.json")
-    rule = json.loads((tmp_path / "rule.json").read_text())
+    rule = json.loads((tmp_path / "rule.json").read_text(encoding="utf-8"))
     lesion_scores = [s["lesion_score_ml"] for s in summaries]
     assert rule["min_volume_ml"] == pytest.approx(min(lesion_scores)) and rule["threshold"] == 0.5
     assert "sensitivity 1.000" in out or min(lesion_scores) == 0
     cli("predict", tiny_model_dir, images, "--out", tmp_path / "ruled", "--no-mirroring", "--device", "cpu",
         "--quiet", "--rule", tmp_path / "rule.json")
-    ruled = json.loads((tmp_path / "ruled" / "summary.json").read_text())
+    ruled = json.loads((tmp_path / "ruled" / "summary.json").read_text(encoding="utf-8"))
     assert all(s["min_volume_ml"] == pytest.approx(rule["min_volume_ml"]) for s in ruled)
     out = cli("evaluate", tmp_path / "bs", refs, "--model", tiny_model_dir, "--out", tmp_path / "bs.csv")
     assert "Lesion: Dice" in out

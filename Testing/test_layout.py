@@ -37,7 +37,7 @@ def product_modules() -> dict:
 
 def imported_names(path: Path, module: str, is_package: bool):
     """(imported module, imported name or None, line) for every import in the file, relative ones resolved."""
-    tree = ast.parse(path.read_text(), str(path))
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     package = module if is_package else module.rpartition(".")[0]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -86,7 +86,7 @@ def test_no_private_name_imported_or_read_across_modules():
     modules = product_modules()
     # ``module._name`` reads through an imported module object
     for path in modules.values():
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         aliases = {}
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -111,12 +111,12 @@ def test_engine_top_level_stays_small():
 
 def test_no_product_file_over_the_size_limit():
     big = [f"{p.relative_to(REPO)}: {n}" for p in product_modules().values()
-           if (n := len(p.read_text().splitlines())) > 420]
+           if (n := len(p.read_text(encoding="utf-8").splitlines())) > 420]
     assert not big, f"files over ~400 lines: {big}"
 
 
 def architecture_text() -> str:
-    return (REPO / "docs" / "ARCHITECTURE.md").read_text()
+    return (REPO / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
 
 
 def test_architecture_names_only_files_that_exist():

@@ -64,11 +64,11 @@ def test_exported_model_has_context_outputs_manifest_and_no_generator(learned_ru
     from backsplit.training.colab.checkpoints import GENERATOR_KEY
 
     model_dir = learned_runs["model_dir"]
-    manifest = json.loads((model_dir / "backsplit_model.json").read_text())
+    manifest = json.loads((model_dir / "backsplit_model.json").read_text(encoding="utf-8"))
     labels = {"background": 0, "Lesion": 1, "Vessel": 2, "Organ": 3, "learned context 1 of 2": 4,
               "learned context 2 of 2": 5}
     assert manifest["labels"] == labels and manifest["trainer"] == TRAINER and manifest["completed_epochs"] == 2
-    assert json.loads((model_dir / "dataset.json").read_text())["labels"] == labels
+    assert json.loads((model_dir / "dataset.json").read_text(encoding="utf-8"))["labels"] == labels
     assert [s["name"] for s in manifest["schema"]["supports"]][-2:] == ["learned context 1 of 2",
                                                                          "learned context 2 of 2"]
     assert manifest["learned_context"]["classes"] == 2 and manifest["learned_context"]["margin_mm"] == 48.0

@@ -81,4 +81,4 @@ def test_legacy_study_plan_keeps_its_unit_hashes(legacy, tmp_path):
                              "cpu", "--plan-only"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     units = [line for line in result.stdout.splitlines() if line.startswith("wave")]
-    assert units == (LEGACY / "study_plan_only.txt").read_text().splitlines()
+    assert units == (LEGACY / "study_plan_only.txt").read_text(encoding="utf-8").splitlines()

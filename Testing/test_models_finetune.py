@@ -21,7 +21,7 @@ def network_for(model_dir, heads):
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    plans = PlansManager(json.loads((model_dir / "plans.json").read_text()))
+    plans = PlansManager(json.loads((model_dir / "plans.json").read_text(encoding="utf-8")))
     torch.manual_seed(0)
     return nnUNetTrainer.build_network_architecture(plans, plans.get_configuration("2d"), 1, heads, True)
 
@@ -60,7 +60,7 @@ def test_trainer_loading_choice(tiny_model_dir, tiny_binary_model_dir, tiny_data
 
     from backsplit.training.pretrained import load_into_trainer
 
-    labels = json.loads((tiny_dataset.dataset_dir / "dataset.json").read_text())["labels"]
+    labels = json.loads((tiny_dataset.dataset_dir / "dataset.json").read_text(encoding="utf-8"))["labels"]
     for parent, kept in ((tiny_model_dir, True), (tiny_binary_model_dir, False)):
         trainer = SimpleNamespace(was_initialized=True, network=network_for(tiny_model_dir, 4))
         report = load_into_trainer(trainer, parent / "fold_all" / "checkpoint_final.pth", labels)

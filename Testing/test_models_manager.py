@@ -22,7 +22,7 @@ def copy_model(source, models, name, **manifest_changes):
     target = models / name
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoint_latest.pth", "checkpoint_best.pth",
                                                                   ".backsplit-*"))
-    manifest = json.loads((target / "backsplit_model.json").read_text())
+    manifest = json.loads((target / "backsplit_model.json").read_text(encoding="utf-8"))
     manifest.update(manifest_changes)
     (target / "backsplit_model.json").write_text(json.dumps(manifest))
     return target

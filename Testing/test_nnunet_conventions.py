@@ -90,7 +90,7 @@ def test_existing_nnunet_preprocessing_is_reused_not_overwritten(nnunet_home, mo
     plans = prepare(dataset, options, None)
     assert plans["plans_name"] == "nnUNetPlans"
     assert [p.stat().st_mtime_ns for p in sorted((pre / "nnUNetPlans_2d").iterdir())] == mtimes
-    theirs = json.loads((pre / "dataset.json").read_text())
+    theirs = json.loads((pre / "dataset.json").read_text(encoding="utf-8"))
     other = dict(theirs, labels={"background": 0, "Something": 1})
     (pre / "dataset.json").write_text(json.dumps(other))
     try:
@@ -123,7 +123,7 @@ def test_plain_nnunet_model_folder_predicts_with_a_warning(nnunet_home, tmp_path
     assert main(["predict", str(plain), str(raw), "--out", str(out), "--device", "cpu", "--disable-tta",
                  "--quiet"]) == 0
     assert "derived from nnU-Net's files" in capsys.readouterr().err
-    labels = json.loads((out / "labels.json").read_text())
+    labels = json.loads((out / "labels.json").read_text(encoding="utf-8"))
     assert [v["name"] for k, v in sorted(labels.items()) if k != "0"] == ["Lesion", "Vessel", "Organ"]
 
 
@@ -156,8 +156,8 @@ def test_final_validation_runs_by_default_and_nnunets_zip_imports(nnunet_home, t
     from nnunetv2.model_sharing.model_export import export_pretrained_model
 
     folders, model = nnunet_home
-    assert json.loads((model / "fold_0" / "validation" / "summary.json").read_text())["foreground_mean"]
-    assert json.loads((model / "backsplit_model.json").read_text())["final_validation_s"] >= 0
+    assert json.loads((model / "fold_0" / "validation" / "summary.json").read_text(encoding="utf-8"))["foreground_mean"]
+    assert json.loads((model / "backsplit_model.json").read_text(encoding="utf-8"))["final_validation_s"] >= 0
     for name, folder in folders.items():
         monkeypatch.setenv(name, str(folder))
     zip_path = tmp_path / "Dataset501_Tiny.zip"
@@ -167,7 +167,7 @@ def test_final_validation_runs_by_default_and_nnunets_zip_imports(nnunet_home, t
     out = capsys.readouterr().out
     assert "imported 'Dataset501_Tiny__2d'" in out and "untrusted" in out
     imported = models / "Dataset501_Tiny__2d"
-    manifest = json.loads((imported / "backsplit_model.json").read_text())
+    manifest = json.loads((imported / "backsplit_model.json").read_text(encoding="utf-8"))
     assert manifest["derived"] and manifest["folds"] == ["0"] and manifest["trainer"] == "BackSplitTrainer"
     raw = folders["nnUNet_raw"] / "Dataset501_Tiny" / "imagesTr" / "tiny2_0000.nii.gz"
     assert main(["predict", str(imported), str(raw), "--out", str(tmp_path / "p"), "--device", "cpu", "--quiet",
@@ -201,10 +201,11 @@ def test_resenc_preset_is_planned_trained_and_predicts(nnunet_home, tmp_path, mo
     before = {p.name: p.stat().st_mtime_ns for p in default_data.iterdir()}
     assert main(["train", "501", "--plans", "ResEncM", "--fold", "all", "--no-final-validation", *TRAIN]) == 0
     model = folders["nnUNet_results"] / "Dataset501_Tiny" / "BackSplitTrainer__nnUNetResEncUNetMPlans__2d"
-    plans = json.loads((model / "plans.json").read_text())
+    plans = json.loads((model / "plans.json").read_text(encoding="utf-8"))
     assert plans["plans_name"] == "nnUNetResEncUNetMPlans"
     assert plans["configurations"]["2d"]["architecture"]["network_class_name"].endswith("ResidualEncoderUNet")
-    assert json.loads((model / "backsplit_model.json").read_text())["plans_name"] == "nnUNetResEncUNetMPlans"
+    manifest = json.loads((model / "backsplit_model.json").read_text(encoding="utf-8"))
+    assert manifest["plans_name"] == "nnUNetResEncUNetMPlans"
     assert {p.name: p.stat().st_mtime_ns for p in default_data.iterdir()} == before   # the default's data untouched
     predictor = load_predictor(read_model_info(model), "cpu", use_mirroring=False, tile_step_size=1.0)
     assert type(predictor.network).__name__ == "ResidualEncoderUNet"
@@ -241,5 +242,6 @@ def test_torch_pairing_check_names_the_torchvision_to_install(monkeypatch):
 def test_psutil_is_a_runtime_dependency():
     """Cancel ends a child's process tree with psutil (runtime/childprocess.py): it must not be a test-only extra."""
     tomllib = pytest.importorskip("tomllib")   # Python 3.11+
-    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
     assert any(d.replace(" ", "").startswith("psutil") for d in project["dependencies"])

@@ -176,7 +176,7 @@ def _call_name(node) -> str:
 def test_every_button_and_timer_goes_through_a_panel_action(path):
     """Every ``clicked`` goes to ``PanelAction.slot`` or ``once``, every ``timeout`` to ``wrap_tick``; no panel uses
     ``tryWithErrorDisplay`` (it re-raises) or the old ``TickGuard``; no Cancel waits outside ``cleanup``."""
-    source = path.read_text()
+    source = path.read_text(encoding="utf-8")
     tree = ast.parse(source)
     for node in _connects(tree, "clicked"):   # guard: HandoffButton's parameter, given ``once`` (checked below)
         assert _call_name(node.args[0]) in ("slot", "once", "guard"), (path.name, ast.unparse(node))
@@ -199,7 +199,7 @@ def test_every_button_and_timer_goes_through_a_panel_action(path):
 def test_a_scene_close_ends_the_work_that_uses_scene_nodes():
     """The scene-close way out (Segment): Export, Apply and Generate are finished (their ``on_idle`` ends the child
     without waiting); the path itself is exercised above (``action.finish`` in the Apply test)."""
-    tree = ast.parse((REPO / "BackSplitSegment" / "BackSplitSegment.py").read_text())
+    tree = ast.parse((REPO / "BackSplitSegment" / "BackSplitSegment.py").read_text(encoding="utf-8"))
     handler = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "onSceneStartClose")
     body = ast.unparse(handler)
     assert ".finish(" in body and all(a in body for a in ("_exportAction", "_applySection.action",
@@ -210,7 +210,7 @@ def test_compatibility_document_corrections():
     """D1-D6 of the 2026-12-06 review: the wrong claims are gone, the corrected ones (with their source lines,
     checked in the Slicer/Slicer mirror at v5.10.0 and v5.12.3) are there. D7 (README development mode) was already
     corrected by the regrouping: the README adds the two module folders only."""
-    text = (REPO / "docs" / "SLICER_COMPATIBILITY.md").read_text()
+    text = (REPO / "docs" / "SLICER_COMPATIBILITY.md").read_text(encoding="utf-8")
     flat = " ".join(text.split())
     wrong = ["`executePythonModule(..., blocking=False)` (`util.py` v5.12.3:4064-4111)",   # D1
              "(v5.10.0:1223-1226)", "(1227-1230)",                                         # D2
@@ -223,6 +223,6 @@ def test_compatibility_document_corrections():
              "torch, torchvision, SimpleITK and requests", "imagecodecs<=2026.3.6",
              "shows its dialog **and then re-raises** (the bare `raise` at v5.10.0:3409, v5.12.3:3589)"]
     assert not [r for r in right if r not in flat]
-    readme = " ".join((REPO / "README.md").read_text().split())
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
     assert "add the two module folders `SlicerBackSplit/BackSplitSegment` and `SlicerBackSplit/BackSplitTrain`" \
         in readme

@@ -38,6 +38,6 @@ def test_predict_continues_after_a_bad_case(tiny_model_dir, tiny_dataset, tmp_pa
     with open(out / "summary.csv", newline="") as handle:
         assert [row["case_id"] for row in csv.DictReader(handle)] == good_ids
     assert all((out / f"{case}.nii.gz").is_file() for case in good_ids) and not (out / f"{bad_id}.nii.gz").exists()
-    failed = json.loads((out / "failed_cases.json").read_text())
+    failed = json.loads((out / "failed_cases.json").read_text(encoding="utf-8"))
     assert [f["case"] for f in failed] == [bad_id]
     assert (out / "prediction_run.json").is_file()

@@ -80,7 +80,7 @@ def test_demo_cases_in_scene_export(slicer_scene, tmp_path):
     assert [c.volume for c in cases] == [volume for volume, _ in loaded]
     result = export_dataset([c.source() for c in cases],
                             ExportRequest(tmp_path, 501, "Demo", ["cyst"], ["tumor", "kidney"]))
-    meta = json.loads((result.dataset_dir / "dataset.json").read_text())
+    meta = json.loads((result.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     assert meta["numTraining"] == 2 and meta["backsplit"]["schema"]["targets"][0]["source_color"]
 
 

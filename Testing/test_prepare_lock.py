@@ -41,15 +41,15 @@ def test_two_preparations_of_one_dataset_wait_for_each_other(tmp_path, monkeypat
                                  stderr=subprocess.STDOUT) for out in outputs]
     try:
         deadline = time.time() + 300
-        while not all("waiting for another training" in out.read_text() for out in outputs):
+        while not all("waiting for another training" in out.read_text(encoding="utf-8") for out in outputs):
             ended = [c.returncode for c in children if c.poll() is not None]
-            assert not ended and time.time() < deadline, [out.read_text()[-2000:] for out in outputs]
+            assert not ended and time.time() < deadline, [out.read_text(encoding="utf-8")[-2000:] for out in outputs]
             time.sleep(0.2)
         assert not list((tmp_path / "work").rglob("backsplit_prepared_*.json"))   # nothing done while waiting
     finally:
         lock.release()
         codes = [c.wait(timeout=600) for c in children]
-    texts = [out.read_text() for out in outputs]
+    texts = [out.read_text(encoding="utf-8") for out in outputs]
     assert codes == [0, 0], [t[-3000:] for t in texts]
     assert sum("already preprocessed" in t for t in texts) == 1, texts
     assert list((tmp_path / "work").rglob("backsplit_prepared_2d.json"))

@@ -84,7 +84,7 @@ def test_prediction_reports_tiles_reaches_100_and_records_its_estimate(tiny_mode
     fractions = [e.fraction for e in events if e.stage == "predict" and e.fraction is not None]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0   # never back, ends at 100 %
     assert any(e.data.get("seconds_left") is not None for e in tiles)
-    record = json.loads((tmp_path / "out" / "prediction_run.json").read_text())
+    record = json.loads((tmp_path / "out" / "prediction_run.json").read_text(encoding="utf-8"))
     assert record["estimate"]["seconds"] == pytest.approx(estimates[0].data["seconds"])
     assert record["actual_s"] > 0
     assert record["tiles"] == estimates[0].data["details"]["tiles"]  # the header arithmetic = nnU-Net's count
@@ -118,7 +118,7 @@ def test_training_estimate_is_produced_and_recorded(tiny_training):
     options, process, events, models = tiny_training
     estimates = [e for e in events if e.stage == "estimate"]
     assert estimates and estimates[0].data["seconds"] > 0 and "expected training time" in estimates[0].message
-    manifest = json.loads((models[0] / "backsplit_model.json").read_text())
+    manifest = json.loads((models[0] / "backsplit_model.json").read_text(encoding="utf-8"))
     assert manifest["estimate"]["estimated_s"] > 0 and manifest["estimate"]["actual_s"] > 0
     assert process.estimate is not None
     cases = [e for e in events if e.stage == "preprocess" and e.data.get("phase") == "cases"]
@@ -166,7 +166,7 @@ def test_training_command_line_is_quiet_without_duplicates(tiny_dataset, tiny_tr
     assert all(a != b for a, b in zip(lines, lines[1:])), lines       # no line twice in a row
     assert any(line.startswith("estimate: expected training time") for line in lines)
     logs = list((work / "jobs").glob("train-*.log"))
-    assert logs and "Please cite" in logs[0].read_text()             # nnU-Net's banner went to the log
+    assert logs and "Please cite" in logs[0].read_text(encoding="utf-8")             # nnU-Net's banner went to the log
 
 
 def test_third_party_output_goes_to_the_log_even_from_c_code(tmp_path):
@@ -195,7 +195,7 @@ def test_third_party_output_goes_to_the_log_even_from_c_code(tmp_path):
     assert result.stdout == "result table\n"
     assert "ours" in result.stderr and "the reason it failed" in result.stderr   # shown when it explains an error
     assert not any(s in result.stderr for s in ("python print", "c-level", "torch-like"))
-    log = (tmp_path / "run.log").read_text()
+    log = (tmp_path / "run.log").read_text(encoding="utf-8")
     assert all(s in log for s in ("python print", "c-level stdout", "c-level stderr", "torch-like warning"))
 
 

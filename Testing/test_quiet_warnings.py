@@ -24,6 +24,6 @@ def test_input_warnings_reach_the_console_and_noise_goes_to_the_log(tmp_path):
     assert "backsplit: warning: case 'a': the image header was repaired" in result.stderr
     assert "nnU-Net says hello" not in result.stdout + result.stderr
     assert "C-level ITK noise" not in result.stderr and "torch internal detail" not in result.stderr
-    text = log.read_text()
+    text = log.read_text(encoding="utf-8")
     assert "nnU-Net says hello" in text and "C-level ITK noise" in text and "torch internal detail" in text
     assert "header was repaired" not in text

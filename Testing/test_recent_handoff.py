@@ -42,5 +42,5 @@ def test_hand_over_is_taken_once_and_a_broken_file_counts_as_empty(tmp_path):
     file.write_text("{not json")
     assert recent.recent("datasets", file) == [] and recent.take_handoff("models", file) is None
     recent.remember("models", model, file)                           # replaced by a valid file
-    assert json.loads(file.read_text())["models"] == [str(model)]
+    assert json.loads(file.read_text(encoding="utf-8"))["models"] == [str(model)]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".recent-")] == []

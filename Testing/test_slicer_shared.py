@@ -20,7 +20,7 @@ SHARED_IMPORTS = ("BackSplitShared", "BackSplitSegmentLib", "BackSplitTrainLib",
 
 
 def _guard_source(module: str) -> str:
-    source = (REPO / module / f"{module}.py").read_text()
+    source = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
     match = re.search(r"^ROOT = .*?\n    sys\.path\.append\(ROOT\)\n", source, re.S | re.M)
     assert match, f"{module}.py has no dev-mode guard"
     return match.group(0)
@@ -48,7 +48,7 @@ def test_guard_adds_the_checkout_root_in_dev_mode_only(module, tmp_path):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_modules_import_their_helpers_after_the_guard_and_never_from_the_other_module(module):
-    tree = ast.parse((REPO / module / f"{module}.py").read_text())
+    tree = ast.parse((REPO / module / f"{module}.py").read_text(encoding="utf-8"))
     guard_line = next(n.lineno for n in tree.body if isinstance(n, ast.If) and "sys.path.append" in ast.unparse(n))
     imported = [(n.lineno, n.module) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
     ours = [(line, name) for line, name in imported if name.split(".")[0] in SHARED_IMPORTS]
@@ -63,7 +63,7 @@ def test_modules_import_their_helpers_after_the_guard_and_never_from_the_other_m
 def test_train_no_longer_depends_on_the_segment_module():
     """Train imports nothing of Segment and does not declare it as a dependency; it may name it only as the module
     to switch to after training (``slicer.util.selectModule``)."""
-    source = (REPO / "BackSplitTrain" / "BackSplitTrain.py").read_text()
+    source = (REPO / "BackSplitTrain" / "BackSplitTrain.py").read_text(encoding="utf-8")
     tree = ast.parse(source)
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
@@ -73,11 +73,11 @@ def test_train_no_longer_depends_on_the_segment_module():
 
 def test_shared_package_is_not_a_module_and_imports_no_qt():
     for path in (REPO / "BackSplitShared").glob("*.py"):
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not names & {"qt", "ctk", "BackSplitSegmentLib", "BackSplitTrainLib"}, (path, names)
-        assert "ScriptedLoadableModule" not in path.read_text(), path
+        assert "ScriptedLoadableModule" not in path.read_text(encoding="utf-8"), path
 
 
 def test_requirement_matches_the_package_extra():
@@ -86,7 +86,8 @@ def test_requirement_matches_the_package_extra():
         import tomllib
     else:  # pragma: no cover - Python 3.10
         tomllib = pytest.importorskip("tomli")
-    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["nnunet"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extra = project["optional-dependencies"]["nnunet"]
     assert NNUNET_REQUIREMENT in extra
 
 

@@ -25,7 +25,7 @@ def ui_widgets(module):
 @pytest.mark.parametrize("module", MODULES)
 def test_ui_parses_and_every_widget_used_exists(module):
     widgets, _ = ui_widgets(module)
-    source = (REPO / module / f"{module}.py").read_text()
+    source = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     assert used, "the widget uses no ui names?"
     missing = sorted(used - set(widgets))
@@ -35,7 +35,7 @@ def test_ui_parses_and_every_widget_used_exists(module):
 @pytest.mark.parametrize("module", MODULES)
 def test_parameter_names_match_the_parameter_node_wrapper(module):
     _, parameters = ui_widgets(module)
-    tree = ast.parse((REPO / module / f"{module}.py").read_text())
+    tree = ast.parse((REPO / module / f"{module}.py").read_text(encoding="utf-8"))
     wrapper = next(node for node in tree.body if isinstance(node, ast.ClassDef)
                    and any(getattr(d, "id", None) == "parameterNodeWrapper" for d in node.decorator_list))
     fields = {stmt.target.id for stmt in wrapper.body if isinstance(stmt, ast.AnnAssign)}
@@ -46,7 +46,7 @@ def test_parameter_names_match_the_parameter_node_wrapper(module):
 
 
 def cmake_listed(path):
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     return set(re.findall(r"^\s+([\w${}/.-]+\.(?:py|png|ui|gz|txt|md|json)|[\w${}/.-]+/LICENSE[\w-]*)\s*$", text,
                           re.MULTILINE))
 
@@ -59,7 +59,7 @@ def test_every_script_and_resource_is_listed_in_the_module_cmakelists(module):
                if p.is_file() and p.suffix in (".py", ".png", ".ui") and "__pycache__" not in p.parts
                and "Testing" not in p.parts}
     assert on_disk == listed, f"not listed: {sorted(on_disk - listed)}; listed but missing: {sorted(listed - on_disk)}"
-    text = (folder / "CMakeLists.txt").read_text()
+    text = (folder / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "WITH_GENERIC_TESTS" in text and "slicer_add_python_unittest" in text
 
 
@@ -72,7 +72,7 @@ def test_engine_cmakelists_lists_every_file_of_the_package():
 
 
 def test_top_level_cmakelists():
-    text = (REPO / "CMakeLists.txt").read_text()
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "project(BackSplit)" in text
     assert re.search(r"set\(EXTENSION_DEPENDS\s+PyTorch\)", text)
     for sub in ["backsplit"] + MODULES:
@@ -86,7 +86,7 @@ def test_top_level_cmakelists():
 
 
 def imports_of(path):
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -106,7 +106,7 @@ def test_engine_imports_heavy_dependencies_lazily():
     """torch and nnunetv2 only at module level in the two modules that run in the training child process."""
     allowed = {"trainer.py"}
     for path in (REPO / "backsplit").rglob("*.py"):
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         top = set()
         for node in tree.body:
             if isinstance(node, ast.Import):
@@ -132,13 +132,13 @@ def test_nnunet_variables_are_never_set_in_the_calling_process():
     for path in list((REPO / "backsplit").rglob("*.py")) + list(REPO.glob("BackSplit*/**/*.py")):
         if (path.parent.name, path.name) in child_entry_points:
             continue
-        source = path.read_text()
+        source = path.read_text(encoding="utf-8")
         assert not re.search(r"os\.environ\[[^\]]+\]\s*=|os\.environ\.(update|setdefault)\(|putenv\(", source), path
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_user_strings_are_translatable(module):
-    source = (REPO / module / f"{module}.py").read_text()
+    source = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
     assert "from slicer.i18n import tr as _" in source
     for call in re.findall(r"(?:errorDisplay|tryWithErrorDisplay)\(([^)]*)", source):
         assert call.lstrip().startswith("_(") or not call.strip().startswith(('"', "'")), call

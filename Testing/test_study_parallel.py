@@ -29,7 +29,7 @@ def _popen(command, **kwargs):    # command: [python, -m, backsplit.study.runtas
 
 
 def _ran(study: Path, unit: str) -> dict:
-    return json.loads((study / "units" / unit / "ran.json").read_text())
+    return json.loads((study / "units" / unit / "ran.json").read_text(encoding="utf-8"))
 
 
 def _overlap(a: dict, b: dict) -> bool:

@@ -108,7 +108,7 @@ def test_report_paths_are_relative_to_the_study_folder(tmp_path):
             "arms": [{"name": a} for a in ARMS]}
     (results / "plan_summary.json").write_text(json.dumps(meta), encoding="utf-8")
     note_dir = str(study / "units" / "u1" / "log.txt")
-    text = write_report(results, study / "report", note=f"- `u1`: failed, see {note_dir}").read_text()
+    text = write_report(results, study / "report", note=f"- `u1`: failed, see {note_dir}").read_text(encoding="utf-8")
     quoted = re.findall(r"`([^`]+)`", text) + re.findall(r"\]\(([^)]+)\)", text)
     assert quoted and not [q for q in quoted if Path(q).is_absolute()]
     assert str(tmp_path) not in text

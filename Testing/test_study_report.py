@@ -124,6 +124,6 @@ def test_report_text_and_files(tmp_path):
         writer.writeheader()
         writer.writerows(rows)
     path = write_report(results, tmp_path / "report", note="1 unit failed")
-    assert "Incomplete study" in path.read_text()
+    assert "Incomplete study" in path.read_text(encoding="utf-8")
     assert (tmp_path / "report" / "paired_differences.png").stat().st_size > 1000
     assert (tmp_path / "report" / "detection_curves.png").is_file()

@@ -57,13 +57,13 @@ def test_local_study_interrupted_and_resumed(tiny_study):
     assert set(after) == {f"{arm}-fold{f}-seed1" for arm in ("binary", "backsplit") for f in (0, 1)}
     for unit, mtime in before.items():  # finished units were verified by content hash and reused, not redone
         assert after[unit] == mtime
-        assert (study / "units" / unit / "log.txt").read_text().count("local start") == 1
+        assert (study / "units" / unit / "log.txt").read_text(encoding="utf-8").count("local start") == 1
     assert "reused (verified by content hash)" in tiny_study["second"]
     with (study / "results" / "per_case.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert sorted((r["arm"], r["case_id"]) for r in rows) == sorted(
         (arm, f"tiny{i}") for arm in ("binary", "backsplit") for i in range(5))  # every case held out once per arm
-    report = (study / "report" / "report.md").read_text()
+    report = (study / "report" / "report.md").read_text(encoding="utf-8")
     assert "backsplit vs binary:" in report and "| backsplit | Dice | 5 |" in report
     for name in ("paired_differences.png", "learning_curves.png", "detection_curves.png"):
         assert (study / "report" / name).stat().st_size > 1000
@@ -81,13 +81,13 @@ def test_slurm_executor_runs_a_job_array(tiny_study, slurm_cluster):  # noqa: F8
     assert result.returncode == 0, result.stderr[-4000:]
     assert "submitted SLURM job array" in result.stderr
     scripts = list((study / "slurm").glob("array-*.sh"))
-    assert len(scripts) == 1 and "#SBATCH --array=0-1" in scripts[0].read_text()
-    assert json.loads(scripts[0].with_suffix(".units.json").read_text()) == ["binary-fold0-seed1",
+    assert len(scripts) == 1 and "#SBATCH --array=0-1" in scripts[0].read_text(encoding="utf-8")
+    assert json.loads(scripts[0].with_suffix(".units.json").read_text(encoding="utf-8")) == ["binary-fold0-seed1",
                                                                              "binary-fold1-seed1"]
     for fold in (0, 1):
         unit = study / "units" / f"binary-fold{fold}-seed1"
-        assert "slurm job" in (unit / "log.txt").read_text()
-        assert json.loads((unit / "status.json").read_text())["ok"]
+        assert "slurm job" in (unit / "log.txt").read_text(encoding="utf-8")
+        assert json.loads((unit / "status.json").read_text(encoding="utf-8"))["ok"]
         assert finished_runs(study)[unit.name] > before[unit.name]
     assert "wave 1/3: 0 unit(s) to run, 1 reused" in result.stderr
 
@@ -133,4 +133,4 @@ def test_training_panel_starts_one_training_on_the_cluster(tiny_study, slurm_clu
     assert job.returncode == 0, "\n".join(job.log_lines[-30:])
     assert any(e.stage == "epoch" for e in events)
     assert job.result_models and (Path(job.result_models[0]) / "backsplit_model.json").is_file()
-    assert "#SBATCH --cpus-per-task=1" in job.script_file.read_text()
+    assert "#SBATCH --cpus-per-task=1" in job.script_file.read_text(encoding="utf-8")

@@ -52,7 +52,7 @@ def test_totalsegmentator_segments_land_on_each_image_grid(tmp_path, standin):
     outcomes = generate_supports(sources, runner, GenerateRequest(tmp_path / "out"), progress=events.append)
     assert [o.status for o in outcomes] == ["done"] * 3
     assert [e.current for e in events] == [1, 2, 3] and events[-1].data["status"] == "done"
-    call = json.loads((tmp_path / "calls.jsonl").read_text().splitlines()[0])
+    call = json.loads((tmp_path / "calls.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert {"--ml", "--fast"} <= set(call) and call[call.index("-ta") + 1] == "total" and \
         call[call.index("-d") + 1] == "cpu"
     for case in cases:  # flipped and oblique included
@@ -75,7 +75,7 @@ def test_totalsegmentator_segments_land_on_each_image_grid(tmp_path, standin):
         assert "^Liver~" in content.terminology["liver"]
         assert "^Kidney~SCT^24028007^Right" in content.terminology["kidney_right"]
     assert digest(cases_dir) == before                                               # input files unchanged
-    listed = (tmp_path / "out" / "cases.csv").read_text().splitlines()
+    listed = (tmp_path / "out" / "cases.csv").read_text(encoding="utf-8").splitlines()
     assert listed[0] == "case_id,image,segmentation" and len(listed) == 4
 
 
@@ -100,7 +100,7 @@ def test_class_subset_and_bad_subset(tmp_path, standin):
     assert runner.class_names() == ["liver", "spleen"]                    # TotalSegmentator's spelling
     outcomes = generate_supports(cases_from_folder(cases_dir), runner, GenerateRequest(tmp_path / "out"))
     assert outcomes[0].generated == ["spleen", "liver"]                  # in label-value order
-    call = json.loads((tmp_path / "calls.jsonl").read_text().splitlines()[0])
+    call = json.loads((tmp_path / "calls.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert call[call.index("-rs") + 1:call.index("-rs") + 3] == ["liver", "spleen"]
     with pytest.raises(InputError, match=r"has no class 'livr'.*spleen, kidney_right, kidney_left, liver"):
         runner_for(standin, tmp_path, roi_subset=["livr"])
@@ -134,12 +134,12 @@ def test_failed_and_unreadable_cases_are_reported_and_the_rerun_skips_finished_o
     assert "stand-in failure" in outcomes[1].error
     assert "case 'case3'" in outcomes[3].error and "cannot be read" in outcomes[3].error
     assert sorted(p.name for p in out.glob("*.seg.nrrd")) == ["case0.seg.nrrd", "case2.seg.nrrd"]
-    assert json.loads((out / "supports.json").read_text())["cases"]["case1"]["status"] == "failed"
+    assert json.loads((out / "supports.json").read_text(encoding="utf-8"))["cases"]["case1"]["status"] == "failed"
     stamp = (out / "case0.seg.nrrd").stat().st_mtime_ns
     again = generate_supports(sources[:3], runner_for(standin, tmp_path), GenerateRequest(out))
     assert [o.status for o in again] == ["skipped", "done", "skipped"]
     assert (out / "case0.seg.nrrd").stat().st_mtime_ns == stamp
-    assert len((out / "cases.csv").read_text().splitlines()) == 4
+    assert len((out / "cases.csv").read_text(encoding="utf-8").splitlines()) == 4
 
 
 def test_cancel_ends_the_whole_process_tree(tmp_path, standin):
@@ -163,7 +163,7 @@ def test_cancel_ends_the_whole_process_tree(tmp_path, standin):
     with pytest.raises(CancelledError):
         generate_supports(cases_from_folder(cases_dir), runner, GenerateRequest(tmp_path / "out"),
                           cancel=cancel.is_set)
-    grandchild = int(pid_file.read_text())
+    grandchild = int(pid_file.read_text(encoding="utf-8"))
     time.sleep(0.3)
     assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
     assert list((tmp_path / "out").glob("*.seg.nrrd")) == [] and list((tmp_path / "out").glob(".*partial*")) == []

@@ -59,7 +59,7 @@ def test_generate_cli_suggest_accept_export_end_to_end(tmp_path, organ_model):
     assert main(["supports", "generate", "--folder", str(cases_dir), "--model", str(organ_model), "--classes",
                  "Organ,Vessel", "--out", str(out), "--device", "cpu", "--no-mirroring", "--quiet"]) == 0
     assert digest(cases_dir) == before                                          # the user's files unchanged
-    manifest = json.loads((organ_model / "backsplit_model.json").read_text())
+    manifest = json.loads((organ_model / "backsplit_model.json").read_text(encoding="utf-8"))
     colors = {c["name"]: tuple(c["color"]) for c in manifest["schema"]["supports"] + manifest["schema"]["targets"]}
     generated = {}
     for case in cases + [twin]:
@@ -93,7 +93,7 @@ def test_generate_cli_suggest_accept_export_end_to_end(tmp_path, organ_model):
     assert main(["export", "--cases", str(out / "cases.csv"), "--targets", "Lesion", "--supports", ",".join(accepted),
                  "--missing-as-absent", "--out", str(tmp_path / "raw"), "--id", "61", "--name", "Generated",
                  "--quiet"]) == 0
-    dataset = json.loads((tmp_path / "raw" / "Dataset061_Generated" / "dataset.json").read_text())
+    dataset = json.loads((tmp_path / "raw" / "Dataset061_Generated" / "dataset.json").read_text(encoding="utf-8"))
     assert list(dataset["labels"]) == ["background", "Lesion", *accepted]
     assert (tmp_path / "raw" / "Dataset062_GeneratedBinary" / "dataset.json").is_file()
 
@@ -156,5 +156,5 @@ def test_module_logic_end_to_end_in_the_scene(slicer_scene, tmp_path, organ_mode
     result = export_dataset([c.source() for c in cases],
                             ExportRequest(tmp_path / "raw", 71, "Scene", ["Lesion"], accepted,
                                           missing_segments="absent"))
-    dataset = json.loads((result.dataset_dir / "dataset.json").read_text())
+    dataset = json.loads((result.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     assert list(dataset["labels"]) == ["background", "Lesion", *accepted]

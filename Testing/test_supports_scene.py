@@ -195,13 +195,13 @@ def test_supports_section_follows_the_others_and_uses_only_widgets_of_the_ui():
     repo = Path(__file__).resolve().parent.parent
     tree = ET.parse(repo / "BackSplitSegment" / "Resources" / "UI" / "BackSplitSegment.ui")
     widgets = {w.get("name") for w in tree.iter("widget")}
-    source = (repo / "BackSplitSegment" / "BackSplitSegmentLib" / "supports_section.py").read_text()
+    source = (repo / "BackSplitSegment" / "BackSplitSegmentLib" / "supports_section.py").read_text(encoding="utf-8")
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     assert used and not used - widgets, sorted(used - widgets)
     sections = [w.get("name") for w in tree.iter("widget") if w.get("class") == "ctkCollapsibleButton"]
     assert sections.index("casesCollapsibleButton") < sections.index("supportsCollapsibleButton") < \
         sections.index("classesCollapsibleButton")        # in the order of the work: its output feeds the lists
     assert "SupportsSection(self.ui, self._caseList, qt.QTimer(), qt.QTimer()," in \
-        (repo / "BackSplitSegment" / "BackSplitSegment.py").read_text()      # handed what it uses, not the widget
+        (repo / "BackSplitSegment" / "BackSplitSegment.py").read_text(encoding="utf-8")   # handed what it uses
     for name in ("BackSplitSegmentLib.supports_scene", "BackSplitSegmentLib.supports_section"):
         importlib.import_module(name)

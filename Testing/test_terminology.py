@@ -70,7 +70,7 @@ def test_scene_terminology_flows_into_the_export_and_the_prediction(slicer_scene
     assert case.terminology == {"Organ": CUSTOM}
     result = export_dataset([SceneCase("c1", volume, segmentation).source()],
                             ExportRequest(tmp_path, 7, "Terms", ["Lesion"], ["Organ"]))
-    meta = json.loads((result.dataset_dir / "dataset.json").read_text())
+    meta = json.loads((result.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     items = {i["name"]: i for i in meta["backsplit"]["schema"]["targets"] + meta["backsplit"]["schema"]["supports"]}
     assert items["Organ"]["terminology"] == CUSTOM                         # from the source segment
     assert items["Lesion"]["terminology"] == terminology_for_name("Lesion")  # a well-known name

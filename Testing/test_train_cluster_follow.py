@@ -44,9 +44,11 @@ def test_cluster_job_is_detached_followed_again_and_only_cancelled_by_the_user(s
     job = ClusterTraining(tiny_options(dataset, work, extra={"overwrite": True}),
                           SlurmConfig(cpus_per_task=1, python=str(fake_python))).start()
     try:
-        script = job.script_file.read_text()
+        script = job.script_file.read_text(encoding="utf-8")
         assert "export PYTHONPATH=" in script and "--output" not in script
-        _wait(lambda: job.output_file.is_file() and job.output_file.read_text().strip(), "start the job")
+        def started():
+            return job.output_file.is_file() and job.output_file.read_text(encoding="utf-8").strip()
+        _wait(started, "start the job")
         assert job.is_running()
 
         stop_following(job)                                       # the panel's _idle after a display error

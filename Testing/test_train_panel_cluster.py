@@ -64,7 +64,7 @@ def test_fine_tune_list_follows_the_models_folder_and_the_dataset_channels(tiny_
         target = models / name
         shutil.copytree(tiny_model_dir, target, ignore=shutil.ignore_patterns("checkpoint_latest.pth",
                                                                               "checkpoint_best.pth", ".backsplit-*"))
-        manifest = json.loads((target / "backsplit_model.json").read_text())
+        manifest = json.loads((target / "backsplit_model.json").read_text(encoding="utf-8"))
         manifest["created"] = created
         if channels:
             manifest["channel_names"] = channels

@@ -50,7 +50,7 @@ def test_options_round_trip_and_defaults(tmp_path):
     with pytest.raises(InputError, match="resume and fine-tune"):
         TrainOptions(tmp_path, tmp_path, pretrained_model=tmp_path, resume=True).validate()
     with pytest.raises(InputError, match="configuration"):
-        TrainOptions(tmp_path, tmp_path, configuration="3d_lowres").validate()
+        TrainOptions(tmp_path, tmp_path, configuration="3d_fast").validate()   # 3d_lowres is accepted (when planned)
 
 
 def test_environment_is_for_the_child_only(tmp_path):
@@ -124,7 +124,7 @@ def test_training_writes_models_with_manifests_and_events(tiny_training, tiny_da
     assert len(epochs[-1].data["pseudo_dice"]) == 1                     # binary: Lesion only
     assert events[-1].stage == "done"
     backsplit_dir, binary_dir = models
-    manifest = json.loads((backsplit_dir / "backsplit_model.json").read_text())
+    manifest = json.loads((backsplit_dir / "backsplit_model.json").read_text(encoding="utf-8"))
     assert manifest["variant"] == "backsplit" and manifest["labels"] == {"background": 0, "Lesion": 1, "Vessel": 2,
                                                                          "Organ": 3}
     assert [t["name"] for t in manifest["schema"]["targets"]] == ["Lesion"]
@@ -137,12 +137,12 @@ def test_training_writes_models_with_manifests_and_events(tiny_training, tiny_da
 
 def test_binary_twin_uses_identical_settings(tiny_training):
     _, _, _, (backsplit_dir, binary_dir) = tiny_training
-    plans_a = json.loads((backsplit_dir / "plans.json").read_text())
-    plans_b = json.loads((binary_dir / "plans.json").read_text())
+    plans_a = json.loads((backsplit_dir / "plans.json").read_text(encoding="utf-8"))
+    plans_b = json.loads((binary_dir / "plans.json").read_text(encoding="utf-8"))
     for key in ("configurations", "foreground_intensity_properties_per_channel", "transpose_forward"):
         assert plans_a[key] == plans_b[key]                              # same network, same normalisation
-    a = json.loads((backsplit_dir / "backsplit_model.json").read_text())
-    b = json.loads((binary_dir / "backsplit_model.json").read_text())
+    a = json.loads((backsplit_dir / "backsplit_model.json").read_text(encoding="utf-8"))
+    b = json.loads((binary_dir / "backsplit_model.json").read_text(encoding="utf-8"))
     for key in ("configuration", "folds", "epochs", "iterations_per_epoch", "initial_lr", "patch_size", "spacing"):
         assert a[key] == b[key]
     assert b["variant"] == "binary" and b["labels"] == {"background": 0, "Lesion": 1}
@@ -155,8 +155,8 @@ def test_model_loads_for_prediction(tiny_model_dir):
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    plans = PlansManager(json.loads((tiny_model_dir / "plans.json").read_text()))
-    dataset_json = json.loads((tiny_model_dir / "dataset.json").read_text())
+    plans = PlansManager(json.loads((tiny_model_dir / "plans.json").read_text(encoding="utf-8")))
+    dataset_json = json.loads((tiny_model_dir / "dataset.json").read_text(encoding="utf-8"))
     config = plans.get_configuration("2d")
     checkpoint = torch.load(tiny_model_dir / "fold_all" / "checkpoint_final.pth", map_location="cpu",
                             weights_only=False)
@@ -220,7 +220,7 @@ def test_resume_after_hard_kill_continues_at_checkpoint(tiny_dataset, tmp_path):
     assert resume_event.data["start_epoch"] == checkpoint_epoch
     epochs = [e.data["epoch"] for e in events if e.stage == "epoch"]
     assert epochs == list(range(checkpoint_epoch + 1, 7))
-    manifest = json.loads((fold_dir.parent / "backsplit_model.json").read_text())
+    manifest = json.loads((fold_dir.parent / "backsplit_model.json").read_text(encoding="utf-8"))
     assert manifest["completed_epochs"] == 6
 
 
@@ -232,7 +232,7 @@ def test_fine_tune_binary_model_into_backsplit_model(tiny_dataset, tiny_binary_m
     # nnU-Net's rule: everything but the output layers loaded; the binary model's 2-class output layers re-initialised
     [transfer] = [e.data["weights_transfer"] for e in events if "weights_transfer" in (e.data or {})]
     assert transfer["loaded"] > 0 and transfer["reinitialised"] > 0 and not transfer["output_layers_kept"]
-    manifest = json.loads((tmp_path / "fine tuned" / "backsplit_model.json").read_text())
+    manifest = json.loads((tmp_path / "fine tuned" / "backsplit_model.json").read_text(encoding="utf-8"))
     assert manifest["initial_lr"] == 1e-3 and manifest["pretrained_from"] == str(tiny_binary_model_dir)
     assert manifest["labels"] == {"background": 0, "Lesion": 1, "Vessel": 2, "Organ": 3}
     assert (tmp_path / "fine tuned" / "fold_all" / "checkpoint_final.pth").is_file()
@@ -319,12 +319,12 @@ def test_five_fold_cross_validation_gives_an_ensemble_model(tiny_dataset, tmp_pa
     started = [e.data["model"] for e in events if e.stage == "train" and "model" in e.data]
     assert started == [f"BackSplit model fold {k}" for k in range(5)]
     model = tmp_path / "cv model"
-    manifest = json.loads((model / "backsplit_model.json").read_text())
+    manifest = json.loads((model / "backsplit_model.json").read_text(encoding="utf-8"))
     assert manifest["folds"] == ["0", "1", "2", "3", "4"]
     assert manifest["batch_size"] == 3                      # the override reached nnU-Net's trainer
-    planned = json.loads((model / "plans.json").read_text())["configurations"]["2d"]["batch_size"]
+    planned = json.loads((model / "plans.json").read_text(encoding="utf-8"))["configurations"]["2d"]["batch_size"]
     on_disk = json.loads((tmp_path / "work" / "nnUNet_preprocessed" / "Dataset011_Tiny" / "nnUNetPlans.json")
-                         .read_text())["configurations"]["2d"]["batch_size"]
+                         .read_text(encoding="utf-8"))["configurations"]["2d"]["batch_size"]
     assert on_disk != 3                                     # the preprocessed plans (shared with the twin) unchanged
     assert planned == 3                                     # the model's plans.json says how it was trained
     info = read_model_info(model)

@@ -22,7 +22,7 @@ def _train(tiny_dataset, tmp_path, **kw):
                            **kw)
     process, events = run_training(options)
     assert process.returncode == 0, "\n".join(process.log_lines[-40:])
-    manifest = json.loads((tmp_path / "model" / "backsplit_model.json").read_text())
+    manifest = json.loads((tmp_path / "model" / "backsplit_model.json").read_text(encoding="utf-8"))
     epochs = [e.data for e in events if e.stage == "epoch"]
     assert len(epochs) == 2 and all(math.isfinite(e["train_loss"]) for e in epochs)
     assert all(len(e["pseudo_dice"]) == 3 for e in epochs)        # Lesion, Vessel, Organ: one value each
@@ -40,7 +40,7 @@ def test_tiny_training_with_a_support_schedule(tiny_dataset, tmp_path):
 
 def test_default_recipe_is_still_the_papers(tiny_model_dir):
     """Until the measurement chooses a default, ``backsplit train`` trains the paper's recipe (nnU-Net's own loss)."""
-    manifest = json.loads((tiny_model_dir / "backsplit_model.json").read_text())
+    manifest = json.loads((tiny_model_dir / "backsplit_model.json").read_text(encoding="utf-8"))
     assert manifest["recipe"] == "default" and manifest["loss_schedule"]["option"] == "plain"
     assert manifest["loss_schedule"]["weights_at_epoch_start"] == [] and "support_head" not in manifest
 
@@ -50,14 +50,14 @@ def test_support_head_is_exported_as_a_plain_lesion_model(tiny_dataset, tmp_path
 
     manifest, _ = _train(tiny_dataset, tmp_path, support_head=1.0)
     model = tmp_path / "model"
-    assert json.loads((model / "dataset.json").read_text())["labels"] == BINARY_LABELS
+    assert json.loads((model / "dataset.json").read_text(encoding="utf-8"))["labels"] == BINARY_LABELS
     assert manifest["labels"] == BINARY_LABELS and [t["name"] for t in manifest["schema"]["targets"]] == ["Lesion"]
     assert not manifest["schema"].get("supports")
     assert manifest["support_head"]["supports"] == ["Vessel", "Organ"]
     assert manifest["support_head"]["side_file"] == "support_head.pth"
     saved = torch.load(model / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert saved["trainer_name"] == "nnUNetTrainer" and saved["init_args"]["dataset_json"]["labels"] == BINARY_LABELS
-    stock = build_network(json.loads((model / "plans.json").read_text()), "2d", 2, False)
+    stock = build_network(json.loads((model / "plans.json").read_text(encoding="utf-8")), "2d", 2, False)
     stock.load_state_dict(saved["network_weights"], strict=True)          # the network inference builds
     side = torch.load(model / "fold_all" / "support_head.pth", map_location="cpu", weights_only=False)
     assert side["format"] == "backsplit-support-head" and side["weights"]["0.weight"].shape[0] == 3
@@ -86,8 +86,8 @@ def test_function_preserving_start_from_the_trained_binary_model(tiny_dataset, t
 
     from backsplit.training.pretrained import load_into_trainer
 
-    plans = json.loads((tiny_binary_model_dir / "plans.json").read_text())
-    labels = json.loads((tiny_dataset.dataset_dir / "dataset.json").read_text())["labels"]
+    plans = json.loads((tiny_binary_model_dir / "plans.json").read_text(encoding="utf-8"))
+    labels = json.loads((tiny_dataset.dataset_dir / "dataset.json").read_text(encoding="utf-8"))["labels"]
     checkpoint = tiny_binary_model_dir / "fold_all" / "checkpoint_final.pth"
     binary = build_network(plans, "2d", 2).eval()
     binary.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"])
@@ -127,7 +127,7 @@ def test_support_head_network_takes_the_binary_model_as_its_lesion_head(tiny_bin
     from backsplit.training.pretrained import load_into_trainer
     from backsplit.training.supporthead import attach_support_head
 
-    plans = json.loads((tiny_binary_model_dir / "plans.json").read_text())
+    plans = json.loads((tiny_binary_model_dir / "plans.json").read_text(encoding="utf-8"))
     checkpoint = tiny_binary_model_dir / "fold_all" / "checkpoint_final.pth"
     network = attach_support_head(build_network(plans, "2d", 2), 3)
     labels = lesion_meta({"labels": {"background": 0, "Lesion": 1, "Vessel": 2, "Organ": 3}}, 1)["labels"]

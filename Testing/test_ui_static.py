@@ -87,7 +87,7 @@ def prop_text(widget, name):
 
 
 def module_ast(module):
-    return ast.parse((REPO / module / f"{module}.py").read_text())
+    return ast.parse((REPO / module / f"{module}.py").read_text(encoding="utf-8"))
 
 
 def class_def(tree, suffix):
@@ -167,9 +167,9 @@ def test_parameter_defaults_are_valid(module):
 
 def panel_sources(module) -> str:
     """The widget module and the Lib helpers that work on its ``self.ui`` (e.g. BackSplitSegmentLib/case_list.py)."""
-    sources = [(REPO / module / f"{module}.py").read_text()]
-    sources += [p.read_text() for p in sorted((REPO / module / f"{module}Lib").glob("*.py"))
-                if "self.ui." in p.read_text()]
+    sources = [(REPO / module / f"{module}.py").read_text(encoding="utf-8")]
+    sources += [p.read_text(encoding="utf-8") for p in sorted((REPO / module / f"{module}Lib").glob("*.py"))
+                if "self.ui." in p.read_text(encoding="utf-8")]
     return "\n".join(sources)
 
 
@@ -236,7 +236,7 @@ def test_connected_slots_and_logic_calls_exist(module):
     widget_methods = methods(widget) | {"resourcePath", "layout", "parent"}
     for base in logic.bases:   # a Logic base class kept in the module's Lib (e.g. BackSplitTrainLib/logic.py)
         for path in (REPO / module / f"{module}Lib").glob("*.py"):
-            found = [n for n in ast.parse(path.read_text()).body
+            found = [n for n in ast.parse(path.read_text(encoding="utf-8")).body
                      if isinstance(n, ast.ClassDef) and n.name == getattr(base, "id", None)]
             if found:
                 logic.body.extend(found[0].body)
@@ -281,7 +281,7 @@ def test_widget_does_no_blocking_work(module):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_texts_shown_in_the_panel_are_translatable(module):
-    source = (REPO / module / f"{module}.py").read_text()
+    source = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
     literal = re.findall(r"self\.ui\.\w+\.text\s*=\s*([\"'f][^\n]*)", source)
     assert not literal, f"use _() for texts shown in the panel: {literal}"
 
@@ -296,7 +296,7 @@ def test_case_table_cells_are_read_only():
 def test_timer_callbacks_are_guarded_and_cancel_does_not_wait(module):
     """Every timer's timeout goes through a PanelAction's wrap_tick (stop, idle, report once; the whole rule, all
     files: Testing/test_panel_actions.py); Cancel never waits on the GUI."""
-    source = (REPO / module / f"{module}.py").read_text()
+    source = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
     timers = set(re.findall(r"self\.(\w+) = qt\.QTimer\(\)", source))
     for timer in timers:
         connections = re.findall(rf"self\.{timer}\.timeout\.connect\((.*)", source)
@@ -310,6 +310,6 @@ def test_timer_callbacks_are_guarded_and_cancel_does_not_wait(module):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_release_policy_is_enforced_in_the_panel(module):
-    source = (REPO / module / f"{module}.py").read_text()
+    source = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
     assert "releaseProblem()" in source or "release_problem(" in source
     assert "https://github.com/backsplit/SlicerBackSplit" in source          # help text links to the documentation

@@ -172,10 +172,11 @@ def test_event_record_keeps_done_error_estimate_and_the_log(tmp_path):
     record.record([ProgressEvent(Stage.LOG, "nnU-Net says hi"), ProgressEvent(Stage.ESTIMATE, "1 min", data={"s": 60}),
                    ProgressEvent(Stage.DONE, "ok", data={"models": ["/m"]})])
     assert record.estimate == {"s": 60} and record.done_data == {"models": ["/m"]} and record.error is None
-    assert (tmp_path / "logs" / "job.log").read_text() == "nnU-Net says hi\n"     # own events left out here
+    # own events left out here
+    assert (tmp_path / "logs" / "job.log").read_text(encoding="utf-8") == "nnU-Net says hi\n"
     record.log_own_events = True
     record.record([ProgressEvent(Stage.ERROR, "no model")])
-    assert record.error == "no model" and (tmp_path / "logs" / "job.log").read_text().endswith(
+    assert record.error == "no model" and (tmp_path / "logs" / "job.log").read_text(encoding="utf-8").endswith(
         "[backsplit error] no model\n")
 
 

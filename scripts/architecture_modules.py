@@ -15,7 +15,7 @@ FOLDERS = ["backsplit", "BackSplitShared", "BackSplitSegment/BackSplitSegmentLib
 
 
 def first_paragraph(path: Path) -> str:
-    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
     return " ".join(doc.split("\n\n")[0].split()).replace("|", "\\|")
 
 
@@ -48,7 +48,7 @@ def render(text: str) -> str:
 
 
 if __name__ == "__main__":
-    text = DOC.read_text()
+    text = DOC.read_text(encoding="utf-8")
     new = render(text)
     if "--check" in sys.argv:
         sys.exit(0 if new == text else 1)

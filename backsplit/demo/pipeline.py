@@ -157,7 +157,8 @@ def evaluate_demo(settings: DemoSettings, test_dir: Path, models: dict[str, Path
     reference_schema = LabelSchema.from_json(read_dataset_json(test_dir)["backsplit"]["schema"])
     rows = {}
     for name, model in models.items():
-        schema = LabelSchema.from_json(json.loads((model / "backsplit_model.json").read_text())["schema"])
+        manifest = json.loads((model / "backsplit_model.json").read_text(encoding="utf-8"))
+        schema = LabelSchema.from_json(manifest["schema"])
         rows[name] = evaluate_folders(out / "predictions" / name, test_dir / "labelsTr", schema, 2.0,
                                       reference_schema)
         write_evaluation(rows[name], out / "evaluation" / f"{name}.csv")

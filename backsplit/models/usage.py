@@ -82,6 +82,6 @@ def model_users(model_dir: Path) -> list[str]:
 
 def _pid_in(path: Path) -> Optional[int]:
     try:
-        return int(path.read_text().strip() or 0)
+        return int(path.read_text(encoding="utf-8").strip() or 0)
     except (OSError, ValueError):
         return None

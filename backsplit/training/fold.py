@@ -42,7 +42,7 @@ def check_pretrained(model_dir: Path, dataset: DatasetFolder, configuration: str
     if not plans_path.is_file():
         raise InputError("the model to fine-tune has no plans.json; choose a model folder written by BackSplit "
                          "training or nnU-Net", path=str(model_dir))
-    plans = json.loads(plans_path.read_text())
+    plans = json.loads(plans_path.read_text(encoding="utf-8"))
     if os.environ.get("nnUNet_results") and model_dir.resolve() == results_dir(dataset, configuration).resolve():
         raise InputError("the model to fine-tune is this training's own output folder, which the new model would "
                          "overwrite; copy it aside first (train it with --model-dir, or 'backsplit model import'), or "

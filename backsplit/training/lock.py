@@ -43,7 +43,7 @@ class TrainingLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 try:
-                    owner = int(self.path.read_text().strip() or 0)
+                    owner = int(self.path.read_text(encoding="utf-8").strip() or 0)
                     age = time.time() - self.path.stat().st_mtime
                 except (OSError, ValueError):
                     owner, age = 0, self.FRESH_S

@@ -66,8 +66,8 @@ def prepare_unlocked(dataset: DatasetFolder, options: TrainOptions, plans_from: 
     marker = prepared_marker(dataset, config, plans_name)
     required = [plans_file, folder / "dataset.json", folder / "dataset_fingerprint.json"]
     if marker.is_file() and all(p.is_file() for p in required):
-        recorded = json.loads(marker.read_text())
-        current = json.loads(plans_file.read_text())
+        recorded = json.loads(marker.read_text(encoding="utf-8"))
+        current = json.loads(plans_file.read_text(encoding="utf-8"))
         if recorded.get("content") == content and (wanted_plans is None or _same_plans(current, wanted_plans)):
             emit(ProgressEvent("preprocess", f"{dataset.folder_name}: already preprocessed ({config})", 1, 1))
             return current
@@ -93,7 +93,7 @@ def prepare_unlocked(dataset: DatasetFolder, options: TrainOptions, plans_from: 
         emit(ProgressEvent("plan", f"{dataset.folder_name}: using shared plans", 1, 3))
         plans_file.write_text(json.dumps(wanted_plans, indent=2))
         shutil.copy2(dataset.folder / "dataset.json", folder / "dataset.json")  # nnU-Net's preprocessor reads it here
-    plans = json.loads(plans_file.read_text())
+    plans = json.loads(plans_file.read_text(encoding="utf-8"))
     _check_configuration(plans, config, dataset)
     data_identifier = plans["configurations"][config]["data_identifier"]
     if _data_ready(folder, data_identifier, dataset, content):   # ResEnc presets share nnUNetPlans_<config>'s data
@@ -132,7 +132,7 @@ def _has_markers(folder, content: Optional[str] = None) -> bool:
     """Whether BackSplit prepared anything in ``folder`` (for this export's ``content`` hash when given)."""
     for marker in folder.glob("backsplit_prepar*.json" if content is None else "backsplit_prepared_*.json"):
         try:
-            if content is None or json.loads(marker.read_text()).get("content") == content:
+            if content is None or json.loads(marker.read_text(encoding="utf-8")).get("content") == content:
                 return True
         except (OSError, ValueError):
             continue
@@ -151,7 +151,7 @@ def _data_ready(folder, data_identifier: str, dataset: DatasetFolder, content: s
         return _same_dataset(folder, dataset)
     for marker in markers:
         try:
-            recorded = json.loads(marker.read_text())
+            recorded = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         identifier = recorded.get("data_identifier") or \
@@ -164,7 +164,7 @@ def _data_ready(folder, data_identifier: str, dataset: DatasetFolder, content: s
 def _same_dataset(folder, dataset: DatasetFolder) -> bool:
     """Whether the preprocessed ``dataset.json`` in ``folder`` has the dataset's labels, channels and file ending."""
     try:
-        theirs = json.loads((folder / "dataset.json").read_text())
+        theirs = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return all(theirs.get(k) == dataset.meta.get(k) for k in ("labels", "channel_names", "file_ending"))
@@ -174,7 +174,7 @@ def _reuse_foreign(dataset: DatasetFolder, folder, plans_file, config: str, want
     """Plans (and data) that nnU-Net's own tools wrote for this dataset: the plans when they fit (the configuration's
     data is preprocessed again only when missing), None when nothing is there to reuse; InputError when they were
     made from other data (different labels, channels or cases), which BackSplit would have to overwrite."""
-    plans = json.loads(plans_file.read_text())
+    plans = json.loads(plans_file.read_text(encoding="utf-8"))
     if not (folder / "dataset.json").is_file():
         return None
     if not _same_dataset(folder, dataset) or (wanted_plans is not None and not _same_plans(plans, wanted_plans)):
