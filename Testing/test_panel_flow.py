@@ -11,18 +11,7 @@ import types
 from pathlib import Path
 
 import pytest
-
-
-class Signal:
-    def __init__(self):
-        self.slots = []
-
-    def connect(self, slot):
-        self.slots.append(slot)
-
-    def emit(self, *args):
-        for slot in self.slots:
-            slot(*args)
+from fixtures_panels import Signal  # the Qt signal stand-in (no Qt here)
 
 
 class Button:

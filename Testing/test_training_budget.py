@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from fixtures_panels import Signal  # the Qt signal stand-in (no Qt here)
 
 from backsplit.errors import InputError
 from backsplit.training import budget
@@ -71,18 +72,6 @@ def test_panel_choices_are_valid_training_options():
     assert choice_options("ramp:200,lvr=0.5", fine_tuning=True)["head_init"] == "preserve"
     with pytest.raises(InputError, match="not a way of training the support structures"):
         choice_options("ramp:9")
-
-
-class Signal:
-    def __init__(self):
-        self.slots = []
-
-    def connect(self, slot):
-        self.slots.append(slot)
-
-    def emit(self, *args):
-        for slot in self.slots:
-            slot(*args)
 
 
 class Widget:
