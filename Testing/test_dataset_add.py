@@ -94,7 +94,7 @@ def test_bad_cases_are_refused_and_nothing_changes(tmp_path):
     assert info.value.suggestions == {"lesions": "Lesion"}
     with pytest.raises(InputError, match="case 'c1': a case with this id is already in the dataset.*never replaced"):
         add_cases([InMemoryCaseSource(make_case("c1"))], request)
-    with pytest.raises(InputError, match="binary twin; add cases to the BackSplit dataset"):
+    with pytest.raises(InputError, match="binary baseline dataset; add cases to the BackSplit dataset"):
         add_cases([InMemoryCaseSource(make_case("x"))], AddRequest(result.binary_dataset_dir))
     assert snapshot_of([result.dataset_dir, result.binary_dataset_dir]) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [result.dataset_dir.name, result.binary_dataset_dir.name]

@@ -166,3 +166,29 @@ def test_architecture_module_tables_are_current():
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "architecture_modules.py"), "--check"],
                             capture_output=True, text=True)
     assert result.returncode == 0, "docs/ARCHITECTURE.md is stale: run python scripts/architecture_modules.py"
+
+
+def text_file_calls_without_encoding(path: Path) -> list:
+    """``open(...)`` in text mode, ``Path.read_text``/``write_text`` without ``encoding=``: their text depends on the
+    locale (a C library switched it to C in the middle of a test run; Windows and some Slicer builds are not UTF-8).
+    ``Distribution.read_text`` (importlib.metadata) has no encoding argument and is skipped by its receiver name."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call) or any(k.arg == "encoding" for k in node.keywords):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr in ("read_text", "write_text"):
+            if not (isinstance(func.value, ast.Name) and func.value.id in ("dist", "distribution")):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno} {func.attr}")
+        elif isinstance(func, ast.Name) and func.id == "open":
+            mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            if not (isinstance(mode, ast.Constant) and "b" in str(mode.value)):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno} open")
+    return found
+
+
+def test_product_text_files_name_their_encoding():
+    folders = ["backsplit", "BackSplitSegment", "BackSplitTrain", "BackSplitShared", "benchmarks", "scripts"]
+    found = [hit for folder in folders for path in sorted((REPO / folder).rglob("*.py"))
+             for hit in text_file_calls_without_encoding(path)]
+    assert not found, "name encoding='utf-8' (text files must not depend on the locale):\n" + "\n".join(found)

@@ -84,7 +84,7 @@ def bench_prediction(model: Path, test: Path, out: Path, args) -> None:
     for run in range(args.runs):
         folder = out / f"prediction-{run}"
         predict_files(model, inputs, folder, device="cpu", overwrite=True, use_mirroring=not args.no_mirroring)
-        record = json.loads((folder / "prediction_run.json").read_text())
+        record = json.loads((folder / "prediction_run.json").read_text(encoding="utf-8"))
         ratios.append(record["actual_s"] / record["estimate"]["seconds"])
         print(f"  run {run + 1}: actual {record['actual_s']:.1f} s; estimate {record['estimate']['seconds']:.1f} s "
               f"(tile {record['estimate']['details']['tile_s']:.3f} s x {sum(record['tiles'])} tiles; ratio "

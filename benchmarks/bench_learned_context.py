@@ -58,7 +58,8 @@ def child(args) -> None:
     from backsplit.training.trainer import BackSplitTrainer
 
     dataset = load_dataset_folder(Path(args.dataset))
-    plans = json.loads((Path(os.environ["nnUNet_preprocessed"]) / dataset.folder_name / "nnUNetPlans.json").read_text())
+    plans_file = Path(os.environ["nnUNet_preprocessed"]) / dataset.folder_name / "nnUNetPlans.json"
+    plans = json.loads(plans_file.read_text(encoding="utf-8"))
     plans["continue_training"] = False
     plans["configurations"][args.configuration]["batch_size"] = args.batch_size
     os.environ["nnUNet_n_proc_DA"] = "0"

@@ -127,7 +127,7 @@ def main() -> int:
               "units_run": len(outcome.done), "units_reused": len(outcome.reused),
               "units_failed": sorted(outcome.failed), "versions": versions(),
               "report": str(out / "study" / "report" / "report.md")}
-    (out / "bench_study.json").write_text(json.dumps(record, indent=1))
+    (out / "bench_study.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     print(json.dumps(record, indent=1))
     return 0 if not outcome.failed else 1
 

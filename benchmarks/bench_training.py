@@ -46,7 +46,7 @@ BENCH_TRAINER = textwrap.dedent('''
 
 def epoch_times_from_log(folder: Path) -> list[float]:
     logs = sorted(folder.rglob("training_log_*.txt"))
-    return [float(v) for v in re.findall(r"Epoch time: ([\d.]+) s", logs[-1].read_text())]
+    return [float(v) for v in re.findall(r"Epoch time: ([\d.]+) s", logs[-1].read_text(encoding="utf-8"))]
 
 
 def run_wrapper(dataset: Path, work: Path, args, with_binary=False, sampling="stock") -> dict[str, list[float]]:
@@ -110,7 +110,7 @@ def main() -> None:
         run_wrapper(result.dataset_dir, work, args, with_binary=True)  # plans + preprocessing for both, warm caches
         ext = tmp / "ext"
         ext.mkdir()
-        (ext / "nnUNetTrainer_BackSplitBench.py").write_text(BENCH_TRAINER)
+        (ext / "nnUNetTrainer_BackSplitBench.py").write_text(BENCH_TRAINER, encoding="utf-8")
         env = nnunet_environment(result.dataset_dir.parent, work)
         raw_times, wrapper_times = [], []
         for repeat in range(args.repeats):

@@ -52,5 +52,5 @@ if __name__ == "__main__":
     new = render(text)
     if "--check" in sys.argv:
         sys.exit(0 if new == text else 1)
-    DOC.write_text(new)
+    DOC.write_text(new, encoding="utf-8")
     print(f"wrote the module tables of {DOC.relative_to(REPO)}")

@@ -60,5 +60,5 @@ if __name__ == "__main__":
             print("Testing/MODULES.md is stale: run python scripts/module_tests.py")
             sys.exit(1)
         sys.exit(0)
-    OUT.write_text(text)
+    OUT.write_text(text, encoding="utf-8")
     print(f"wrote {OUT.relative_to(REPO)}")

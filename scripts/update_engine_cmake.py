@@ -10,5 +10,5 @@ for variable, entries in (("BACKSPLIT_PYTHON_SCRIPTS", scripts), ("BACKSPLIT_PYT
     start = text.index(f"set({variable}\n") + len(f"set({variable}\n")
     end = text.index("  )", start)
     text = text[:start] + "".join(f"  {entry}\n" for entry in entries) + text[end:]
-(root / "CMakeLists.txt").write_text(text)
+(root / "CMakeLists.txt").write_text(text, encoding="utf-8")
 print(f"{len(scripts)} scripts, {len(data)} data files")

@@ -117,18 +117,18 @@ def _read_target(dataset_dir: Path) -> _Target:
         raise InputError("the dataset was not exported by BackSplit (dataset.json has no 'backsplit' section); "
                          "export it with BackSplit first", path=str(live))
     if section.get("variant") == "binary":
-        raise InputError(f"this is the binary twin; add cases to the BackSplit dataset '{section.get('twin')}' "
-                         "(its twin follows)", path=str(live))
+        raise InputError("this is the binary baseline dataset; add cases to the BackSplit dataset "
+                         f"'{section.get('twin')}' (its binary baseline dataset follows)", path=str(live))
     twin, twin_meta = None, None
     if section.get("twin"):
         twin = live.parent / section["twin"]
         if not twin.is_dir():
-            raise InputError(f"the binary twin '{section['twin']}' recorded in dataset.json is missing; put it back "
-                             "next to the dataset (or export both again)", path=str(live))
+            raise InputError(f"the binary baseline dataset '{section['twin']}' recorded in dataset.json is missing; "
+                             "put it back next to the dataset (or export both again)", path=str(live))
         twin_meta = read_dataset_json(twin)
         if sorted(twin_meta.get("backsplit", {}).get("case_ids", [])) != sorted(section.get("case_ids", [])):
-            raise InputError("the binary twin does not hold the same cases as the dataset; export both again",
-                             path=str(twin))
+            raise InputError("the binary baseline dataset does not hold the same cases as the dataset; export both "
+                             "again", path=str(twin))
     output_schema = LabelSchema.from_json(section["schema"])
     context_raw = section.get("context") or {"method": "none"}
     context = ContextSpec(context_raw.get("method", "none"), tuple(context_raw.get("ring_widths_mm", (5.0, 15.0))),

@@ -98,7 +98,7 @@ class ExportRequest:
         dataset_folder_name(self.dataset_id, self.dataset_name)
         dataset_folder_name(self.binary_id, f"{self.dataset_name}Binary")
         if self.binary_twin and self.binary_id == self.dataset_id:
-            raise InputError("the binary twin needs its own dataset id; choose another binary dataset id")
+            raise InputError("the binary baseline dataset needs its own dataset id; choose another binary dataset id")
 
 
 @dataclass
@@ -114,7 +114,7 @@ class ExportResult:
         """What the CLI prints after the export: folders, case counts, time (s), cases with absent segments."""
         lines = [f"BackSplit dataset: {self.dataset_dir}"]
         if self.binary_dataset_dir:
-            lines.append(f"Binary twin:       {self.binary_dataset_dir}")
+            lines.append(f"Binary baseline:   {self.binary_dataset_dir}")
         lines.append(f"Cases: {len(self.case_ids)} ({len(self.negative_cases)} negative) in {self.seconds:.1f} s")
         for case, classes in self.absent_segments.items():
             lines.append(f"  case '{case}': no segment for {', '.join(classes)} (treated as absent)")

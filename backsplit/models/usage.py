@@ -30,7 +30,7 @@ class ModelInUse:
     def acquire(self) -> "ModelInUse":
         try:
             self.path.parent.mkdir(exist_ok=True)
-            self.path.write_text(str(os.getpid()))
+            self.path.write_text(str(os.getpid()), encoding="utf-8")
             self.marked = True
         except OSError:
             self.marked = False

@@ -213,7 +213,7 @@ def _is_zombie(pid: int) -> bool:
     except Exception:  # psutil.NoSuchProcess and friends: gone
         return True
     try:
-        with open(f"/proc/{pid}/stat") as handle:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
             return handle.read().rsplit(")", 1)[-1].split()[0] == "Z"
     except OSError:
         return False

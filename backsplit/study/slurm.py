@@ -98,7 +98,8 @@ class SlurmExecutor:
             if not result.ok and not log_path(study_dir, unit_id).is_file():
                 slurm_out = Path(study_dir) / "slurm" / f"{job_id}_{index}.out"
                 if slurm_out.is_file():
-                    result.log_tail = "\n".join(slurm_out.read_text(errors="replace").splitlines()[-20:])
+                    text = slurm_out.read_text(errors="replace", encoding="utf-8")
+                    result.log_tail = "\n".join(text.splitlines()[-20:])
             results[unit_id] = result
             echo(f"{'finished' if result.ok else 'FAILED'} {unit_id} (array task {job_id}_{index}"
                  f"{', ' + state if state else ''})")

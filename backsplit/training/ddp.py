@@ -208,8 +208,8 @@ def train_rank(rank: int, world_size: int, job: RankJob) -> None:
             transfer = load_into_trainer(trainer, Path(job.pretrained_checkpoint), dataset.meta["labels"])
         except (AssertionError, RuntimeError, KeyError) as exc:
             raise InputError(f"the model to fine-tune does not fit this dataset's network ({exc or 'shape mismatch'})"
-                             "; fine-tune from a model trained with the same plans (e.g. the binary twin trained by "
-                             "BackSplit)", path=job.pretrained_checkpoint) from None
+                             "; fine-tune from a model trained with the same plans (e.g. the binary baseline "
+                             "trained by BackSplit)", path=job.pretrained_checkpoint) from None
         emit(ProgressEvent("train", f"{job.label}: fine-tuning from {options.pretrained_model}: {transfer['message']}",
                            0, options.epochs, {"weights_transfer": transfer["counts"]}))
     elif options.resume:

@@ -133,7 +133,7 @@ def train_one(dataset: DatasetFolder, options: TrainOptions, fold: str, device, 
             except (AssertionError, RuntimeError, KeyError) as exc:
                 raise InputError(f"the model to fine-tune does not fit this dataset's network "
                                  f"({exc or 'shape mismatch'}); fine-tune from a model trained with the same plans "
-                                 "(e.g. the binary twin trained by BackSplit)",
+                                 "(e.g. the binary baseline trained by BackSplit)",
                                  path=str(pretrained_checkpoint)) from None
         elif options.resume:
             maybe_load_checkpoint(trainer, True, False, None)

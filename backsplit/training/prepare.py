@@ -82,7 +82,8 @@ def prepare_unlocked(dataset: DatasetFolder, options: TrainOptions, plans_from: 
     folder.mkdir(parents=True, exist_ok=True)
     fingerprint_done = (folder / "dataset_fingerprint.json").is_file() and (   # this export's, or nnU-Net's own
         _has_markers(folder, content) or (not _has_markers(folder) and _same_dataset(folder, dataset)))
-    (folder / "backsplit_preparing.json").write_text(json.dumps({"content": content}))  # ours, even if interrupted
+    preparing = folder / "backsplit_preparing.json"   # ours, even if interrupted
+    preparing.write_text(json.dumps({"content": content}), encoding="utf-8")
     if not fingerprint_done:   # another plans preset of the same export reuses the fingerprint
         emit(ProgressEvent("plan", f"{dataset.folder_name}: extracting the dataset fingerprint", 1, 3))
         extract_fingerprints([dataset.dataset_id], num_processes=n, check_dataset_integrity=False, clean=True,
@@ -91,7 +92,7 @@ def prepare_unlocked(dataset: DatasetFolder, options: TrainOptions, plans_from: 
         plan_experiments([dataset.dataset_id], experiment_planner_class_name=PLANNERS[options.plans][0])
     else:
         emit(ProgressEvent("plan", f"{dataset.folder_name}: using shared plans", 1, 3))
-        plans_file.write_text(json.dumps(wanted_plans, indent=2))
+        plans_file.write_text(json.dumps(wanted_plans, indent=2), encoding="utf-8")
         shutil.copy2(dataset.folder / "dataset.json", folder / "dataset.json")  # nnU-Net's preprocessor reads it here
     plans = json.loads(plans_file.read_text(encoding="utf-8"))
     _check_configuration(plans, config, dataset)
@@ -103,7 +104,7 @@ def prepare_unlocked(dataset: DatasetFolder, options: TrainOptions, plans_from: 
         shutil.rmtree(folder / data_identifier, ignore_errors=True)
         _preprocess(dataset, folder / data_identifier, plans_name, config, n, preprocess)
     marker.write_text(json.dumps({"content": content, "configuration": config, "plans": plans_name,
-                                  "data_identifier": data_identifier}))
+                                  "data_identifier": data_identifier}), encoding="utf-8")
     emit(ProgressEvent("preprocess", f"{dataset.folder_name}: preprocessed", 3, 3))
     return plans
 

@@ -148,7 +148,7 @@ def load_into_trainer(trainer, checkpoint: Path, dataset_labels: dict, head_init
                                        dataset_labels, list(targets))
         except ValueError as exc:
             raise InputError(f"function-preserving fine-tuning (head init 'preserve') cannot start from this model: "
-                             f"{exc}; fine-tune from the binary twin's model, or choose head init 'reinit'",
+                             f"{exc}; fine-tune from the binary baseline model, or choose head init 'reinit'",
                              path=str(checkpoint)) from None
         report["reinitialised"] = []
     report["counts"] = {"output_layers_kept": same, "loaded": len(report["loaded"]),

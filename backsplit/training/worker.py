@@ -54,15 +54,16 @@ def run(options: TrainOptions) -> list[Path]:
     datasets = [dataset]
     if options.with_binary:
         if options.pretrained_model is not None:
-            raise InputError("fine-tuning and training the binary twin side by side cannot be combined; train the "
-                             "twin first, then fine-tune from it")
+            raise InputError("fine-tuning and training the binary baseline side by side cannot be combined; train the "
+                             "binary baseline first, then fine-tune from it")
         twin_folder = dataset.twin_folder
         if twin_folder is None or not twin_folder.is_dir():
-            raise InputError("the dataset has no binary twin next to it (dataset.json 'backsplit.twin'); export it "
-                             "with the binary twin", path=str(dataset.folder))
+            raise InputError("the dataset has no binary baseline dataset next to it (dataset.json 'backsplit.twin'); "
+                             "export it again with the binary baseline dataset", path=str(dataset.folder))
         twin = load_dataset_folder(twin_folder)
         if twin.case_ids != dataset.case_ids:
-            raise InputError("the binary twin does not hold the same cases; export both again", path=str(twin.folder))
+            raise InputError("the binary baseline dataset does not hold the same cases; export both again",
+                             path=str(twin.folder))
         datasets.append(twin)
     if dataset.schema is not None and dataset.schema.support_values:   # before a short BackSplit training
         warning = short_training_warning(options.epochs * options.iterations_per_epoch,
