@@ -112,6 +112,7 @@ class BackSplitSegmentParameterNode:
     showProbability: bool = True
     decisionThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     minLesionVolume: Annotated[float, WithinRange(0.0, 10000.0)] = 0.0
+    fastPreview: bool = False       # one fold, no test-time mirroring (BackSplitSegmentLib.prediction_run)
 
 
 class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -183,7 +184,7 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _setupReadyButtons(self) -> None:
         """Export, Apply, Generate and Suggest enabled only when their inputs are valid (tooltip: what is missing),
         checked twice a second from what the panel holds (BackSplitSegmentLib.readiness)."""
-        ui, count, idle = self.ui, lambda: len(self._caseList.cases), lambda: False
+        ui, count = self.ui, lambda: len(self._caseList.cases)
         ready = self._readyButtons = ReadyButtons()
         ready.add(ui.exportButton, lambda: self._exportAction.busy, lambda: export_missing(
             count(), self._caseList.names(ui.targetList), ui.datasetName.text), ui.exportButton.toolTip)
@@ -192,8 +193,8 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ready.add(ui.supportsGenerateButton, lambda: self._supportsSection.action.busy, lambda: generate_missing(
             count(), ui.supportsSourceComboBox.currentIndex == 0, ui.supportsModelPathLineEdit.currentPath),
             ui.supportsGenerateButton.toolTip)
-        ready.add(ui.supportsSuggestButton, idle, lambda: suggest_missing(count(), ui.supportsTargetLineEdit.text),
-                  ui.supportsSuggestButton.toolTip)
+        ready.add(ui.supportsSuggestButton, lambda: self._supportsSection.suggestAction.busy,
+                  lambda: suggest_missing(count(), ui.supportsTargetLineEdit.text), ui.supportsSuggestButton.toolTip)
         self._readyTimer = qt.QTimer()
         self._readyTimer.setInterval(500)
         checking = PanelAction(_("Could not check the inputs"))   # display only: an error stops it, reported once
@@ -217,7 +218,8 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         self._binding.unbind()
         stopped = _("Stopped: the scene was closed.")   # work that reads or writes scene nodes ends (PanelAction)
-        for action in (self._exportAction, self._applySection.action, self._supportsSection.action):
+        for action in (self._exportAction, self._applySection.action, self._supportsSection.action,
+                       self._supportsSection.suggestAction, self._loopSection.addAction):
             if action.busy:
                 action.finish(stopped)
         self._caseList.clear()
@@ -265,7 +267,7 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._export = None
 
     def _stepExport(self) -> None:
-        """One short piece of reading from the scene, or a look at the export thread, per tick (ExportRun)."""
+        """One short piece of reading from the scene (or of handing it to the export child), per tick (ExportRun)."""
         step = self._export.step()
         self.ui.exportProgressBar.value = step.percent
         self.ui.statusLabel.text = step.message
@@ -349,13 +351,16 @@ class BackSplitSegmentLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def startPrediction(parameters, extra_channels=()):
         """Start the prediction child for the parameters' model and volume; returns the running job
-        (``PredictionProcess``). Raises InputError before anything starts (channels, geometry, model folder)."""
+        (``PredictionProcess``): the full prediction, or with ``fastPreview`` the model's first fold without
+        test-time mirroring (its nodes named as a preview). Raises InputError before anything starts (channels,
+        geometry, model folder)."""
         model = required_folder(parameters.modelFolder, _("model folder (or a model from the models list)"))
         return start_prediction(model, parameters.predictVolume, list(extra_channels),
                                 lesion_only=bool(parameters.lesionOnly),
                                 probabilities=bool(parameters.showProbability),
                                 threshold=float(parameters.decisionThreshold),
-                                min_volume_ml=float(parameters.minLesionVolume))
+                                min_volume_ml=float(parameters.minLesionVolume),
+                                preview=bool(parameters.fastPreview))
 
     def predict(self, parameters, extra_channels=(), show_auxiliary: bool = True):
         """Apply the model and import the result into the scene, waiting for both (scripts); returns the
@@ -379,6 +384,12 @@ class BackSplitSegmentTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_export_demo_cases()
+        self.setUp()
+        self.test_panel()
+
+    def test_panel(self):   # the panel through its widgets: demo cases, classes, Export, hand-over to Train
+        from BackSplitSegmentLib.self_test import run_panel_test
+        run_panel_test(self)
 
     def test_export_demo_cases(self):
         logic = BackSplitSegmentLogic()

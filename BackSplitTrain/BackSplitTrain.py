@@ -35,6 +35,7 @@ from BackSplitShared.release import release_problem  # noqa: E402
 from BackSplitTrainLib import training_run  # noqa: E402
 from BackSplitTrainLib.logic import TrainLogic  # noqa: E402
 from BackSplitTrainLib.model_list import fine_tune_choices  # noqa: E402
+from BackSplitTrainLib.panel_state import PanelState  # noqa: E402
 from BackSplitTrainLib.paths import resolve_folder  # noqa: E402
 from BackSplitTrainLib.support_choice import BudgetLabel  # noqa: E402
 
@@ -147,6 +148,8 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self._binding = GuiBinding(self.ui)   # connected once per parameter node
+        # SLURM fields only for "Run on: slurm"; Start enabled only with valid inputs (tooltip: what is missing)
+        self._panelState = PanelState(self.ui, lambda: self._parameterNode, lambda: self._startAction.busy)
         self.initializeParameterNode()
         self._budgetLabel = BudgetLabel(self.ui)   # the expected break-even budget under the support choice
 
@@ -154,6 +157,7 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Bind (idempotent) and make the work folder absolute again (a scene close resets it to ".")."""
         self._binding.bind(self.logic.getParameterNode())
         self.logic.applyDefaults(self._parameterNode)
+        self._panelState.watch(self._parameterNode)   # updated on every change of the parameter node
 
     def onSceneStartClose(self, caller, event) -> None:
         self._binding.unbind()
@@ -172,6 +176,7 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.removeObservers()
+        self._panelState.unwatch()
         self._timer.stop()
         self._probeTimer.stop()
         self._installTimer.stop()
@@ -247,14 +252,15 @@ class BackSplitTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.setRange(0, 100)
         self.ui.startButton.enabled = True
         self.ui.cancelButton.enabled = False
+        self._panelState.update()   # Start only with valid inputs
 
     def _poll(self) -> None:
         self._plot = self.logic.ensurePlot(self._plot, self._job, self._status)
         for line in self.logic.pollTraining(self._job, self._status, self._plot):
             self.ui.logTextEdit.appendPlainText(line)
         self.ui.progressBar.value = int(100 * self._status.fraction)
-        if not self._job.cancelled:
-            self.ui.statusLabel.text = self._status.summary()
+        if not self._job.cancelled or getattr(self._job, "cancel_error", ""):
+            self.ui.statusLabel.text = training_run.follow_text(self._job, self._status)   # with SLURM's notes
         if self._job.is_running():
             return
         for line in self.logic.pollTraining(self._job, self._status, self._plot):  # the last lines
@@ -310,6 +316,14 @@ class BackSplitTrainLogic(TrainLogic):
 
 class BackSplitTrainTest(ScriptedLoadableModuleTest):
     def runTest(self):
+        self.test_logic()
+        self.test_panel()
+
+    def test_panel(self):   # the panel through its widgets; tiny CPU training and Apply where nnU-Net is installed
+        from BackSplitTrainLib.self_test import run_panel_test
+        run_panel_test(self)
+
+    def test_logic(self):
         slicer.mrmlScene.Clear()
         logic = BackSplitTrainLogic()
         parameters = logic.getParameterNode()

@@ -66,3 +66,53 @@ def test_predict_edit_add_round_trip(slicer_scene, tiny_model_dir, tmp_path):
         add_scene_case(volume, node, SceneAddOptions(raw.dataset_dir, case_id="scan", new_id_if_taken=False,
                                                      ignore_segments=["lesions"]))
     assert json.loads((raw.dataset_dir / "dataset.json").read_text(encoding="utf-8"))["backsplit"]["version"] == 3
+
+
+def exported_pair(cases, root):
+    """A dataset of the scene cases (and its twin) exported into ``root``."""
+    from backsplit.datasets.export import ExportRequest, export_dataset
+
+    return export_dataset([c.source() for c in cases], ExportRequest(root, 530, "Loop", ["lesion"], ["organ"]))
+
+
+def test_add_is_read_in_steps_and_written_by_a_child_as_add_scene_case_writes(slicer_scene, tmp_path, monkeypatch):
+    """N2 (Loop *Add*): the case is read in one-slab steps and handed to a child process that runs ``iter_add``; the
+    dataset and its twin are byte for byte those of ``add_scene_case`` (the one-shot path). Cancel mid-way leaves
+    the dataset as it was and the hand-over folder removed; a missing node is refused before anything starts."""
+    import os
+
+    from fixtures_slicer import add_segmentation
+    from test_export_steps import exported_bytes, scene_cases_for_export
+    from test_scene_cases import masks_for
+
+    import BackSplitSegmentLib.case_read_steps as read_steps
+    from backsplit.io import handover
+    from BackSplitSegmentLib.dataset_add import SceneAddOptions, add_result, add_scene_case, start_add_scene_case
+
+    monkeypatch.setattr(read_steps, "SLAB_BYTES", 1)
+    monkeypatch.setattr(handover, "SLAB_BYTES", 256)
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    cases = scene_cases_for_export(slicer, scene, count=2)
+    stepped, one_shot = exported_pair(cases, tmp_path / "a"), exported_pair(cases, tmp_path / "b")
+    shape = (9, 10, 12)
+    volume = add_volume(slicer, np.arange(np.prod(shape), dtype=np.int16).reshape(shape), np.eye(4), "corrected")
+    node = add_segmentation(slicer, scene, masks_for(shape), volume, "corrected segmentation")
+    before = files_of(stepped.dataset_dir)
+    job = start_add_scene_case(volume, node, SceneAddOptions(stepped.dataset_dir, case_id="new"), read_budget_s=0.0)
+    for _ in range(4):
+        job.step()
+    job.cancel()
+    assert job.run_to_end().state == "cancelled" and not job.handover.root.exists()
+    assert files_of(stepped.dataset_dir) == before
+    job = start_add_scene_case(volume, node, SceneAddOptions(stepped.dataset_dir, case_id="new"), read_budget_s=0.0)
+    assert job.run_to_end().state == "finished", job.message
+    assert job.handover.child.pid != os.getpid() and job.handover.pieces >= 2 * int(np.prod(shape)) // 256
+    result = add_result(job)
+    reference = add_scene_case(volume, node, SceneAddOptions(one_shot.dataset_dir, case_id="new"))
+    assert (result.version, result.case_ids) == (reference.version, reference.case_ids) == (2, {"new": "new"})
+    for mine, theirs in ((stepped.dataset_dir, one_shot.dataset_dir),
+                         (stepped.binary_dataset_dir, one_shot.binary_dataset_dir)):
+        a, b = exported_bytes(mine), exported_bytes(theirs)
+        assert list(a) == list(b) and [n for n in b if a[n] != b[n]] == []
+    with pytest.raises(InputError, match="choose the segmentation"):
+        start_add_scene_case(volume, None, SceneAddOptions(stepped.dataset_dir))

@@ -9,6 +9,7 @@ from fixtures_slicer import add_segmentation, add_volume
 from test_scene_cases import masks_for, node_counts, oblique_ijk_to_ras
 
 from backsplit.datasets.export import ExportRequest, export_dataset
+from backsplit.labels.context import ContextSpec
 
 
 @pytest.fixture
@@ -162,14 +163,35 @@ def scene_cases_for_export(slicer, scene, count=2):
     return cases
 
 
-def test_export_run_writes_what_the_one_shot_export_writes(slicer_scene, tmp_path, tiny_slabs):
+def exported_bytes(dataset_dir):
+    """Every file of a dataset, as bytes; dataset.json with its times masked (the one thing that differs)."""
+    import re
+
+    found = {}
+    for path in sorted(p for p in dataset_dir.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if path.name == "dataset.json":
+            data = re.sub(rb'"\d{4}-\d\d-\d\dT[0-9:]+[+-]\d{4}"', b'"TIME"', data)
+        found[str(path.relative_to(dataset_dir))] = data
+    return found
+
+
+def test_export_run_writes_what_the_one_shot_export_writes(slicer_scene, tmp_path, tiny_slabs, monkeypatch):
+    """Byte for byte the files of ``export_dataset``; the engine runs in a child process (no thread of this
+    process), the GUI side in pieces of at most one slab each (counted, no clock)."""
+    import os
+    import threading
+
+    import backsplit.io.handover as handover
     from BackSplitSegmentLib.export_run import ExportRun
 
+    monkeypatch.setattr(handover, "SLAB_BYTES", 256)       # at most 256 bytes written for the child per step
     slicer, scene = slicer_scene.slicer, slicer_scene.scene
     cases = scene_cases_for_export(slicer, scene)
     def request(out):
-        return ExportRequest(out, 511, "Steps", ["lesion"], ["organ"])
+        return ExportRequest(out, 511, "Steps", ["lesion"], ["organ"], context=ContextSpec("rings", (2.0, 4.0)))
     before = node_counts(scene)
+    threads = {t.name for t in threading.enumerate()}
     run = ExportRun([c.source() for c in cases], request(tmp_path / "steps"), read_budget_s=0.0)
     messages = []
     step = run.step()
@@ -177,14 +199,48 @@ def test_export_run_writes_what_the_one_shot_export_writes(slicer_scene, tmp_pat
         messages.append(step.message)
         step = run.step(wait=0.01)
     assert step.state == "finished", step.message
+    assert run.handover.child.pid != os.getpid() and run.handover.child.returncode == 0
+    assert not {t.name for t in threading.enumerate()} - threads - {"backsplit-child-reader"}
+    assert not [t for t in threading.enumerate() if t.name == "backsplit-export"]
     assert any("reading case 'case 1': segment 'Organ'" in m for m in messages)
+    assert any(m.startswith("handing case 'case 1'") for m in messages)
+    written = sum(c.volume.GetImageData().GetNumberOfPoints() * 2 for c in cases)   # int16 voxels, at least
+    assert run.handover.pieces >= written // 256                # each step copied or wrote one small slab
     one_shot = export_dataset([c.source() for c in cases], request(tmp_path / "one_shot"))
     assert node_counts(scene) == before
-    stepwise, reference = exported_arrays(step.result.dataset_dir), exported_arrays(one_shot.dataset_dir)
-    assert list(stepwise) == list(reference) and len(reference) == 4
-    for name in reference:
-        assert np.array_equal(stepwise[name], reference[name]), name
+    for stepped_dir, reference_dir in ((step.result.dataset_dir, one_shot.dataset_dir),
+                                       (step.result.binary_dataset_dir, one_shot.binary_dataset_dir)):
+        stepwise, reference = exported_bytes(stepped_dir), exported_bytes(reference_dir)
+        assert list(stepwise) == list(reference) and len(reference) >= 5
+        assert [n for n in reference if stepwise[n] != reference[n]] == []
+    assert step.result.case_ids == one_shot.case_ids and "Cases: 2 (0 negative)" in step.message
     assert not list((tmp_path / "steps").glob(".backsplit-*"))     # staging removed
+    assert not run.handover.root.exists()                            # the hand-over folder too
+
+
+def test_export_run_closed_mid_way_writes_nothing_and_a_new_export_runs(slicer_scene, tmp_path, tiny_slabs):
+    """A scene close (the panel's ``PanelAction.finish`` calls ``close()``, which never waits) mid-way: the child
+    ends by itself, nothing is written, the hand-over folder is gone; the next export works (the panel is usable).
+    A failure found by the child (the dataset id exists) is a user's error without a traceback."""
+    from BackSplitSegmentLib.export_run import ExportRun
+
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    cases = scene_cases_for_export(slicer, scene, count=3)
+    run = ExportRun([c.source() for c in cases], ExportRequest(tmp_path / "c", 514, "Close", ["lesion"], ["organ"]),
+                    read_budget_s=0.0)
+    step = run.step()
+    while not step.message.startswith("reading case 'case 1'"):
+        step = run.step(wait=0.01)
+    run.close()                                                # the panel's on_idle at StartCloseEvent
+    scene.Clear(0)
+    child = run.handover.child
+    assert child.wait(timeout=60) == 130                        # cancelled, by itself
+    assert not [p for p in (tmp_path / "c").iterdir()] and not run.handover.root.exists()
+    cases = scene_cases_for_export(slicer, scene, count=1)
+    request = ExportRequest(tmp_path / "c", 514, "Close", ["lesion"], ["organ"])
+    assert ExportRun([c.source() for c in cases], request).run_to_end().state == "finished"
+    step = ExportRun([c.source() for c in cases], request).run_to_end()
+    assert step.state == "failed" and step.expected and "dataset id 514 already exists" in step.message
 
 
 def test_export_run_failures_and_cancel_write_nothing(slicer_scene, tmp_path):

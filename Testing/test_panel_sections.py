@@ -77,9 +77,10 @@ def test_totalsegmentator_extension_runs_as_a_child_process_not_in_slicer(gui, m
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: NS() if name == "totalsegmentator" else real_find_spec(name, *a))
     started = []
-    job = NS(process=FakePrediction(), close=lambda: None, imported={}, failed={})
+    job = NS(process=FakePrediction(), close=lambda: None, imported={}, failed={}, importing=False)
     monkeypatch.setattr(supports_section, "start_generation", lambda cases, **kw: started.append(kw) or job)
-    monkeypatch.setattr(supports_section, "import_events", lambda job, events: [])
+    monkeypatch.setattr(supports_section, "queue_events", lambda job, events: [])
+    monkeypatch.setattr(supports_section, "import_step", lambda job: [])
     ui.supportsGenerateButton.clicked.emit(False)
     assert started and started[0]["model_dir"] is None and section.timer.active   # the child runs; Slicer does not
     assert not ui.supportsGenerateButton.enabled and ui.supportsCancelButton.enabled
@@ -181,3 +182,86 @@ def test_cancel_returns_at_once_and_sees_an_exited_child_without_psutil_or_proc(
     child.cancel(grace_seconds=60, wait=False)
     child._killer.join(timeout=30)
     assert not child._killer.is_alive() and not child.is_running()
+
+
+# ---- Suggest and Add to dataset: scene cases read in timer steps, the work in a child (N2) -------------------------
+def scene_case(slicer_scene, name="CT"):
+    import numpy as np
+    from fixtures_slicer import add_segmentation, add_volume
+    from test_scene_cases import masks_for
+
+    from BackSplitSegmentLib.scene_cases import SceneCase
+
+    shape = (6, 7, 8)
+    volume = add_volume(slicer, np.full(shape, 5, np.int16), np.eye(4), name)
+    node = add_segmentation(slicer, slicer_scene.scene, masks_for(shape), volume, f"{name} segmentation")
+    return SceneCase(name, volume, node)
+
+
+def test_suggest_every_way_out_leaves_it_usable(gui, slicer_scene):
+    """Success (the table's report from the child), the user's Cancel (the section's one Cancel button), a scene
+    close (``suggestAction.finish``, what ``onSceneStartClose`` calls) and an error (no target): Suggest is usable
+    again each time, the timer stopped, the child asked to stop without waiting."""
+    from BackSplitSegmentLib.supports_section import SupportsSection
+
+    ui = Widget()
+    cases = [scene_case(slicer_scene, "a"), scene_case(slicer_scene, "b")]
+    section = SupportsSection(ui, NS(cases=cases, refresh=lambda: None), Timer(), Timer(), lambda text: text)
+    ui.supportsSuggestButton.clicked.emit(False)                         # no target typed: one dialog
+    assert ui.supportsSuggestButton.enabled and not section.suggestAction.busy and len(gui.dialogs()) == 1
+    ui.supportsTargetLineEdit.text, ui.supportsDistanceSpinBox.value = "Lesion", 20.0
+    ui.supportsSuggestButton.clicked.emit(False)
+    assert not ui.supportsSuggestButton.enabled and ui.supportsCancelButton.enabled and section.suggestTimer.active
+    section.suggestTimer.run()
+    assert ui.supportsSuggestButton.enabled and not section.suggestTimer.active and section.suggestJob is None
+    assert section.report.target_cases == 2 and [c.name for c in section.report.ranked] == ["Organ"]
+    assert not ui.supportsCancelButton.enabled
+    ui.supportsSuggestButton.clicked.emit(False)                         # the user's Cancel
+    section.suggestTimer.timeout.emit()
+    ui.supportsCancelButton.clicked.emit(False)
+    section.suggestTimer.run()
+    assert ui.supportsSuggestButton.enabled and ui.supportsStatusLabel.text == "Ranking cancelled."
+    ui.supportsSuggestButton.clicked.emit(False)                         # a scene close
+    section.suggestTimer.timeout.emit()
+    job = section.suggestJob
+    section.suggestAction.finish("Stopped: the scene was closed.")
+    assert ui.supportsSuggestButton.enabled and not section.suggestTimer.active and section.suggestJob is None
+    assert job.handover.child.wait(timeout=60) == 130 and len(gui.dialogs()) == 1
+
+
+def test_add_to_dataset_every_way_out_leaves_it_usable(gui, slicer_scene, monkeypatch, tmp_path):
+    """Loop *Add*: success (the result text), an error found by the child (a segment the dataset does not know:
+    one dialog), the user's Cancel and a scene close (``addAction.finish``): the Add button is usable again each
+    time and the dataset changes only on success."""
+    from backsplit.datasets.export import ExportRequest, export_dataset
+
+    section, ui = make_loop(monkeypatch, tmp_path)
+    exported = export_dataset([scene_case(slicer_scene, "one").source()],
+                              ExportRequest(tmp_path / "raw", 540, "Add", ["lesion"], ["organ"]))
+    case = scene_case(slicer_scene, "two")
+    ui.loopDatasetPath.currentPath, ui.loopNewIdCheckBox.checked = str(exported.dataset_dir), True
+    ui.predictVolume.currentNode, ui.loopSegmentation.currentNode = (lambda: case.volume), (lambda: case.segmentation)
+    ui.loopAddButton.clicked.emit(False)
+    assert not ui.loopAddButton.enabled and ui.loopCancelButton.enabled
+    section._addTimer.run()
+    assert ui.loopAddButton.enabled and not ui.loopCancelButton.enabled and "version 2" in ui.loopStatusLabel.text
+    for way_out in ("cancel", "scene close"):
+        ui.loopAddButton.clicked.emit(False)
+        section._addTimer.timeout.emit()
+        if way_out == "cancel":
+            ui.loopCancelButton.clicked.emit(False)
+            section._addTimer.run()
+            assert ui.loopStatusLabel.text == "Cancelled; the dataset is unchanged."
+        else:
+            job = section._adding
+            section.addAction.finish("Stopped: the scene was closed.")
+            assert job.handover.child.wait(timeout=60) == 130
+        assert ui.loopAddButton.enabled and not section._addTimer.active and section._adding is None
+    case.segmentation.GetSegmentation().AddEmptySegment("lesions", "lesions")
+    ui.loopAddButton.clicked.emit(False)
+    section._addTimer.run()
+    assert ui.loopAddButton.enabled and len(gui.dialogs()) == 1 and "lesions" in gui.dialogs()[0]
+    import json
+
+    meta = json.loads((exported.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
+    assert meta["backsplit"]["version"] == 2 and meta["numTraining"] == 2

@@ -4,6 +4,7 @@ probability overlay; and demo cases loaded into the scene and exported through t
 import numpy as np
 from fixtures_slicer import add_volume
 
+from backsplit.inference.scenearrays import write_scene_arrays
 from backsplit.labels.schema import LabelSchema
 
 
@@ -169,7 +170,8 @@ def test_sample_files_are_made_in_the_background_for_scripted_downloads(tmp_path
 
 def finished_job(out, schema, **overrides):
     """Stands in for a finished PredictionProcess (its child process is run for real in test_apply_path_...):
-    the output files are written by the test."""
+    the output files are written by the test, the scene arrays by the engine's ``write_scene_arrays`` as the child
+    does."""
     import types
 
     values = dict(cancelled=False, returncode=0, error=None, log_lines=[], summaries=[{"lesion_count": 1}],
@@ -198,6 +200,7 @@ def test_prediction_is_imported_in_steps_with_the_auxiliary_choice_applied(slice
     sitk.WriteImage(geometry.to_sitk(labels), str(out / "input.nii.gz"))
     sitk.WriteImage(geometry.to_sitk((labels == 1).astype(np.float32)), str(out / "input_lesion_probability.nii.gz"))
     schema = LabelSchema.create(["Lesion"], ["Vessel", "Organ"])
+    write_scene_arrays(out, "input", len(schema.classes))        # what the prediction child writes for the import
     finish = PredictionFinish(finished_job(out, schema), volume, show_auxiliary=False)
     steps = 1
     while not finish.step():
@@ -231,6 +234,7 @@ def test_failed_or_cancelled_import_leaves_nothing_half_made(slicer_scene, tmp_p
     out.mkdir()
     other = volume_geometry(add_volume(slicer, np.zeros((4, 5, 7), np.int16), np.eye(4), "other"))
     sitk.WriteImage(other.to_sitk(np.ones((4, 5, 7), np.uint8)), str(out / "input.nii.gz"))
+    write_scene_arrays(out, "input", len(schema.classes))
     before = scene.GetNumberOfNodes()
     finish = PredictionFinish(finished_job(out, schema), volume)
     with pytest.raises(InputError, match=r"case 'CT 4'.*size \(7, 5, 4\) but the volume has \(6, 5, 4\)"):

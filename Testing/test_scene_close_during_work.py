@@ -1,6 +1,6 @@
 """N8 (issue 20): File > Close Scene while a prediction or a support-structure generation is being imported, in a
 real MRML scene (slicer-core). The import writes nothing into the new scene, raises no error out of a later step
-other than the one worded for the user, and releases its thread and temporary folder. (The panels' side, every
+other than the one worded for the user, and releases its temporary folder. (The panels' side, every
 action finished with "Stopped: the scene was closed." at ``StartCloseEvent``, is ``BackSplitSegment.
 onSceneStartClose`` with ``BackSplitShared.panel_action``.)"""
 
@@ -10,6 +10,7 @@ import SimpleITK as sitk
 from fixtures_slicer import add_volume
 
 from backsplit.errors import InputError
+from backsplit.inference.scenearrays import write_scene_arrays
 from backsplit.labels.schema import LabelSchema
 from backsplit.runtime.progress import ProgressEvent
 
@@ -37,6 +38,7 @@ def test_scene_close_mid_prediction_import_writes_nothing_into_the_new_scene(sli
     out = tmp_path / "out"
     out.mkdir()
     sitk.WriteImage(volume_geometry(volume).to_sitk(labels), str(out / "input.nii.gz"))
+    write_scene_arrays(out, "input", 2)          # as the prediction child writes them for the import
     finish = PredictionFinish(_finished_prediction(out, LabelSchema.create(["Lesion"], ["Organ"])), volume)
     while finish._segmentation is None:          # files read, the new segmentation made: the import is under way
         assert not finish.step(wait=True)

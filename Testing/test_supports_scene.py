@@ -205,3 +205,119 @@ def test_supports_section_follows_the_others_and_uses_only_widgets_of_the_ui():
         (repo / "BackSplitSegment" / "BackSplitSegment.py").read_text(encoding="utf-8")   # handed what it uses
     for name in ("BackSplitSegmentLib.supports_scene", "BackSplitSegmentLib.supports_section"):
         importlib.import_module(name)
+
+
+def old_import(slicer, node, volume, masks, colors):
+    """The import as it was before the stepped one (``updateSegmentBinaryLabelmapFromArray`` per class: Slicer's own
+    ``CreateAndAddLabelVolume`` + ``ImportLabelmapToSegmentationNode``, util.py v5.10.0:2196-2240)."""
+    for name, mask in masks.items():
+        segment_id = node.GetSegmentation().AddEmptySegment(name, name, list(colors[name]))
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), node, segment_id, volume)
+
+
+@pytest.mark.parametrize("transformed", [False, True], ids=["crop added as it is", "under a transform: as before"])
+def test_generated_segments_are_added_one_class_per_step_identical_to_before(slicer_scene, tmp_path, transformed):
+    """N2: a finished case's classes (cropped in the child: ``write_class_crops``) are added one per
+    ``import_step``, each step adding at most one segment; the masks on the volume, names, colours and tags are
+    those of the import before (whole-volume ``updateSegmentBinaryLabelmapFromArray`` per class)."""
+    from backsplit.io.handover import write_class_crops
+    from backsplit.runtime.progress import ProgressEvent
+    from BackSplitSegmentLib.scene_nodes import segment_colors, segment_mask, volume_geometry
+    from BackSplitSegmentLib.supports_scene import (
+        GENERATION_TAG,
+        GenerationJob,
+        import_step,
+        queue_events,
+        segment_tag,
+    )
+
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    case, reference = user_case(slicer, "CT"), user_case(slicer, "reference")
+    if transformed:
+        transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+        case.segmentation.SetAndObserveTransformNodeID(transform.GetID())
+        reference.segmentation.SetAndObserveTransformNodeID(transform.GetID())
+    masks = {"spleen": box((6, 8), (8, 11), (10, 14)), "kidney": box((0, 9), (0, 12), (0, 3)),
+             "empty": np.zeros(SHAPE, bool), "edge": box((8, 9), (11, 12), (14, 15))}
+    colors = {n: (0.1 * i, 0.2, 0.3) for i, n in enumerate(masks)}
+    crops = write_class_crops(tmp_path / "CT.crops", masks, volume_geometry(case.volume), colors, model="m")
+    job = GenerationJob(process=None, cases={"CT": case}, work_dir=tmp_path / "work")
+    queue_events(job, [ProgressEvent("generate", data={"case": "CT", "status": "done", "file": "unused",
+                                                        "crops": str(crops)})])
+    counts, steps = [len(names(case.segmentation))], 0
+    while job.importing:
+        import_step(job)
+        steps += 1
+        counts.append(len(names(case.segmentation)))
+    assert steps == 1 + len(masks) + 1 and max(b - a for a, b in zip(counts, counts[1:])) == 1   # one class a step
+    assert job.imported == {"CT": {n: n for n in masks}} and not job.failed
+    old_import(slicer, reference.segmentation, reference.volume, masks, colors)
+    assert names(case.segmentation) == names(reference.segmentation)
+    for name, mask in masks.items():
+        assert np.array_equal(segment_mask(case.segmentation, name, case.volume, "c"), mask), name
+        assert np.array_equal(segment_mask(case.segmentation, name, case.volume, "c"),
+                              segment_mask(reference.segmentation, name, reference.volume, "c")), name
+    assert segment_colors(case.segmentation) == segment_colors(reference.segmentation)
+    segmentation = case.segmentation.GetSegmentation()
+    generations = {segment_tag(segmentation.GetSegment(n), GENERATION_TAG) for n in masks}
+    assert len(generations) == 1 and "" not in generations
+    stored = segmentation.GetSegment("spleen").GetRepresentation(
+        slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName())
+    assert (tuple(stored.GetExtent()) == (10, 13, 8, 10, 6, 7)) is not transformed   # the crop, no volume pass
+
+
+def test_scene_close_mid_import_stops_that_case_and_leaves_the_job_usable(slicer_scene, tmp_path):
+    """N8 mid-way: the scene closes after two classes of a case; the next step says why, adds nothing to the new
+    scene and raises nothing; the queued case after it is refused the same way."""
+    from backsplit.io.handover import write_class_crops
+    from backsplit.runtime.progress import ProgressEvent
+    from BackSplitSegmentLib.scene_nodes import volume_geometry
+    from BackSplitSegmentLib.supports_scene import GenerationJob, import_step, queue_events
+
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    cases = {c: user_case(slicer, c) for c in ("one", "two")}
+    masks = {f"organ {i}": box((i, i + 2), (1, 4), (2, 6)) for i in range(4)}
+    events = [ProgressEvent("generate", data={"case": c, "status": "done", "file": "unused", "crops": str(
+        write_class_crops(tmp_path / c, masks, volume_geometry(cases[c].volume)))}) for c in cases]
+    job = GenerationJob(process=None, cases=cases, work_dir=tmp_path / "work")
+    queue_events(job, events)
+    for _ in range(3):                                          # the index, then two classes
+        import_step(job)
+    assert len(names(cases["one"].segmentation)) == 4
+    scene.Clear(0)
+    after = scene.GetNumberOfNodes()
+    messages = []
+    while job.importing:
+        messages += import_step(job)
+    assert messages == ["case 'one': the scene was closed before its generated segments could be added",
+                        "case 'two': the scene was closed before its generated segments could be added"]
+    assert sorted(job.failed) == ["one", "two"] and job.imported == {} and scene.GetNumberOfNodes() == after
+
+
+def test_suggest_reads_the_scene_in_steps_and_ranks_in_a_child_as_before(slicer_scene, monkeypatch):
+    """N2: *Suggest* reads each case in short steps (one slab each: counted) and ranks them in a child process; the
+    report equals the one computed here from ``case.load()`` (the path before). Cancel mid-way ends it as cancelled
+    with its hand-over folder gone."""
+    import os
+
+    import BackSplitSegmentLib.case_read_steps as read_steps
+    from backsplit.supports.suggest import SuggestOptions, suggest
+    from backsplit.supports.suggest_worker import report_from_json
+    from BackSplitSegmentLib.supports_scene import start_suggest, suggest_cases_from_scene
+
+    monkeypatch.setattr(read_steps, "SLAB_BYTES", 1)             # one slice per step
+    slicer = slicer_scene.slicer
+    cases = [user_case(slicer, "first"), user_case(slicer, "second")]
+    options = SuggestOptions("Lesion", neighbour_mm=20.0, min_case_share=0.25)
+    job = start_suggest(cases, options, read_budget_s=0.0).run_to_end()
+    assert job.state == "finished", job.message
+    assert job.handover.child.pid != os.getpid() and job.handover.pieces >= 2 * SHAPE[0]
+    assert report_from_json(job.data["report"]) == suggest(suggest_cases_from_scene(cases), options)
+    job = start_suggest(cases, options, read_budget_s=0.0)
+    for _ in range(3):
+        job.step()
+    job.cancel()
+    job.run_to_end()
+    assert job.state == "cancelled" and not job.handover.root.exists()
+    with pytest.raises(InputError, match="add cases first"):
+        start_suggest([], options)

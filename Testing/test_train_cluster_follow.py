@@ -98,5 +98,5 @@ def test_only_jobs_left_while_running_are_offered_again(tmp_path):
     left, finished, cancelled = jobs
     left.output_file.write_text("epoch 3\n")
     finished.output_file.write_text("x" * 100000 + "\n" + format_event_line(ProgressEvent(Stage.DONE, "ok")) + "\n")
-    cancelled.cancel(wait=False)
+    cancelled.cancel(wait=True)                    # scancel through the stand-in (wait=False: a child process)
     assert running_cluster_jobs(tmp_path / "work") == [left.record_file]

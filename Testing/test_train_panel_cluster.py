@@ -45,10 +45,10 @@ def test_cancel_takes_the_local_signature_and_calls_scancel(tmp_path):
     (dataset / "dataset.json").write_text("{}")
     job = ClusterTraining(tiny_options(dataset, tmp_path / "work", extra={"overwrite": True}), run=run).start()
     assert job.job_id == "4242" and calls[0][:2] == ["sbatch", "--parsable"]
-    job.cancel(wait=False)
-    job.cancel(grace_seconds=1.0, wait=True)
+    job.cancel(grace_seconds=1.0, wait=True)                       # scancel here, through the stand-in
     assert calls[-1] == ["scancel", "4242"] and job.cancelled
     assert job.returncode == 130                                   # squeue says gone, no final event: cancelled
+    # (the panel's cancel(wait=False) runs scancel as a child process: Testing/test_train_cluster_background.py)
 
 
 def test_fine_tune_list_follows_the_models_folder_and_the_dataset_channels(tiny_model_dir, tmp_path):

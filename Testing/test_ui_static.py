@@ -60,6 +60,7 @@ API = {
                                     "setMRMLScene"},
     "ctkPathLineEdit": QWIDGET | {"currentPath", "setCurrentPath", "currentPathChanged"},
     "ctkCollapsibleButton": BUTTON | {"collapsed", "setCollapsed", "contentsCollapsed"},
+    "QGroupBox": QWIDGET | {"title", "setTitle"},
 }
 
 

@@ -4,11 +4,12 @@ Times every call of the step functions the panels drive from their timers:
 - export, before (``--export one-shot``): the engine's ``iter_export`` stepped on the GUI thread as the panel did up
   to this change, each case in one tick (read from the scene with one ``ExportSegmentsToLabelmapNode`` per segment,
   checked, composed, written), then the finishing steps;
-- export, after (``--export stepwise``): ``ExportRun.step`` (the engine runs in a worker thread; each tick reads one
-  slab of a volume or segment labelmap from the scene, or looks at the worker's progress). Also printed: how late
-  the GUI thread woke up from its 10 ms timer sleep (waiting for the GIL held by the worker, or for a CPU);
+- export, after (``--export stepwise``): ``ExportRun.step`` (the engine runs in a child process; each tick reads one
+  slab of a volume or segment labelmap from the scene, writes one slab of it for the child, or looks at the child's
+  progress). Also printed: how late the GUI thread woke up from its 10 ms timer sleep (waiting for a CPU);
 - prediction import (``PredictionFinish.step``): from files of a 512x512x300 prediction with 3 classes and a
-  probability map (the child process is not run: its output files are made here, its job object is a stand-in).
+  probability map (the child process is not run: its output files and scene arrays are made here, its job object
+  is a stand-in).
 
 Prints each step's duration and the longest tick per group. The goal is <= ~100 ms per tick. The case has 5
 segments (drawn on the volume's grid, as the Segment Editor makes them); ``--other-grid`` draws them on a grid of
@@ -110,9 +111,10 @@ def worker_at(run) -> str:
     """The export thread's innermost frames right after a long tick (where it held the GIL, or ran meanwhile)."""
     import traceback
 
-    frame = sys._current_frames().get(run._thread.ident) if run._thread is not None else None
+    thread = getattr(run, "_thread", None)   # gone since the export runs in a child process (ExportRun)
+    frame = sys._current_frames().get(thread.ident) if thread is not None else None
     if frame is None:
-        return "(thread ended)"
+        return "(no export thread in this process)"
     return " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in
                        reversed(traceback.extract_stack(frame)[-3:]))
 
@@ -134,7 +136,7 @@ def bench_export(volume, segmentation, out: Path) -> list:
     while True:
         step, ms = timed(run.step)
         message = step.message.splitlines()[0][:60]
-        kind = "reading" if message.startswith("reading case") else "finishing" \
+        kind = "reading" if message.startswith(("reading case", "handing case")) else "finishing" \
             if message.startswith("finishing") else "worker poll"
         ticks.append((kind, message, ms, LAST_CPU_MS))
         if ms > 150 and kind == "worker poll":
@@ -165,6 +167,11 @@ def bench_prediction_import(made, shape, out: Path) -> list:
     sitk.WriteImage(geometry.to_sitk(labels), str(out / "input.nii.gz"), True)
     sitk.WriteImage(geometry.to_sitk(probability), str(out / "input_lesion_probability.nii.gz"), True)
     schema = LabelSchema.create(["Lesion"], ["Vessel", "Organ"])
+    from backsplit.inference.scenearrays import write_scene_arrays
+
+    started = time.perf_counter()   # the prediction child's last step (not on the GUI thread): timed, not a tick
+    write_scene_arrays(out, "input", len(schema.classes))
+    print(f"prediction child: scene arrays written in {time.perf_counter() - started:.2f} s (not a GUI tick)")
     job = types.SimpleNamespace(   # stands in for a finished PredictionProcess (its child is not what is timed)
         cancelled=False, returncode=0, error=None, log_lines=[], summaries=[{"lesion_count": 1}],
         request=types.SimpleNamespace(out_dir=str(out)), lesion_only=False, work_dir=out / "not-there",
@@ -177,7 +184,6 @@ def bench_prediction_import(made, shape, out: Path) -> list:
         if done:
             assert finish.outcome is not None
             return ticks
-        time.sleep(0.01)   # the panel's timer interval: the reading thread runs meanwhile
 
 
 def main(argv=None) -> int:

@@ -79,7 +79,9 @@ class ApplySection:
         extra = [self.ui.predictExtraChannelSelector.currentNode()] \
             if self.ui.predictExtraChannelSelector.currentNode() else []
         self._prediction = self.logic.startPrediction(self.parameters(), extra)
-        self._showApplyStatus(_("Predicting..."), False)
+        preview = bool(getattr(self.parameters(), "fastPreview", False))
+        self._showApplyStatus(_("Predicting a fast preview (one fold, no test-time mirroring)...") if preview
+                              else _("Predicting..."), False)
         self.ui.applyProgressBar.value = 0
         self._predictionTimer.start()
         return True
@@ -113,8 +115,8 @@ class ApplySection:
                 return
             self._finish = PredictionFinish(self._prediction, self.parameters().predictVolume,
                                             self.ui.showAuxiliaryCheckBox.checked)
-        if not self._finish.step():   # short steps: reading in the background, then one class per tick
-            self._predictionTimer.setInterval(50 if self._finish.reading else 0)
+        if not self._finish.step():   # short steps, no thread: the index, one class, one probability slab per tick
+            self._predictionTimer.setInterval(0)
             self.ui.summaryLabel.text = _("Loading the result into the scene...")
             return
         outcome, cancelled = self._finish.outcome, self._prediction.cancelled

@@ -1,10 +1,11 @@
-"""Read one case from the Slicer scene in short steps (GUI thread), to be assembled in a worker thread.
+"""Read one case from the Slicer scene in short steps (GUI thread), to be assembled in a child process.
 
 ``read_case_steps(scene_case)`` is a generator: every ``next()`` does a bounded piece of the work that has to run on
 the GUI thread (MRML and VTK objects are not thread-safe) and yields a status text; its return value (the
-``StopIteration`` value) is a ``CaseParts``, whose ``assemble()`` (numpy only, no VTK) builds the engine's ``Case``
-in a worker thread. The result is voxel for voxel the one of ``scene_cases.case_from_scene`` (tested in
-``Testing/test_export_steps.py``), with the same checks and the same errors, in the same order:
+``StopIteration`` value) is a ``CaseParts`` (``backsplit.io.handover``), whose ``assemble()`` (numpy only, no VTK)
+builds the engine's ``Case`` in the child process that receives it. The result is voxel for voxel the one of
+``scene_cases.case_from_scene`` (tested in ``Testing/test_export_steps.py``), with the same checks and the same
+errors, in the same order:
 
 - volumes are copied in slabs of slices, about ``budget_s`` seconds of copying per step; the image data is looked
   up again at each step and its modification time compared, so a volume changed between two steps is read again
@@ -12,7 +13,7 @@ in a worker thread. The result is voxel for voxel the one of ``scene_cases.case_
 - a segment whose own binary labelmap lies on the volume's grid as Slicer's ``DoGeometriesMatch`` decides it (every
   element of the image-to-world matrices within 1e-4; segmentation not under a transform; the segmentation already
   holding binary labelmaps) is copied the same way, cropped to the volume's extent, and compared with the
-  segment's label value in the worker: exactly what ``ExportSegmentsToLabelmapNode`` does for such a segment
+  segment's label value when assembled: exactly what ``ExportSegmentsToLabelmapNode`` does for such a segment
   (``vtkSegmentation::GenerateMergedLabelmap``: threshold at the label value, ``ModifyImage`` on the common
   extent; docs/SLICER_COMPATIBILITY.md);
 - any other segment (another grid, a transform, only closed surfaces) is exported by Slicer's segmentation logic
@@ -22,7 +23,7 @@ in a worker thread. The result is voxel for voxel the one of ``scene_cases.case_
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -32,53 +33,13 @@ from vtk.util.numpy_support import vtk_to_numpy
 
 from backsplit.errors import InputError
 from backsplit.io.cases import Case
-from backsplit.io.geometry import Geometry
+from backsplit.io.handover import CaseParts, SegmentPiece
 
 from .scene_nodes import segment_colors, segment_mask, segment_names, segment_terminology, volume_array, volume_geometry
 
 MATRIX_TOLERANCE = 1e-4       # vtkOrientedImageDataResample::AreEqualWithTolerance (per matrix element)
 SLAB_BYTES = 4 * 1024 * 1024  # copied between two looks at the clock
 REREADS = 3                   # a volume or segment modified while it is copied is read again, at most this often
-
-
-@dataclass
-class SegmentPiece:
-    """One segment: a full mask (from Slicer's export) or a labelmap crop to compare with ``label_value`` and place
-    at ``slices`` (k, j, i) of the volume's grid."""
-    name: str
-    mask: Optional[np.ndarray] = None
-    layer: Optional[int] = None                  # index into CaseParts.layers
-    label_value: int = 1
-    slices: tuple = ()
-    route: str = "labelmap"                      # labelmap | slicer export
-
-
-@dataclass
-class CaseParts:
-    """What the GUI thread read for one case; ``assemble()`` makes the ``Case`` (any thread, numpy only)."""
-    case_id: str
-    channels: list[np.ndarray]
-    geometry: Geometry
-    pieces: list[SegmentPiece]
-    layers: list[np.ndarray] = field(default_factory=list)
-    colors: dict = field(default_factory=dict)
-    terminology: dict = field(default_factory=dict)
-    description: str = ""
-
-    def assemble(self) -> Case:
-        shape = tuple(self.geometry.shape)
-        masks = {}
-        for piece in self.pieces:
-            if piece.mask is not None:
-                masks[piece.name] = piece.mask
-                continue
-            mask = np.zeros(shape, bool)
-            if piece.layer is not None:
-                np.equal(self.layers[piece.layer], piece.label_value, out=mask[piece.slices])
-            masks[piece.name] = mask
-        self.layers = []
-        return Case(self.case_id, self.channels, self.geometry, masks, self.colors, description=self.description,
-                    terminology=self.terminology)
 
 
 def matrices_match(a, b, tolerance: float = MATRIX_TOLERANCE) -> bool:

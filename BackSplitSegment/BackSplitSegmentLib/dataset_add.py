@@ -4,8 +4,9 @@ appended to a BackSplit dataset and its binary twin as a new dataset version (``
 Segments are read by Slicer's own segmentation logic into the volume's geometry (``scene_cases.case_from_scene``),
 exactly as export reads them. Support segments that the user deleted from the prediction are recorded as absent
 (never filled with background silently: the result lists them); segments the dataset does not know are refused
-with a suggested rename (``UnknownSegmentsError.suggestions``), which the panel offers. No Qt here: the panel steps
-``iter_add_scene_case`` from a timer or calls ``add_scene_case``.
+with a suggested rename (``UnknownSegmentsError.suggestions``). No Qt here. The panel runs ``start_add_scene_case``:
+the case is read from the scene in short timer steps and added by a child process (``backsplit.datasets.
+add_worker``), so no whole-volume work runs in Slicer's process; scripts call ``add_scene_case`` (all at once).
 """
 
 from __future__ import annotations
@@ -76,6 +77,32 @@ def add_scene_case(volume, segmentation_node, options: SceneAddOptions,
             result = event.data["result"]
     assert result is not None
     return result
+
+
+def start_add_scene_case(volume, segmentation_node, options: SceneAddOptions, extra_channels: Sequence = (),
+                         python: Optional[str] = None, read_budget_s: float = 0.04):
+    """The panel's *Add to dataset*: a ``case_handover.HandoverJob`` to step from a timer (``step()`` until
+    ``done``; ``cancel()``, ``close()`` never wait); when finished, ``add_result(job)`` is the ``AddResult``. The
+    dataset is written as ``add_scene_case`` writes it, byte for byte. Raises InputError before anything starts for
+    a missing volume, segmentation or dataset folder."""
+    from backsplit.datasets.add_worker import AddProcess
+
+    from .case_handover import HandoverJob
+    from .scene_cases import SceneCase
+
+    case_id = scene_case_id(volume, options.case_id)
+    described = scene_source(volume, segmentation_node, case_id, extra_channels).description   # checks the nodes
+    request = add_request(options)
+    source = SceneCase(case_id, volume, segmentation_node, list(extra_channels)).source()
+    return HandoverJob([source], lambda root: AddProcess(request, [[case_id, described]], root, python).start(),
+                       read_budget_s)
+
+
+def add_result(job) -> AddResult:
+    """The ``AddResult`` of a finished ``start_add_scene_case`` job."""
+    from backsplit.datasets.add_worker import result_from_json
+
+    return result_from_json(job.data["result"])
 
 
 def result_text(result: AddResult) -> str:

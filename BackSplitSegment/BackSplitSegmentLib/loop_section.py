@@ -27,7 +27,7 @@ from BackSplitShared.panel_action import PanelAction, once
 from BackSplitShared.panel_support import report_error
 from BackSplitShared.paths import required_folder, resolve_folder
 
-from .dataset_add import SceneAddOptions, add_scene_case, result_text
+from .dataset_add import SceneAddOptions, add_result, result_text, start_add_scene_case
 
 try:
     from slicer.i18n import tr as _
@@ -86,6 +86,13 @@ class LoopSection:
                                     lambda text: (self.action.finish(), report_error(text)), ended=self.action.finish)
         self._installTimer.timeout.connect(self.action.wrap_tick(self._installTimer, self._gate.tick))
         self._choices = ModelChoices()
+        self._adding = None   # Add to dataset: the case read in timer steps, added by a child process (audit N2)
+        self._addTimer = type(timer)()   # a timer of its own (the same Qt class as the fine-tune timer)
+        self._addTimer.setInterval(20)
+        self.addAction = PanelAction(_("The case was not added"), ui.loopAddButton, None, status=status,
+                                     on_idle=self._addIdle, wait_cursor=True)
+        self._addTimer.timeout.connect(self.addAction.wrap_tick(self._addTimer, self._stepAdd))
+        ui.loopAddButton.clicked.connect(self.addAction.slot(self.addCase))
         slicer.app.connect("aboutToQuit()", self.cleanup)
         if not str(ui.loopModelsDir.currentPath or "").strip():
             ui.loopModelsDir.currentPath = str(models_dir())
@@ -98,7 +105,6 @@ class LoopSection:
                 (ui.loopExportModelButton, _("Could not export the model"), self.exportModel),
                 (ui.loopImportModelButton, _("Could not import the model"), self.importModel),
                 (ui.loopRemoveModelButton, _("The model was not removed"), self.removeModel),
-                (ui.loopAddButton, _("The case was not added"), self.addCase),
                 (ui.loopCancelButton, _("Could not cancel"), self.cancel)):
             button.clicked.connect(once(what, fn, status=status, wait_cursor=button is not ui.loopCancelButton))
         ui.loopFineTuneButton.clicked.connect(self.action.slot(self.fineTune))
@@ -174,13 +180,41 @@ class LoopSection:
             self.refresh(force=True)
 
     # ---- correct, add, fine-tune -----------------------------------------------------------------------------------
-    def addCase(self) -> None:
+    def addCase(self) -> bool:
+        """Run by the Add button's ``PanelAction``: the case is read in timer steps and added by a child process
+        (``dataset_add.start_add_scene_case``); the section's Cancel stops it; True while it runs."""
         segmentation = self.ui.loopSegmentation.currentNode() or self.logic.lastSegmentation
         dataset = required_folder(self.ui.loopDatasetPath.currentPath, _("dataset folder"))
         options = SceneAddOptions(dataset, case_id=self.ui.loopCaseId.text,
                                   new_id_if_taken=self.ui.loopNewIdCheckBox.checked)
-        result = add_scene_case(self.ui.predictVolume.currentNode(), segmentation, options)
-        self.ui.loopStatusLabel.text = result_text(result)
+        self._adding = start_add_scene_case(self.ui.predictVolume.currentNode(), segmentation, options)
+        self.ui.loopCancelButton.enabled = True
+        self.ui.loopStatusLabel.text = _("Adding the case...")
+        self._addTimer.start()
+        return True
+
+    def _stepAdd(self) -> None:
+        """One short piece (reading the case from the scene, or handing it to the child) per tick."""
+        job = self._adding.step()
+        if not job.done:
+            if job.message:
+                self.ui.loopStatusLabel.text = job.message
+            return
+        if job.state == "cancelled":
+            self.addAction.finish(_("Cancelled; the dataset is unchanged."))
+        elif job.state == "failed":
+            self.addAction.failed(job.message)
+        else:
+            self.addAction.finish(result_text(add_result(job)))
+
+    def _addIdle(self) -> None:
+        """Every way back to idle (success, error, Cancel, scene close): timer stopped, the child asked to stop
+        (never waited for)."""
+        self._addTimer.stop()
+        job, self._adding = self._adding, None
+        if job is not None:
+            job.close()
+        self.ui.loopCancelButton.enabled = self.action.busy
 
     def fineTune(self) -> bool:
         """Run by the Fine-tune button's ``PanelAction``: installs PyTorch and nnU-Net first when they are missing
@@ -207,6 +241,7 @@ class LoopSection:
         if self._training is not None and self._training.is_running():
             self._training.cancel(wait=False)
         self._training = None
+        self.ui.loopCancelButton.enabled = self._adding is not None   # the one Cancel also stops Add
 
     def _poll(self) -> None:
         for event in self._training.poll_events():
@@ -225,6 +260,9 @@ class LoopSection:
             self.refresh(force=True)
 
     def cancel(self) -> None:
+        if self._adding is not None:
+            self._adding.cancel()
+            self.ui.loopStatusLabel.text = _("Cancelling...")
         if self._gate.busy:
             self._gate.cancel()
         elif self._training is not None:
@@ -232,6 +270,7 @@ class LoopSection:
             self.ui.loopStatusLabel.text = _("Cancelling...")
 
     def cleanup(self) -> None:
+        self.addAction.finish()
         self._timer.stop()
         self._installTimer.stop()
         self._gate.cancel()

@@ -1,7 +1,7 @@
 """Predictions into the scene: a new segmentation node on the input volume's exact grid, one segment per class
 (name, colour, role and terminology from the model's manifest) added from a binary labelmap cropped to the class
-(prepared off the GUI thread, so adding it costs no pass over the volume); and the lesion probability as a coloured
-overlay volume."""
+(cut by the prediction child process, ``backsplit.inference.scenearrays``, so adding it costs no pass over the
+volume); and the lesion probability as a coloured overlay volume."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import slicer
 import vtk
 
 from backsplit.errors import InputError
+from backsplit.inference.scenearrays import class_crops
 from backsplit.io.geometry import Geometry
 from backsplit.labels.schema import SUPPORT, ClassSpec
 
@@ -27,7 +28,7 @@ def import_labels(labels: np.ndarray, geometry: Geometry, classes: Sequence[Clas
     """Create a segmentation node from a label array (k, j, i; values 1..n = ``classes``) on ``geometry``.
 
     All at once (scripts, tests); the panel runs the same steps one class per timer tick (``PredictionFinish``),
-    with ``class_images`` built in a background thread. A failed import raises ``InputError`` naming ``case``
+    from crops the prediction child wrote. A failed import raises ``InputError`` naming ``case``
     (default: ``name``) and the segment, and leaves no half-made segmentation."""
     case = case or name
     if labels.shape != tuple(geometry.shape):
@@ -52,27 +53,9 @@ def new_segmentation(name: str, reference_volume=None):
     return segmentation
 
 
-def class_crops(labels: np.ndarray, count: int) -> dict[int, tuple[tuple[int, int, int], np.ndarray]]:
-    """For each label value 1..count present in ``labels`` (k, j, i): (first voxel (k, j, i), boolean mask cropped to
-    the value's bounding box). Pure numpy (runs in a background thread in the panel)."""
-    crops = {}
-    for value in range(1, count + 1):
-        mask = labels == value
-        planes = np.flatnonzero(mask.any(axis=(1, 2)))
-        if planes.size == 0:
-            continue
-        k0, k1 = int(planes[0]), int(planes[-1]) + 1
-        slab = mask[k0:k1]
-        rows = np.flatnonzero(slab.any(axis=(0, 2)))
-        columns = np.flatnonzero(slab.any(axis=(0, 1)))
-        j0, j1, i0, i1 = int(rows[0]), int(rows[-1]) + 1, int(columns[0]), int(columns[-1]) + 1
-        crops[value] = ((k0, j0, i0), np.ascontiguousarray(slab[:, j0:j1, i0:i1]))
-    return crops
-
-
 def class_images(crops: dict, geometry: Geometry) -> dict:
     """Each crop as Slicer's binary labelmap (``vtkOrientedImageData``, value 1, extent = the crop's voxels on the
-    volume's grid, image-to-world = the volume's IJK-to-RAS). Built without the scene (background thread)."""
+    volume's grid, image-to-world = the volume's IJK-to-RAS). Built without the scene; one copy of each crop."""
     from vtk.util import numpy_support
 
     matrix = slicer.util.vtkMatrixFromArray(np.asarray(geometry.ijk_to_ras(), float))
@@ -81,7 +64,7 @@ def class_images(crops: dict, geometry: Geometry) -> dict:
         image = slicer.vtkOrientedImageData()
         image.SetExtent(i0, i0 + mask.shape[2] - 1, j0, j0 + mask.shape[1] - 1, k0, k0 + mask.shape[0] - 1)
         image.SetImageToWorldMatrix(matrix)
-        scalars = numpy_support.numpy_to_vtk(mask.astype(np.uint8).reshape(-1), deep=True,
+        scalars = numpy_support.numpy_to_vtk(mask.astype(np.uint8, copy=False).reshape(-1), deep=True,
                                              array_type=vtk.VTK_UNSIGNED_CHAR)
         image.GetPointData().SetScalars(scalars)
         images[value] = (image, int(np.count_nonzero(mask)))
@@ -159,8 +142,8 @@ def set_auxiliary_visible(segmentation_node, visible: bool) -> None:
 
 
 def probability_image(probability: np.ndarray):
-    """A vtkImageData (float32) holding ``probability`` (k, j, i), made without the scene so that it can be built in
-    a background thread (the panel's prediction reader); its geometry comes from the volume node."""
+    """A vtkImageData (float32) holding ``probability`` (k, j, i), made without the scene (scripts; the panel fills
+    an ``empty_probability_image`` slab by slab instead); its geometry comes from the volume node."""
     from vtk.util import numpy_support
 
     array = np.ascontiguousarray(probability, dtype=np.float32)
@@ -169,6 +152,18 @@ def probability_image(probability: np.ndarray):
     scalars = numpy_support.numpy_to_vtk(array.reshape(-1), deep=True, array_type=vtk.VTK_FLOAT)
     image.GetPointData().SetScalars(scalars)
     return image
+
+
+def empty_probability_image(shape):
+    """An uninitialised float32 vtkImageData of ``shape`` (k, j, i) and a numpy view of its voxels (k, j, i) to fill
+    in slabs (``scenearrays.copy_probability_slab``): allocating does not touch the memory, so this is quick."""
+    from vtk.util import numpy_support
+
+    image = vtk.vtkImageData()
+    image.SetDimensions(int(shape[2]), int(shape[1]), int(shape[0]))
+    image.AllocateScalars(vtk.VTK_FLOAT, 1)
+    view = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(tuple(int(n) for n in shape))
+    return image, view
 
 
 def import_probability(probability, geometry: Geometry, name: str, background_volume=None):

@@ -1,5 +1,7 @@
 """Apply a model to volumes in the scene: write the input to a temporary file, predict in a child process (the
-application never freezes; Cancel ends the process tree), then import the result on the volume's own grid."""
+application never freezes; Cancel ends the process tree; the child also reads and cuts the result for the import),
+then import the result on the volume's own grid in short timer steps, without threads: Python threads barely run in
+Slicer's process while it idles (docs/SLICER_COMPATIBILITY.md, "Background threads")."""
 
 from __future__ import annotations
 
@@ -12,10 +14,13 @@ from typing import Optional, Sequence
 from backsplit.errors import InputError
 from backsplit.inference.model import read_model_info
 from backsplit.inference.process import PredictionProcess
+from backsplit.inference.scenearrays import copy_probability_slab, read_scene_arrays
 from backsplit.inference.worker import PredictionRequest
 from backsplit.io.imagefile import checked_geometry
 
 from .scene_nodes import volume_array, volume_geometry
+
+CASE_ID = "input"                     # the one case of a panel's prediction (file names input_0000.nii, input.nii.gz)
 
 
 @dataclass
@@ -43,12 +48,29 @@ def write_inputs(volume, extra_channels: Sequence, folder: Path) -> list[str]:
     return paths
 
 
+def preview_label(request) -> str:
+    """'' for the full prediction (every fold of the model, with test-time mirroring); otherwise what the result
+    lacks, e.g. 'PREVIEW: fold 0, no mirroring', put into the names of the nodes it makes so that nobody takes a
+    fast preview for the full prediction. ``request``: the job's ``PredictionRequest``."""
+    folds = getattr(request, "folds", None)
+    mirroring = getattr(request, "use_mirroring", True)
+    if not folds and mirroring:
+        return ""
+    parts = ([f"fold{'s' if len(folds) > 1 else ''} {', '.join(str(f) for f in folds)}"] if folds else []) + \
+        ([] if mirroring else ["no mirroring"])
+    return "PREVIEW: " + ", ".join(parts)
+
+
 def start_prediction(model_dir: Path, volume, extra_channels: Sequence = (), *, lesion_only: bool = False,
                      probabilities: bool = True, device: str = "auto", threshold: float = 0.5,
-                     min_volume_ml: float = 0.0) -> PredictionProcess:
+                     min_volume_ml: float = 0.0, preview: bool = False) -> PredictionProcess:
     """Write ``volume`` (and ``extra_channels``, on its grid) into a new temporary folder and start the prediction
     child; the job carries that folder (``work_dir``, removed by ``PredictionFinish``) and the model's info.
-    Raises InputError (no volume, a channel count the model does not take, a sheared or mismatched grid)."""
+    ``preview``: the fast preview, the model's first fold only and no test-time mirroring (on a CPU several times
+    faster, see ``benchmarks/bench_preview.py``); its nodes are named as a preview (``preview_label``).
+    The child also cuts the result into what the scene import needs (``scenearrays``), so the import does no
+    whole-volume work in this process. Raises InputError (no volume, a channel count the model does not take, a
+    sheared or mismatched grid)."""
     if volume is None:
         raise InputError("choose the input volume to predict")
     info = read_model_info(model_dir)                       # clear errors before anything starts
@@ -57,9 +79,11 @@ def start_prediction(model_dir: Path, volume, extra_channels: Sequence = (), *, 
                          f"{1 + len(extra_channels)} volume(s) were chosen")
     work = Path(tempfile.mkdtemp(prefix="backsplit-apply-"))
     inputs = write_inputs(volume, extra_channels, work)
-    request = PredictionRequest(str(model_dir), [["input", inputs]], str(work / "out"), device=device,
+    folds = [str(list(info.manifest.get("folds", ["all"]))[0])] if preview else None
+    request = PredictionRequest(str(model_dir), [[CASE_ID, inputs]], str(work / "out"), device=device,
                                 lesion_only=lesion_only, probabilities=probabilities, threshold=threshold,
-                                min_volume_ml=min_volume_ml)
+                                min_volume_ml=min_volume_ml, use_mirroring=not preview, folds=folds,
+                                scene_arrays=True)
     return PredictionProcess(request, work_dir=work, model_info=info).start()
 
 
@@ -87,51 +111,35 @@ def summary_text(summary: dict) -> str:
             f"{'PRESENT' if summary.get('lesion_present') else 'absent'}")
 
 
-def read_prediction_files(out: Path, class_count: int, geometry=None) -> dict:
-    """Labels, their per-class crops and the probability map from the prediction folder (background thread:
-    SimpleITK's reader and numpy's loops release the GIL, so the panel's timer keeps ticking)."""
-    import SimpleITK as sitk
-
-    from .prediction_import import class_crops, class_images
-
-    image = sitk.ReadImage(str(out / "input.nii.gz"))
-    labels = sitk.GetArrayFromImage(image)
-    result = {"shape": labels.shape, "crops": class_crops(labels, class_count), "probability": None}
-    del labels
-    if geometry is not None and tuple(result["shape"]) == tuple(geometry.shape):
-        result["images"] = class_images(result.pop("crops"), geometry)
-    probability_file = out / "input_lesion_probability.nii.gz"
-    if probability_file.is_file():
-        from .prediction_import import probability_image
-
-        result["probability"] = probability_image(sitk.GetArrayFromImage(sitk.ReadImage(str(probability_file))))
-    return result
-
-
 class PredictionFinish:
     """Import a finished prediction in short steps: ``step()`` from the panel's timer until ``done``.
 
-    Files are read (and cut into per-class crops) in a background thread; each later step imports one class, then
-    the probability map; the temporary folder is removed at the end, also after an error. ``outcome`` is None when
-    the job was cancelled. Errors raise ``InputError`` (from ``step``) naming the case and the segment."""
+    The prediction child wrote the result cut for the import (``backsplit.inference.scenearrays``): the first step
+    reads its small index and makes the segmentation node, each later step adds one class (its cropped mask), then
+    the probability map is copied in slabs of at most ``SLAB_VOXELS`` voxels and shown. No thread, and no step
+    reads or converts a whole volume. The temporary folder is removed at the end, also after an error. ``outcome``
+    is None when the job was cancelled. Errors raise ``InputError`` (from ``step``) naming the case and the
+    segment."""
+
+    SLAB_VOXELS = 4_000_000            # voxels of the probability map copied per step (about 10 ms here)
 
     def __init__(self, job: PredictionProcess, volume, show_auxiliary: bool = True):
         self.job, self.volume, self.show_auxiliary = job, volume, show_auxiliary
         self.outcome: Optional[PredictionOutcome] = None
         self.done = False
         self.phase = ""                       # what the last step did (for the panel and the benchmark)
-        self._future = None
-        self._pool = None
+        self.preview = preview_label(job.request)
+        self._arrays = None                   # scenearrays.SceneArrays once the index is read
+        self._probability: Optional[list] = None   # [vtkImageData, its numpy view, stored uint8 map, next slice]
         self._segmentation = None
         self._next_class = 1
-        self._files: Optional[dict] = None
         info = job.model_info
         self.classes = (info.schema.targets if job.lesion_only else info.schema.classes) if info else []
 
     def step(self, wait: bool = False) -> bool:
-        """Do one short piece of work; returns ``done``. ``wait=True`` blocks for the file reading (scripts)."""
+        """Do one short piece of work; returns ``done``. (``wait`` is accepted for older scripts: no step waits.)"""
         try:
-            self._step(wait)
+            self._step()
         except BaseException:
             self._close()
             raise
@@ -139,14 +147,25 @@ class PredictionFinish:
             self._close()
         return self.done
 
-    def _step(self, wait: bool) -> None:
-        from .prediction_import import add_class_segment, import_probability, new_segmentation, set_auxiliary_visible
+    def _name(self, text: str) -> str:
+        return f"{text} [{self.preview}]" if self.preview else text
+
+    def _step(self) -> None:
+        from .prediction_import import (
+            add_class_segment,
+            class_images,
+            empty_probability_image,
+            import_probability,
+            new_segmentation,
+            set_auxiliary_visible,
+        )
 
         job, volume = self.job, self.volume
         if volume.GetScene() is None or (self._segmentation is not None and self._segmentation.GetScene() is None):
             raise InputError("the scene was closed while the prediction was being imported; nothing was added to "
                              "the new scene. Load the volume and apply the model again", case=volume.GetName())
-        if self._future is None and self._files is None:
+        geometry = volume_geometry(volume)
+        if self._arrays is None:
             job.poll_events()
             if job.cancelled:
                 self.done = True
@@ -154,65 +173,73 @@ class PredictionFinish:
             if job.returncode != 0:
                 raise InputError(job.error or "prediction failed:\n" + "\n".join(job.log_lines[-10:]),
                                  case=volume.GetName())
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backsplit-read-prediction")
-            self._future = self._pool.submit(read_prediction_files, Path(job.request.out_dir), len(self.classes),
-                                             volume_geometry(volume))
-            self.phase = "started reading the files"
-            return
-        if self._files is None:
-            self.phase = "waiting for the files"
-            if not wait and not self._future.done():
-                return
-            self.phase = "files read; new segmentation"
-            self._files = self._future.result()
-            geometry = volume_geometry(volume)
-            if tuple(self._files["shape"]) != tuple(geometry.shape):
-                raise InputError(f"the prediction has size {tuple(self._files['shape'])[::-1]} but the volume has "
+            arrays = read_scene_arrays(Path(job.request.out_dir), CASE_ID)
+            if tuple(arrays.shape) != tuple(geometry.shape):
+                raise InputError(f"the prediction has size {tuple(arrays.shape)[::-1]} but the volume has "
                                  f"{tuple(geometry.shape)[::-1]}", case=volume.GetName())
-            self._segmentation = new_segmentation(f"{volume.GetName()} BackSplit ({job.model_info.variant})", volume)
+            self._arrays = arrays
+            self.phase = "result index read; new segmentation"
+            self._segmentation = new_segmentation(self._name(f"{volume.GetName()} BackSplit "
+                                                             f"({job.model_info.variant})"), volume)
             return
-        geometry = volume_geometry(volume)
         if self._next_class <= len(self.classes):
             value = self._next_class
             self.phase = f"imported class {value} ({self.classes[value - 1].name})"
-            add_class_segment(self._segmentation, self._files["images"].get(value), self.classes, value,
-                              volume.GetName())
+            crop = self._arrays.class_mask(value)
+            prepared = class_images({value: crop}, geometry)[value] if crop is not None else None
+            add_class_segment(self._segmentation, prepared, self.classes, value, volume.GetName())
             self._next_class += 1
             return
+        if self._arrays.probability is not None:
+            if self._probability is None:
+                image, view = empty_probability_image(self._arrays.shape)
+                self._probability = [image, view, self._arrays.open_probability(), 0]
+                self.phase = "probability map allocated"
+                return
+            image, view, stored, start = self._probability
+            if start < view.shape[0]:
+                stop = min(view.shape[0], start + max(1, self.SLAB_VOXELS // max(1, view[0].size)))
+                copy_probability_slab(stored, view, start, stop)
+                self._probability[3] = stop
+                self.phase = f"probability slices {start}-{stop - 1}"
+                return
         self.phase = "probability map and summary"
         set_auxiliary_visible(self._segmentation, self.show_auxiliary)
         probability_node = None
-        if self._files["probability"] is not None:
-            probability_node = import_probability(self._files["probability"], geometry,
-                                                  f"{volume.GetName()} lesion probability", volume)
+        if self._probability is not None:
+            image = self._probability[0]
+            self._probability = None            # the memory-mapped file is released before the folder is removed
+            image.GetPointData().GetScalars().Modified()   # filled through a numpy view: tell VTK
+            image.Modified()
+            probability_node = import_probability(image, geometry, self._name(f"{volume.GetName()} lesion "
+                                                                              "probability"), volume)
         summary = job.summaries[0] if job.summaries else {}
-        self.outcome = PredictionOutcome(self._segmentation, probability_node, summary_text(summary))
+        text = summary_text(summary)
+        self.outcome = PredictionOutcome(self._segmentation, probability_node,
+                                         f"{self.preview} (Apply without Fast preview for the full prediction). "
+                                         f"{text}" if self.preview else text)
         self.done = True
 
     def close(self) -> None:
         """Stop here (the panel went idle: Cancel, an error, a scene close): a half-imported segmentation still in a
-        scene is removed, nodes already removed by a scene close are not touched, the reading thread and the
-        temporary folder are released. Idempotent."""
+        scene is removed, nodes already removed by a scene close are not touched, the temporary folder is
+        released. Idempotent."""
         self._close()
 
     def _close(self) -> None:
         if not self.done and self._segmentation is not None and self._segmentation.GetScene() is not None:
             self._segmentation.GetScene().RemoveNode(self._segmentation)   # no half-imported result
             self._segmentation = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
-        self._files = None if self.done else self._files
+        self._probability = None       # drops the memory map (Windows cannot remove a mapped file)
+        self._arrays = None
         if self.job.work_dir is not None:
             shutil.rmtree(self.job.work_dir, ignore_errors=True)
 
     @property
-    def reading(self) -> bool:
-        """True while the files are read in the background (the panel then ticks slowly)."""
-        return self._future is not None and self._files is None and not self.done
-
-    @property
     def fraction(self) -> float:
-        return min(1.0, (self._next_class - 1) / max(1, len(self.classes) + 1))
+        """Share of the import done (classes, then the probability map's slices), 0..1."""
+        parts = len(self.classes) + 2
+        done = self._next_class - 1
+        if self._probability is not None:
+            done += self._probability[3] / max(1, self._probability[1].shape[0])
+        return min(1.0, done / parts)

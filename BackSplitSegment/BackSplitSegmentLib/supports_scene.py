@@ -21,13 +21,15 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import slicer
 import vtk
+from vtk.util import numpy_support
 
 from backsplit.errors import InputError
+from backsplit.io.handover import crop_box, read_class_crop, read_class_crops
 from backsplit.io.readers import read_seg_nrrd
 from backsplit.supports.generate import read_segment_tags, resolve_names
 from backsplit.supports.runners import GENERATED_TAG, MODEL_TAG, NnUNetModelRunner
@@ -50,7 +52,8 @@ LAST_GENERATION_ATTRIBUTE = "BackSplit.LastGeneration"
 GENERATION_TAG = "BackSplit.GenerationId"
 
 
-def _segment_tag(segment, tag: str) -> str:
+def segment_tag(segment, tag: str) -> str:
+    """The segment's tag ``tag`` as text ("" when it has none)."""
     value = vtk.mutable("")
     return str(value) if segment.GetTag(tag, value) else ""
 
@@ -64,7 +67,7 @@ def undo_last_case(segmentation_node) -> bool:
         return False
     segmentation = segmentation_node.GetSegmentation()
     ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())
-           if _segment_tag(segmentation.GetNthSegment(i), GENERATION_TAG) == generation]
+           if segment_tag(segmentation.GetNthSegment(i), GENERATION_TAG) == generation]
     was_modifying = segmentation_node.StartModify()
     try:
         for segment_id in ids:
@@ -78,37 +81,99 @@ def undo_last_case(segmentation_node) -> bool:
 def add_generated_segments(segmentation_node, volume, masks: dict[str, np.ndarray], *, model: str,
                            colors: Optional[dict] = None, terminology: Optional[dict] = None,
                            on_conflict: str = "suffix") -> dict[str, str]:
-    """Add masks (z, y, x on ``volume``'s grid) as new segments; returns model class -> segment name. One undo
-    step for *Undo last case* (``undo_last_case``). Raises InputError (nothing added) when a mask is not on the
-    volume's grid or a name clashes with 'refuse'."""
+    """Add masks (z, y, x on ``volume``'s grid) as new segments, all at once (scripts, the extension's path; the
+    panel steps ``generated_class_steps``); returns model class -> segment name. One generation for *Undo last
+    case* (``undo_last_case``). Raises InputError (nothing added) when a mask is not on the volume's grid or a
+    name clashes with 'refuse'."""
     shape = tuple(volume_geometry(volume).shape)
     for cls, mask in masks.items():
         if tuple(mask.shape) != shape:
             raise InputError(f"the generated '{cls}' has size {mask.shape[::-1]} but the volume "
                              f"'{volume.GetName()}' has {shape[::-1]}")
-    names = resolve_names(segment_names(segmentation_node), list(masks), on_conflict, volume.GetName())
+    crops, entries = {}, []
+    for cls, mask in masks.items():
+        crops[cls] = crop_box(np.asarray(mask, bool))
+        entries.append({"name": cls, "color": list((colors or {}).get(cls, (0.6, 0.6, 0.6))),
+                        "terminology": (terminology or {}).get(cls, "")})
+    steps = generated_class_steps(segmentation_node, volume, entries, lambda entry: crops[entry["name"]], model=model,
+                                  on_conflict=on_conflict)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def generated_class_steps(segmentation_node, volume, entries: Sequence[dict], load_crop, *, model: str,
+                          on_conflict: str = "suffix", case: Optional[str] = None) -> Iterator[str]:
+    """Add generated classes to ``segmentation_node`` one per ``next()`` (a bounded piece for a timer tick: no pass
+    over the volume); returns (``StopIteration.value``) model class -> segment name.
+
+    ``entries``: dicts with ``name``, ``color`` (RGB 0..1) and ``terminology``, in order; ``load_crop(entry)``:
+    ``((k0, j0, i0), mask cropped to the class, bool or 0/1)`` on ``volume``'s grid, or None for an empty class.
+    Where Slicer would not keep such a labelmap as it is (a parent transform on either node, or a segmentation
+    whose source representation is not a binary labelmap), the class goes through
+    ``slicer.util.updateSegmentBinaryLabelmapFromArray`` as before (one class per step still). Each segment is
+    tagged with the generation (``GENERATION_TAG``), the node records it after the first one. Raises InputError
+    naming ``case`` when a node left the scene (a scene close) between two steps, or for a refused name."""
+    case = case or volume.GetName()
+    names = resolve_names(segment_names(segmentation_node), [e["name"] for e in entries], on_conflict,
+                          volume.GetName())
     generation = uuid.uuid4().hex
     segmentation = segmentation_node.GetSegmentation()
-    was_modifying = segmentation_node.StartModify()
-    added = False
-    try:
-        for cls, mask in masks.items():
-            color = (colors or {}).get(cls, (0.6, 0.6, 0.6))
-            segment_id = segmentation.AddEmptySegment(_free_id(segmentation, names[cls]), names[cls], list(color))
-            slicer.util.updateSegmentBinaryLabelmapFromArray(np.ascontiguousarray(mask, np.uint8), segmentation_node,
-                                                             segment_id, volume)
+    for entry in entries:
+        if volume.GetScene() is None or segmentation_node.GetScene() is None:
+            raise InputError("the scene was closed before its generated segments could be added", case=case)
+        cls, color = entry["name"], list(entry.get("color") or (0.6, 0.6, 0.6))
+        crop = load_crop(entry)
+        was_modifying = segmentation_node.StartModify()
+        try:
+            segment_id = _add_class(segmentation_node, volume, _free_id(segmentation, names[cls]), names[cls],
+                                    color, crop)
             segment = segmentation.GetSegment(segment_id)
             segment.SetTag(GENERATED_TAG, "1")
             segment.SetTag(MODEL_TAG, model)
             segment.SetTag(GENERATION_TAG, generation)
-            added = True
-            if (terminology or {}).get(cls):
-                segment.SetTag(segment.GetTerminologyEntryTagName(), terminology[cls])
-    finally:
-        if added:  # also after a failure part-way: Undo last case then removes what was added
+            if entry.get("terminology"):
+                segment.SetTag(segment.GetTerminologyEntryTagName(), entry["terminology"])
+            # also after a failure part-way: Undo last case then removes what was added
             segmentation_node.SetAttribute(LAST_GENERATION_ATTRIBUTE, generation)
-        segmentation_node.EndModify(was_modifying)
+        finally:
+            segmentation_node.EndModify(was_modifying)
+        yield f"case '{case}': added '{names[cls]}'"
     return names
+
+
+def _add_class(segmentation_node, volume, segment_id: str, name: str, color, crop) -> str:
+    """One generated class as a new segment (see ``generated_class_steps``); returns its segment ID."""
+    segmentation = segmentation_node.GetSegmentation()
+    binary = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    direct = segmentation.GetSourceRepresentationName() == binary and \
+        volume.GetParentTransformNode() is segmentation_node.GetParentTransformNode()
+    if crop is None or not direct:
+        segment_id = segmentation.AddEmptySegment(segment_id, name, color)
+        if crop is not None:
+            (k0, j0, i0), mask = crop
+            full = np.zeros(tuple(volume_geometry(volume).shape), np.uint8)
+            full[k0:k0 + mask.shape[0], j0:j0 + mask.shape[1], i0:i0 + mask.shape[2]] = mask
+            slicer.util.updateSegmentBinaryLabelmapFromArray(full, segmentation_node, segment_id, volume)
+        return segment_id
+    (k0, j0, i0), mask = crop
+    image = slicer.vtkOrientedImageData()
+    image.SetExtent(i0, i0 + mask.shape[2] - 1, j0, j0 + mask.shape[1] - 1, k0, k0 + mask.shape[0] - 1)
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(ijk_to_ras)
+    image.SetImageToWorldMatrix(ijk_to_ras)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(
+        np.ascontiguousarray(mask, np.uint8).reshape(-1), deep=True, array_type=vtk.VTK_UNSIGNED_CHAR))
+    segment = slicer.vtkSegment()
+    segment.SetName(name)
+    segment.SetColor(*color[:3])
+    segment.AddRepresentation(binary, image)
+    if not segmentation.AddSegment(segment, segment_id):
+        raise InputError("Slicer could not add the generated segment (see the application log for Slicer's reason)",
+                         segment=name)
+    return segment_id
 
 
 def _free_id(segmentation, name: str) -> str:
@@ -139,10 +204,23 @@ class GenerationJob:
     on_conflict: str = "suffix"
     imported: dict[str, dict[str, str]] = field(default_factory=dict)  # case -> class -> segment name
     failed: dict[str, str] = field(default_factory=dict)
+    pending: list = field(default_factory=list)        # finished cases' event data, waiting to be added
+    current: Optional[str] = None                      # the case being added, class by class
+    steps: Optional[Iterator[str]] = None
+
+    @property
+    def importing(self) -> bool:
+        """Finished cases wait to be added, or one is being added."""
+        return bool(self.pending) or self.steps is not None
 
     def close(self) -> None:
-        """End the child without waiting (the GUI thread never joins it: audit F7) and remove the input folder."""
-        if self.process.is_running():
+        """End the child without waiting (the GUI thread never joins it: audit F7) and remove the input folder;
+        the adding of queued cases stops."""
+        self.pending.clear()
+        if self.steps is not None:
+            self.steps.close()
+            self.steps, self.current = None, None
+        if self.process is not None and self.process.is_running():
             self.process.cancel(wait=False)
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
@@ -175,7 +253,16 @@ def start_generation(cases: Sequence[SceneCase], *, model_dir: Optional[Path] = 
 
 def import_events(job: GenerationJob, events) -> list[str]:
     """Add the segments of every case the child finished (events from ``job.process.poll_events()``) to its
-    segmentation node, one undo step per case; returns messages for the panel."""
+    segmentation node, all at once (scripts, tests); the panel calls ``queue_events`` and then ``import_step`` once
+    per tick. Returns messages for the panel."""
+    messages = queue_events(job, events)
+    while job.importing:
+        messages += import_step(job)
+    return messages
+
+
+def queue_events(job: GenerationJob, events) -> list[str]:
+    """Note the cases the child finished (or failed) in ``events``; reads no file. Returns messages."""
     messages = []
     for event in events:
         if event.stage != "generate" or not event.data.get("case"):
@@ -184,28 +271,81 @@ def import_events(job: GenerationJob, events) -> list[str]:
         if status == "failed":
             job.failed[case_id] = event.data.get("error", "")
             messages.append(f"case '{case_id}' failed: {job.failed[case_id]}")
-            continue
-        if status != "done" or case_id in job.imported:
-            continue
-        case = job.cases[case_id]
-        if case.volume.GetScene() is None or case.segmentation.GetScene() is None:   # a scene close removed them
-            job.failed[case_id] = "the scene was closed before its generated segments could be added"
-            messages.append(f"case '{case_id}': {job.failed[case_id]}")
-            continue
-        try:   # per case: one unreadable file or grid mismatch must not drop the other cases of the batch (F3)
-            content = read_seg_nrrd(Path(event.data["file"]), case_id)
-            if content.geometry.differences(volume_geometry(case.volume)):
-                raise InputError("the generated segments are not on the volume's grid", case=case_id)
-            model = next((t.get(MODEL_TAG, "") for t in read_segment_tags(Path(event.data["file"])).values()), "")
-            job.imported[case_id] = add_generated_segments(case.segmentation, case.volume, content.masks, model=model,
-                                                           colors=content.colors, terminology=content.terminology,
-                                                           on_conflict=job.on_conflict)
+        elif status == "done" and case_id not in job.imported and case_id != job.current \
+                and all(case_id != data["case"] for data in job.pending):
+            if _scene_closed(job, case_id, messages):
+                continue
+            job.pending.append(dict(event.data))
+    return messages
+
+
+def _scene_closed(job: GenerationJob, case_id: str, messages: list) -> bool:
+    case = job.cases[case_id]
+    if case.volume.GetScene() is not None and case.segmentation.GetScene() is not None:
+        return False
+    job.failed[case_id] = "the scene was closed before its generated segments could be added"
+    messages.append(f"case '{case_id}': {job.failed[case_id]}")
+    return True
+
+
+def import_step(job: GenerationJob) -> list[str]:
+    """One bounded piece of adding the finished cases (a timer tick): the next case's class index (a small file)
+    or one class of the case being added (``generated_class_steps``). A failure is recorded for its case only
+    (F3: the other cases of the batch are still added). Returns messages for the panel."""
+    messages: list[str] = []
+    if job.steps is None:
+        if not job.pending:
+            return messages
+        data = job.pending.pop(0)
+        case_id = data["case"]
+        if _scene_closed(job, case_id, messages):
+            return messages
+        try:
+            job.steps, job.current = _case_steps(job, data), case_id
         except Exception as exc:  # noqa: BLE001 - recorded per case, shown in the panel's summary
             job.failed[case_id] = str(exc)
-            messages.append(f"case '{case_id}': {exc}")
-            continue
-        messages.append(f"case '{case_id}': added {', '.join(job.imported[case_id].values())}")
+            return [f"case '{case_id}': {exc}"]
+        return messages
+    case_id = job.current
+    try:
+        next(job.steps)
+    except StopIteration as stop:
+        job.imported[case_id] = stop.value
+        messages.append(f"case '{case_id}': added {', '.join(stop.value.values())}")
+        job.steps, job.current = None, None
+    except Exception as exc:  # noqa: BLE001 - recorded per case, shown in the panel's summary
+        job.failed[case_id] = str(exc).removeprefix(f"case '{case_id}': ")
+        messages.append(f"case '{case_id}': {job.failed[case_id]}")
+        job.steps, job.current = None, None
     return messages
+
+
+def _case_steps(job: GenerationJob, data: dict) -> Iterator[str]:
+    """The class-by-class adding of one finished case: from the crops the child wrote (``data['crops']``), else
+    (a file from elsewhere) from the ``.seg.nrrd`` read at once."""
+    case_id = data["case"]
+    case = job.cases[case_id]
+    if data.get("crops"):
+        folder = Path(data["crops"])
+        entries, geometry, model = read_class_crops(folder)
+
+        def load(entry):
+            crop = read_class_crop(folder, entry)
+            return None if crop is None else (tuple(entry["start"]), crop)
+    else:
+        content = read_seg_nrrd(Path(data["file"]), case_id)
+        geometry = content.geometry
+        model = next((t.get(MODEL_TAG, "") for t in read_segment_tags(Path(data["file"])).values()), "")
+        crops = {name: crop_box(mask) for name, mask in content.masks.items()}
+        entries = [{"name": n, "color": list(content.colors.get(n, (0.6, 0.6, 0.6))),
+                    "terminology": content.terminology.get(n, "")} for n in content.masks]
+
+        def load(entry):
+            return crops[entry["name"]]
+    if geometry.differences(volume_geometry(case.volume)):
+        raise InputError("the generated segments are not on the volume's grid", case=case_id)
+    return generated_class_steps(case.segmentation, case.volume, entries, load, model=model,
+                                 on_conflict=job.on_conflict, case=case_id)
 
 
 # ---- the TotalSegmentator extension (asked for, never installed) ------------------------------------------------
@@ -252,7 +392,24 @@ def run_totalsegmentator_extension(case: SceneCase, *, subset: Sequence[str] = (
 
 # ---- suggestions from the scene -----------------------------------------------------------------------------------
 def suggest_cases_from_scene(cases: Sequence[SceneCase]):
-    """The panel's cases for ``backsplit.supports.suggest``, one at a time (masks read through Slicer's logic)."""
+    """The cases for ``backsplit.supports.suggest``, one at a time, read at once (scripts; the panel uses
+    ``start_suggest``)."""
     for case in cases:
         loaded = case.load()
         yield SuggestCase(case.case_id, tuple(loaded.geometry.spacing[::-1]), loaded.segments)
+
+
+def start_suggest(cases: Sequence[SceneCase], options, python: Optional[str] = None, read_budget_s: float = 0.04):
+    """The panel's *Suggest*: a ``HandoverJob`` (step it from a timer) that reads the cases from the scene in short
+    steps and ranks them in a child process (``backsplit.supports.suggest_worker``); when finished,
+    ``suggest_worker.report_from_json(job.data["report"])`` is the report. Raises InputError without cases."""
+    from backsplit.supports.suggest_worker import SuggestProcess
+
+    from .case_handover import HandoverJob
+
+    if not cases:
+        raise InputError("add cases first: there is nothing to rank")
+    listed = [[c.case_id, f"case '{c.case_id}'"] for c in cases]
+    return HandoverJob([c.source() for c in cases],
+                       lambda root: SuggestProcess(options, listed, root, python).start(), read_budget_s)
+

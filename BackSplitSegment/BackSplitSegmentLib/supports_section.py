@@ -23,7 +23,8 @@ import slicer
 
 from backsplit.errors import InputError
 from backsplit.models.loop import LOOP_ITERATIONS
-from backsplit.supports.suggest import SuggestOptions, suggest
+from backsplit.supports.suggest import SuggestOptions
+from backsplit.supports.suggest_worker import report_from_json
 from backsplit.training.budget import supports_warning
 from BackSplitShared.install_run import DependencyGate
 from BackSplitShared.panel_action import PanelAction, once
@@ -32,9 +33,10 @@ from BackSplitShared.paths import resolve_folder
 
 from .scene_cases import SceneCase
 from .supports_scene import (
-    import_events,
+    import_step,
+    queue_events,
     start_generation,
-    suggest_cases_from_scene,
+    start_suggest,
     totalsegmentator_extension_logic,
     undo_last_case,
 )
@@ -75,7 +77,7 @@ class SupportsSection:
         self.report = None
         self.table_item = table_item
         self.timer = timer
-        self.timer.setInterval(300)
+        self.timer.setInterval(50)   # one class of a finished case added per tick (import_step)
         self.action = PanelAction(_("Could not generate the support structures"), ui.supportsGenerateButton,
                                   ui.supportsCancelButton, status=self._status, on_idle=self._idle, wait_cursor=True)
         self.timer.timeout.connect(self.action.wrap_tick(self.timer, self._poll))
@@ -91,8 +93,13 @@ class SupportsSection:
         self.ui.supportsGenerateButton.clicked.connect(self.action.slot(self.onGenerate))
         self.ui.supportsCancelButton.clicked.connect(once(_("Could not cancel"), self.onCancel, status=self._status))
         self.ui.supportsUndoButton.clicked.connect(once(_("Could not undo"), self.onUndo, status=self._status))
-        self.ui.supportsSuggestButton.clicked.connect(once(_("Could not rank the support structures"), self.onSuggest,
-                                                           status=self._status, wait_cursor=True))
+        self.suggestJob = None   # Suggest: cases read in timer steps, ranked in a child process (N2)
+        self.suggestTimer = type(timer)()   # a timer of its own (the same Qt class as the Generate timer)
+        self.suggestTimer.setInterval(20)
+        self.suggestAction = PanelAction(_("Could not rank the support structures"), ui.supportsSuggestButton,
+                                         None, status=self._status, on_idle=self._suggestIdle)
+        self.suggestTimer.timeout.connect(self.suggestAction.wrap_tick(self.suggestTimer, self._stepSuggest))
+        self.ui.supportsSuggestButton.clicked.connect(self.suggestAction.slot(self.onSuggest))
         self.ui.supportsAcceptButton.clicked.connect(once(_("Could not accept the suggestions"), self.onAccept,
                                                           status=self._status))
         # after the panel's own move
@@ -105,6 +112,7 @@ class SupportsSection:
 
     def cleanup(self) -> None:
         """Slicer is closing: stop the timers, end the child without waiting, remove the temporary folder."""
+        self.suggestAction.finish()
         self.timer.stop()
         self.install_timer.stop()
         self.gate.cancel()
@@ -119,6 +127,7 @@ class SupportsSection:
         job, self.job = self.job, None
         if job is not None:
             job.close()   # ends a running child without waiting (GenerationJob.close), removes the input folder
+        self.ui.supportsCancelButton.enabled = self.suggestJob is not None   # the one Cancel also stops Suggest
         self._refresh()
 
     def _cases(self) -> list:
@@ -161,12 +170,14 @@ class SupportsSection:
         for event in events:
             if event.fraction is not None and event.stage == "generate":
                 self.ui.supportsProgressBar.value = int(100 * event.fraction)
-        for message in import_events(job, events):
+        for message in queue_events(job, events) + import_step(job):   # one class (or case index) per tick
             self._status(message)
-        if not job.process.output_done:   # running, or its last lines are still being read (never waits here)
+        if not job.process.output_done or job.importing:   # running, its last lines being read, or cases to add
             return
-        for message in import_events(job, job.process.poll_events()):   # the events that came with the end
+        for message in queue_events(job, job.process.poll_events()):   # the events that came with the end
             self._status(message)
+        if job.importing:
+            return
         if job.process.cancelled:
             text = _("Cancelled; the cases finished before stay added.")
         elif job.process.error:
@@ -180,7 +191,11 @@ class SupportsSection:
             report_error(_("Some cases failed:") + "\n" + "\n".join(f"{k}: {v}" for k, v in failed.items()), "")
 
     def onCancel(self) -> None:
-        """Never waits on the GUI thread (audit F7): the child is ended in the background, the timer sees the end."""
+        """Never waits on the GUI thread (audit F7): the child is ended in the background, the timer sees the end.
+        Also stops a running *Suggest* (the section's one Cancel button)."""
+        if self.suggestJob is not None:
+            self.suggestJob.cancel()
+            self._status(_("Cancelling..."))
         if self.gate.busy:
             self.gate.cancel()
         elif self.job is not None:
@@ -193,21 +208,54 @@ class SupportsSection:
         self._refresh()
 
     # ---- suggest and accept -----------------------------------------------------------------------------------
-    def onSuggest(self) -> None:
+    def onSuggest(self) -> bool:
+        """Run by the Suggest button's ``PanelAction``: the cases are read in timer steps and ranked in a child
+        process (``supports_scene.start_suggest``); Cancel stops it; True while it runs."""
         target = self.ui.supportsTargetLineEdit.text.strip()
         if not target:
             raise InputError(_("type the target (lesion) segment name"))
-        cases = self._cases()
-        self.report = suggest(suggest_cases_from_scene(cases),
-                              SuggestOptions(target, neighbour_mm=float(self.ui.supportsDistanceSpinBox.value)),
-                              total=len(cases))
+        options = SuggestOptions(target, neighbour_mm=float(self.ui.supportsDistanceSpinBox.value))
+        self.suggestJob = start_suggest(self._cases(), options)
+        self.ui.supportsCancelButton.enabled = True
+        self.ui.supportsProgressBar.value = 0
+        self._status(_("Ranking the support structures..."))
+        self.suggestTimer.start()
+        return True
+
+    def _stepSuggest(self) -> None:
+        """One short piece (reading a case from the scene, or handing it to the child) per tick."""
+        job = self.suggestJob.step()
+        if job.fraction is not None:
+            self.ui.supportsProgressBar.value = int(100 * job.fraction)
+        if not job.done:
+            self._status(job.message)
+            return
+        if job.state == "cancelled":
+            self.suggestAction.finish(_("Ranking cancelled."))
+        elif job.state == "failed":
+            self.suggestAction.failed(job.message)
+        else:
+            self.suggestAction.finish()
+            self.showReport(report_from_json(job.data["report"]))
+
+    def _suggestIdle(self) -> None:
+        """Every way back to idle: timer stopped, the child asked to stop (never waited for)."""
+        self.suggestTimer.stop()
+        job, self.suggestJob = self.suggestJob, None
+        if job is not None:
+            job.close()
+        self.ui.supportsCancelButton.enabled = self.action.busy or self.gate.busy
+
+    def showReport(self, report) -> None:
+        """The ranked table and the status line of a finished *Suggest*."""
+        self.report = report
         table = self.ui.supportsTable
-        table.setRowCount(len(self.report.ranked))
-        for row, c in enumerate(self.report.ranked):
+        table.setRowCount(len(report.ranked))
+        for row, c in enumerate(report.ranked):
             for column, text in enumerate([c.name, c.role, f"{c.score:.2f}", "; ".join(c.reasons)]):
                 table.setItem(row, column, self.table_item(text))
         self.ui.supportsStatusLabel.text = _("{target}: {n} of {total} cases have it").format(
-            target=target, n=self.report.target_cases, total=self.report.cases)
+            target=report.target, n=report.target_cases, total=report.cases)
 
     def onAccept(self) -> None:
         if self.report is None:

@@ -8,10 +8,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from backsplit.errors import InputError
 from backsplit.runtime.childprocess import python_executable
-from backsplit.runtime.slurm_poll import BackgroundQueue
-from backsplit.training.cluster import ClusterTraining, slurm_config
 from backsplit.training.options import TrainOptions
-from backsplit.training.process import TrainingProcess
 from backsplit.training.status import TrainingStatus
 from BackSplitShared.dependencies import ensure_nnunet
 from BackSplitTrainLib import training_run
@@ -72,12 +69,10 @@ class TrainLogic(ScriptedLoadableModuleLogic):
             extra={"overwrite": True} if p.overwrite else {})
 
     def startTraining(self, parameters):
+        """Start without waiting (``training_run.start_job``: no SLURM command on the GUI thread)."""
         options = self.trainOptions(parameters)
-        if parameters.executor == "slurm":
-            config = slurm_config(resolve_folder(parameters.slurmConfig), parameters.slurmPartition)
-            job = ClusterTraining(options, config, run=BackgroundQueue()).start()   # squeue never on the GUI thread
-        else:
-            job = TrainingProcess(options).start()
+        job = training_run.start_job(options, parameters.executor, resolve_folder(parameters.slurmConfig),
+                                     parameters.slurmPartition)
         return job, TrainingStatus(models_total=options.runs_total)
 
     def createPlot(self):

@@ -14,8 +14,9 @@ from backsplit.errors import BackSplitError, InputError
 from backsplit.models.location import free_name, models_dir
 from backsplit.models.recent import take_handoff
 from backsplit.runtime.progress import ProgressEvent, Stage
-from backsplit.runtime.slurm_poll import BackgroundQueue
-from backsplit.training.cluster import ClusterTraining, running_cluster_jobs
+from backsplit.runtime.slurm_poll import PENDING, BackgroundQueue
+from backsplit.training.cluster import ClusterTraining, running_cluster_jobs, slurm_config
+from backsplit.training.process import TrainingProcess
 from backsplit.training.status import TrainingStatus
 from BackSplitShared.paths import default_work_folder, resolve_folder
 
@@ -56,6 +57,29 @@ def final_message(status: TrainingStatus, cancelled: bool, returncode: Optional[
         return f"The training process ended with code {returncode}; see the log for the reason.", True
     models = "\n".join(status.models) if status.models else "(no model reported)"
     return f"Finished. Models:\n{models}", False
+
+
+def start_job(options, executor: str = "local", slurm_config_file: Optional[Path] = None, partition: str = ""):
+    """Start a training without waiting: a local child process (``TrainingProcess``), or with ``executor`` "slurm"
+    one SLURM job whose ``sbatch`` runs as a child process and whose ``squeue`` runs in the background
+    (``ClusterTraining.start(wait=False)``, ``BackgroundQueue``): Slicer's GUI thread never waits for slurmctld
+    (audit N3). InputError for settings that cannot be used, BackSplitError when the SLURM commands are missing."""
+    if executor == "slurm":
+        config = slurm_config(slurm_config_file, partition)
+        return ClusterTraining(options, config, run=BackgroundQueue()).start(wait=False)
+    return TrainingProcess(options).start()
+
+
+def follow_text(job, status: TrainingStatus) -> str:
+    """The status line while a training runs: the status's summary, and for a cluster job what SLURM says
+    (submission pending, ``squeue`` not answering, a failed ``scancel``)."""
+    lines = [status.summary()]
+    if isinstance(job, ClusterTraining):
+        if job.job_id is None:
+            lines.append("Submitting the job to SLURM (waiting for sbatch's answer)...")
+        queue = "waiting for squeue's first answer" if PENDING in job.queue_error else job.queue_error
+        lines += [f"SLURM: {note}" for note in (job.cancel_error, queue) if note]
+    return "\n".join(line for line in lines if line)
 
 
 def stop_following(job, wait: bool = False) -> None:

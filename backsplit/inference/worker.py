@@ -27,6 +27,8 @@ class PredictionRequest(JsonRequest):
     overwrite: bool = False
     use_mirroring: bool = True
     estimate: bool = True             # time a few tiles first and report the expected duration ('estimate' event)
+    folds: Optional[list] = None      # a subset of the model's folds (nnU-Net's -f); None: every fold, ensembled
+    scene_arrays: bool = False        # also write what a viewer's import needs (``scenearrays``; Slicer's panel)
 
 
 emit = emit_event   # one JSON event line per call, read back by the parent process
@@ -47,9 +49,23 @@ def _predict(request: PredictionRequest) -> ProgressEvent:
                               output_format=request.output_format,
                               rule=DecisionRule(request.threshold, request.min_volume_ml),
                               overwrite=request.overwrite, use_mirroring=request.use_mirroring, progress=emit,
-                              estimate=request.estimate)
+                              estimate=request.estimate, folds=request.folds)
+    if request.scene_arrays:   # the whole-volume reading and cropping happen here, not in the viewer's process
+        _write_scene_arrays(request, [s.case_id for s in summaries])
     return ProgressEvent(Stage.DONE, f"predicted {len(summaries)} case(s)", len(summaries), len(summaries),
                          {"summaries": [s.to_json() for s in summaries], "out_dir": request.out_dir})
+
+
+def _write_scene_arrays(request: PredictionRequest, case_ids: list) -> None:
+    from backsplit.inference.model import read_model_info
+    from backsplit.inference.scenearrays import write_scene_arrays
+
+    schema = read_model_info(Path(request.model_dir), folds=request.folds).schema
+    count = len(schema.targets if request.lesion_only else schema.classes)
+    for index, case_id in enumerate(case_ids):
+        emit(ProgressEvent("predict", f"case '{case_id}': preparing the result for the scene", None, None,
+                           {"phase": "scene arrays", "case_index": index}))
+        write_scene_arrays(Path(request.out_dir), case_id, count)
 
 
 if __name__ == "__main__":

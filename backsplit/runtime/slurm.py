@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from backsplit.errors import BackSplitError, InputError
+from backsplit.runtime.slurm_poll import BackgroundCall
 
 Runner = Callable[..., subprocess.CompletedProcess]
 
@@ -205,11 +206,27 @@ class SlurmClient:
                                  f"{(result.stderr or result.stdout).strip()}")
         return result
 
-    def submit(self, script: Path, options: Sequence[str] = ()) -> str:
+    @staticmethod
+    def submit_command(script: Path, options: Sequence[str] = ()) -> list[str]:
         """``sbatch --parsable [OPTIONS] SCRIPT`` (options such as ``--output=PATH`` on the command line: no shell, so
-        spaces are safe); returns the job id."""
-        out = self.call(["sbatch", "--parsable", *map(str, options), str(script)]).stdout.strip()
-        return out.split(";")[0].strip()
+        spaces are safe)."""
+        return ["sbatch", "--parsable", *map(str, options), str(script)]
+
+    @staticmethod
+    def job_id(answer: str) -> str:
+        """The job id in the answer of ``sbatch --parsable`` ("jobid[;cluster]"); "" when there is none."""
+        return (answer or "").strip().split(";")[0].strip()
+
+    def submit(self, script: Path, options: Sequence[str] = ()) -> str:
+        """Submit and wait for sbatch's answer (``submit_command``); returns the job id."""
+        return self.job_id(self.call(self.submit_command(script, options)).stdout)
+
+    def start(self, args: Sequence[str], stdout_file: Optional[Path] = None,
+              stderr_file: Optional[Path] = None) -> BackgroundCall:
+        """Start a client command without waiting for it (``runtime.slurm_poll.BackgroundCall``): what a panel's
+        timer uses, so that Slicer's GUI thread never waits for slurmctld (audit N3). Raises BackSplitError when the
+        command is not on PATH."""
+        return BackgroundCall(args, self.missing, stdout_file, stderr_file)
 
     def queued(self, job_id: str) -> dict[str, str]:
         """Task (the job id, or "<job>_<index>" for an array) -> state (PENDING, RUNNING, ...) of the job's tasks

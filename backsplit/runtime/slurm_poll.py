@@ -8,13 +8,20 @@ and its *last finished* answer is returned at once. Until the first answer arriv
 ``timeout_s``, the result is a non-zero exit with "no answer yet", which ``SlurmClient.queued`` raises as an error
 and ``ClusterTraining.is_running`` treats as "unknown" (the follow goes on). A new query starts at most every
 ``interval_s`` seconds. Standard library only.
+
+``BackgroundCall`` is the same for the commands whose answer the panel needs once (``sbatch``'s job id, ``scancel``'s
+exit): started as a child process, its answer taken by a later tick (``ClusterTraining.start(wait=False)``,
+``ClusterTraining.cancel(wait=False)``).
 """
 
 from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 from typing import Callable, Optional, Sequence
+
+from backsplit.errors import BackSplitError
 
 PENDING = "no answer from squeue yet"
 
@@ -73,3 +80,39 @@ class BackgroundQueue:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
         self._process = None
+
+
+class BackgroundCall:
+    """One SLURM client command as a child process that a timer polls: ``poll()`` never waits; it returns None while
+    the command runs, then its ``CompletedProcess`` (text). With ``stdout_file`` and ``stderr_file`` the answer goes
+    to these files, so that it outlives this process (an ``sbatch`` whose panel was closed mid-submission still leaves
+    its job id for ``ClusterTraining.follow``; the child gets a session of its own, so a Ctrl-C meant for Slicer does
+    not stop it halfway); else to pipes (short answers such as ``scancel``'s). Raises BackSplitError naming the
+    command and ``missing`` (where to run instead) when the command is not on PATH."""
+
+    def __init__(self, args: Sequence[str], missing: str, stdout_file: Optional[Path] = None,
+                 stderr_file: Optional[Path] = None, popen: Callable[..., subprocess.Popen] = subprocess.Popen):
+        self.args = [str(a) for a in args]
+        self.files = (stdout_file, stderr_file) if stdout_file is not None and stderr_file is not None else None
+        self.result: Optional[subprocess.CompletedProcess] = None
+        try:
+            if self.files is None:
+                self.process = popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, text=True)
+            else:
+                with open(self.files[0], "w", encoding="utf-8") as out, \
+                        open(self.files[1], "w", encoding="utf-8") as err:
+                    self.process = popen(self.args, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        except FileNotFoundError:
+            raise BackSplitError(f"'{self.args[0]}' was not found: {missing}") from None
+
+    def poll(self) -> Optional[subprocess.CompletedProcess]:
+        """None while the command runs; then its answer (the same object at every later call)."""
+        if self.result is None and self.process.poll() is not None:
+            if self.files is None:
+                out, err = self.process.communicate()   # the child has exited: returns at once
+            else:
+                out, err = (Path(f).read_text(encoding="utf-8", errors="replace") for f in self.files)
+            self.result = subprocess.CompletedProcess(self.args, self.process.returncode, out or "", err or "")
+        return self.result

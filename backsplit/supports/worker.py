@@ -1,7 +1,8 @@
 """Organ-model generation in a child process (used by Slicer so the application never freezes; cancel ends the
 process tree, TotalSegmentator's children included): ``python -m backsplit.supports.worker REQUEST.json``.
-Writes ``<out>/<case>.seg.nrrd`` with the generated segments only (the scene adapter adds them to the case's
-segmentation node); progress events on stdout, one per case with its file."""
+Writes ``<out>/<case>.seg.nrrd`` with the generated segments only, and the same cropped per class in
+``<out>/<case>.crops/`` (the scene adapter adds them to the case's segmentation node, one class per timer tick);
+progress events on stdout, one per case with its file and crops folder."""
 
 from __future__ import annotations
 
@@ -71,9 +72,28 @@ def _generate(request: GenerationRequest) -> ProgressEvent:
 
     sources = [ImageOnlySource(case_id, [Path(p) for p in paths]) for case_id, paths in request.cases]
     outcomes = generate_supports(sources, request.runner(),
-                                 GenerateRequest(Path(request.out_dir), include_user_segments=False), emit)
+                                 GenerateRequest(Path(request.out_dir), include_user_segments=False), _with_crops)
     return ProgressEvent(Stage.DONE, f"{sum(o.status != 'failed' for o in outcomes)} of {len(outcomes)} case(s) done",
                          len(outcomes), len(outcomes), {"outcomes": [asdict(o) for o in outcomes]})
+
+
+def _with_crops(event: ProgressEvent) -> None:
+    """Emit ``event``; a finished case's segments are first also written cropped per class (``data['crops']``), so
+    that Slicer adds them one class per timer tick without reading the whole file (``handover.write_class_crops``)."""
+    if event.stage == "generate" and event.data.get("status") == "done" and event.data.get("file"):
+        from backsplit.io.handover import write_class_crops
+        from backsplit.io.readers import read_seg_nrrd
+        from backsplit.supports.generate import read_segment_tags
+        from backsplit.supports.runners import MODEL_TAG
+
+        path, case_id = Path(event.data["file"]), event.data["case"]
+        content = read_seg_nrrd(path, case_id)
+        model = next((t.get(MODEL_TAG, "") for t in read_segment_tags(path).values()), "")
+        crops = write_class_crops(path.parent / f"{case_id}.crops", content.masks, content.geometry, content.colors,
+                                  content.terminology, model)
+        event = ProgressEvent(event.stage, event.message, event.current, event.total, dict(event.data,
+                                                                                          crops=str(crops)))
+    emit(event)
 
 
 class GenerationProcess(WorkerProcess):

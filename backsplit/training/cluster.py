@@ -5,14 +5,19 @@ this training exported in it, resources from ``runtime.slurm.SlurmConfig``), sub
 behaves like ``training.process.TrainingProcess``: ``poll_events()`` reads the progress events the training prints
 into the job's output file (a shared file system between this machine and the nodes is assumed, as for any SLURM
 use) and records them as a local worker's (``runtime.workerprocess.EventRecord``), ``is_running()`` asks
-``squeue``, ``cancel()`` calls ``scancel``. The node runs the same ``backsplit.training.worker`` as a local
-training, so the exit status and the final event follow the one worker protocol.
+``squeue``, ``cancel()`` calls ``scancel``. A panel passes ``wait=False`` to ``start`` and ``cancel``: ``sbatch`` and
+``scancel`` then run as child processes whose answers later calls take (``runtime.slurm_poll.BackgroundCall``), and
+``run=BackgroundQueue()`` does the same for ``squeue``: Slicer's GUI thread never waits for slurmctld. The node runs
+the same ``backsplit.training.worker`` as a local training, so the exit status and the final event follow the one
+worker protocol.
 
 The GUI never ends a cluster job by itself: only ``cancel()`` (the user's Cancel) calls ``scancel``. A failing
 ``squeue`` (a busy or restarting slurmctld) means "unknown", not "ended"; a display error or Slicer's exit only
 ``detach()``es. Each submitted job leaves a record beside its options file (``<work>/jobs/train-*.cluster.json``),
 so that ``running_cluster_jobs(work)`` finds it again and ``ClusterTraining.follow(record)`` follows it again later,
-from the start of its output.
+from the start of its output. A background submission writes the record before ``sbatch`` starts and ``sbatch``
+writes its answer to ``<options>.submitted`` (errors to ``<options>.submit-errors``), so a job submitted while the
+panel closed is found too.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from backsplit.errors import BackSplitError, InputError
 from backsplit.runtime.childprocess import python_executable
 from backsplit.runtime.exits import EXIT_CANCELLED, EXIT_DONE, EXIT_ERROR, EXIT_UNEXPECTED
 from backsplit.runtime.progress import ProgressEvent, Stage, parse_event_line
-from backsplit.runtime.slurm import Runner, SlurmClient, SlurmConfig
+from backsplit.runtime.slurm import Runner, SlurmClient, SlurmConfig, shell_line
 from backsplit.runtime.workerprocess import EventRecord
 from backsplit.training.options import TrainOptions
 from backsplit.training.process import options_file_for, training_command, training_environment
@@ -71,30 +76,95 @@ class ClusterTraining(EventRecord):
         self._final: Optional[int] = None
         self.detached = False
         self.queue_error = ""     # the last squeue failure while following (shown by the panel), "" when none
+        self.cancel_error = ""    # the last failed background scancel (shown by the panel), "" when none
         self.options_file = options_file_for(Path(options.work_dir).resolve())   # <work>/jobs/, as a local training
         self.script_file = self.options_file.with_suffix(".sbatch")
         self.output_file = self.options_file.with_suffix(".out")
         self.record_file = self.options_file.with_suffix(RECORD_SUFFIX)
+        self._submission = None   # sbatch running in the background (start(wait=False)) until its answer is taken
+        self._scancel = None      # scancel running in the background (cancel(wait=False))
+        self._pending: list[ProgressEvent] = []   # events not from the output file (sbatch's refusal)
         self.init_record()
+
+    @property
+    def submit_file(self) -> Path:
+        """Where a background ``sbatch`` writes its answer (the job id); its errors go to ``submit_errors``."""
+        return self.options_file.with_suffix(".submitted")
+
+    @property
+    def submit_errors(self) -> Path:
+        return self.options_file.with_suffix(".submit-errors")
 
     @property
     def result_models(self) -> list[str]:
         """The model folders of the 'done' event (empty before it, or after an error)."""
         return list(self.done_data.get("models", []))
 
-    def start(self) -> "ClusterTraining":
-        """Write the options file and the script, and submit it; raises BackSplitError when sbatch refuses it."""
+    def start(self, wait: bool = True) -> "ClusterTraining":
+        """Write the options file and the script, and submit it. ``wait`` (scripts, the command line): ``sbatch``
+        runs here; BackSplitError when it refuses the job. ``wait=False`` (a panel's timer): ``sbatch`` runs as a
+        child process and returns at once; until its answer ``job_id`` is None and ``is_running()`` True; a refusal
+        then becomes the training's error event (``poll_events``, ``error``, ``returncode`` 1). BackSplitError when
+        sbatch is not installed, InputError for a SLURM setting that cannot be used."""
         self.options_file.write_text(self.options.to_json(), encoding="utf-8")
         env = training_environment(self.options)
         self.script_file.write_text(training_script(self.options_file, env, self.config,
                                                     self.config.python or python_executable()), encoding="utf-8")
+        command = self.client.submit_command(self.script_file, [f"--output={self.output_file}"])
+        if not wait:
+            self._write_record()   # first: a panel closed mid-submission finds the job through the record
+            try:
+                self._submission = self.client.start(command, self.submit_file, self.submit_errors)
+            except BackSplitError:
+                self.record_file.unlink(missing_ok=True)
+                raise
+            return self
         try:
-            self.job_id = self.client.submit(self.script_file, [f"--output={self.output_file}"])
+            self.job_id = self.client.job_id(self.client.call(command).stdout)
         except BackSplitError as exc:
             raise BackSplitError(f"sbatch refused the training: {exc}") from None
+        self._write_record()
+        return self
+
+    def _write_record(self) -> None:
         self.record_file.write_text(json.dumps({"job_id": self.job_id, "options_file": str(self.options_file),
                                                 "output_file": str(self.output_file)}, indent=2), encoding="utf-8")
-        return self
+
+    def _take_answers(self) -> None:
+        """The answers of a background ``sbatch`` and ``scancel`` once they have come (never waits). A job whose
+        submission the user cancelled is scancelled as soon as its id is known."""
+        answer = self._submission.poll() if self._submission is not None else None
+        if answer is not None:
+            self._submission = None
+            self.job_id = (self.client.job_id(answer.stdout) if answer.returncode == 0 else "") or None
+            if self.job_id is None:
+                self.record_file.unlink(missing_ok=True)
+                self._final = EXIT_CANCELLED if self.cancelled else EXIT_ERROR
+                message = (answer.stderr or answer.stdout).strip() or "no job id in its answer"
+                self._pending.append(ProgressEvent(Stage.ERROR, f"sbatch refused the training: "
+                                                                f"{shell_line(answer.args)} failed (exit "
+                                                                f"{answer.returncode}): {message}"))
+            elif self.cancelled:
+                self._start_scancel()
+            else:
+                self._write_record()
+        answer = self._scancel.poll() if self._scancel is not None else None
+        if answer is not None:
+            self._scancel = None
+            self.cancel_error = ""
+            if answer.returncode != 0:   # the job may still run: keep it findable, say so, Cancel can try again
+                self._write_record()
+                self.cancel_error = (f"scancel {self.job_id} failed (exit {answer.returncode}): "
+                                    f"{(answer.stderr or answer.stdout).strip()}; press Cancel again, or run "
+                                    f"scancel {self.job_id}")
+
+    def _start_scancel(self) -> None:
+        self.record_file.unlink(missing_ok=True)
+        try:
+            self._scancel = self.client.start(["scancel", str(self.job_id)])
+        except BackSplitError:
+            self._write_record()
+            raise
 
     @classmethod
     def follow(cls, record_file: Path, run: Runner = subprocess.run) -> "ClusterTraining":
@@ -107,12 +177,23 @@ class ClusterTraining(EventRecord):
         except (OSError, ValueError, KeyError, TypeError, InputError) as exc:
             raise BackSplitError(f"the cluster job record {record_file} cannot be read ({exc}); follow the job "
                                  "with squeue instead") from None
-        job.job_id = str(record["job_id"])
+        job.job_id = str(record["job_id"] or "") or cls.submitted_job_id(job.options_file, record_file)
         job.options_file = Path(record["options_file"])
         job.script_file = job.options_file.with_suffix(".sbatch")
         job.output_file = Path(record["output_file"])
         job.record_file = Path(record_file)
         return job
+
+    @classmethod
+    def submitted_job_id(cls, options_file: Path, record_file: Path) -> str:
+        """The job id a background ``sbatch`` wrote (a record written before its answer). BackSplitError when there is
+        none yet (sbatch still running, or stopped) or sbatch refused the job."""
+        answer = Path(options_file).with_suffix(".submitted")
+        job_id = SlurmClient.job_id(answer.read_text(encoding="utf-8")) if answer.is_file() else ""
+        if not job_id:
+            raise BackSplitError(f"the cluster job of {record_file} has no job id: sbatch has not answered, or "
+                                 f"refused it ({_submit_error(Path(options_file))})")
+        return job_id
 
     def detach(self) -> None:
         """Stop following without touching the job (SLURM keeps running it); ``follow(record_file)`` resumes."""
@@ -120,14 +201,15 @@ class ClusterTraining(EventRecord):
 
     def poll_events(self) -> list[ProgressEvent]:
         """Events printed by the training since the last call (log lines as 'log' events); never blocks long."""
+        self._take_answers()
+        events, self._pending = self._pending, []
         if not self.output_file.is_file():
-            return []
+            return self.record(events)
         with self.output_file.open("r", encoding="utf-8", errors="replace") as handle:
             handle.seek(self._offset)
             text = handle.read()
         complete = text[: text.rfind("\n") + 1]   # keep a half-written last line for the next call
         self._offset += len(complete.encode("utf-8"))
-        events = []
         for line in complete.splitlines():
             event = parse_event_line(line)
             if event is None:
@@ -143,9 +225,13 @@ class ClusterTraining(EventRecord):
     def is_running(self) -> bool:
         """True while the job is in SLURM's queue, not in an ending state, and has not printed its final event. A
         failing ``squeue`` means "unknown": True (the follow goes on; ``queue_error`` says why), except after
-        ``cancel()``."""
-        if self.job_id is None or self._final is not None:
+        ``cancel()``. True while a background ``sbatch`` has not answered (also after a Cancel: its job is then
+        scancelled when its id is known)."""
+        self._take_answers()
+        if self._final is not None:
             return False
+        if self.job_id is None:
+            return self._submission is not None
         try:
             queued = any(state not in ENDED_STATES for state in self.client.queued(self.job_id).values())
         except BackSplitError as exc:
@@ -160,9 +246,10 @@ class ClusterTraining(EventRecord):
     def returncode(self) -> Optional[int]:
         """0 done, 1 the training reported an error, 130 cancelled, 2 the job ended without a final event; None
         while running (``runtime.exits``)."""
+        running = self.is_running()
         if self._final is not None:
             return self._final
-        if self.job_id is None or self.is_running():
+        if running or self.job_id is None:
             return None
         self.poll_events()
         if self._final is not None:
@@ -171,13 +258,22 @@ class ClusterTraining(EventRecord):
 
     def cancel(self, grace_seconds: float = 0.0, wait: bool = False) -> None:
         """``scancel`` the job (SLURM ends the process tree on the node): only for the user's own Cancel (a display
-        error or Slicer's exit calls ``detach``). Same signature as ``ChildProcess.cancel``
-        so the panel treats both alike; ``scancel`` returns at once, so ``wait`` and ``grace_seconds`` change
-        nothing (SLURM applies its own KillWait grace)."""
-        if self.job_id is not None:
-            self.cancelled = True
+        error or Slicer's exit calls ``detach``). Same signature as ``ChildProcess.cancel`` so the panel treats both
+        alike. ``wait=False`` (the panel): ``scancel`` runs as a child process whose answer a later ``is_running`` /
+        ``poll_events`` takes; if it fails, ``cancel_error`` says so and the record is kept (Cancel can try again).
+        ``wait=True``: ``scancel`` runs here. A Cancel while a background ``sbatch`` has not answered scancels its
+        job once its id is known. ``grace_seconds`` changes nothing (SLURM applies its own KillWait grace).
+        BackSplitError when scancel is not installed."""
+        self._take_answers()
+        if self.job_id is None:
+            self.cancelled = self._submission is not None
+            return
+        self.cancelled = True
+        if wait:
             self.client.cancel(self.job_id)
             self.record_file.unlink(missing_ok=True)
+        else:
+            self._start_scancel()
 
 
 def slurm_config(config_file: Optional[Path], partition: str = "") -> SlurmConfig:
@@ -194,14 +290,23 @@ def running_cluster_jobs(work_dir: Path) -> list[Path]:
     found = []
     for record in records:
         try:
-            output = Path(json.loads(record.read_text(encoding="utf-8"))["output_file"])
+            content = json.loads(record.read_text(encoding="utf-8"))
+            output = Path(content["output_file"])
             text = _tail(output) if output.is_file() else ""
+            if not content.get("job_id") and _submit_error(Path(content["options_file"])):
+                continue   # a background sbatch refused it: nothing runs
         except (OSError, ValueError, KeyError, TypeError):
             continue
         finals = [e for e in map(parse_event_line, text.splitlines()) if e and e.stage in (Stage.DONE, Stage.ERROR)]
         if not finals:
             found.append(record)
     return found
+
+
+def _submit_error(options_file: Path) -> str:
+    """What a background ``sbatch`` wrote to its error file ("" when nothing, or no file)."""
+    errors = options_file.with_suffix(".submit-errors")
+    return errors.read_text(encoding="utf-8", errors="replace").strip() if errors.is_file() else ""
 
 
 def _tail(path: Path, size: int = 65536) -> str:
