@@ -52,8 +52,9 @@ def test_fast_preview_predicts_one_fold_without_mirroring_and_says_so(slicer_sce
         runs[preview] = (job, finish_prediction(job, volume))
     (preview_job, preview), (full_job, full) = runs[True], runs[False]
     # The child predicted with one network and no mirrored passes (its up-front estimate says what it loaded).
-    assert preview_job.estimate["folds"] == 1 and preview_job.estimate["tile_without_mirroring_s"] is None
-    assert full_job.estimate["folds"] == 2 and full_job.estimate["tile_without_mirroring_s"] is not None
+    preview_plan, full_plan = preview_job.estimate["details"], full_job.estimate["details"]
+    assert preview_plan["folds"] == 1 and preview_plan["tile_without_mirroring_s"] is None
+    assert full_plan["folds"] == 2 and full_plan["tile_without_mirroring_s"] is not None
     # Nobody mistakes the preview for the full prediction: node names and the summary say it.
     assert preview.segmentation_node.GetName() == "CT 7 BackSplit (backsplit) [PREVIEW: fold 0, no mirroring]"
     assert preview.probability_node.GetName() == "CT 7 lesion probability [PREVIEW: fold 0, no mirroring]"

@@ -280,3 +280,38 @@ def test_segmentation_loaded_from_file_reads_its_labelmaps_directly(slicer_scene
     parts, _ = read_stepwise(case)
     assert {piece.route for piece in parts.pieces} == {"labelmap"}
     assert_same_case(parts.assemble(), case.load())
+
+
+def test_handover_files_give_the_same_case_and_cancel_ends_the_wait(tmp_path, monkeypatch):
+    """``backsplit.io.handover``: every dtype, mask and layer comes back byte for byte, written in slabs (one per
+    step with no time budget); the child's wait ends with CancelledError once the parent asks it to stop."""
+    import copy
+
+    import backsplit.io.handover as handover
+    from backsplit.errors import CancelledError
+    from backsplit.io.geometry import Geometry
+
+    monkeypatch.setattr(handover, "SLAB_BYTES", 64)
+    rng = np.random.default_rng(3)
+    shape = (5, 6, 7)
+    layer = rng.integers(0, 3, (2, 3, 4)).astype(np.uint8)
+    parts = handover.CaseParts(
+        "c", [rng.normal(size=shape).astype(np.float32), rng.integers(-9, 9, shape).astype(np.int16)],
+        Geometry.create((0.7, 1.1, 2.5), (1.5, -2.0, 3.25), None, shape),
+        [handover.SegmentPiece("full", mask=rng.random(shape) > 0.5, route="slicer export"),
+         handover.SegmentPiece("layered", layer=0, label_value=2, slices=(slice(1, 3), slice(2, 5), slice(0, 4)))],
+        [layer], {"full": (0.1, 0.2, 0.3)}, {"full": "SCT^123^x"}, "case 'c'")
+    expected = copy.deepcopy(parts).assemble()
+    steps = list(handover.write_parts_steps(parts, tmp_path, 0, budget_s=0.0))
+    assert len(steps) >= sum(a.nbytes for a in parts.channels) // 64        # one slab of 64 bytes per step
+    events = []
+    case = handover.HandedCase("c", "case 'c'", 0, tmp_path, events.append).load()
+    assert [e.data for e in events] == [{"want": 0}, {"took": 0}] and not handover.case_folder(tmp_path, 0).exists()
+    for a, b in zip(case.channels, expected.channels):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    assert case.geometry == expected.geometry and list(case.segments) == list(expected.segments)
+    assert all(np.array_equal(case.segments[n], expected.segments[n]) for n in expected.segments)
+    assert (case.colors, case.terminology, case.description) == (expected.colors, expected.terminology, "case 'c'")
+    handover.request_cancel(tmp_path)
+    with pytest.raises(CancelledError):
+        handover.HandedCase("d", "case 'd'", 1, tmp_path, events.append).load()

@@ -52,6 +52,9 @@ echo '777;backsplit-test'""",
 while [ ! -e '{state}/go-scancel' ]; do sleep 0.05; done
 if [ -e '{state}/scancel-fails' ]; then
   echo 'scancel: error: Kill job error on job id 777: Access/permission denied' >&2; exit 1
+fi
+if [ -e '{state}/job-gone' ]; then
+  echo 'scancel: error: Kill job error on job id 777: Job/step already completing or completed' >&2; exit 1
 fi""",
         "squeue": "echo '777|RUNNING'",
     }
@@ -71,9 +74,8 @@ def _record(job) -> dict:
 
 @posix_only
 def test_start_and_cancel_return_while_sbatch_and_scancel_still_run(fake_slurm):
-    from BackSplitTrainLib.training_run import follow_text, start_job
-
     from backsplit.training.status import TrainingStatus
+    from BackSplitTrainLib.training_run import follow_text, start_job
 
     state, options = fake_slurm
     job = start_job(options(), "slurm", None, "")         # sbatch is blocked: Start returned anyway
@@ -93,20 +95,21 @@ def test_start_and_cancel_return_while_sbatch_and_scancel_still_run(fake_slurm):
     (state / "go-scancel").touch()
     _wait(lambda: job.poll_events() == [] and job.cancel_error, "scancel's failure taken by a tick")
     assert "Access/permission denied" in job.cancel_error and _record(job)["job_id"] == "777"   # still findable
+    assert not job.cancelled and job.is_running()          # followed on: the panel shows why, Cancel stays usable
     assert "SLURM: scancel 777 failed" in follow_text(job, TrainingStatus())
     (state / "scancel-fails").unlink()
+    (state / "job-gone").touch()                           # meanwhile the job ended: scancel's error means "done"
     job.cancel(wait=False)                                 # the user's second Cancel
-    _wait(lambda: job.poll_events() == [] and job._scancel is None, "scancel's answer taken")
-    assert job.cancel_error == "" and not job.record_file.exists()
+    _wait(lambda: job.poll_events() == [] and not job.cancel_pending, "scancel's answer taken")
+    assert job.cancel_error == "" and job.cancelled and not job.record_file.exists()
     assert (state / "scancel-calls").read_text(encoding="utf-8").split() == ["777", "777"]
 
 
 @posix_only
 def test_a_refused_submission_is_the_trainings_error(fake_slurm):
-    from BackSplitTrainLib.training_run import final_message, start_job
-
     from backsplit.training.cluster import running_cluster_jobs
     from backsplit.training.status import TrainingStatus
+    from BackSplitTrainLib.training_run import final_message, start_job
 
     state, options = fake_slurm
     (state / "refuse").touch()
@@ -125,9 +128,8 @@ def test_a_refused_submission_is_the_trainings_error(fake_slurm):
 
 @posix_only
 def test_cancel_during_the_submission_scancels_the_job_once_its_id_is_known(fake_slurm):
-    from BackSplitTrainLib.training_run import start_job
-
     from backsplit.training.cluster import running_cluster_jobs
+    from BackSplitTrainLib.training_run import start_job
 
     state, options = fake_slurm
     (state / "go-scancel").touch()
@@ -135,18 +137,16 @@ def test_cancel_during_the_submission_scancels_the_job_once_its_id_is_known(fake
     job.cancel(wait=False)
     assert job.cancelled and job.is_running() and not (state / "scancel-calls").exists()
     (state / "go-sbatch").touch()
-    _wait(lambda: (state / "scancel-calls").is_file() and job._scancel is None and not job.is_running() is None,
-          "the scancel of the job submitted meanwhile")
-    _wait(lambda: job.poll_events() == [] and job._scancel is None, "scancel's answer taken")
+    _wait(lambda: job.poll_events() == [] and (state / "scancel-calls").is_file() and not job.cancel_pending,
+          "the scancel of the job submitted meanwhile, and its answer")
     assert (state / "scancel-calls").read_text(encoding="utf-8").split() == ["777"]
     assert running_cluster_jobs(job.options.work_dir) == [] and job.cancel_error == ""
 
 
 @posix_only
 def test_a_panel_closed_mid_submission_finds_the_job_again(fake_slurm):
-    from BackSplitTrainLib.training_run import follow_left_cluster_job, start_job, stop_following
-
     from backsplit.training.cluster import running_cluster_jobs
+    from BackSplitTrainLib.training_run import follow_left_cluster_job, start_job, stop_following
 
     state, options = fake_slurm
     job = start_job(options(), "slurm", None, "")
@@ -169,9 +169,8 @@ def test_a_panel_closed_mid_submission_finds_the_job_again(fake_slurm):
 
 def test_the_panel_submits_and_cancels_on_a_real_cluster_without_waiting(slurm_cluster, tmp_path,  # noqa: F811
                                                                            monkeypatch):
-    from BackSplitTrainLib.training_run import start_job
-
     from backsplit.training.cluster import running_cluster_jobs
+    from BackSplitTrainLib.training_run import start_job
 
     monkeypatch.setenv("SLURM_CONF", slurm_cluster["SLURM_CONF"])
     fake_python = tmp_path / "fake python"
@@ -186,7 +185,8 @@ def test_the_panel_submits_and_cancels_on_a_real_cluster_without_waiting(slurm_c
     job = start_job(tiny_options(dataset, work, extra={"overwrite": True}), "slurm", config, "debug")
     try:
         log = []
-        _wait(lambda: job.job_id is not None, "the submission")
+        _wait(lambda: not job.is_running() or job.job_id is not None, "sbatch's answer taken by a tick")
+        assert job.job_id is not None, job.error
         _wait(lambda: log.extend(e.message for e in job.poll_events()) or "training started on the node" in log,
               "the job's start on the node")
         assert "#SBATCH --partition=debug" in job.script_file.read_text(encoding="utf-8")
@@ -200,3 +200,44 @@ def test_the_panel_submits_and_cancels_on_a_real_cluster_without_waiting(slurm_c
     finally:
         if job.job_id:
             subprocess.run(["scancel", job.job_id], env=slurm_cluster, capture_output=True)
+
+
+@posix_only
+def test_the_start_action_follows_the_submission_and_a_display_error_never_scancels(fake_slurm, gui):
+    """The widget's Start path (Qt widgets and QTimer stood in by fixtures_panels; slicer-core's slicer.util): the
+    PanelAction starts the job, the timer's ticks go through ``wrap_tick``; a tick that fails for display reasons
+    ends the follow with one report and leaves the job running and findable (``stop_following``: detach)."""
+    from fixtures_panels import Timer, Widget, idle
+
+    from backsplit.training.status import TrainingStatus
+    from BackSplitShared.panel_action import PanelAction
+    from BackSplitTrainLib.training_run import follow_text, start_job, stop_following
+
+    state, options = fake_slurm
+    ui, timer, held = Widget(), Timer(), {}
+    action = PanelAction("Could not train", ui.startButton, ui.cancelButton,
+                         on_idle=lambda: (timer.stop(), stop_following(held.get("job"))))
+    ticks = []
+
+    def tick():                                            # the widget's _poll, as far as it needs no Qt
+        job = held["job"]
+        job.poll_events()
+        ui.statusLabel.text = follow_text(job, TrainingStatus())
+        ticks.append(job.job_id)
+        if job.job_id is not None:
+            raise RuntimeError("the plot view was closed")    # a display error in a later tick
+        if not job.is_running():
+            action.finish("ended")
+
+    timer.timeout.connect(action.wrap_tick(timer, tick))
+    action.click(lambda: (held.update(job=start_job(options(), "slurm", None, "")), timer.start(), True)[-1])
+    assert not idle(ui.startButton, ui.cancelButton) and timer.isActive()
+    timer.timeout.emit()                                   # sbatch still blocked: the tick returns at once
+    assert ticks == [None] and "Submitting the job to SLURM" in ui.statusLabel.text
+    (state / "go-sbatch").touch()
+    timer.run(limit=100000)                                # ticks until the display error stops the timer
+    job = held["job"]
+    assert ticks[-1] == "777" and idle(ui.startButton, ui.cancelButton)
+    assert gui.dialogs() == ["Could not train: the plot view was closed"]
+    assert job.detached and not job.cancelled and not (state / "scancel-calls").exists()
+    assert _record(job)["job_id"] == "777"                 # followed again on the panel's next visit

@@ -3,7 +3,9 @@
 
 Built once by the module widget (``LoopSection(self.ui, self.logic, qt.QTimer(), qt.QFileDialog)``: the Qt classes
 are handed in, as for the other sections, so no module of BackSplitSegmentLib imports qt); uses the Apply panel's
-input volume and model folder, and the segmentation of the last prediction by default (``LoopLogic``).
+input volume and model folder, and the segmentation of the last prediction by default (``LoopLogic``). *Add to
+dataset* reads the case from the scene in short timer steps and adds it in a child process
+(``dataset_add.start_add_scene_case``); the section's Cancel stops it, and every way out leaves Add usable.
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@
    never the extension's blocking ``process()``), with progress and a Cancel that does not wait, and add the
    structures as new segments to each case's segmentation. PyTorch and nnU-Net are installed first when an nnU-Net
    model needs them, without freezing the panel (``DependencyGate``).
-2. *Suggest*: rank the segments of the listed cases as support structures for the chosen target, with the reasons.
+   The segments of each finished case are added one class per timer tick (``supports_scene.import_step``).
+2. *Suggest*: rank the segments of the listed cases as support structures for the chosen target, with the reasons:
+   the cases are read from the scene in short timer steps and ranked in a child process (``start_suggest``), with
+   progress and the section's Cancel.
 3. *Accept*: move the top suggestions into the support list, smaller structures first (overlap policy). The status
    line warns when the list is longer than advised for this panel's fine-tuning budget (``budget_note``; the advice
    and its source: ``backsplit.training.budget``).

@@ -9,7 +9,7 @@ for the case, waits for the folder, reads it back (``np.fromfile``: the same byt
 the case, and assembles the ``Case`` (``CaseParts.assemble``: numpy only). The parent reads ahead only as far as the
 child has asked (``handover`` events), so at most a case or two lies on disk.
 
-A file ``<root>/cancel``, a removed ``<root>`` or a parent that went away (POSIX: the parent pid changed) ends the
+A file ``<root>/cancel``, a removed ``<root>`` or a parent that went away (``parent_alive``) ends the
 wait with ``CancelledError``. The other way, a child's generated segments are written cropped per class
 (``write_class_crops``) so that the panel adds one class per timer tick without a pass over the volume. The folder
 formats (a JSON index + one ``.bin`` file per array, raw C-order bytes of the recorded dtype and shape) are private
@@ -94,11 +94,24 @@ def request_cancel(root: Path) -> None:
 
 
 def handover_cancelled(root: Path, parent_pid: Optional[int] = None) -> bool:
-    """True once the parent asked to stop, removed the folder, or (POSIX) went away."""
+    """True once the parent asked to stop, removed the folder, or went away (a crashed Slicer)."""
     root = Path(root)
     if not root.is_dir() or (root / CANCEL_FILE).exists():
         return True
-    return parent_pid is not None and os.name != "nt" and os.getppid() != parent_pid
+    return parent_pid is not None and not parent_alive(parent_pid)
+
+
+def parent_alive(parent_pid: int) -> bool:
+    """POSIX: the child is re-parented when its parent dies, so ``getppid`` changes. Windows does not re-parent:
+    ask psutil (a BackSplit runtime dependency: a portable process table) whether the pid still exists; without
+    psutil the parent is taken as alive (the cancel file and the folder still end the wait)."""
+    if os.name != "nt":
+        return os.getppid() == parent_pid
+    try:
+        import psutil
+    except ImportError:
+        return True
+    return psutil.pid_exists(parent_pid)
 
 
 def _slices_json(slices: tuple) -> list:

@@ -1,8 +1,10 @@
 """The one child-process protocol of BackSplit: ``python -m <module> REQUEST.json``, JSON events out.
 
 Prediction (``inference/worker.py``), organ-model generation (``supports/worker.py``), the learned-context view
-(``training/colab/show_process.py``) and training (``training/worker.py``, options file in the work folder) all
-follow it; a study unit (``study/runtask.py``) ends the same way, with its outcome also in ``status.json``.
+(``training/colab/show_process.py``), training (``training/worker.py``, options file in the work folder) and the
+Slicer panel's export, *Suggest* and *Add to dataset* (``datasets/export_worker.py``, ``supports/suggest_worker.py``,
+``datasets/add_worker.py``, their cases handed over as files: ``io/handover.py``) all follow it; a study unit
+(``study/runtask.py``) ends the same way, with its outcome also in ``status.json``.
 
 * Parent: a request dataclass (``JsonRequest``) is written to a file (``write_request_file``, or a file the caller
   names); ``WorkerProcess`` starts the worker with ``worker_environment`` (this package on PYTHONPATH, unbuffered

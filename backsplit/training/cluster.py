@@ -40,6 +40,8 @@ from backsplit.training.process import options_file_for, training_command, train
 EXPORTED = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_def_n_proc", "nnUNet_compile",
             "BACKSPLIT_N_PROC_DA", "PYTHONUNBUFFERED", "PYTHONPATH")   # PYTHONPATH: also where SBATCH_EXPORT=NONE
 RECORD_SUFFIX = ".cluster.json"
+# scancel's words for a job that has already ended (slurm_errno.c: ESLURM_INVALID_JOB_ID, ESLURM_ALREADY_DONE)
+JOB_GONE = ("Invalid job id specified", "already completing or completed")
 # squeue still lists a job for a while in these states (squeue(1) "JOB STATE CODES"): its processes are ending
 ENDED_STATES = {"COMPLETING", "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
                 "DEADLINE", "OUT_OF_MEMORY", "SPECIAL_EXIT", "REVOKED"}
@@ -94,6 +96,11 @@ class ClusterTraining(EventRecord):
     @property
     def submit_errors(self) -> Path:
         return self.options_file.with_suffix(".submit-errors")
+
+    @property
+    def cancel_pending(self) -> bool:
+        """True while a background ``scancel`` has not answered (``cancel(wait=False)``)."""
+        return self._scancel is not None
 
     @property
     def result_models(self) -> list[str]:
@@ -152,7 +159,10 @@ class ClusterTraining(EventRecord):
         if answer is not None:
             self._scancel = None
             self.cancel_error = ""
-            if answer.returncode != 0:   # the job may still run: keep it findable, say so, Cancel can try again
+            said = (answer.stderr or answer.stdout).strip()
+            if answer.returncode != 0 and not any(gone in said for gone in JOB_GONE):
+                # the job may still run: followed on, findable again, the panel says so; Cancel can try again
+                self.cancelled = False
                 self._write_record()
                 self.cancel_error = (f"scancel {self.job_id} failed (exit {answer.returncode}): "
                                     f"{(answer.stderr or answer.stdout).strip()}; press Cancel again, or run "
@@ -177,11 +187,13 @@ class ClusterTraining(EventRecord):
         except (OSError, ValueError, KeyError, TypeError, InputError) as exc:
             raise BackSplitError(f"the cluster job record {record_file} cannot be read ({exc}); follow the job "
                                  "with squeue instead") from None
-        job.job_id = str(record["job_id"] or "") or cls.submitted_job_id(job.options_file, record_file)
+        job.job_id = str(record["job_id"] or "") or cls.submitted_job_id(Path(record["options_file"]), record_file)
         job.options_file = Path(record["options_file"])
         job.script_file = job.options_file.with_suffix(".sbatch")
         job.output_file = Path(record["output_file"])
         job.record_file = Path(record_file)
+        if not record["job_id"]:
+            job._write_record()   # the id that sbatch answered after the panel had closed
         return job
 
     @classmethod
@@ -225,13 +237,13 @@ class ClusterTraining(EventRecord):
     def is_running(self) -> bool:
         """True while the job is in SLURM's queue, not in an ending state, and has not printed its final event. A
         failing ``squeue`` means "unknown": True (the follow goes on; ``queue_error`` says why), except after
-        ``cancel()``. True while a background ``sbatch`` has not answered (also after a Cancel: its job is then
-        scancelled when its id is known)."""
+        ``cancel()``. True while a background ``sbatch`` or ``scancel`` has not answered (a Cancel during the
+        submission scancels the job once its id is known)."""
         self._take_answers()
         if self._final is not None:
             return False
-        if self.job_id is None:
-            return self._submission is not None
+        if self.job_id is None or self._scancel is not None:   # sbatch or scancel has not answered yet
+            return self._submission is not None or self._scancel is not None
         try:
             queued = any(state not in ENDED_STATES for state in self.client.queued(self.job_id).values())
         except BackSplitError as exc:
@@ -260,7 +272,8 @@ class ClusterTraining(EventRecord):
         """``scancel`` the job (SLURM ends the process tree on the node): only for the user's own Cancel (a display
         error or Slicer's exit calls ``detach``). Same signature as ``ChildProcess.cancel`` so the panel treats both
         alike. ``wait=False`` (the panel): ``scancel`` runs as a child process whose answer a later ``is_running`` /
-        ``poll_events`` takes; if it fails, ``cancel_error`` says so and the record is kept (Cancel can try again).
+        ``poll_events`` takes; if it fails (not because the job has ended), ``cancel_error`` says so, ``cancelled`` is
+        False again and the record is kept: the follow goes on and Cancel can try again.
         ``wait=True``: ``scancel`` runs here. A Cancel while a background ``sbatch`` has not answered scancels its
         job once its id is known. ``grace_seconds`` changes nothing (SLURM applies its own KillWait grace).
         BackSplitError when scancel is not installed."""
@@ -269,6 +282,8 @@ class ClusterTraining(EventRecord):
             self.cancelled = self._submission is not None
             return
         self.cancelled = True
+        if self._scancel is not None:   # a Cancel pressed again while scancel runs: wait for its answer
+            return
         if wait:
             self.client.cancel(self.job_id)
             self.record_file.unlink(missing_ok=True)
