@@ -181,7 +181,8 @@ def text_file_calls_without_encoding(path: Path) -> list:
             if not (isinstance(func.value, ast.Name) and func.value.id in ("dist", "distribution")):
                 found.append(f"{path.relative_to(REPO)}:{node.lineno} {func.attr}")
         elif isinstance(func, ast.Name) and func.id == "open":
-            mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            keywords = {k.arg: k.value for k in node.keywords}
+            mode = node.args[1] if len(node.args) > 1 else keywords.get("mode")
             if not (isinstance(mode, ast.Constant) and "b" in str(mode.value)):
                 found.append(f"{path.relative_to(REPO)}:{node.lineno} open")
     return found
