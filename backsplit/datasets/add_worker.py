@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Optional
 
 from backsplit.datasets.add import AddRequest, AddResult, iter_add
-from backsplit.errors import CancelledError
-from backsplit.io.handover import CANCEL_TEXT, HandedCase, handover_cancelled
+from backsplit.io.handover import CANCEL_TEXT, handed_cases, handover_cancelled, relay_until_done
 from backsplit.runtime.childprocess import PopenFactory
-from backsplit.runtime.progress import ProgressEvent, Stage, emit_event
+from backsplit.runtime.progress import ProgressEvent, emit_event
 from backsplit.runtime.workerprocess import JsonRequest, WorkerProcess, run_worker
 
 MODULE = "backsplit.datasets.add_worker"
@@ -68,23 +67,13 @@ def main(argv: Optional[list] = None) -> int:
 def _add(job: AddJobRequest) -> ProgressEvent:
     root = Path(job.handover_dir)
     try:
-        sources = [HandedCase(case_id, description, index, root, emit, job.parent_pid)
-                   for index, (case_id, description) in enumerate(job.cases)]
+        sources = handed_cases(job.cases, root, emit, job.parent_pid)
         raw = dict(job.add, dataset_dir=Path(job.add["dataset_dir"]))
         events = iter_add(sources, AddRequest(**raw), lambda: handover_cancelled(root, job.parent_pid))
-        try:
-            for event in events:
-                if event.stage == Stage.DONE:
-                    data = dict(event.data, result=result_to_json(event.data["result"]))
-                    return ProgressEvent(Stage.DONE, event.message, event.current, event.total, data)
-                if handover_cancelled(root, job.parent_pid):
-                    raise CancelledError(f"adding the case {CANCEL_TEXT}")
-                emit(event)
-        finally:
-            events.close()                  # the engine removes its staging folder
-        raise RuntimeError("dataset add ended without its result")
-    finally:
+    except BaseException:
         shutil.rmtree(root, ignore_errors=True)
+        raise
+    return relay_until_done(events, root, job.parent_pid, emit, result_to_json, f"adding the case {CANCEL_TEXT}")
 
 
 class AddProcess(WorkerProcess):

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Optional
 
 from backsplit.datasets.export import ExportRequest, ExportResult, iter_export
-from backsplit.errors import CancelledError
-from backsplit.io.handover import CANCEL_TEXT, HandedCase, handover_cancelled
+from backsplit.io.handover import CANCEL_TEXT, handed_cases, handover_cancelled, relay_until_done
 from backsplit.labels.context import ContextSpec
 from backsplit.runtime.childprocess import PopenFactory
-from backsplit.runtime.progress import ProgressEvent, Stage, emit_event
+from backsplit.runtime.progress import ProgressEvent, emit_event
 from backsplit.runtime.workerprocess import JsonRequest, WorkerProcess, run_worker
 
 MODULE = "backsplit.datasets.export_worker"
@@ -83,23 +82,12 @@ def main(argv: Optional[list] = None) -> int:
 def _export(job: ExportJobRequest) -> ProgressEvent:
     root = Path(job.handover_dir)
     try:
-        sources = [HandedCase(case_id, description, index, root, emit, job.parent_pid)
-                   for index, (case_id, description) in enumerate(job.cases)]
-        events = iter_export(sources, request_from_json(job.export),
-                             lambda: handover_cancelled(root, job.parent_pid))
-        try:
-            for event in events:
-                if event.stage == Stage.DONE:
-                    data = dict(event.data, result=result_to_json(event.data["result"]))
-                    return ProgressEvent(Stage.DONE, event.message, event.current, event.total, data)
-                if handover_cancelled(root, job.parent_pid):
-                    raise CancelledError(CANCELLED)
-                emit(event)
-        finally:
-            events.close()                  # the engine removes its staging folder
-        raise RuntimeError("the export ended without its result")
-    finally:
+        sources = handed_cases(job.cases, root, emit, job.parent_pid)
+        events = iter_export(sources, request_from_json(job.export), lambda: handover_cancelled(root, job.parent_pid))
+    except BaseException:
         shutil.rmtree(root, ignore_errors=True)
+        raise
+    return relay_until_done(events, root, job.parent_pid, emit, result_to_json, CANCELLED)
 
 
 class ExportProcess(WorkerProcess):

@@ -24,14 +24,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
 from backsplit.errors import CancelledError
 from backsplit.io.cases import Case
 from backsplit.io.geometry import Geometry
-from backsplit.runtime.progress import ProgressEvent
+from backsplit.runtime.progress import ProgressEvent, Stage
 
 HANDOVER = "handover"               # the stage of the child's "asked for / took case N" events
 CANCEL_FILE = "cancel"
@@ -260,3 +260,33 @@ def read_class_crop(folder: Path, entry: dict) -> Optional[np.ndarray]:
 __all__ = ["CaseParts", "SegmentPiece", "HandedCase", "write_parts_steps", "read_parts", "case_folder",
            "request_cancel", "handover_cancelled", "HANDOVER", "crop_box", "write_class_crops", "read_class_crops",
            "read_class_crop"]
+
+
+def handed_cases(cases: Iterable, root: Path, emit: Callable[[ProgressEvent], None],
+                 parent_pid: Optional[int] = None) -> list[HandedCase]:
+    """The child's ``HandedCase`` per ``[case_id, description]`` entry, in hand-over order (index = position)."""
+    return [HandedCase(case_id, description, index, Path(root), emit, parent_pid)
+            for index, (case_id, description) in enumerate(cases)]
+
+
+def relay_until_done(events: Iterator[ProgressEvent], root: Path, parent_pid: Optional[int],
+                     emit: Callable[[ProgressEvent], None], result_to_json: Callable, cancelled: str) -> ProgressEvent:
+    """Run an engine generator fed with handed cases (export, dataset add) in a hand-over child: relay its events,
+    look for a cancel between two of them, and return its ``done`` event with ``data["result"]`` as JSON
+    (``result_to_json``). The generator is closed on every path (the engine removes its staging folder) and the
+    hand-over folder ``root`` is removed. Raises ``CancelledError(cancelled)``, the engine's own errors, or
+    RuntimeError when the generator ends without a ``done`` event."""
+    try:
+        try:
+            for event in events:
+                if event.stage == Stage.DONE:
+                    data = dict(event.data, result=result_to_json(event.data["result"]))
+                    return ProgressEvent(Stage.DONE, event.message, event.current, event.total, data)
+                if handover_cancelled(root, parent_pid):
+                    raise CancelledError(cancelled)
+                emit(event)
+        finally:
+            events.close()
+        raise RuntimeError("the work ended without its result")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from backsplit.io.handover import HandedCase
+from backsplit.io.handover import handed_cases
 from backsplit.runtime.childprocess import PopenFactory
 from backsplit.runtime.progress import ProgressEvent, Stage, emit_event
 from backsplit.runtime.workerprocess import JsonRequest, WorkerProcess, run_worker
@@ -54,8 +54,7 @@ def main(argv: Optional[list] = None) -> int:
 def _suggest(job: SuggestJobRequest) -> ProgressEvent:
     root = Path(job.handover_dir)
     try:
-        sources = [HandedCase(case_id, description, index, root, emit, job.parent_pid)
-                   for index, (case_id, description) in enumerate(job.cases)]
+        sources = handed_cases(job.cases, root, emit, job.parent_pid)
 
         def cases():
             for source in sources:
