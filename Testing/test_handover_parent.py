@@ -24,3 +24,35 @@ def test_windows_asks_the_process_table(monkeypatch):
     monkeypatch.setattr(handover, "os", SimpleNamespace(name="nt", getppid=os.getppid))
     assert handover.parent_alive(os.getpid())
     assert not handover.parent_alive(gone.pid)
+
+
+def launcher_script(tmp_path):
+    """A stand-in for Slicer's ``PythonSlicer``, written from Slicer's source: it is CTKAppLauncher
+    (``CMake/SlicerBlockInstallPython.cmake`` v5.10.0:120-135), which starts the real Python as *its own child* and
+    waits for it (``QProcess::start``, commontk/AppLauncher ``Base/ctkAppLauncher.cpp`` HEAD dcb7a7e:713). So the
+    worker's parent pid is the launcher's, never Slicer's. Nothing is mocked: the launcher is a real process."""
+    script = tmp_path / "PythonSlicer"
+    script.write_text(f"#!{sys.executable}\nimport subprocess, sys\n"
+                      f"sys.exit(subprocess.call([{sys.executable!r}] + sys.argv[1:]))\n", encoding="utf-8")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_child_started_through_slicers_python_launcher_is_not_taken_as_orphaned(slicer_scene, tmp_path):
+    """Inside Slicer the children run under ``PythonSlicer`` (``childprocess.python_executable``): an export handed
+    over that way must finish, not end as "cancelled" because the worker's parent is the launcher."""
+    import pytest
+
+    if os.name == "nt":
+        pytest.skip("the launcher stand-in is a POSIX script")
+    from test_export_steps import scene_cases_for_export
+
+    from backsplit.datasets.export import ExportRequest
+    from BackSplitSegmentLib.export_run import ExportRun
+
+    cases = scene_cases_for_export(slicer_scene.slicer, slicer_scene.scene, count=1)
+    run = ExportRun([c.source() for c in cases], ExportRequest(tmp_path / "out", 517, "Launcher", ["lesion"],
+                                                               ["organ"]), python=launcher_script(tmp_path))
+    step = run.run_to_end()
+    assert step.state == "finished", step.message
+    assert not run.handover.root.exists()
