@@ -102,11 +102,22 @@ def handover_cancelled(root: Path, parent_pid: Optional[int] = None) -> bool:
 
 
 def parent_alive(parent_pid: int) -> bool:
-    """POSIX: the child is re-parented when its parent dies, so ``getppid`` changes. Windows does not re-parent:
-    ask psutil (a BackSplit runtime dependency: a portable process table) whether the pid still exists; without
-    psutil the parent is taken as alive (the cancel file and the folder still end the wait)."""
+    """Whether the process ``parent_pid`` (Slicer, which started the run) still exists. Not "is it my parent":
+    inside Slicer the child runs under ``PythonSlicer``, a CTKAppLauncher that starts the real Python as its own
+    child (Slicer ``CMake/SlicerBlockInstallPython.cmake`` v5.10.0:135; AppLauncher ``ctkAppLauncher.cpp``:713), so
+    the worker's parent is the launcher. POSIX: ``kill(pid, 0)`` (no signal is sent); Windows: psutil (a BackSplit
+    runtime dependency: a portable process table); without psutil the parent is taken as alive (the cancel file
+    and the folder still end the wait)."""
     if os.name != "nt":
-        return os.getppid() == parent_pid
+        if os.getppid() == parent_pid:
+            return True
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:      # exists, owned by someone else (a reused pid: taken as alive)
+            return True
+        return True
     try:
         import psutil
     except ImportError:
