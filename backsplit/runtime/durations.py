@@ -119,8 +119,9 @@ def prediction_advice(*, seconds: float, cores: int, mirroring: bool, seconds_wi
                       configuration: str) -> list[str]:
     advice = [_gpu_advice(seconds, cores)]
     if mirroring and seconds_without_mirroring is not None:
-        advice.append(f"--no-mirroring: about {format_duration(seconds_without_mirroring)}; no test-time mirroring,"
-                      " usually a slightly lower Dice")
+        advice.append(f"without test-time mirroring (backsplit predict --no-mirroring; Slicer's Fast preview also "
+                      f"uses one fold only): about {format_duration(seconds_without_mirroring)}, usually a slightly "
+                      "lower Dice")
     if configuration != "2d":
         advice.append("a model trained with --configuration 2d: faster per case; often a little lower Dice on 3D "
                       "structures")
