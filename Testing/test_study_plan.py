@@ -73,6 +73,14 @@ def test_hashes_change_exactly_downstream_of_a_changed_input():
         if not uid.startswith("prepare"):
             assert nsd[uid]["train"] == h["train"] and nsd[uid]["predict"] == h["predict"]
             assert nsd[uid]["evaluate"] != h["evaluate"]
+    # lesion matching: only evaluation; the default (overlap) keeps the hashes of plans made before the option existed
+    iou = hashes(plan(settings=StudySettings(folds=2, seeds=(1, 2), lesion_match="iou:0.5")))
+    for uid, h in base.items():
+        if not uid.startswith("prepare"):
+            assert iou[uid]["predict"] == h["predict"] and iou[uid]["evaluate"] != h["evaluate"]
+    assert hashes(plan(settings=StudySettings(folds=2, seeds=(1, 2), lesion_match="overlap"))) == base
+    with pytest.raises(InputError, match="lesion match 'iou:2'"):
+        StudySettings(lesion_match="iou:2").validate(10)
     # a changed label file of the source changes the BackSplit arm but not the binary arm (its twin is unchanged)
     changed = hashes(plan(source=scan(label_change="x")))
     assert changed["prepare-twin"] != base["prepare-twin"]  # the twin is preprocessed with the source's plans

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from backsplit.evaluation.metrics import LESION_MATCH_HELP
 from backsplit.runtime import argtypes
 
 
@@ -17,9 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--reference-labels", type=Path, help="dataset folder whose labels the references use "
                                                          "(default: same as --model)")
     p.add_argument("--nsd-tolerance", type=argtypes.positive_mm, default=2.0, help="NSD tolerance in mm (default 2)")
-    p.add_argument("--lesion-match", default="overlap", metavar="overlap|iou:T|dice:T",
-                   help="when a predicted lesion matches a reference lesion: overlap (any shared voxel; default), or "
-                        "iou:T / dice:T (IoU / Dice of the two components above T, e.g. iou:0.5); see docs/METRICS.md")
+    p.add_argument("--lesion-match", default="overlap", metavar="overlap|iou:T|dice:T", help=LESION_MATCH_HELP)
     p.add_argument("--out", type=Path, required=True, help="CSV file (a JSON summary is written beside it)")
     p.set_defaults(func=run)
 

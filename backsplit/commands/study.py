@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from backsplit.evaluation.metrics import LESION_MATCH_HELP
 from backsplit.runtime import argtypes
 
 
@@ -44,6 +45,7 @@ def register(subparsers) -> None:
                    help="where every unit trains and predicts (default auto: CUDA when present, else MPS, else CPU)")
     p.add_argument("--no-mirroring", action="store_true", help="predict without test-time mirroring (faster)")
     p.add_argument("--nsd-tolerance", type=argtypes.positive_mm, default=2.0, help="NSD tolerance in mm (default 2)")
+    p.add_argument("--lesion-match", default="overlap", metavar="overlap|iou:T|dice:T", help=LESION_MATCH_HELP)
     p.add_argument("--sensitivity", type=argtypes.sensitivity, default=0.95,
                    help="sensitivity the case rule's minimum volume is calibrated for, on training folds "
                         "(default 0.95)")
@@ -94,7 +96,7 @@ def settings_from_args(args: argparse.Namespace):
                          iterations_per_epoch=args.iterations_per_epoch, val_iterations_per_epoch=args.val_iterations,
                          batch_size=args.batch_size, sampling=args.sampling, device=args.device,
                          mirroring=not args.no_mirroring, nsd_tolerance_mm=args.nsd_tolerance,
-                         sensitivity=args.sensitivity, save_every=args.save_every,
+                         lesion_match=args.lesion_match, sensitivity=args.sensitivity, save_every=args.save_every,
                          num_gpus=getattr(args, "num_gpus", 1))
 
 

@@ -129,6 +129,10 @@ def nsd(reference: np.ndarray, prediction: np.ndarray, spacing_zyx: Sequence[flo
 LESION_MATCHES = ("overlap", "iou:T", "dice:T")
 
 
+LESION_MATCH_HELP = ("when a predicted lesion matches a reference lesion: overlap (any shared voxel; default), or "
+                     "iou:T / dice:T (IoU / Dice of the two components above T, e.g. iou:0.5); see docs/METRICS.md")
+
+
 def parse_lesion_match(text: str) -> tuple[str, float]:
     """``"overlap"`` -> ("overlap", 0.0); ``"iou:0.5"`` / ``"dice:0.1"`` -> (kind, threshold), 0 <= T < 1.
     Raises InputError naming the accepted forms."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from backsplit.errors import InputError
+from backsplit.evaluation.metrics import parse_lesion_match
 from backsplit.study.arms import BINARY, DERIVED, SOURCE, TWIN, Arm
 from backsplit.study.hashing import stable_hash
 from backsplit.training.options import CONFIGURATIONS, SAMPLINGS, check_options
@@ -43,6 +44,7 @@ class StudySettings:
     device: str = "auto"                    # not part of any hash
     mirroring: bool = True                  # test-time mirroring at prediction
     nsd_tolerance_mm: float = 2.0
+    lesion_match: str = "overlap"           # lesion-wise matching (metrics.parse_lesion_match); hashed unless overlap
     sensitivity: float = 0.95               # the case rule's calibration target (training folds only)
     save_every: int = 5                     # epochs between resume checkpoints (not part of any hash)
     num_gpus: int = 1                       # GPUs per training (> 1: PyTorch DDP); in the hash only when > 1
@@ -66,6 +68,7 @@ class StudySettings:
         if not 0 < self.sensitivity <= 1:
             raise InputError(f"--sensitivity {self.sensitivity:g} is out of range; the calibration sensitivity must be "
                              "above 0 and at most 1 (e.g. 0.95)")
+        parse_lesion_match(self.lesion_match)      # InputError naming the allowed forms
         if self.num_gpus != 1:
             check_options(self.num_gpus, self.device, self.batch_size, None)
 
@@ -270,7 +273,9 @@ def build_plan(study_dir: Path, source: DatasetScan, twin: DatasetScan, arms: Se
                                             "images": {c: source.image_hashes[c] for c in val}})
                 evaluate_hash = stable_hash({"predict": predict_hash, "nsd": settings.nsd_tolerance_mm,
                                              "references": {c: source.label_hashes[c] for c in val},
-                                             "version": EVALUATION_VERSION})
+                                             "version": EVALUATION_VERSION,
+                                             **({"lesion_match": settings.lesion_match}   # old plans keep their hash
+                                                if settings.lesion_match != "overlap" else {})})
                 units.append(Unit(uid, "run", needs,
                                   {TRAIN: train_hash, PREDICT: predict_hash, EVALUATE: evaluate_hash},
                                   {"arm": arm.name, "fold": fold, "seed": seed, "dataset_dir": prepare_dirs[needs[0]],

@@ -71,7 +71,9 @@ def build_report(per_case: Sequence[dict], lesions: Sequence[dict], curves: Sequ
                   f"{settings.get('epochs')} epochs x {settings.get('iterations_per_epoch')} iterations, batch size "
                   f"{settings.get('batch_size') or 'as planned'}, sampling {settings.get('sampling')} (unless the arm "
                   f"sets it), test-time mirroring {'on' if settings.get('mirroring') else 'off'}, NSD tolerance "
-                  f"{settings.get('nsd_tolerance_mm')} mm. Every arm uses the same folds, plans, budget and seeds.", ""]
+                  f"{settings.get('nsd_tolerance_mm')} mm, lesions matched by "
+                  f"{settings.get('lesion_match', 'overlap')}. Every arm uses the same folds, plans, budget and "
+                  "seeds.", ""]
     if note:
         for prefix in {str(Path(study_dir)), str(Path(study_dir).resolve())} if study_dir is not None else ():
             note = note.replace(prefix + os.sep, "")       # failure messages name files inside the study folder

@@ -219,7 +219,8 @@ def run_evaluate(plan: Plan, unit: Unit) -> None:
     source, pred, out = Path(plan.source), folder / "pred", folder / "eval"
     model_schema = schema_from_model_or_dataset(model_dir(plan, unit))
     reference_schema = schema_from_model_or_dataset(source)
-    rows = evaluate_folders(pred, source / "labelsTr", model_schema, plan.settings.nsd_tolerance_mm, reference_schema)
+    rows = evaluate_folders(pred, source / "labelsTr", model_schema, plan.settings.nsd_tolerance_mm, reference_schema,
+                            plan.settings.lesion_match)
     cases_csv, _ = write_evaluation(rows, out / "cases.csv")
     lesion_rows = []
     for case in unit.spec["test_cases"]:
