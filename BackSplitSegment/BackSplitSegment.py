@@ -208,6 +208,8 @@ class BackSplitSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._export is not None:
             self._export.close()
         self._applySection.cleanup()
+        self._supportsSection.cleanup()   # Reload and module unload call cleanup too, not only aboutToQuit
+        self._loopSection.cleanup()
 
     def enter(self) -> None:
         self.initializeParameterNode()       # idempotent: the GUI stays connected to the same parameter node

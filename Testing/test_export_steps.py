@@ -315,3 +315,36 @@ def test_handover_files_give_the_same_case_and_cancel_ends_the_wait(tmp_path, mo
     handover.request_cancel(tmp_path)
     with pytest.raises(CancelledError):
         handover.HandedCase("d", "case 'd'", 1, tmp_path, events.append).load()
+
+
+def test_a_full_temporary_folder_mid_hand_over_is_a_users_error_naming_the_case(slicer_scene, tmp_path):
+    """The hand-over write fails as on a full disk: a real EFBIG from the kernel (``RLIMIT_FSIZE`` of this process,
+    set after the child started so that it does not inherit it; SIGXFSZ ignored, as the write then fails with an
+    OSError). The export fails as a user's error naming the case and the temporary folder, writes nothing and leaves
+    no hand-over folder."""
+    import resource
+    import signal
+
+    from BackSplitSegmentLib.export_run import ExportRun
+    from BackSplitSegmentLib.scene_cases import SceneCase
+
+    slicer, scene = slicer_scene.slicer, slicer_scene.scene
+    shape = (40, 64, 64)                                        # 320 kB of int16 voxels: beyond the limit below
+    volume = add_volume(slicer, np.zeros(shape, np.int16), oblique_ijk_to_ras(), "big")
+    case = SceneCase("big", volume, add_segmentation(slicer, scene, masks_for(shape), volume, "big segmentation"))
+    run = ExportRun([case.source()], ExportRequest(tmp_path / "out", 518, "Full", ["lesion"], ["organ"]))
+    step = run.step()                                           # the child starts (its request file is written)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, limits[1]))
+    try:
+        while not step.done and run.handover.read_error is None:
+            step = run.step(wait=0.01)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    step = run.run_to_end()
+    assert step.state == "failed" and step.expected, step.message
+    assert "case 'big'" in step.message and "free space" in step.message and str(run.handover.root) in step.message
+    assert "(None)" not in step.message                           # numpy's short-write OSError has no strerror
+    assert not run.handover.root.exists() and not list((tmp_path / "out").glob("*"))

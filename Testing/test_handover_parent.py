@@ -56,3 +56,40 @@ def test_a_child_started_through_slicers_python_launcher_is_not_taken_as_orphane
     step = run.run_to_end()
     assert step.state == "finished", step.message
     assert not run.handover.root.exists()
+
+
+def test_a_cancel_the_child_cannot_see_ends_it_all_the_same(slicer_scene, tmp_path):
+    """The cancel file cannot be written (the hand-over folder made immutable with ``chattr +i``: a real EPERM, as
+    on a read-only or full disk), so the child, waiting for its next case, would wait as long as Slicer runs: the
+    hand-over then ends the child's process tree (never waiting for it) and the job ends as cancelled."""
+    import shutil
+    import time
+
+    import pytest
+    from test_export_steps import scene_cases_for_export
+
+    from backsplit.supports.suggest import SuggestOptions
+    from BackSplitSegmentLib.supports_scene import start_suggest
+
+    if os.name == "nt" or shutil.which("chattr") is None:
+        pytest.skip("needs chattr (Linux)")
+    cases = scene_cases_for_export(slicer_scene.slicer, slicer_scene.scene, count=2)
+    job = start_suggest(cases, SuggestOptions("Lesion"), read_budget_s=0.0)
+    job.step()                                                    # the child starts; nothing handed over yet
+    root = job.handover.root
+    if subprocess.run(["chattr", "+i", str(root)], capture_output=True).returncode != 0:
+        job.close()
+        pytest.skip("this file system has no immutable flag")
+    try:
+        job.cancel()
+        for _ in range(3000):                                     # bounded: a child that waits forever fails here
+            if job.step().done:
+                break
+            time.sleep(0.01)
+        assert job.state == "cancelled" and job.handover.child.returncode is not None
+    finally:
+        subprocess.run(["chattr", "-i", str(root)], capture_output=True)
+        child = job.handover.child
+        if child.returncode is None:
+            child.cancel(grace_seconds=0.0, wait=True)
+        shutil.rmtree(root, ignore_errors=True)

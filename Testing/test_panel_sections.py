@@ -265,3 +265,155 @@ def test_add_to_dataset_every_way_out_leaves_it_usable(gui, slicer_scene, monkey
 
     meta = json.loads((exported.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     assert meta["backsplit"]["version"] == 2 and meta["numTraining"] == 2
+
+
+def test_suggest_with_an_unusable_temporary_folder_or_a_killed_child_stays_usable(gui, slicer_scene, monkeypatch,
+                                                                                  tmp_path):
+    """Two more ways out of a hand-over job: the temporary folder cannot be made (TMPDIR names a file: a real
+    OSError, as for a full or read-only disk), and the child killed from outside (a real SIGKILL). Each time one
+    dialog that names the folder or says the worker ended, Suggest usable again, no hand-over folder left."""
+    import os
+    import signal
+    import tempfile
+
+    from BackSplitSegmentLib.supports_section import SupportsSection
+
+    ui = Widget()
+    cases = [scene_case(slicer_scene, "a"), scene_case(slicer_scene, "b")]
+    section = SupportsSection(ui, NS(cases=cases, refresh=lambda: None), Timer(), Timer(), lambda text: text)
+    ui.supportsTargetLineEdit.text = "Lesion"
+    not_a_folder = tmp_path / "not a folder"
+    not_a_folder.write_text("", encoding="utf-8")
+    monkeypatch.setattr(tempfile, "tempdir", str(not_a_folder))
+    ui.supportsSuggestButton.clicked.emit(False)
+    section.suggestTimer.run()
+    assert ui.supportsSuggestButton.enabled and not section.suggestTimer.active and section.suggestJob is None
+    assert len(gui.dialogs()) == 1 and str(not_a_folder) in gui.dialogs()[0] and "TMPDIR" in gui.dialogs()[0]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ui.supportsSuggestButton.clicked.emit(False)
+    section.suggestTimer.timeout.emit()
+    job = section.suggestJob
+    os.kill(job.handover.child.pid, signal.SIGKILL)
+    section.suggestTimer.run()
+    assert ui.supportsSuggestButton.enabled and not section.suggestTimer.active and section.suggestJob is None
+    assert len(gui.dialogs()) == 2 and ("exit" in gui.dialogs()[1].lower() or "signal" in gui.dialogs()[1].lower())
+    assert not job.handover.root.exists() and not list(tmp_path.glob("backsplit-handover-*"))
+
+
+def test_generate_with_an_unusable_temporary_folder_says_where_and_how_to_fix(gui, slicer_scene, monkeypatch,
+                                                                               tmp_path):
+    """The organ model's inputs cannot be written (TMPDIR names a file: a real OSError): one dialog naming the
+    case, the folder and the fix; Generate usable again."""
+    import tempfile
+
+    ui = Widget()
+    from BackSplitSegmentLib.supports_section import SupportsSection
+
+    section = SupportsSection(ui, NS(cases=[scene_case(slicer_scene, "a")], refresh=lambda: None), Timer(), Timer(),
+                              lambda text: text)
+    not_a_folder = tmp_path / "not a folder"
+    not_a_folder.write_text("", encoding="utf-8")
+    monkeypatch.setattr(tempfile, "tempdir", str(not_a_folder))
+    ui.supportsSourceComboBox.currentIndex = 1                          # the TotalSegmentator command
+    ui.supportsGenerateButton.clicked.emit(False)
+    assert idle(ui.supportsGenerateButton, ui.supportsCancelButton) and section.job is None
+    assert len(gui.dialogs()) == 1 and "case 'a'" in gui.dialogs()[0] and str(not_a_folder) in gui.dialogs()[0]
+    assert "TMPDIR" in gui.dialogs()[0]
+
+
+def test_module_cleanup_cleans_up_every_section():
+    """Slicer calls the widget's ``cleanup()`` on *Reload* and when the module is unloaded
+    (``slicer.util.reloadScriptedModule``, ``Base/Python/slicer/util.py`` v5.10.0:1441-1446), not only at
+    ``aboutToQuit``: every section that ``setup`` builds and that has a ``cleanup`` (timers, child processes,
+    temporary folders) is cleaned up there too. Read from the source (building the widget needs Qt)."""
+    import ast
+    import importlib
+
+    tree = ast.parse((REPO / "BackSplitSegment" / "BackSplitSegment.py").read_text(encoding="utf-8"))
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "BackSplitSegmentWidget")
+    methods = {f.name: f for f in widget.body if isinstance(f, ast.FunctionDef)}
+    built = {t.attr: n.value.func.id for n in ast.walk(methods["setup"]) if isinstance(n, ast.Assign)
+             for t in n.targets if isinstance(t, ast.Attribute) and isinstance(n.value, ast.Call)
+             and isinstance(n.value.func, ast.Name) and n.value.func.id.endswith("Section")}
+    cleaned = {n.func.value.attr for n in ast.walk(methods["cleanup"]) if isinstance(n, ast.Call)
+               and isinstance(n.func, ast.Attribute) and n.func.attr == "cleanup"
+               and isinstance(n.func.value, ast.Attribute)}
+    modules = {"SupportsSection": "supports_section", "ApplySection": "apply_section", "LoopSection": "loop_section"}
+    assert set(built.values()) == set(modules), built
+    with_cleanup = {attr for attr, cls in built.items()
+                    if hasattr(getattr(importlib.import_module(f"BackSplitSegmentLib.{modules[cls]}"), cls), "cleanup")}
+    assert with_cleanup == set(built) and with_cleanup <= cleaned, with_cleanup - cleaned
+
+
+def test_a_killed_organ_model_child_is_reported_not_summed_up_as_success(gui, slicer_scene, monkeypatch, tmp_path):
+    """The Generate child killed from outside (a real SIGKILL to its process group, as the out-of-memory killer
+    does to a large model): the status says the worker was killed, not "0 case(s) got generated segments; 0
+    failed"; Generate is usable again and the temporary folder is gone. The organ model is the stand-in
+    TotalSegmentator of ``fixtures_supports.py`` (no weights can be downloaded here)."""
+    import os
+    import signal
+    import tempfile
+
+    from fixtures_supports import write_standin
+
+    from BackSplitSegmentLib.supports_section import SupportsSection
+
+    monkeypatch.setenv("PATH", f"{write_standin(tmp_path / 'bin').parent}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))   # to see what is left there
+    ui = Widget()
+    section = SupportsSection(ui, NS(cases=[scene_case(slicer_scene, "a")], refresh=lambda: None), Timer(), Timer(),
+                              lambda text: text)
+    ui.supportsSourceComboBox.currentIndex = 1                          # the TotalSegmentator command
+    ui.supportsGenerateButton.clicked.emit(False)
+    job = section.job
+    os.killpg(os.getpgid(job.process.pid), signal.SIGKILL)
+    section.timer.run()
+    assert idle(ui.supportsGenerateButton, ui.supportsCancelButton) and section.job is None
+    assert "SIGKILL" in ui.supportsStatusLabel.text and "got generated segments" not in ui.supportsStatusLabel.text
+    assert not job.work_dir.exists() and not list((tmp_path / "tmp").iterdir())   # nor its request file
+
+
+def test_a_fine_tune_child_that_ends_without_a_model_is_reported(gui, monkeypatch, tmp_path):
+    """The fine-tuning child killed from outside (a real SIGKILL to its process group, as the out-of-memory killer
+    does) or cancelled: Fine-tune usable again, and the panel says what happened (one dialog for the killed child,
+    a status line for the user's Cancel) instead of keeping the last progress line or "Cancelling..."."""
+    import os
+    import signal
+
+    from backsplit.training.options import TrainOptions
+    from backsplit.training.process import TrainingProcess
+
+    section, ui = make_loop(monkeypatch, tmp_path)
+
+    def start():   # what _startFineTune does once the request is checked: a real training child and the timer
+        section._training = TrainingProcess(TrainOptions(tmp_path, tmp_path / "work")).start()
+        section._timer.start()
+        return True
+
+    section.action.click(start)
+    os.killpg(os.getpgid(section._training.pid), signal.SIGKILL)
+    section._timer.run()
+    assert idle(ui.loopFineTuneButton, ui.loopCancelButton) and section._training is None
+    assert len(gui.dialogs()) == 1 and "SIGKILL" in gui.dialogs()[0]
+    section.action.click(start)
+    ui.loopCancelButton.clicked.emit(False)
+    section._timer.run()
+    assert idle(ui.loopFineTuneButton, ui.loopCancelButton) and len(gui.dialogs()) == 1
+    assert "cancelled" in ui.loopStatusLabel.text.lower()
+
+
+def test_a_prediction_with_a_work_folder_leaves_no_request_file_in_the_temporary_folder(monkeypatch, tmp_path):
+    """Each Apply wrote its request as ``backsplit-predict-*.json`` into the system's temporary folder and nothing
+    removed it; with the panel's work folder the request lies there and goes with it (real object; not started)."""
+    import tempfile
+
+    from backsplit.inference.process import PredictionProcess
+    from backsplit.inference.worker import PredictionRequest
+
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "work").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    job = PredictionProcess(PredictionRequest(str(tmp_path / "model"), [], str(tmp_path / "out")),
+                            work_dir=tmp_path / "work")
+    assert job.request_file.parent == tmp_path / "work" and not list((tmp_path / "tmp").iterdir())

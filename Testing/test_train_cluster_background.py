@@ -241,3 +241,21 @@ def test_the_start_action_follows_the_submission_and_a_display_error_never_scanc
     assert gui.dialogs() == ["Could not train: the plot view was closed"]
     assert job.detached and not job.cancelled and not (state / "scancel-calls").exists()
     assert _record(job)["job_id"] == "777"                 # followed again on the panel's next visit
+
+
+@posix_only
+def test_a_submission_that_cannot_write_its_answer_file_leaves_no_record(fake_slurm):
+    """sbatch's answer file cannot be opened (a folder in its place: a real IsADirectoryError, as for a full or
+    read-only work folder): Start fails with that error and leaves no job record behind, so nothing is "found
+    again" later (``running_cluster_jobs``) for a job that was never submitted."""
+    from backsplit.runtime.slurm_poll import BackgroundQueue
+    from backsplit.training.cluster import ClusterTraining, running_cluster_jobs
+
+    state, options = fake_slurm
+    job = ClusterTraining(options(), run=BackgroundQueue())
+    job.submit_file.parent.mkdir(parents=True, exist_ok=True)
+    job.submit_file.mkdir()
+    with pytest.raises(OSError):
+        job.start(wait=False)
+    assert not job.record_file.exists() and running_cluster_jobs(job.options.work_dir) == []
+    assert not (state / "sbatch-args").exists()

@@ -51,11 +51,23 @@ class CaseHandover:
     def step(self) -> list[ProgressEvent]:
         """One bounded piece of GUI work (or none) and the child's new events (without its ``handover`` ones)."""
         if self.child is None:
-            self.root = Path(tempfile.mkdtemp(prefix="backsplit-handover-"))
+            self.root = None
             try:
+                self.root = Path(tempfile.mkdtemp(prefix="backsplit-handover-"))
                 self.child = self.start_child(self.root)
+            except OSError as error:   # a full, read-only or missing temporary folder (the request file is in it)
+                in_temp = self.root is None or str(error.filename or self.root).startswith(str(self.root))
+                if self.root is not None:
+                    shutil.rmtree(self.root, ignore_errors=True)
+                if not in_temp:        # not the folder (the worker's Python could not be started): as it is
+                    raise
+                raise OutputError(
+                    f"the temporary folder '{tempfile.gettempdir()}' cannot hold the hand-over to the worker process "
+                    f"({error.strerror or error}); free space there, or set TMPDIR to a writable folder and restart "
+                    "Slicer") from error
             except BaseException:
-                shutil.rmtree(self.root, ignore_errors=True)
+                if self.root is not None:
+                    shutil.rmtree(self.root, ignore_errors=True)
                 raise
         events = []
         for event in self.child.poll_events():
@@ -95,8 +107,8 @@ class CaseHandover:
     # ---- GUI pieces -----------------------------------------------------------------------------------------------
     def _stop_child(self) -> None:
         self.stopping = True
-        if self.root is not None:
-            request_cancel(self.root)
+        if self.root is not None and not request_cancel(self.root) and self.child is not None:
+            self.child.cancel(grace_seconds=2.0, wait=False)   # it cannot see the request: ended (never waited for)
 
     def _close_steps(self) -> None:
         if self._steps is not None:
@@ -130,9 +142,9 @@ class CaseHandover:
             if self.ended or self.stopping:       # the child ended and removed the folder: nothing to hand over
                 return False
             self.read_error = (index, OutputError(
-                f"handing case '{self.sources[index].case_id}' to the worker process failed ({error.strerror}) in "
-                f"the temporary folder '{self.root}'; free space there (or set TMPDIR to another folder) and try "
-                "again", case=self.sources[index].case_id, path=str(self.root)))
+                f"handing case '{self.sources[index].case_id}' to the worker process failed "
+                f"({error.strerror or error}) in the temporary folder '{self.root}'; free space there (or set TMPDIR "
+                "to another folder) and try again"))
         except BaseException as error:          # the child is stopped when it comes to this case
             self._steps = None
             self.read_error = (index, error)

@@ -252,9 +252,17 @@ class LoopSection:
             if event.fraction is not None:
                 self.ui.loopProgressBar.value = int(100 * event.fraction)
             self.ui.loopStatusLabel.text = event.message
-        if self._training.is_running():
+        if not self._training.output_done:   # running, or its last lines not read yet
             return
-        models = list(self._training.result_models)
+        training = self._training
+        training.poll_events()                 # the events that came with the end (the 'done' event: its models)
+        models = list(training.result_models)
+        if not models and training.cancelled:
+            self.action.finish(_("Fine-tuning cancelled; no new model."))
+            return
+        if not models:   # its error event, else how it ended (killed by a signal, an exit code)
+            self.action.failed(training.failure or _("the fine-tuning ended without a new model"))
+            return
         self.action.finish()
         if models:
             self.ui.loopStatusLabel.text = _("New model: {path}").format(path=models[0])

@@ -28,7 +28,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from backsplit.errors import InputError
+from backsplit.errors import InputError, OutputError
 from backsplit.io.handover import crop_box, read_class_crop, read_class_crops
 from backsplit.io.readers import read_seg_nrrd
 from backsplit.supports.generate import read_segment_tags, resolve_names
@@ -235,18 +235,23 @@ def start_generation(cases: Sequence[SceneCase], *, model_dir: Optional[Path] = 
         runner = NnUNetModelRunner(Path(model_dir), classes=list(classes) or None)
         for case in cases:
             runner.check_channels(1 + len(case.extra_channels), case.case_id)
-    work = Path(tempfile.mkdtemp(prefix="backsplit-supports-"))
+    work, case_id, inputs = None, cases[0].case_id, []
     try:
-        inputs = []
-        for case in cases:
-            folder = work / "inputs" / case.case_id
-            folder.mkdir(parents=True)
-            inputs.append([case.case_id, write_inputs(case.volume, case.extra_channels, folder)])
+        try:   # whole volumes written here: a full or unusable temporary folder is the user's to fix
+            work = Path(tempfile.mkdtemp(prefix="backsplit-supports-"))
+            for case_id, case in ((c.case_id, c) for c in cases):
+                (work / "inputs" / case_id).mkdir(parents=True)
+                inputs.append([case_id, write_inputs(case.volume, case.extra_channels, work / "inputs" / case_id)])
+        except (OSError, RuntimeError) as error:   # RuntimeError: SimpleITK's WriteImage on a failed write
+            why = getattr(error, "strerror", None) or error
+            raise OutputError(f"writing case '{case_id}' for the organ model failed ({why}) in the temporary folder "
+                              f"'{tempfile.gettempdir()}'; free space there, or set TMPDIR to a writable folder and "
+                              "restart Slicer") from error
         request = GenerationRequest(inputs, str(work / "out"), str(model_dir) if model_dir else None, list(classes),
                                     device, task, fast, executable)
-        process = GenerationProcess(request, python=python).start()
+        process = GenerationProcess(request, python=python, request_file=work / "request.json").start()
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True) if work is not None else None
         raise
     return GenerationJob(process, {c.case_id: c for c in cases}, work, on_conflict)
 

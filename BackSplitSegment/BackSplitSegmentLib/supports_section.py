@@ -183,8 +183,8 @@ class SupportsSection:
             return
         if job.process.cancelled:
             text = _("Cancelled; the cases finished before stay added.")
-        elif job.process.error:
-            text = _("Failed: {error}").format(error=job.process.error)
+        elif job.process.failure:   # its error event, else how it ended (killed by a signal, an exit code)
+            text = _("Failed: {error}").format(error=job.process.failure)
         else:
             text = _("{done} case(s) got generated segments; {failed} failed.").format(
                 done=len(job.imported), failed=len(job.failed))

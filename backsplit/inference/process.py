@@ -27,7 +27,8 @@ class PredictionProcess(WorkerProcess):
                  model_info: Any = None):
         super().__init__(MODULE, request, "backsplit-predict-", python, popen, base_env,
                          log_file=Path(request.out_dir) / "backsplit.log",   # nnU-Net's and torch's own output
-                         log_own_events=False)
+                         log_own_events=False,   # the request goes with work_dir (removed with it), else a temp file
+                         request_file=Path(work_dir) / "request.json" if work_dir is not None else None)
         self.work_dir: Optional[Path] = Path(work_dir) if work_dir is not None else None
         self.model_info = model_info
 

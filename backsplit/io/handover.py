@@ -85,12 +85,14 @@ def case_folder(root: Path, index: int) -> Path:
     return Path(root) / f"case{index:04d}"
 
 
-def request_cancel(root: Path) -> None:
-    """Ask the child to stop at its next look (``handover_cancelled``); nothing is waited for."""
+def request_cancel(root: Path) -> bool:
+    """Ask the child to stop at its next look (``handover_cancelled``); nothing is waited for. False when the
+    request could not be written into an existing folder (a full or read-only disk): the child would not see it."""
     try:
         (Path(root) / CANCEL_FILE).touch()
     except OSError:   # the folder is already gone: the child stops as well
-        pass
+        return not Path(root).is_dir()
+    return True
 
 
 def handover_cancelled(root: Path, parent_pid: Optional[int] = None) -> bool:

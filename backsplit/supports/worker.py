@@ -100,8 +100,11 @@ class GenerationProcess(WorkerProcess):
     """The worker as a child process: ``start()``, ``poll_events()``, ``cancel()`` (whole tree)."""
 
     def __init__(self, request: GenerationRequest, python: Optional[str] = None,
-                 popen: PopenFactory = subprocess.Popen, base_env=None):
-        super().__init__("backsplit.supports.worker", request, "backsplit-supports-", python, popen, base_env)
+                 popen: PopenFactory = subprocess.Popen, base_env=None, request_file: Optional[Path] = None):
+        """``request_file``: where the request is written (the panel: inside its temporary folder, removed with
+        it); default a new temporary file."""
+        super().__init__("backsplit.supports.worker", request, "backsplit-supports-", python, popen, base_env,
+                         request_file=request_file)
 
     @property
     def outcomes(self) -> list[dict]:

@@ -10,7 +10,8 @@ A budget is counted in optimiser steps (epochs x iterations per epoch). Every nu
   target cyst, supports tumor + kidney, 3 folds, 2d, batch 12, 2-core CPU). Sources: the results files
   ``docs/results/2026-11-30-cpu2-quick.md`` (240 and 800 steps, one seed; fine-tuning with new output layers) and
   ``docs/results/2026-12-07-cpu2-dynamics.md`` (240 steps, 2 seeds, all 15 cases: the paper's recipe, ``lvr:1``,
-  ``ramp:200,lvr=0.5``, ``head``; ``finetune:preserve`` not finished; 800 and 1500+ steps not measured yet).
+  ``ramp:200,lvr=0.5``, ``head``; ``finetune:preserve`` not finished; 800 steps, one seed: binary and
+  ``ramp:200,lvr=0.5``).
   "worse" means a paired 95 % bootstrap CI of the difference to the binary baseline excludes 0 in the binary baseline's
   favour for lesion Dice, lesion recall or false-positive lesions per case.
 * ``PAPER_STATEMENTS``: what the BackSplit paper (appendix J, Fig. 6) says about supports and fine-tuning budgets.
@@ -57,6 +58,9 @@ MEASURED = (
             DYNAMICS_RESULTS),
     Finding("head", 240, False, "Dice, lesion recall and false-positive lesions per case not different (lesion-wise "
             "F1 -0.04, CI -0.10 to -0.00)", DYNAMICS_RESULTS),
+    Finding("ramp:200,lvr=0.5", 800, False, "Dice +0.01 (CI -0.03 to +0.06), lesion recall +0.02 (CI -0.05 to "
+            "+0.16), false-positive lesions per case +0.5 (CI -2.7 to +3.4): no difference shown (one seed)",
+            DYNAMICS_RESULTS),
     Finding("paper", 800, True, "level with the binary baseline in Dice and recall (36 vs 37 of 54 cysts) but more "
             "false-positive lesions per case (11.7 vs 7.8, CI +1.1 to +9.9)", QUICK_RESULTS),
     Finding("finetune", 240, True, "fine-tuning the binary baseline with new output layers lost the cyst it had found "

@@ -122,7 +122,7 @@ class ClusterTraining(EventRecord):
             self._write_record()   # first: a panel closed mid-submission finds the job through the record
             try:
                 self._submission = self.client.start(command, self.submit_file, self.submit_errors)
-            except BackSplitError:
+            except BaseException:   # no sbatch, or its answer files cannot be written: nothing was submitted
                 self.record_file.unlink(missing_ok=True)
                 raise
             return self
