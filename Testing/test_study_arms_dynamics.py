@@ -25,9 +25,11 @@ EARLIER = {
 
 @pytest.mark.parametrize("name", sorted(EARLIER))
 def test_existing_arms_keep_their_training_json_and_hash(name):
+    from backsplit.training.schedule import default_differs_from_paper
     arm = parse_arm(name, CONTEXT)
-    assert arm.training_json() == EARLIER[name]
-    assert stable_hash(arm.training_json()) == stable_hash(EARLIER[name])
+    expected = dict(EARLIER[name], **(default_differs_from_paper() if name == "backsplit" else {}))
+    assert arm.training_json() == expected
+    assert stable_hash(arm.training_json()) == stable_hash(expected)
 
 
 @pytest.mark.parametrize("text,name,field,value", [
@@ -55,6 +57,18 @@ def test_hash_changes_only_with_the_settings():
     assert h("head") == h("head:1") != h("head:0.5")
     assert h("finetune") != h("finetune:preserve") != h("finetune:preserve,loss=ramp:200")
     assert h("paper") != h("backsplit")          # the paper's recipe is pinned; 'backsplit' follows the default
+
+
+def test_the_backsplit_arm_follows_the_train_default_and_its_hash_with_it(monkeypatch):
+    from backsplit.training import schedule
+    before = stable_hash(parse_arm("backsplit", CONTEXT).training_json())
+    if not schedule.default_differs_from_paper():               # today's default is the paper's: the earlier hash
+        assert before == stable_hash(EARLIER["backsplit"])
+    monkeypatch.setitem(schedule.RECIPES, "default", {"support_schedule": "ramp:200,lvr=0.5", "support_head": None,
+                                                      "head_init": "preserve"})
+    arm = parse_arm("backsplit", CONTEXT)
+    assert arm.loss == "ramp:200,lvr=0.5" and stable_hash(arm.training_json()) != before
+    assert parse_arm("paper", CONTEXT).loss == "plain"          # the paper's recipe stays a named arm
 
 
 def test_arms_list_and_unit_specs():

@@ -5,7 +5,8 @@ binary twin, or a dataset derived from the BackSplit dataset by a recipe), which
 which other arm's model it starts from. Built-in arms:
 
 * ``binary``: the binary twin (support classes folded into background); the reference of every comparison.
-* ``backsplit``: the dataset's own support structures.
+* ``backsplit``: the dataset's own support structures, trained with ``backsplit train``'s default recipe (its
+  settings enter the content hash when they differ from the paper's; ``paper`` keeps the paper's recipe).
 * ``drop:<support>``: one support structure left out (folded into background): which supports matter (paper Fig. 4).
 * ``noisy:erode:<mm>`` / ``noisy:dilate:<mm>``: support structures eroded / dilated by a physical distance;
   ``noisy:missing:<fraction>``: that fraction of cases has no support labels at all (paper Table 4, Fig. 3 right).
@@ -42,6 +43,7 @@ from backsplit.study.arm_registry import (  # noqa: F401 - the registry's names,
     split_arms,
 )
 from backsplit.training.options import FINE_TUNE_LR, SAMPLINGS
+from backsplit.training.schedule import default_differs_from_paper
 
 
 def _no_parameter(kind: str, parameter: Optional[str]) -> None:
@@ -59,7 +61,7 @@ def _backsplit(parameter, context):
     if not context.supports:
         raise InputError("the dataset has no support structures: arm 'backsplit' would equal 'binary'; use "
                          "generated context arms (rings, kmeans) instead")
-    return Arm("backsplit", "backsplit", SOURCE)
+    return Arm("backsplit", "backsplit", SOURCE, **default_differs_from_paper())   # the train default
 
 
 def _drop(parameter, context):

@@ -113,6 +113,19 @@ RECIPES = {
 }
 
 
+def default_differs_from_paper() -> dict:
+    """The default recipe's settings that differ from the paper's (``{}`` while they are the same): the study's
+    ``backsplit`` arm records them so that its content hash changes when the default changes (a study never reuses a
+    paper-recipe model for a changed default). Keys: ``loss`` (support schedule text), ``support_head``."""
+    default, paper = RECIPES["default"], RECIPES["paper"]
+    fields = {}
+    if default["support_schedule"] != paper["support_schedule"]:
+        fields["loss"] = parse_schedule(default["support_schedule"]).to_option()
+    if default["support_head"] != paper["support_head"]:
+        fields["support_head"] = default["support_head"]
+    return fields
+
+
 def resolve_recipe(recipe: Optional[str], support_schedule: Optional[str] = None,
                    support_head: Optional[float] = None, head_init: Optional[str] = None) -> dict:
     """The training's effective settings: the recipe's values, each replaced by an explicit option when given.
