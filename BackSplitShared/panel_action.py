@@ -21,7 +21,7 @@ import logging
 import traceback
 from typing import Callable, Optional
 
-from backsplit.errors import CancelledError
+from backsplit.errors import BackSplitError, CancelledError
 
 from .panel_support import report_error
 
@@ -121,7 +121,9 @@ class PanelAction:
         self.report(f"{self.what}: {message}", detail)
 
     def fail(self, exc: BaseException) -> None:
-        """Idle, then the user's Cancel as a status line, any other error as one dialog with the traceback."""
+        """Idle, then the user's Cancel as a status line, any other error as one dialog. The traceback goes to the
+        log always, and into the dialog's details only for an unexpected error: a ``BackSplitError`` (the user's
+        input, a file, the disk) is explained by its message, and no traceback reaches the user for it."""
         self.finish()
         if isinstance(exc, CancelledError):
             if self.status is not None:
@@ -129,7 +131,7 @@ class PanelAction:
             return
         detail = _detail(exc)
         logging.warning(detail)   # the traceback for developers; the dialog (one ERROR record) comes next
-        self.report(f"{self.what}: {exc}", detail)
+        self.report(f"{self.what}: {exc}", "" if isinstance(exc, BackSplitError) else detail)
 
 
 def once(what: str, fn: Callable[[], object], *, status: Optional[Callable[[str], None]] = None,

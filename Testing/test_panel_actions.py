@@ -67,6 +67,17 @@ def test_panel_action_every_way_out_ends_idle_with_at_most_one_report(gui):
     assert gui.cursor == []                                          # the wait cursor is always restored
 
 
+def test_a_users_error_shows_no_traceback_an_unexpected_one_keeps_it_as_details(gui):
+    from BackSplitShared.panel_action import PanelAction
+
+    shown = []
+    action = PanelAction("Could not export", report=lambda message, detail="": shown.append((message, detail)))
+    action.click(lambda: (_ for _ in ()).throw(InputError("no target segment", case="c1")))
+    action.click(lambda: 1 / 0)
+    assert shown[0][0].startswith("Could not export: ") and "c1" in shown[0][0] and shown[0][1] == ""
+    assert "Traceback" in shown[1][1] and "ZeroDivisionError" in shown[1][1]
+
+
 def test_once_reports_once_and_never_raises_out_of_the_slot(gui):
     from BackSplitShared.panel_action import once
 
