@@ -47,13 +47,15 @@ def test_generate_with_an_nnunet_model_installs_without_blocking_and_cancel_does
     ui.supportsCancelButton.clicked.emit(False)
     section.install_timer.run()
     assert idle(ui.supportsGenerateButton, ui.supportsCancelButton) and gui.dialogs() == []
-    job = NS(process=FakePrediction(), close=lambda: None)
+    from BackSplitSegmentLib.generation_run import GenerationJob
+
+    job = GenerationJob(process=FakePrediction(), cases={}, work_dir=tmp_path / "work")
     section.action.click(lambda: setattr(section, "job", job) or section.timer.start() or True)
     ui.supportsCancelButton.clicked.emit(False)
     assert job.process.cancels == [False]
 
 
-def test_totalsegmentator_extension_runs_as_a_child_process_not_in_slicer(gui, monkeypatch):
+def test_totalsegmentator_extension_runs_as_a_child_process_not_in_slicer(gui, monkeypatch, tmp_path):
     """F4: the extension's ``process()`` blocked Slicer for the whole run; now only its set-up is checked and the
     model runs in the generation child (progress, Cancel), like the command source. The extension itself is a
     stand-in (``slicer.modules.totalsegmentator`` and a ``TotalSegmentator`` module whose logic must not run)."""
@@ -77,7 +79,9 @@ def test_totalsegmentator_extension_runs_as_a_child_process_not_in_slicer(gui, m
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: NS() if name == "totalsegmentator" else real_find_spec(name, *a))
     started = []
-    job = NS(process=FakePrediction(), close=lambda: None, imported={}, failed={}, importing=False)
+    from BackSplitSegmentLib.generation_run import GenerationJob
+
+    job = GenerationJob(process=FakePrediction(), cases={}, work_dir=tmp_path / "work")
     monkeypatch.setattr(supports_section, "start_generation", lambda cases, **kw: started.append(kw) or job)
     monkeypatch.setattr(supports_section, "queue_events", lambda job, events: [])
     monkeypatch.setattr(supports_section, "import_step", lambda job: [])
@@ -97,8 +101,8 @@ def test_generation_import_keeps_the_other_cases_of_a_batch(gui, slicer_scene, t
     from fixtures_slicer import add_segmentation, add_volume
 
     from backsplit.runtime.progress import ProgressEvent
+    from BackSplitSegmentLib.generation_run import GenerationJob, import_events
     from BackSplitSegmentLib.scene_cases import SceneCase
-    from BackSplitSegmentLib.supports_scene import GenerationJob, import_events
 
     cases, block = {}, np.zeros((4, 5, 6), np.uint8)   # (k, j, i)
     block[1:3, 1:3, 1:3] = 1
@@ -367,6 +371,7 @@ def test_a_killed_organ_model_child_is_reported_not_summed_up_as_success(gui, sl
     ui.supportsSourceComboBox.currentIndex = 1                          # the TotalSegmentator command
     ui.supportsGenerateButton.clicked.emit(False)
     job = section.job
+    section.timer.timeout.emit()                                        # the first tick starts the child
     os.killpg(os.getpgid(job.process.pid), signal.SIGKILL)
     section.timer.run()
     assert idle(ui.supportsGenerateButton, ui.supportsCancelButton) and section.job is None

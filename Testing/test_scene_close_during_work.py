@@ -52,8 +52,8 @@ def test_scene_close_mid_prediction_import_writes_nothing_into_the_new_scene(sli
 
 
 def test_scene_close_mid_generation_import_adds_nothing_and_says_why(slicer_scene, tmp_path):
+    from BackSplitSegmentLib.generation_run import GenerationJob, import_events
     from BackSplitSegmentLib.scene_cases import SceneCase
-    from BackSplitSegmentLib.supports_scene import GenerationJob, import_events
 
     slicer, scene = slicer_scene.slicer, slicer_scene.scene
     volume = add_volume(slicer, np.zeros((4, 5, 6), np.int16), np.eye(4), "CT")

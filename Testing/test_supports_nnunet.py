@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -118,14 +117,19 @@ def test_plain_nnunet_folders_and_bad_model_input(tmp_path, organ_model):
 
 
 def test_module_logic_end_to_end_in_the_scene(slicer_scene, tmp_path, organ_model):
-    """Scene cases with only the lesion -> organ model in the child process -> segments added -> suggest ->
-    accept -> export through the scene adapter."""
+    """Scene cases with only the lesion -> organ model in the child process, the volumes handed over in timer steps
+    -> segments added (the same as the path before, which wrote each volume whole as NIfTI) -> suggest -> accept
+    -> export through the scene adapter."""
     from fixtures_slicer import add_volume
 
     from backsplit.datasets.export import ExportRequest, export_dataset
     from backsplit.supports.suggest import SuggestOptions, suggest
+    from backsplit.supports.worker import GenerationProcess, GenerationRequest
+    from BackSplitSegmentLib.generation_run import run_to_end, start_generation
+    from BackSplitSegmentLib.prediction_run import write_inputs
     from BackSplitSegmentLib.scene_cases import SceneCase
-    from BackSplitSegmentLib.supports_scene import import_events, start_generation, suggest_cases_from_scene
+    from BackSplitSegmentLib.scene_nodes import segment_mask
+    from BackSplitSegmentLib.supports_scene import suggest_cases_from_scene
 
     slicer = slicer_scene.slicer
     cases = []
@@ -140,16 +144,24 @@ def test_module_logic_end_to_end_in_the_scene(slicer_scene, tmp_path, organ_mode
         cases.append(SceneCase(f"s{i}", volume, node))
     job = start_generation(cases, model_dir=organ_model, classes=["Organ", "Vessel"], device="cpu")
     try:
-        deadline = time.time() + 600
-        while job.process.is_running() and time.time() < deadline:
-            import_events(job, job.process.poll_events())
-            time.sleep(0.2)
-        job.process.wait(30)
-        import_events(job, job.process.poll_events())
-        assert job.process.returncode == 0, "\n".join(job.process.log_lines[-30:])
+        run_to_end(job)                          # the volumes handed over in steps, as the panel's timer does
+        assert job.outcome() == ("finished", ""), "\n".join(job.process.log_lines[-30:])
     finally:
         job.close()
     assert sorted(job.imported) == ["s0", "s1"] and not job.failed
+    # the same segments as the path before the hand-over: each volume written whole as NIfTI, the child reading it
+    inputs = []
+    for case in cases:
+        (tmp_path / "before" / case.case_id).mkdir(parents=True)
+        inputs.append([case.case_id, write_inputs(case.volume, [], tmp_path / "before" / case.case_id)])
+    before = GenerationProcess(GenerationRequest(inputs, str(tmp_path / "before" / "out"), str(organ_model),
+                                                 ["Organ", "Vessel"], "cpu")).start()
+    assert before.wait(600) == 0, "\n".join(before.log_lines[-30:])
+    for case in cases:
+        old = read_seg_nrrd(tmp_path / "before" / "out" / f"{case.case_id}.seg.nrrd", case.case_id).masks
+        assert sorted(old) == ["Organ", "Vessel"] and any(mask.any() for mask in old.values())
+        for name, mask in old.items():
+            assert np.array_equal(segment_mask(case.segmentation, name, case.volume, case.case_id), mask), name
     report = suggest(suggest_cases_from_scene(cases), SuggestOptions("Lesion", neighbour_mm=20, min_case_share=0.25))
     accepted = report.accepted()
     assert accepted, [(c.name, c.reasons) for c in report.ranked]

@@ -4,7 +4,6 @@ with the stand-in TotalSegmentator (no weights can be downloaded here; see fixtu
 TotalSegmentator extension (not installable here: its logic is replaced by a stand-in object that fills the
 segmentation as the extension's ``process`` does)."""
 
-import time
 
 import numpy as np
 import pytest
@@ -158,8 +157,8 @@ def test_totalsegmentator_extension_is_asked_for_never_installed(slicer_scene):
 
 
 def test_generation_child_process_adds_segments_per_case(slicer_scene, tmp_path):
+    from BackSplitSegmentLib.generation_run import run_to_end, start_generation
     from BackSplitSegmentLib.scene_nodes import segment_mask
-    from BackSplitSegmentLib.supports_scene import import_events, start_generation
 
     slicer = slicer_scene.slicer
     bright = np.full(SHAPE, 40, np.int16)
@@ -167,14 +166,8 @@ def test_generation_child_process_adds_segments_per_case(slicer_scene, tmp_path)
     cases = [user_case(slicer, "first", bright), user_case(slicer, "second", bright)]
     job = start_generation(cases, classes=["liver"], executable=str(write_standin(tmp_path / "bin")), device="cpu")
     try:
-        deadline = time.time() + 120
-        messages = []
-        while job.process.is_running() and time.time() < deadline:
-            messages += import_events(job, job.process.poll_events())
-            time.sleep(0.1)
-        job.process.wait(30)
-        messages += import_events(job, job.process.poll_events())
-        assert job.process.returncode == 0, "\n".join(job.process.log_lines[-20:])
+        messages = run_to_end(job)
+        assert job.outcome() == ("finished", ""), "\n".join(job.process.log_lines[-20:])
     finally:
         job.close()
     assert sorted(job.imported) == ["first", "second"] and not job.failed, messages
@@ -222,14 +215,9 @@ def test_generated_segments_are_added_one_class_per_step_identical_to_before(sli
     those of the import before (whole-volume ``updateSegmentBinaryLabelmapFromArray`` per class)."""
     from backsplit.io.handover import write_class_crops
     from backsplit.runtime.progress import ProgressEvent
+    from BackSplitSegmentLib.generation_run import GenerationJob, import_step, queue_events
     from BackSplitSegmentLib.scene_nodes import segment_colors, segment_mask, volume_geometry
-    from BackSplitSegmentLib.supports_scene import (
-        GENERATION_TAG,
-        GenerationJob,
-        import_step,
-        queue_events,
-        segment_tag,
-    )
+    from BackSplitSegmentLib.supports_scene import GENERATION_TAG, segment_tag
 
     slicer, scene = slicer_scene.slicer, slicer_scene.scene
     case, reference = user_case(slicer, "CT"), user_case(slicer, "reference")
@@ -271,8 +259,8 @@ def test_scene_close_mid_import_stops_that_case_and_leaves_the_job_usable(slicer
     scene and raises nothing; the queued case after it is refused the same way."""
     from backsplit.io.handover import write_class_crops
     from backsplit.runtime.progress import ProgressEvent
+    from BackSplitSegmentLib.generation_run import GenerationJob, import_step, queue_events
     from BackSplitSegmentLib.scene_nodes import volume_geometry
-    from BackSplitSegmentLib.supports_scene import GenerationJob, import_step, queue_events
 
     slicer, scene = slicer_scene.slicer, slicer_scene.scene
     cases = {c: user_case(slicer, c) for c in ("one", "two")}

@@ -8,19 +8,16 @@ removes it; a node that reuses an old node ID has no record). Slicer's scene und
 Slicer never turns the scene's undo flag on (no ``SetUndoFlag`` in v5.12.3 Base/Applications/Modules), and enabling
 undo on the segmentation node alone would break its display and storage references (``vtkMRMLNode.h`` v5.12.3:447-455).
 
-Two ways to run the organ model: the engine in a child process (``start_generation``: an nnU-Net model folder or the
-TotalSegmentator command; Cancel ends the process tree), or the TotalSegmentator extension's own logic
-(``run_totalsegmentator_extension``), which BackSplit asks for and never installs.
+Two ways to run the organ model: the engine in a child process (``generation_run.start_generation``: an nnU-Net
+model folder or the TotalSegmentator command, fed with the volumes in short timer steps; Cancel ends the process
+tree), or the TotalSegmentator extension's own logic (``run_totalsegmentator_extension``), which BackSplit asks for
+and never installs.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import shutil
-import tempfile
 import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -28,15 +25,12 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from backsplit.errors import InputError, OutputError
-from backsplit.io.handover import crop_box, read_class_crop, read_class_crops
-from backsplit.io.readers import read_seg_nrrd
-from backsplit.supports.generate import read_segment_tags, resolve_names
-from backsplit.supports.runners import GENERATED_TAG, MODEL_TAG, NnUNetModelRunner
+from backsplit.errors import InputError
+from backsplit.io.handover import crop_box
+from backsplit.supports.generate import resolve_names
+from backsplit.supports.runners import GENERATED_TAG, MODEL_TAG
 from backsplit.supports.suggest import SuggestCase
-from backsplit.supports.worker import GenerationProcess, GenerationRequest
 
-from .prediction_run import write_inputs
 from .scene_cases import SceneCase
 from .scene_nodes import segment_names, volume_geometry
 
@@ -193,164 +187,6 @@ def generated_segments(segmentation_node) -> list[str]:
         if segmentation.GetNthSegment(i).GetTag(GENERATED_TAG, value) and str(value) == "1":
             names.append(segmentation.GetNthSegment(i).GetName())
     return names
-
-
-# ---- the engine in a child process ------------------------------------------------------------------------------
-@dataclass
-class GenerationJob:
-    process: GenerationProcess
-    cases: dict[str, SceneCase]
-    work_dir: Path
-    on_conflict: str = "suffix"
-    imported: dict[str, dict[str, str]] = field(default_factory=dict)  # case -> class -> segment name
-    failed: dict[str, str] = field(default_factory=dict)
-    pending: list = field(default_factory=list)        # finished cases' event data, waiting to be added
-    current: Optional[str] = None                      # the case being added, class by class
-    steps: Optional[Iterator[str]] = None
-
-    @property
-    def importing(self) -> bool:
-        """Finished cases wait to be added, or one is being added."""
-        return bool(self.pending) or self.steps is not None
-
-    def close(self) -> None:
-        """End the child without waiting (the GUI thread never joins it: audit F7) and remove the input folder;
-        the adding of queued cases stops."""
-        self.pending.clear()
-        if self.steps is not None:
-            self.steps.close()
-            self.steps, self.current = None, None
-        if self.process is not None and self.process.is_running():
-            self.process.cancel(wait=False)
-        shutil.rmtree(self.work_dir, ignore_errors=True)
-
-
-def start_generation(cases: Sequence[SceneCase], *, model_dir: Optional[Path] = None, classes: Sequence[str] = (),
-                     device: str = "auto", task: str = "total", fast: bool = False, executable: Optional[str] = None,
-                     on_conflict: str = "suffix", python: Optional[str] = None) -> GenerationJob:
-    """Write each case's channels to a temporary folder and start the generation child process."""
-    if not cases:
-        raise InputError("add cases first: there is nothing to run the organ model on")
-    if model_dir is not None:  # clear errors (not a model, channel count) before anything starts
-        runner = NnUNetModelRunner(Path(model_dir), classes=list(classes) or None)
-        for case in cases:
-            runner.check_channels(1 + len(case.extra_channels), case.case_id)
-    work, case_id, inputs = None, cases[0].case_id, []
-    try:
-        try:   # whole volumes written here: a full or unusable temporary folder is the user's to fix
-            work = Path(tempfile.mkdtemp(prefix="backsplit-supports-"))
-            for case_id, case in ((c.case_id, c) for c in cases):
-                (work / "inputs" / case_id).mkdir(parents=True)
-                inputs.append([case_id, write_inputs(case.volume, case.extra_channels, work / "inputs" / case_id)])
-        except (OSError, RuntimeError) as error:   # RuntimeError: SimpleITK's WriteImage on a failed write
-            why = getattr(error, "strerror", None) or error
-            raise OutputError(f"writing case '{case_id}' for the organ model failed ({why}) in the temporary folder "
-                              f"'{tempfile.gettempdir()}'; free space there, or set TMPDIR to a writable folder and "
-                              "restart Slicer") from error
-        request = GenerationRequest(inputs, str(work / "out"), str(model_dir) if model_dir else None, list(classes),
-                                    device, task, fast, executable)
-        process = GenerationProcess(request, python=python, request_file=work / "request.json").start()
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True) if work is not None else None
-        raise
-    return GenerationJob(process, {c.case_id: c for c in cases}, work, on_conflict)
-
-
-def import_events(job: GenerationJob, events) -> list[str]:
-    """Add the segments of every case the child finished (events from ``job.process.poll_events()``) to its
-    segmentation node, all at once (scripts, tests); the panel calls ``queue_events`` and then ``import_step`` once
-    per tick. Returns messages for the panel."""
-    messages = queue_events(job, events)
-    while job.importing:
-        messages += import_step(job)
-    return messages
-
-
-def queue_events(job: GenerationJob, events) -> list[str]:
-    """Note the cases the child finished (or failed) in ``events``; reads no file. Returns messages."""
-    messages = []
-    for event in events:
-        if event.stage != "generate" or not event.data.get("case"):
-            continue
-        case_id, status = event.data["case"], event.data.get("status")
-        if status == "failed":
-            job.failed[case_id] = event.data.get("error", "")
-            messages.append(f"case '{case_id}' failed: {job.failed[case_id]}")
-        elif status == "done" and case_id not in job.imported and case_id != job.current \
-                and all(case_id != data["case"] for data in job.pending):
-            if _scene_closed(job, case_id, messages):
-                continue
-            job.pending.append(dict(event.data))
-    return messages
-
-
-def _scene_closed(job: GenerationJob, case_id: str, messages: list) -> bool:
-    case = job.cases[case_id]
-    if case.volume.GetScene() is not None and case.segmentation.GetScene() is not None:
-        return False
-    job.failed[case_id] = "the scene was closed before its generated segments could be added"
-    messages.append(f"case '{case_id}': {job.failed[case_id]}")
-    return True
-
-
-def import_step(job: GenerationJob) -> list[str]:
-    """One bounded piece of adding the finished cases (a timer tick): the next case's class index (a small file)
-    or one class of the case being added (``generated_class_steps``). A failure is recorded for its case only
-    (F3: the other cases of the batch are still added). Returns messages for the panel."""
-    messages: list[str] = []
-    if job.steps is None:
-        if not job.pending:
-            return messages
-        data = job.pending.pop(0)
-        case_id = data["case"]
-        if _scene_closed(job, case_id, messages):
-            return messages
-        try:
-            job.steps, job.current = _case_steps(job, data), case_id
-        except Exception as exc:  # noqa: BLE001 - recorded per case, shown in the panel's summary
-            job.failed[case_id] = str(exc)
-            return [f"case '{case_id}': {exc}"]
-        return messages
-    case_id = job.current
-    try:
-        next(job.steps)
-    except StopIteration as stop:
-        job.imported[case_id] = stop.value
-        messages.append(f"case '{case_id}': added {', '.join(stop.value.values())}")
-        job.steps, job.current = None, None
-    except Exception as exc:  # noqa: BLE001 - recorded per case, shown in the panel's summary
-        job.failed[case_id] = str(exc).removeprefix(f"case '{case_id}': ")
-        messages.append(f"case '{case_id}': {job.failed[case_id]}")
-        job.steps, job.current = None, None
-    return messages
-
-
-def _case_steps(job: GenerationJob, data: dict) -> Iterator[str]:
-    """The class-by-class adding of one finished case: from the crops the child wrote (``data['crops']``), else
-    (a file from elsewhere) from the ``.seg.nrrd`` read at once."""
-    case_id = data["case"]
-    case = job.cases[case_id]
-    if data.get("crops"):
-        folder = Path(data["crops"])
-        entries, geometry, model = read_class_crops(folder)
-
-        def load(entry):
-            crop = read_class_crop(folder, entry)
-            return None if crop is None else (tuple(entry["start"]), crop)
-    else:
-        content = read_seg_nrrd(Path(data["file"]), case_id)
-        geometry = content.geometry
-        model = next((t.get(MODEL_TAG, "") for t in read_segment_tags(Path(data["file"])).values()), "")
-        crops = {name: crop_box(mask) for name, mask in content.masks.items()}
-        entries = [{"name": n, "color": list(content.colors.get(n, (0.6, 0.6, 0.6))),
-                    "terminology": content.terminology.get(n, "")} for n in content.masks]
-
-        def load(entry):
-            return crops[entry["name"]]
-    if geometry.differences(volume_geometry(case.volume)):
-        raise InputError("the generated segments are not on the volume's grid", case=case_id)
-    return generated_class_steps(case.segmentation, case.volume, entries, load, model=model,
-                                 on_conflict=job.on_conflict, case=case_id)
 
 
 # ---- the TotalSegmentator extension (asked for, never installed) ------------------------------------------------

@@ -1,11 +1,14 @@
-"""The panel's *Support structures* section (widgets only; the logic is in ``supports_scene`` and the engine).
+"""The panel's *Support structures* section (widgets only; the logic is in ``generation_run``, ``supports_scene``
+and the engine).
 
 1. *Generate*: run an organ model on every listed case in a child process (an nnU-Net model folder, the
    TotalSegmentator command, or the TotalSegmentator that the TotalSegmentator extension installed: the same child,
    never the extension's blocking ``process()``), with progress and a Cancel that does not wait, and add the
    structures as new segments to each case's segmentation. PyTorch and nnU-Net are installed first when an nnU-Net
    model needs them, without freezing the panel (``DependencyGate``).
-   The segments of each finished case are added one class per timer tick (``supports_scene.import_step``).
+   Each case's volumes are handed to the child in short timer steps (``generation_run``: about 40 ms of reading
+   from the scene or writing for the child per tick, as far as the child has asked), and the segments of each
+   finished case are added one class per tick (``generation_run.import_step``).
 2. *Suggest*: rank the segments of the listed cases as support structures for the chosen target, with the reasons:
    the cases are read from the scene in short timer steps and ranked in a child process (``start_suggest``), with
    progress and the section's Cancel.
@@ -34,15 +37,9 @@ from BackSplitShared.panel_action import PanelAction, once
 from BackSplitShared.panel_support import report_error
 from BackSplitShared.paths import resolve_folder
 
+from .generation_run import import_step, queue_events, start_generation
 from .scene_cases import SceneCase
-from .supports_scene import (
-    import_step,
-    queue_events,
-    start_generation,
-    start_suggest,
-    totalsegmentator_extension_logic,
-    undo_last_case,
-)
+from .supports_scene import start_suggest, totalsegmentator_extension_logic, undo_last_case
 
 try:
     from slicer.i18n import tr as _
@@ -80,7 +77,7 @@ class SupportsSection:
         self.report = None
         self.table_item = table_item
         self.timer = timer
-        self.timer.setInterval(50)   # one class of a finished case added per tick (import_step)
+        self.timer.setInterval(50)   # one hand-over piece and one class of a finished case per tick
         self.action = PanelAction(_("Could not generate the support structures"), ui.supportsGenerateButton,
                                   ui.supportsCancelButton, status=self._status, on_idle=self._idle, wait_cursor=True)
         self.timer.timeout.connect(self.action.wrap_tick(self.timer, self._poll))
@@ -169,28 +166,30 @@ class SupportsSection:
 
     def _poll(self) -> None:
         job = self.job
-        events = job.process.poll_events()
+        events = job.poll()   # at most one piece of handing a case's volumes to the child, and its new events
         for event in events:
             if event.fraction is not None and event.stage == "generate":
                 self.ui.supportsProgressBar.value = int(100 * event.fraction)
+        self._status(job.message)
         for message in queue_events(job, events) + import_step(job):   # one class (or case index) per tick
             self._status(message)
-        if not job.process.output_done or job.importing:   # running, its last lines being read, or cases to add
+        if not job.ended or job.importing:   # running, its last lines being read, or cases to add
             return
-        for message in queue_events(job, job.process.poll_events()):   # the events that came with the end
+        for message in queue_events(job, job.poll()):   # the events that came with the end
             self._status(message)
         if job.importing:
             return
-        if job.process.cancelled:
+        state, failure = job.outcome()
+        if state == "cancelled":
             text = _("Cancelled; the cases finished before stay added.")
-        elif job.process.failure:   # its error event, else how it ended (killed by a signal, an exit code)
-            text = _("Failed: {error}").format(error=job.process.failure)
+        elif state == "failed":   # a case that could not be handed over, its error event, else how it ended
+            text = _("Failed: {error}").format(error=failure)
         else:
             text = _("{done} case(s) got generated segments; {failed} failed.").format(
                 done=len(job.imported), failed=len(job.failed))
         failed = dict(job.failed)
         self.action.finish(text)                       # idle: timer stopped, folder removed, table redrawn
-        if failed and not job.process.cancelled:
+        if failed and state != "cancelled":
             report_error(_("Some cases failed:") + "\n" + "\n".join(f"{k}: {v}" for k, v in failed.items()), "")
 
     def onCancel(self) -> None:
@@ -202,7 +201,7 @@ class SupportsSection:
         if self.gate.busy:
             self.gate.cancel()
         elif self.job is not None:
-            self.job.process.cancel(wait=False)
+            self.job.cancel()   # no more hand-over; the child's process tree ended in the background
             self._status(_("Cancelling..."))
 
     def onUndo(self) -> None:

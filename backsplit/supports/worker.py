@@ -1,11 +1,16 @@
 """Organ-model generation in a child process (used by Slicer so the application never freezes; cancel ends the
 process tree, TotalSegmentator's children included): ``python -m backsplit.supports.worker REQUEST.json``.
-Writes ``<out>/<case>.seg.nrrd`` with the generated segments only, and the same cropped per class in
-``<out>/<case>.crops/`` (the scene adapter adds them to the case's segmentation node, one class per timer tick);
-progress events on stdout, one per case with its file and crops folder."""
+The cases come as image files (``cases``) or, from the Slicer panel, handed over through files
+(``handover_dir``: the panel reads each case's volumes from the scene in short timer steps and writes them for this
+child, ``backsplit.io.handover``; the child asks for each case when it comes to it, so no whole volume is written on
+Slicer's GUI thread in one go). Writes ``<out>/<case>.seg.nrrd`` with the generated segments only, and the same
+cropped per class in ``<out>/<case>.crops/`` (the scene adapter adds them to the case's segmentation node, one
+class per timer tick); progress events on stdout, one per case with its file and crops folder. A hand-over's cancel
+(``handover.request_cancel``) is seen while waiting for a case, between cases and inside a TotalSegmentator run."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -13,6 +18,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from backsplit.io.cases import Case
+from backsplit.io.handover import handed_cases, handover_cancelled
 from backsplit.runtime.childprocess import PopenFactory
 from backsplit.runtime.progress import ProgressEvent, Stage, emit_event
 from backsplit.runtime.workerprocess import JsonRequest, WorkerProcess, run_worker
@@ -47,6 +53,9 @@ class GenerationRequest(JsonRequest):
     fast: bool = False
     executable: Optional[str] = None
     use_mirroring: bool = True
+    handover_dir: Optional[str] = None   # the cases are handed over there instead (``handed``; ``cases`` empty)
+    handed: list = field(default_factory=list)   # [[case_id, description, number of channels], ...]
+    parent_pid: Optional[int] = None     # Slicer's process: the hand-over wait ends when it is gone
 
     def runner(self):
         from backsplit.supports.runners import NnUNetModelRunner, TotalSegmentatorRunner
@@ -70,9 +79,24 @@ def main(argv: Optional[list] = None) -> int:
 def _generate(request: GenerationRequest) -> ProgressEvent:
     from backsplit.supports.generate import GenerateRequest, generate_supports
 
-    sources = [ImageOnlySource(case_id, [Path(p) for p in paths]) for case_id, paths in request.cases]
-    outcomes = generate_supports(sources, request.runner(),
-                                 GenerateRequest(Path(request.out_dir), include_user_segments=False), _with_crops)
+    root = Path(request.handover_dir) if request.handover_dir else None
+
+    def cancelled() -> bool:
+        return root is not None and handover_cancelled(root, request.parent_pid)
+    try:
+        runner = request.runner()
+        if root is None:
+            sources = [ImageOnlySource(case_id, [Path(p) for p in paths]) for case_id, paths in request.cases]
+        else:   # channel counts checked before any case, as generate_supports checks image files
+            for case_id, _description, channels in request.handed:
+                runner.check_channels(int(channels), case_id)
+            sources = handed_cases([entry[:2] for entry in request.handed], root, emit, request.parent_pid)
+        outcomes = generate_supports(sources, runner, GenerateRequest(Path(request.out_dir),
+                                                                      include_user_segments=False), _with_crops,
+                                     cancelled)
+    finally:
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
     return ProgressEvent(Stage.DONE, f"{sum(o.status != 'failed' for o in outcomes)} of {len(outcomes)} case(s) done",
                          len(outcomes), len(outcomes), {"outcomes": [asdict(o) for o in outcomes]})
 
