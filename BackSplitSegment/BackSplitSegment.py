@@ -49,6 +49,7 @@ from BackSplitSegmentLib.readiness import (  # noqa: E402
     suggest_missing,
 )
 from BackSplitSegmentLib.scene_cases import cases_in_scene  # noqa: E402
+from BackSplitSegmentLib.self_test import run_panel_test  # noqa: E402
 from BackSplitSegmentLib.supports_section import SupportsSection  # noqa: E402
 from BackSplitShared.dependencies import ensure_nnunet  # noqa: E402
 from BackSplitShared.handoff import HandoffButton, take_handoff  # noqa: E402
@@ -390,7 +391,6 @@ class BackSplitSegmentTest(ScriptedLoadableModuleTest):
         self.test_panel()
 
     def test_panel(self):   # the panel through its widgets: demo cases, classes, Export, hand-over to Train
-        from BackSplitSegmentLib.self_test import run_panel_test
         run_panel_test(self)
 
     def test_export_demo_cases(self):

@@ -85,7 +85,7 @@ def press_and_wait(test, start_button, cancel_button, timeout_s: float, what: st
                    ready_timeout_s: float = 10.0, wait: Callable[..., bool] = wait_until) -> None:
     """Press a panel's start button once it is enabled (the panels re-check their inputs twice a second), then wait
     until the work it started has ended: its Cancel button is greyed out again (every way back to idle goes through
-    ``BackSplitShared.panel_action.PanelAction.finish``). ``test`` is the ``ScriptedLoadableModuleTest`` (a
+    ``BackSplitShared.panel_action.PanelAction.finish``). ``test`` is the module's self-test case (a
     ``unittest.TestCase``): it fails with the button's tooltip (what is missing) when the button stays greyed out,
     cancels and fails after ``timeout_s`` seconds, and fails with the panel's own report when it logged an error."""
     if not wait(lambda: start_button.enabled, ready_timeout_s):

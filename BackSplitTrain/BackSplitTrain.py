@@ -37,6 +37,7 @@ from BackSplitTrainLib.logic import TrainLogic  # noqa: E402
 from BackSplitTrainLib.model_list import fine_tune_choices  # noqa: E402
 from BackSplitTrainLib.panel_state import PanelState  # noqa: E402
 from BackSplitTrainLib.paths import resolve_folder  # noqa: E402
+from BackSplitTrainLib.self_test import run_panel_test  # noqa: E402
 from BackSplitTrainLib.support_choice import BudgetLabel  # noqa: E402
 
 DOCUMENTATION_URL = "https://github.com/backsplit/SlicerBackSplit#readme"
@@ -320,7 +321,6 @@ class BackSplitTrainTest(ScriptedLoadableModuleTest):
         self.test_panel()
 
     def test_panel(self):   # the panel through its widgets; tiny CPU training and Apply where nnU-Net is installed
-        from BackSplitTrainLib.self_test import run_panel_test
         run_panel_test(self)
 
     def test_logic(self):
