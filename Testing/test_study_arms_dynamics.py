@@ -27,7 +27,8 @@ EARLIER = {
 def test_existing_arms_keep_their_training_json_and_hash(name):
     from backsplit.training.schedule import default_differs_from_paper
     arm = parse_arm(name, CONTEXT)
-    expected = dict(EARLIER[name], **(default_differs_from_paper() if name == "backsplit" else {}))
+    # arms that train with the default recipe also record how it differs from the paper's (their models differ)
+    expected = dict(EARLIER[name], **(default_differs_from_paper() if EARLIER[name]["dataset"] != "twin" else {}))
     assert arm.training_json() == expected
     assert stable_hash(arm.training_json()) == stable_hash(expected)
 
@@ -55,19 +56,26 @@ def test_hash_changes_only_with_the_settings():
         return (stable_hash(parse_arm(text, CONTEXT).training_json()))
     assert h("ramp:200") == h("ramp") != h("ramp:100")
     assert h("head") == h("head:1") != h("head:0.5")
-    assert h("finetune") != h("finetune:preserve") != h("finetune:preserve,loss=ramp:200")
+    assert h("finetune:reinit") != h("finetune:preserve") != h("finetune:preserve,loss=ramp:200")
+    # 'finetune' follows the train default (ramp:200,lvr=0.5 from the binary model's prediction): the same training
+    # as finetune:preserve with the default's loss, hence the same content
+    from backsplit.training.schedule import default_differs_from_paper
+    finetune = parse_arm("finetune", CONTEXT).training_json()
+    assert all(finetune[k] == v for k, v in default_differs_from_paper().items())
     assert h("paper") != h("backsplit")          # the paper's recipe is pinned; 'backsplit' follows the default
 
 
 def test_the_backsplit_arm_follows_the_train_default_and_its_hash_with_it(monkeypatch):
     from backsplit.training import schedule
-    before = stable_hash(parse_arm("backsplit", CONTEXT).training_json())
-    if not schedule.default_differs_from_paper():               # today's default is the paper's: the earlier hash
-        assert before == stable_hash(EARLIER["backsplit"])
+    monkeypatch.setitem(schedule.RECIPES, "default", dict(schedule.RECIPES["paper"]))   # a default equal to the paper's
+    paper_default = parse_arm("backsplit", CONTEXT)
+    assert paper_default.loss is None
+    assert stable_hash(paper_default.training_json()) == stable_hash(EARLIER["backsplit"])
     monkeypatch.setitem(schedule.RECIPES, "default", {"support_schedule": "ramp:200,lvr=0.5", "support_head": None,
                                                       "head_init": "preserve"})
     arm = parse_arm("backsplit", CONTEXT)
-    assert arm.loss == "ramp:200,lvr=0.5" and stable_hash(arm.training_json()) != before
+    assert arm.loss == "ramp:200,lvr=0.5"
+    assert stable_hash(arm.training_json()) != stable_hash(EARLIER["backsplit"])   # never reuses a paper-recipe model
     assert parse_arm("paper", CONTEXT).loss == "plain"          # the paper's recipe stays a named arm
 
 

@@ -33,9 +33,12 @@ def test_supports_warning_names_the_source_and_the_fix():
 
 def test_break_even_and_the_warning_before_a_short_training():
     assert budget.break_even_steps("paper") is None and budget.worse_up_to("paper") == 800
-    text = budget.break_even_text("default")                            # the default is the paper's recipe
+    text = budget.break_even_text("paper")
     assert "above 800 optimiser steps" in text and budget.QUICK_RESULTS in text
-    warning = budget.short_training_warning(240, "default")
+    # the default (ramp:200,lvr=0.5, chosen by the rule) was never worse at 240, 800 and 1520 steps: no warning
+    assert budget.short_training_warning(240, "default") is None and "1520 steps: not worse" in \
+        budget.break_even_text("default")
+    warning = budget.short_training_warning(240, "paper")
     assert "240 optimiser steps" in warning and "lesion recall 0.05 vs 0.62" in warning
     assert budget.DYNAMICS_RESULTS in warning and "longer than 800 optimiser steps" in warning
     assert budget.short_training_warning(5000, "paper") is None
@@ -52,7 +55,7 @@ def test_recipe_key_of_the_effective_settings():
     def key(**kw):
         return budget.recipe_key(TrainOptions(dataset_dir=".", work_dir=".", **kw).variants)
 
-    assert key() == "paper" and key(recipe="paper") == "paper"
+    assert key() == "ramp:200,lvr=0.5" and key(recipe="paper") == "paper"       # the default is the measured one
     assert key(support_head=1.0) == "head" and key(support_schedule="ramp:200,lvr=0.5") == "ramp:200,lvr=0.5"
     assert budget.recipe_key({"head_init": "preserve"}, fine_tuning=True) == "finetune:preserve"
 
@@ -86,7 +89,7 @@ def test_break_even_label_follows_the_budget_and_the_choice():
 
     class Ui:
         epochs, iterationsPerEpoch = Widget(value=6), Widget(value=40)
-        supportRecipe, breakEvenLabel = Widget(currentText="default"), Widget(text="")
+        supportRecipe, breakEvenLabel = Widget(currentText="paper"), Widget(text="")
 
     ui = Ui()
     BudgetLabel(ui)
@@ -126,9 +129,9 @@ def test_support_list_warning_in_the_segment_panel(slicer_scene):
 
 
 def test_train_warns_before_a_short_backsplit_training(tmp_path, monkeypatch, capsys):
-    """The worker's first event for a BackSplit dataset trained for a budget measured worse than the binary baseline
-    is the warning (shown by ``backsplit train`` and the panel's log); the run is stopped right after it by asking
-    for a GPU this machine does not have, so nothing is trained."""
+    """The worker's first event for a BackSplit dataset trained with the paper's recipe for a budget measured
+    worse than the binary baseline is the warning (shown by ``backsplit train`` and the panel's log); the run is
+    stopped right after it by asking for a GPU this machine does not have, so nothing is trained."""
     from fixtures_nnunet import export_tiny, tiny_options
 
     from backsplit.runtime.progress import EVENT_PREFIX, parse_event_line
@@ -137,7 +140,7 @@ def test_train_warns_before_a_short_backsplit_training(tmp_path, monkeypatch, ca
     exported = export_tiny(tmp_path / "raw")
     monkeypatch.setenv("nnUNet_raw", str(exported.dataset_dir.parent))
     with pytest.raises(InputError, match="(?i)cuda|gpu"):
-        worker.run(tiny_options(exported.dataset_dir, tmp_path / "work", device="cuda"))
+        worker.run(tiny_options(exported.dataset_dir, tmp_path / "work", device="cuda", recipe="paper"))
     events = [parse_event_line(line) for line in capsys.readouterr().out.splitlines()
               if line.startswith(EVENT_PREFIX)]
     assert events and events[0].stage == "warning" and "12 optimiser steps is short" in events[0].message

@@ -32,17 +32,21 @@ def _train(tiny_dataset, tmp_path, **kw):
 def test_tiny_training_with_a_support_schedule(tiny_dataset, tmp_path):
     """One training covers the three schedule pieces: constant lesion-vs-rest (lvr), the ramp and the Dice cap."""
     manifest, _ = _train(tiny_dataset, tmp_path, support_schedule="ramp:4,lvr=0.5,cap=0.5")
-    assert manifest["recipe"] == "default" and manifest["loss_schedule"]["option"] == "ramp:4,lvr=0.5,cap=0.5"
+    assert manifest["recipe"] == "paper" and manifest["loss_schedule"]["option"] == "ramp:4,lvr=0.5,cap=0.5"
     # binary training's loss (+ lvr) at step 0, supports ramped in over 4 steps: (step, w_multi, w_lvr) per epoch
     assert manifest["loss_schedule"]["weights_at_epoch_start"] == [[0, 0.0, 1.5], [3, 0.75, 0.75]]
     assert manifest["labels"] == {"background": 0, "Lesion": 1, "Vessel": 2, "Organ": 3}
 
 
-def test_default_recipe_is_still_the_papers(tiny_model_dir):
-    """Until the measurement chooses a default, ``backsplit train`` trains the paper's recipe (nnU-Net's own loss)."""
+def test_the_papers_recipe_and_the_measured_default(tiny_model_dir, tiny_dataset, tmp_path):
+    """``--recipe paper`` trains nnU-Net's own loss (the shared tiny model); the default is the recipe chosen by the
+    rule (docs/results/2026-12-07-cpu2-dynamics.md): ramp:200,lvr=0.5, recorded in the manifest."""
     manifest = json.loads((tiny_model_dir / "backsplit_model.json").read_text(encoding="utf-8"))
-    assert manifest["recipe"] == "default" and manifest["loss_schedule"]["option"] == "plain"
+    assert manifest["recipe"] == "paper" and manifest["loss_schedule"]["option"] == "plain"
     assert manifest["loss_schedule"]["weights_at_epoch_start"] == [] and "support_head" not in manifest
+    manifest, _ = _train(tiny_dataset, tmp_path, recipe="default")
+    assert manifest["recipe"] == "default" and manifest["loss_schedule"]["option"] == "ramp:200,lvr=0.5"
+    assert manifest["loss_schedule"]["weights_at_epoch_start"][0] == [0, 0.0, 1.5]   # binary training's loss + lvr
 
 
 def test_support_head_is_exported_as_a_plain_lesion_model(tiny_dataset, tmp_path):

@@ -15,11 +15,12 @@ SCHEDULES = ("ramp:200,lvr=0.5", "lvr:1")
 
 
 def choice_options(choice: str, fine_tuning: bool = False) -> dict:
-    """``TrainOptions`` keyword arguments for a choice: ``default`` (the measured default; the paper's until a variant
-    is measured better), ``paper`` (multi-class loss from the first step, one output head), a support schedule (start
-    with the binary baseline's loss of target vs the rest, supports ramped in / added), or ``head`` (supports on a
-    separate output head, exported as the target head alone). When fine-tuning a binary baseline, the variants start
-    from its prediction (``head_init`` preserve). Raises InputError for an unknown choice."""
+    """``TrainOptions`` keyword arguments for a choice: ``default`` (the measured default, ``ramp:200,lvr=0.5``:
+    ``backsplit.training.schedule.RECIPES``), ``paper`` (multi-class loss from the first step, one output head), a
+    support schedule (start with the binary baseline's loss of target vs the rest, supports ramped in / added), or
+    ``head`` (supports on a separate output head, exported as the target head alone). When fine-tuning a binary
+    baseline, the variants start from its prediction (``head_init`` preserve). Raises InputError for an unknown
+    choice."""
     if choice in ("default", "paper"):
         return {"recipe": choice}
     if choice not in CHOICES:

@@ -81,9 +81,11 @@ def register(subparsers) -> None:
                         "learned:2,m=48,tau=32,k=8 (margin and temperature in mm from the lesion, generator step every "
                         "k iterations; also w=generator width, meta=fd|exact, lr=generator Adam rate). Default: none")
     p.add_argument("--recipe", default="default", choices=["default", "paper"],
-                   help="how the support structures enter training: default (the recommended recipe; today the same as "
-                        "paper) or paper (the BackSplit paper's: multi-class loss from the first step, one output "
-                        "head, fine-tuning re-initialises the output layers); the three options below override it")
+                   help="how the support structures enter training: default (chosen by measurement: "
+                        "--support-schedule ramp:200,lvr=0.5 and, fine-tuning a binary model, --head-init preserve; "
+                        "docs/results/2026-12-07-cpu2-dynamics.md) or paper (the BackSplit paper's: multi-class loss "
+                        "from the first step, one output head, fine-tuning re-initialises the output layers); the "
+                        "three options below override it")
     p.add_argument("--support-schedule", metavar="SCHEDULE",
                    help="plain (the paper's loss), lvr:W (add W x binary training's loss of target vs the rest), "
                         "ramp:N[,delay=D][,lvr=W][,cap=C] (start with binary training's loss, support structures "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from backsplit.errors import InputError
+from backsplit.training.schedule import default_differs_from_paper
 
 SOURCE, TWIN, DERIVED = "source", "twin", "derived"
 BINARY = "binary"
@@ -42,6 +43,11 @@ class Arm:
         for key in ("loss", "support_head", "head_init"):   # only when set: earlier arms keep their content hash
             if getattr(self, key) is not None:
                 raw[key] = getattr(self, key)
+        if self.dataset != TWIN and self.loss is None and self.support_head is None:
+            # the arm trains with ``backsplit train``'s default recipe: its settings enter the hash when they differ
+            # from the paper's, so a study never reuses a model of the paper's recipe for a changed default
+            for key, value in default_differs_from_paper().items():
+                raw.setdefault(key, value)
         return raw
 
 
