@@ -48,7 +48,8 @@ def test_break_even_and_the_warning_before_a_short_training():
     assert "lesion recall 0.52 vs 0.62" in budget.short_training_warning(240, "lvr:1")     # CI-worse in recall at 240
     # the in-app fine-tuning (5 x 50 steps) counts as the measured 240-step fine-tuning
     assert "lost the cyst" in budget.short_training_warning(250, budget.recipe_key({"head_init": "reinit"}, True))
-    assert "not been measured" in budget.break_even_text("finetune:preserve")
+    assert "not been measured" in budget.break_even_text("cap:0.5")
+    assert "false-positive lesions" in budget.short_training_warning(250, "finetune:preserve")
 
 
 def test_recipe_key_of_the_effective_settings():
