@@ -26,6 +26,8 @@ import numpy as np
 
 
 def ensure_demo(out: Path, cases: int, test_cases: int) -> tuple[Path, Path]:
+    """The demo's exported training dataset and held-out reference dataset (``backsplit demo --stop-after export``);
+    also used by ``bench_preview.py``."""
     raw = out / "nnUNet_raw"
     dataset, test = raw / "Dataset501_DemoKidneyCyst", raw / "Dataset503_DemoKidneyCystTest"
     if not (dataset / "dataset.json").is_file() or not (test / "dataset.json").is_file():

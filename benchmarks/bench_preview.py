@@ -20,23 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from bench_estimate import ensure_demo  # noqa: E402 - the demo export both benchmarks use (run from benchmarks/)
+
 FOLDS = ["0", "1", "2", "3", "4"]
 
 
-def ensure_demo(out: Path, cases: int, test_cases: int) -> tuple[Path, Path]:
-    """The demo's exported training dataset and held-out reference dataset (``backsplit demo --stop-after export``)."""
-    raw = out / "nnUNet_raw"
-    dataset, test = raw / "Dataset501_DemoKidneyCyst", raw / "Dataset503_DemoKidneyCystTest"
-    if not (dataset / "dataset.json").is_file() or not (test / "dataset.json").is_file():
-        subprocess.run([sys.executable, "-m", "backsplit", "demo", "--out", str(out), "--cases", str(cases),
-                        "--test-cases", str(test_cases), "--stop-after", "export", "--overwrite"], check=True,
-                       stdout=subprocess.DEVNULL)
-    return dataset, test
 
 
 def train(dataset: Path, work: Path, args) -> Path:
