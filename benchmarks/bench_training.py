@@ -53,7 +53,8 @@ def run_wrapper(dataset: Path, work: Path, args, with_binary=False, sampling="st
     command = [sys.executable, "-m", "backsplit", "train", str(dataset), "--work-dir", str(work),
                "--configuration", args.configuration, "--fold", "all", "--epochs", str(args.epochs),
                "--iterations-per-epoch", str(args.iterations), "--val-iterations", str(args.val_iterations),
-               "--device", args.device, "--sampling", sampling, "--overwrite", "--jsonl", "--save-every", "1000"]
+               "--device", args.device, "--sampling", sampling, "--overwrite", "--jsonl", "--save-every", "1000",
+               "--recipe", args.recipe]
     if with_binary:
         command.append("--with-binary")
     out = subprocess.run(command, capture_output=True, text=True)
@@ -94,6 +95,9 @@ def main() -> None:
     parser.add_argument("--val-iterations", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--recipe", default="paper", choices=["paper", "default"],
+                        help="paper (default): nnU-Net's own loss, like for like with raw nnUNetv2_train (the "
+                             "figures in docs/benchmarks.md); default: the default recipe's loss schedule as well")
     args = parser.parse_args()
 
     from backsplit.datasets.export import ExportRequest, export_dataset
