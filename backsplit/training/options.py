@@ -120,11 +120,16 @@ class TrainOptions(JsonRequest):
 
     @property
     def variants(self) -> dict:
-        """The effective support schedule, support head and head init (``schedule.resolve_recipe``)."""
+        """The effective support schedule, support head and head init (``schedule.resolve_recipe``). Learned context
+        (``--context learned``) trains its own context classes with the plain loss: the recipe's schedule is not
+        applied to it unless a schedule is asked for explicitly (then refused by ``check``)."""
         from backsplit.training.schedule import resolve_recipe
 
+        schedule = self.support_schedule
+        if schedule is None and self.support_head is None and (self.context or "none") != "none":
+            schedule = "plain"
         try:
-            return resolve_recipe(self.recipe, self.support_schedule, self.support_head, self.head_init)
+            return resolve_recipe(self.recipe, schedule, self.support_head, self.head_init)
         except ValueError as exc:
             raise InputError(str(exc)) from None
 
